@@ -18,7 +18,9 @@ def _load(name: str) -> dict[str, Any]:
     return data
 
 
-CLEAN = {k: v for k, v in _load("cross_impl_clean_vectors.json").items() if k.startswith("clean_v3")}
+CLEAN = {
+    k: v for k, v in _load("cross_impl_clean_vectors.json").items() if k.startswith("clean_v3")
+}
 
 
 @pytest.mark.parametrize("name", sorted(CLEAN))

@@ -37,14 +37,12 @@ def canonical_query_string(query: Mapping[str, str]) -> str:
 
 
 def is_minimal_signed_header(name: str) -> bool:
-    """Tell whether ``name`` belongs to the minimal signed set (``host``, ``content-type``, ``x-acs-*``)."""
+    """Tell whether ``name`` is in the minimal signed set: host, content-type, x-acs-*."""
     lower = name.lower()
     return lower in ("host", "content-type") or lower.startswith("x-acs-")
 
 
-def canonical_headers(
-    headers: Iterable[tuple[str, str]], signed: Iterable[str]
-) -> tuple[str, str]:
+def canonical_headers(headers: Iterable[tuple[str, str]], signed: Iterable[str]) -> tuple[str, str]:
     """Return ``(canonical_headers, signed_headers)`` for the header names in ``signed``."""
     wanted = {name.lower() for name in signed}
     values: dict[str, list[str]] = {}
@@ -99,7 +97,7 @@ def authorization(
     headers: Mapping[str, str],
     payload_sha256: str = EMPTY_BODY_SHA256,
 ) -> str:
-    """Return the ``Authorization`` header value signing ``host``, ``content-type`` and ``x-acs-*``."""
+    """Return the ``Authorization`` value, signing host, content-type and x-acs-* headers."""
     items = list(headers.items())
     signed = [name for name, _ in items if is_minimal_signed_header(name)]
     canonical, signed_names = canonical_request(

@@ -1,0 +1,456 @@
+"""The ECS API client: DescribeInvocationResults with signing, retries, paging and tolerant parsing.
+
+Each HTTP try is a V3 request (``POST /``, business parameters in the query string, empty body)
+signed afresh (new date and nonce) with :func:`exporter.ecs.signing.authorization`. The query
+string on the wire is exactly the signed canonical string: the URL is built here, never with
+httpx's ``params=`` (which would encode a space as ``+``).
+
+The hot path is kept lean on purpose (a refresh may page 10,000 results): one reused
+``httpx.Client``, a plain dict of headers per try, no validation framework, records parsed into
+slotted dataclasses by :func:`exporter.ecs.models.parse_page`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import httpx
+
+from exporter import __version__
+from exporter.ecs import signing
+from exporter.ecs.errors import (
+    ApiError,
+    EcsError,
+    InvalidRequestError,
+    MalformedResponseError,
+    RequestTimeoutError,
+    ThrottledError,
+    TransportError,
+    classify_api_error,
+    is_retryable,
+    outcome_code,
+    parse_error_body,
+    parse_retry_after,
+    scrub,
+)
+from exporter.ecs.models import (
+    ECS_API_VERSION,
+    MAX_RESULTS_LIMIT,
+    InvalidRecord,
+    InvocationQuery,
+    InvocationResult,
+    Page,
+    parse_page,
+)
+
+if TYPE_CHECKING:
+    from exporter.ecs.credentials import Credentials, CredentialsProvider
+    from exporter.ecs.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+ACTION = "DescribeInvocationResults"
+USER_AGENT = f"aliyun-cloudassistant-exporter/{__version__}"
+_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_MAX_LOGGED_INVALID = 4096
+
+
+def parse_endpoint(url: str) -> tuple[str, str]:
+    """Return ``(base_url, host_header)`` for an endpoint given as a URL or a bare host.
+
+    ``https://`` is assumed without a scheme; ``http://`` is allowed (proxies, the simulator).
+    The host header is the URL's ``host[:port]``, which is also what gets signed.
+    """
+    text = url.strip()
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"endpoint {url!r}: the scheme must be http or https")
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        raise ValueError(f"endpoint {url!r}: needs a host and no user information")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"endpoint {url!r}: must not have a path, query or fragment")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"endpoint {url!r}: the port is not a number in 0-65535") from None
+    host = parts.netloc.lower()
+    if port is None and host.endswith(":"):
+        host = host[:-1]
+    return f"{parts.scheme}://{host}/", host
+
+
+def default_endpoint(region_id: str, *, use_vpc_endpoint: bool = False) -> str:
+    """Return the public (or VPC) ECS endpoint URL of a region."""
+    prefix = "ecs-vpc" if use_vpc_endpoint else "ecs"
+    return f"https://{prefix}.{region_id}.aliyuncs.com"
+
+
+def signed_request_headers(
+    *,
+    host: str,
+    action: str,
+    version: str,
+    query: Mapping[str, str],
+    credentials: Credentials,
+    user_agent: str = USER_AGENT,
+) -> dict[str, str]:
+    """Return the headers of one V3 ``POST /`` with an empty body, ``Authorization`` included.
+
+    The date (UTC, second precision) and the nonce are new on every call, so every try is
+    signed afresh.
+    """
+    headers = {
+        "host": host,
+        "x-acs-action": action,
+        "x-acs-version": version,
+        "x-acs-date": time.strftime(_DATE_FORMAT, time.gmtime()),
+        "x-acs-signature-nonce": secrets.token_hex(16),
+        "x-acs-content-sha256": signing.EMPTY_BODY_SHA256,
+    }
+    token = credentials.security_token
+    if token is not None:
+        headers["x-acs-security-token"] = token.get_secret_value()
+    headers["Authorization"] = signing.authorization(
+        credentials.access_key_id,
+        credentials.access_key_secret.get_secret_value(),
+        "POST",
+        "/",
+        query,
+        headers,
+    )
+    headers["user-agent"] = user_agent
+    headers["accept"] = "application/json"
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """One HTTP try, as the exporter's self-metrics see it."""
+
+    action: str
+    region_id: str
+    code: str  # outcome_code(): "" on success
+    duration_seconds: float
+    http_status: int | None
+    attempt: int  # 1-based
+    rate_limit_wait_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a call retries: full-jitter exponential backoff, bounded by tries and a deadline.
+
+    Before try ``n + 1`` the client sleeps ``uniform(0, min(max_delay, base_delay * 2**(n-1)))``,
+    and at least the ``retry_after`` the service asked for. ``deadline`` bounds the whole call
+    (tries, sleeps and rate-limit waits); a retry that cannot finish before it is not made.
+    """
+
+    max_attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    deadline: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("base_delay and max_delay must be >= 0")
+        if not self.deadline > 0:
+            raise ValueError(f"deadline must be > 0, got {self.deadline}")
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Return the jittered sleep after the failed try number ``attempt`` (1-based)."""
+        cap = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return rng.uniform(0.0, cap)
+
+
+def _rejects_token(exc: ApiError) -> bool:
+    status = exc.http_status
+    return status is not None and 400 <= status <= 499 and "nexttoken" in exc.code.lower()
+
+
+class EcsClient:
+    """Calls DescribeInvocationResults for one region with one set of credentials.
+
+    Thread-safe: one instance may serve concurrent refreshes. ``sleep``, ``rng`` and ``clock``
+    (monotonic seconds, used for the deadline and durations) are injectable so tests never wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        region_id: str,
+        credentials: CredentialsProvider,
+        http: httpx.Client,
+        endpoint: str | None = None,
+        use_vpc_endpoint: bool = False,
+        retry: RetryPolicy | None = None,
+        timeout: float = 10.0,
+        rate_limiter: RateLimiter | None = None,
+        on_request: Callable[[RequestEvent], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not _REGION_RE.match(region_id):
+            raise ValueError(f"region_id {region_id!r} is not a region id like 'cn-hangzhou'")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0, got {timeout}")
+        self.region_id = region_id
+        url = endpoint or default_endpoint(region_id, use_vpc_endpoint=use_vpc_endpoint)
+        self.base_url, self.host = parse_endpoint(url)
+        self._credentials = credentials
+        self._http = http
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+        self._timeout_config = httpx.Timeout(timeout)
+        self._rate_limiter = rate_limiter
+        self._on_request = on_request
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._logged_invalid: set[tuple[str, str, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"EcsClient(region_id={self.region_id!r}, endpoint={self.base_url!r})"
+
+    def __enter__(self) -> EcsClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the ``httpx.Client`` this client was given."""
+        self._http.close()
+
+    # --- paging ------------------------------------------------------------------------------
+
+    def iter_pages(
+        self,
+        query: InvocationQuery,
+        *,
+        max_results: int = MAX_RESULTS_LIMIT,
+        max_pages: int | None = None,
+    ) -> Iterator[Page]:
+        """Yield every page of results for ``query``.
+
+        The first request carries ``MaxResults`` only; the next ones the ``NextToken`` of the
+        previous answer, until it is empty or absent. An empty page that still has a token, or a
+        token seen before, raises :class:`MalformedResponseError`. A rejected ``NextToken``
+        (``InvalidParameter.NextToken`` or any 4xx whose code names it) restarts once from the
+        first page, so the caller may see results twice (they are keyed, so counting by key is
+        safe); a second rejection raises. ``max_pages`` stops early. The query is validated
+        here, before anything is sent (:class:`InvalidRequestError`).
+        """
+        query.validate()
+        if type(max_results) is not int or not 1 <= max_results <= MAX_RESULTS_LIMIT:
+            raise InvalidRequestError(
+                f"max_results must be an integer from 1 to {MAX_RESULTS_LIMIT}, got {max_results!r}"
+            )
+        if max_pages is not None and (type(max_pages) is not int or max_pages < 1):
+            raise InvalidRequestError(f"max_pages must be a positive integer, got {max_pages!r}")
+        params = {"RegionId": self.region_id, **query.to_params(), "MaxResults": str(max_results)}
+        return self._pages(params, max_pages)
+
+    def describe_invocation_results(
+        self,
+        query: InvocationQuery,
+        *,
+        max_results: int = MAX_RESULTS_LIMIT,
+        max_pages: int | None = None,
+    ) -> Iterator[InvocationResult]:
+        """Yield every usable result of every page (see :meth:`iter_pages`)."""
+        pages = self.iter_pages(query, max_results=max_results, max_pages=max_pages)
+        return (result for page in pages for result in page.results)
+
+    def _pages(self, first: dict[str, str], max_pages: int | None) -> Iterator[Page]:
+        restarted = False
+        seen: set[str] = set()
+        token = ""
+        count = 0
+        while True:
+            params = {**first, "NextToken": token} if token else first
+            try:
+                page = self.call(params)
+            except ApiError as exc:
+                if not token or not _rejects_token(exc):
+                    raise
+                if restarted:
+                    raise InvalidRequestError(
+                        f"{exc.message} (NextToken refused again after restarting from the "
+                        "first page)",
+                        code=exc.code,
+                        request_id=exc.request_id,
+                        http_status=exc.http_status,
+                    ) from None
+                log.warning(
+                    "the service refused a NextToken (%s, RequestId %s); "
+                    "restarting from the first page",
+                    exc.code,
+                    exc.request_id,
+                )
+                restarted = True
+                seen.clear()
+                token = ""
+                continue
+            count += 1
+            if page.invalid:
+                self._log_invalid(page.invalid)
+            next_token = page.next_token
+            if next_token:
+                if not page.results and not page.invalid:
+                    raise MalformedResponseError(
+                        "an empty page still carries a NextToken (paging would not end)",
+                        request_id=page.request_id,
+                        http_status=200,
+                    )
+                if next_token in seen:
+                    raise MalformedResponseError(
+                        f"the NextToken of page {count} was already returned before "
+                        "(paging would loop)",
+                        request_id=page.request_id,
+                        http_status=200,
+                    )
+            yield page
+            if not next_token or (max_pages is not None and count >= max_pages):
+                return
+            seen.add(next_token)
+            token = next_token
+
+    def _log_invalid(self, invalid: list[InvalidRecord]) -> None:
+        for record in invalid:
+            key = (record.invoke_id, record.instance_id, record.reason)
+            if key in self._logged_invalid:
+                continue
+            if len(self._logged_invalid) >= _MAX_LOGGED_INVALID:
+                self._logged_invalid.clear()
+            self._logged_invalid.add(key)
+            log.warning(
+                "skipping an unusable record of %s in %s: InvokeId=%r InstanceId=%r: %s",
+                ACTION,
+                self.region_id,
+                record.invoke_id,
+                record.instance_id,
+                record.reason,
+            )
+
+    # --- one call, with retries --------------------------------------------------------------
+
+    def call(self, params: Mapping[str, str]) -> Page:
+        """Send one DescribeInvocationResults request (retried as the policy says); parse it."""
+        query_string = signing.canonical_query_string(params)
+        url = f"{self.base_url}?{query_string}" if query_string else self.base_url
+        policy = self._retry
+        clock = self._clock
+        start = clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            waited = self._rate_limiter.acquire() if self._rate_limiter is not None else 0.0
+            remaining = policy.deadline - (clock() - start)
+            if remaining <= 0:
+                raise RequestTimeoutError(
+                    f"the call's deadline of {policy.deadline:g}s ran out before try {attempt}"
+                )
+            credentials = self._credentials.get_credentials()
+            began = clock()
+            try:
+                page = self._try_once(url, params, credentials, remaining)
+            except EcsError as exc:
+                error = exc
+            else:
+                self._emit(began, None, 200, attempt, waited)
+                return page
+            self._emit(began, error, error.http_status, attempt, waited)
+            if not is_retryable(error) or attempt >= policy.max_attempts:
+                raise error
+            delay = policy.backoff(attempt, self._rng)
+            if isinstance(error, ThrottledError) and error.retry_after is not None:
+                delay = max(delay, error.retry_after)
+            if clock() - start + delay >= policy.deadline:
+                raise error
+            log.debug(
+                "%s try %d failed (%s); retrying in %.3fs",
+                ACTION,
+                attempt,
+                outcome_code(error),
+                delay,
+            )
+            self._sleep(delay)
+
+    def _emit(
+        self, began: float, error: EcsError | None, status: int | None, attempt: int, waited: float
+    ) -> None:
+        if self._on_request is None:
+            return
+        self._on_request(
+            RequestEvent(
+                ACTION,
+                self.region_id,
+                outcome_code(error),
+                self._clock() - began,
+                status,
+                attempt,
+                waited,
+            )
+        )
+
+    def _try_once(
+        self, url: str, params: Mapping[str, str], credentials: Credentials, remaining: float
+    ) -> Page:
+        headers = signed_request_headers(
+            host=self.host,
+            action=ACTION,
+            version=ECS_API_VERSION,
+            query=params,
+            credentials=credentials,
+        )
+        timeout = self._timeout_config if remaining >= self._timeout else httpx.Timeout(remaining)
+        try:
+            response = self._http.post(url, headers=headers, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise RequestTimeoutError(
+                f"{type(exc).__name__} talking to {self.host} (timeout {timeout.read:g}s)"
+            ) from None
+        except httpx.RequestError as exc:
+            text = scrub(str(exc), _secret_values(credentials))
+            raise TransportError(
+                f"{type(exc).__name__} talking to {self.host}: {text}".rstrip(": ")
+            ) from None
+        status = response.status_code
+        body = response.content
+        if status == 200:
+            try:
+                return parse_page(body)
+            except MalformedResponseError as exc:
+                raise MalformedResponseError(
+                    exc.message,
+                    request_id=exc.request_id or response.headers.get("x-acs-request-id", ""),
+                    http_status=200,
+                ) from None
+        code, message, request_id = parse_error_body(body)
+        raise classify_api_error(
+            status,
+            code,
+            scrub(message, _secret_values(credentials)),
+            request_id or response.headers.get("x-acs-request-id", ""),
+            parse_retry_after(response.headers),
+        )
+
+
+def _secret_values(credentials: Credentials) -> tuple[str, ...]:
+    token = credentials.security_token
+    secret = credentials.access_key_secret.get_secret_value()
+    return (secret, token.get_secret_value()) if token is not None else (secret,)

@@ -1,0 +1,261 @@
+"""Every failure of the Alibaba layer, as one tree.
+
+::
+
+    EcsError                       base: .code .message .request_id .http_status
+     ├── TransportError            connection refused/reset, DNS, TLS, truncated body (retried)
+     │    └── RequestTimeoutError  connect/read timeout, or the call's deadline ran out (retried)
+     ├── ApiError                  an error answer of the API ({RequestId, Code, Message, ...})
+     │    ├── ThrottledError       Throttling*, HTTP 429; .retry_after seconds or None (retried)
+     │    ├── ServerError          HTTP 5xx, ServiceUnavailable, InternalError*, UnknownError
+     │    │                        (retried)
+     │    ├── AuthenticationError  InvalidAccessKeyId*, SignatureDoesNotMatch, IncompleteSignature,
+     │    │                        InvalidTimeStamp*, SignatureNonceUsed, InvalidSecurityToken*
+     │    ├── AccessDeniedError    Forbidden*, NoPermission*, Operation.Forbidden
+     │    └── InvalidRequestError  any other 4xx (InvalidParameter.*, MissingParameter.*, ...),
+     │                             and a query refused before it is sent
+     ├── MalformedResponseError    not JSON, wrong shape, empty page with a token, repeated token
+     └── CredentialsError          no credentials found, or a provider failed
+
+``str()`` of an error is ``"<Code>: <message> (HTTP <status>, RequestId <id>)"`` without the
+empty parts. Messages never hold a secret: the client scrubs known secrets from the server's text
+with :func:`scrub` before it builds an error, and no error ever formats a credential.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+# Codes the service uses for transient failures whatever the HTTP status says.
+_SERVER_CODES = frozenset({"ServiceUnavailable", "UnknownError"})
+_AUTH_CODES = frozenset({"SignatureDoesNotMatch", "IncompleteSignature", "SignatureNonceUsed"})
+_AUTH_PREFIXES = ("InvalidAccessKeyId", "InvalidTimeStamp", "InvalidSecurityToken")
+_PERMISSION_PREFIXES = ("Forbidden", "NoPermission")
+_PERMISSION_CODES = frozenset({"Operation.Forbidden"})
+_MAX_MESSAGE_CHARS = 512
+
+
+class EcsError(Exception):
+    """Base of every error raised by ``exporter.ecs``."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: str = "",
+        request_id: str = "",
+        http_status: int | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.http_status = http_status
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        head = f"{self.code}: {self.message}" if self.code else self.message
+        details = []
+        if self.http_status is not None:
+            details.append(f"HTTP {self.http_status}")
+        if self.request_id:
+            details.append(f"RequestId {self.request_id}")
+        return f"{head} ({', '.join(details)})" if details else head
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.__str__()!r})"
+
+
+class TransportError(EcsError):
+    """The request or its answer was lost on the way (connection, DNS, TLS, truncated body)."""
+
+
+class RequestTimeoutError(TransportError):
+    """A connect or read timeout, or the call's total deadline ran out."""
+
+
+class ApiError(EcsError):
+    """The API answered with an error (a JSON body with ``Code`` and ``Message``)."""
+
+
+class ThrottledError(ApiError):
+    """The API refused the request because of flow control; ``retry_after`` is in seconds."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: str = "",
+        request_id: str = "",
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, code=code, request_id=request_id, http_status=http_status)
+
+
+class ServerError(ApiError):
+    """A transient failure on the service side (HTTP 5xx or a server error code)."""
+
+
+class AuthenticationError(ApiError):
+    """The service did not accept the credentials or the signature."""
+
+
+class AccessDeniedError(ApiError):
+    """The credentials are valid but not allowed to call the API (RAM policy)."""
+
+
+class InvalidRequestError(ApiError):
+    """The request itself is wrong: refused by the service (other 4xx) or before sending it."""
+
+
+class MalformedResponseError(EcsError):
+    """A success answer that cannot be used: not JSON, wrong shape, or a paging loop."""
+
+
+class CredentialsError(EcsError):
+    """No credentials could be found, or a credentials provider failed."""
+
+
+RETRYABLE_ERRORS: tuple[type[EcsError], ...] = (TransportError, ThrottledError, ServerError)
+
+
+def is_retryable(exc: EcsError) -> bool:
+    """Tell whether a failed try may be repeated (throttling, server errors, transport)."""
+    return isinstance(exc, RETRYABLE_ERRORS)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Return ``text`` with every non-empty secret replaced by ``***`` and bounded in length."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[:_MAX_MESSAGE_CHARS] + "..."
+    return text
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Return the wait the service asked for, in seconds, or ``None``.
+
+    ``x-acs-retry-after`` is in milliseconds (the official SDK's vector answers 1500 for 1.5 s);
+    a standard ``Retry-After`` from a gateway is in seconds.
+    """
+    for name, scale in (("x-acs-retry-after", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            continue
+        if value >= 0 and value == value and value != float("inf"):
+            return value * scale
+    return None
+
+
+def _field(body: Mapping[str, object], *names: str) -> str:
+    for name in names:
+        value = body.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def parse_error_body(body: bytes) -> tuple[str, str, str]:
+    """Return ``(code, message, request_id)`` of an error answer; empty strings when unknown.
+
+    Accepts ``Code``/``Message``/``RequestId`` and the lower-case variants some gateways send.
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "", "", ""
+    if not isinstance(data, dict):
+        return "", "", ""
+    return (
+        _field(data, "Code", "code"),
+        _field(data, "Message", "message", "Msg", "msg"),
+        _field(data, "RequestId", "requestId", "request_id"),
+    )
+
+
+def classify_api_error(
+    http_status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    retry_after: float | None = None,
+) -> ApiError | MalformedResponseError:
+    """Build the error for a non-200 answer from its status and its body's ``Code``."""
+    if not message:
+        message = f"the service answered HTTP {http_status}"
+    if code.startswith("Throttling") or http_status == 429:
+        return ThrottledError(
+            message,
+            code=code,
+            request_id=request_id,
+            http_status=http_status,
+            retry_after=retry_after,
+        )
+    cls: type[ApiError]
+    if code in _AUTH_CODES or code.startswith(_AUTH_PREFIXES):
+        cls = AuthenticationError
+    elif code in _PERMISSION_CODES or code.startswith(_PERMISSION_PREFIXES):
+        cls = AccessDeniedError
+    elif code in _SERVER_CODES or code.startswith("InternalError") or 500 <= http_status <= 599:
+        cls = ServerError
+    elif 400 <= http_status <= 499:
+        cls = InvalidRequestError
+    else:
+        # 1xx/3xx or another status no API answer uses: a proxy in the way, not the service.
+        return MalformedResponseError(
+            f"unexpected HTTP {http_status} answer",
+            code=code,
+            request_id=request_id,
+            http_status=http_status,
+        )
+    return cls(message, code=code, request_id=request_id, http_status=http_status)
+
+
+def outcome_code(exc: EcsError | None) -> str:
+    """Return the short outcome of one try: ``""`` on success, else the API ``Code`` or a kind.
+
+    Without an API code: ``credentials``, ``http_<status>`` for an error answer, ``malformed``
+    for an unusable success answer, ``timeout`` or ``transport``.
+    """
+    if exc is None:
+        return ""
+    if exc.code:
+        return exc.code
+    if isinstance(exc, CredentialsError):
+        return "credentials"
+    if exc.http_status is not None and exc.http_status != 200:
+        return f"http_{exc.http_status}"
+    if isinstance(exc, MalformedResponseError):
+        return "malformed"
+    if isinstance(exc, RequestTimeoutError):
+        return "timeout"
+    if isinstance(exc, TransportError):
+        return "transport"
+    return "error"
+
+
+def failure_reason(exc: EcsError) -> str:
+    """Return the ``reason`` label of a failed refresh (a small, fixed set of values)."""
+    if isinstance(exc, ThrottledError):
+        return "throttled"
+    if isinstance(exc, ServerError):
+        return "server"
+    if isinstance(exc, AuthenticationError):
+        return "auth"
+    if isinstance(exc, AccessDeniedError):
+        return "permission"
+    if isinstance(exc, ApiError):
+        return "invalid_request"
+    if isinstance(exc, MalformedResponseError):
+        return "malformed"
+    if isinstance(exc, CredentialsError):
+        return "credentials"
+    return "transport"

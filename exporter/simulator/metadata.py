@@ -1,0 +1,479 @@
+"""Fakes of the ECS instance metadata service (IMDSv2) and of STS, for the credential tests.
+
+Both are small loopback ``ThreadingHTTPServer`` servers (``port=0`` picks a free port), used as
+context managers; ``.url`` is where they listen and ``.requests`` records what they were sent.
+
+What they imitate:
+
+* :class:`FakeMetadataServer`: ``PUT /latest/api/token`` with
+  ``X-aliyun-ecs-metadata-token-ttl-seconds`` (1-21600) hands out a session token;
+  ``GET /latest/meta-data/ram/security-credentials/`` lists the instance's RAM role and
+  ``GET .../<role>`` answers ``{AccessKeyId, AccessKeySecret, SecurityToken, Expiration,
+  LastUpdated, Code: "Success"}``; a GET without a valid token gets 401 (IMDSv2 enforced).
+* :class:`FakeStsServer`: ``AssumeRole`` (V3-signed: the signature, the STS token of temporary
+  keys, the date and the nonce are checked) and ``AssumeRoleWithOIDC`` (anonymous; parameters in
+  the query or a form body); answers ``{RequestId, AssumedRoleUser, Credentials: {AccessKeyId,
+  AccessKeySecret, SecurityToken, Expiration}}`` or an error ``{RequestId, HostId, Code,
+  Message}``. Credentials it issues can in turn sign AssumeRole (role chaining).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Self
+from urllib.parse import parse_qsl, urlsplit
+
+from exporter.ecs import signing
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_MAX_CLOCK_SKEW = timedelta(minutes=15)
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request a fake server received."""
+
+    method: str
+    path: str
+    raw_query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query parameters, decoded (a form body's are not included)."""
+        return dict(parse_qsl(self.raw_query, keep_blank_values=True))
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        lower = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lower), None)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def json_answer(status: int, data: object, headers: Mapping[str, str] | None = None) -> Answer:
+    """An answer with a JSON body."""
+    return (
+        status,
+        {"Content-Type": "application/json", **(headers or {})},
+        json.dumps(data).encode(),
+    )
+
+
+def error_answer(status: int, code: str, message: str, host_id: str = "") -> Answer:
+    """An Alibaba Cloud error answer ``{RequestId, HostId, Code, Message, Recommend}``."""
+    return json_answer(
+        status,
+        {
+            "RequestId": str(uuid.uuid4()).upper(),
+            "HostId": host_id,
+            "Code": code,
+            "Message": message,
+            "Recommend": f"https://api.aliyun.com/troubleshoot?q={code}",
+        },
+    )
+
+
+def check_v3_signature(
+    method: str,
+    raw_query: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    secret_for: Callable[[str], str | None],
+) -> tuple[int, str, str] | None:
+    """Verify an ACS3-HMAC-SHA256 request as the service does.
+
+    Returns ``None`` when it verifies, else ``(http_status, code, message)``. The query is decoded
+    the way servers do (``+`` is a space), so a client that sends anything but the signed
+    canonical string fails here.
+    """
+    items = list(headers)
+    lookup = {k.lower(): v for k, v in items}
+    parsed = signing.parse_authorization(lookup.get("authorization", ""))
+    if parsed is None:
+        return 400, "IncompleteSignature", "The request signature does not conform to standards."
+    key_id, signed_names, given = parsed
+    secret = secret_for(key_id)
+    if secret is None:
+        return 404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."
+    for required in ("host", "x-acs-action", "x-acs-version", "x-acs-date"):
+        if required not in signed_names:
+            return 400, "IncompleteSignature", f"The header {required} is not signed."
+    payload = lookup.get("x-acs-content-sha256", "")
+    if payload != hashlib.sha256(body).hexdigest():
+        return 400, "SignatureDoesNotMatch", "x-acs-content-sha256 does not match the body."
+    query = dict(parse_qsl(raw_query, keep_blank_values=True))
+    canonical, _ = signing.canonical_request(method, "/", query, items, signed_names, payload)
+    if signing.signature(secret, canonical) != given:
+        return (
+            400,
+            "SignatureDoesNotMatch",
+            "The request signature does not conform to Aliyun standards. server string to sign "
+            f"is: {signing.string_to_sign(canonical)}",
+        )
+    return None
+
+
+def check_v3_date(value: str | None, now: datetime) -> tuple[int, str, str] | None:
+    """Check ``x-acs-date`` (``%Y-%m-%dT%H:%M:%SZ``, within 15 minutes of ``now``)."""
+    try:
+        when = datetime.strptime(value or "", _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return (
+            400,
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted.",
+        )
+    if abs(when - now) > _MAX_CLOCK_SKEW:
+        return 400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
+    server: _Server
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        parts = urlsplit(self.path)
+        request = RecordedRequest(
+            self.command, parts.path or "/", parts.query, list(self.headers.items()), body
+        )
+        with self.server.lock:
+            self.server.requests.append(request)
+        status, headers, payload = self.server.answer(request)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_PUT = do_POST = _serve
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Stay quiet: tests read ``.requests`` instead of a log."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], answer: Callable[[RecordedRequest], Answer]):
+        self.lock = threading.Lock()
+        self.requests: list[RecordedRequest] = []
+        self.answer = answer
+        super().__init__(address, _Handler)
+
+
+class LoopbackServer:
+    """A small HTTP server on a background thread that records requests; a context manager.
+
+    Subclasses implement :meth:`answer`.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._server = _Server((host, port), self.answer)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one interval
+            name=type(self).__name__,
+            daemon=True,
+        )
+        self._thread.start()
+        bound_host, bound_port = self._server.server_address[:2]
+        self.url = f"http://{bound_host!s}:{bound_port}"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far, in order."""
+        with self._server.lock:
+            return list(self._server.requests)
+
+    def answer(self, request: RecordedRequest) -> Answer:
+        """Return ``(status, headers, body)`` for one request (called on a server thread)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class IssuedCredentials:
+    """Temporary credentials a fake handed out (tests use the secrets to look for leaks)."""
+
+    access_key_id: str
+    access_key_secret: str
+    security_token: str
+    expiration: datetime
+
+
+@dataclass
+class _Issuer:
+    prefix: str
+    lifetime: timedelta
+    now: Callable[[], datetime]
+    issued: list[IssuedCredentials] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def issue(self) -> IssuedCredentials:
+        with self.lock:
+            n = len(self.issued) + 1
+            expiration = (self.now() + self.lifetime).replace(microsecond=0)
+            creds = IssuedCredentials(
+                f"STS.{self.prefix}{n:04d}",
+                f"{self.prefix}-secret-{n:04d}-{uuid.uuid4().hex}",
+                f"CAIS{self.prefix}token{n:04d}{uuid.uuid4().hex}",
+                expiration,
+            )
+            self.issued.append(creds)
+            return creds
+
+    def find(self, access_key_id: str) -> IssuedCredentials | None:
+        with self.lock:
+            return next((c for c in self.issued if c.access_key_id == access_key_id), None)
+
+
+def _credentials_json(creds: IssuedCredentials) -> dict[str, str]:
+    return {
+        "AccessKeyId": creds.access_key_id,
+        "AccessKeySecret": creds.access_key_secret,
+        "SecurityToken": creds.security_token,
+        "Expiration": creds.expiration.strftime(_TIME_FORMAT),
+    }
+
+
+class FakeMetadataServer(LoopbackServer):
+    """The ECS instance metadata service, IMDSv2 enforced, serving one RAM role.
+
+    ``role_name=None`` is an instance without a role (404). ``lifetime`` is how long issued
+    credentials last. ``fail_next`` holds HTTP statuses to answer to the next credential GETs
+    (an outage). ``now`` is the server's clock (freezegun works: it patches ``datetime``).
+    """
+
+    def __init__(
+        self,
+        *,
+        role_name: str | None = "EcsRamRoleTest",
+        lifetime: timedelta = timedelta(hours=6),
+        now: Callable[[], datetime] = _utc_now,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.role_name = role_name
+        self.fail_next: list[int] = []
+        self._issuer = _Issuer("ecs", lifetime, now)
+        self._tokens: set[str] = set()
+        self._lock = threading.Lock()
+        super().__init__(host, port)
+
+    @property
+    def issued(self) -> list[IssuedCredentials]:
+        """Every set of credentials handed out, in order."""
+        with self._issuer.lock:
+            return list(self._issuer.issued)
+
+    def answer(self, request: RecordedRequest) -> Answer:
+        text = {"Content-Type": "text/plain"}
+        if request.method == "PUT" and request.path == "/latest/api/token":
+            ttl = request.header("X-aliyun-ecs-metadata-token-ttl-seconds") or ""
+            if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
+                return 400, text, b"missing or invalid X-aliyun-ecs-metadata-token-ttl-seconds"
+            token = f"imds-v2-token-{uuid.uuid4().hex}"
+            with self._lock:
+                self._tokens.add(token)
+            return 200, text, token.encode()
+        if request.method != "GET":
+            return 405, text, b"method not allowed"
+        with self._lock:
+            valid = request.header("X-aliyun-ecs-metadata-token") in self._tokens
+        if not valid:
+            return 401, text, b"IMDSv2 token required"
+        base = "/latest/meta-data/ram/security-credentials/"
+        if request.path == base:
+            if self.role_name is None:
+                return 404, text, b"Not Found"
+            return 200, text, self.role_name.encode()
+        if request.path.startswith(base) and self.role_name is not None:
+            if request.path[len(base) :] != self.role_name:
+                return 404, text, b"Not Found"
+            with self._lock:
+                failure = self.fail_next.pop(0) if self.fail_next else None
+            if failure is not None:
+                return failure, text, b"temporarily unavailable"
+            creds = self._issuer.issue()
+            return json_answer(
+                200,
+                {
+                    **_credentials_json(creds),
+                    "LastUpdated": self._issuer.now().strftime(_TIME_FORMAT),
+                    "Code": "Success",
+                },
+            )
+        return 404, text, b"Not Found"
+
+
+class FakeStsServer(LoopbackServer):
+    """STS (``2015-04-01``): ``AssumeRole`` and ``AssumeRoleWithOIDC``.
+
+    ``access_keys`` maps the long-term AccessKey ids that may sign ``AssumeRole`` to their
+    secrets; ``roles`` maps assumable role ARNs to the ExternalId their trust policy requires
+    (``None`` for none); ``oidc_provider_arn`` and ``oidc_tokens`` are what
+    ``AssumeRoleWithOIDC`` accepts. Credentials it issues may sign ``AssumeRole`` too.
+    """
+
+    def __init__(
+        self,
+        *,
+        access_keys: Mapping[str, str] | None = None,
+        roles: Mapping[str, str | None] | None = None,
+        oidc_provider_arn: str = "acs:ram::1234567890:oidc-provider/ack-rrsa",
+        oidc_tokens: Iterable[str] = (),
+        lifetime: timedelta = timedelta(hours=1),
+        now: Callable[[], datetime] = _utc_now,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.access_keys = dict(access_keys or {})
+        self.roles = dict(roles or {})
+        self.oidc_provider_arn = oidc_provider_arn
+        self.oidc_tokens = set(oidc_tokens)
+        self._issuer = _Issuer("sts", lifetime, now)
+        self._nonces: set[str] = set()
+        self._lock = threading.Lock()
+        super().__init__(host, port)
+
+    @property
+    def issued(self) -> list[IssuedCredentials]:
+        """Every set of credentials handed out, in order."""
+        with self._issuer.lock:
+            return list(self._issuer.issued)
+
+    def _params(self, request: RecordedRequest) -> dict[str, str]:
+        params = request.params
+        content_type = request.header("Content-Type") or ""
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            form = parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
+            params = {**dict(form), **params}
+        return params
+
+    def answer(self, request: RecordedRequest) -> Answer:
+        if request.method not in ("GET", "POST") or request.path != "/":
+            return error_answer(404, "InvalidAction.NotFound", "Specified api is not found.")
+        params = self._params(request)
+        action = request.header("x-acs-action") or params.get("Action", "")
+        version = request.header("x-acs-version") or params.get("Version", "")
+        if version != "2015-04-01":
+            return error_answer(400, "InvalidVersion", f"Specified version {version!r} is invalid.")
+        if action == "AssumeRole":
+            return self._assume_role(request, params)
+        if action == "AssumeRoleWithOIDC":
+            return self._assume_role_with_oidc(params)
+        return error_answer(
+            404, "InvalidAction.NotFound", f"Specified api {action!r} is not found."
+        )
+
+    def _secret_for(self, access_key_id: str) -> str | None:
+        if access_key_id in self.access_keys:
+            return self.access_keys[access_key_id]
+        issued = self._issuer.find(access_key_id)
+        return issued.access_key_secret if issued else None
+
+    def _assume_role(self, request: RecordedRequest, params: dict[str, str]) -> Answer:
+        failure = check_v3_signature(
+            request.method, request.raw_query, request.headers, request.body, self._secret_for
+        )
+        failure = failure or check_v3_date(request.header("x-acs-date"), self._issuer.now())
+        if failure is not None:
+            return error_answer(*failure)
+        nonce = request.header("x-acs-signature-nonce") or ""
+        with self._lock:
+            reused = not nonce or nonce in self._nonces
+            self._nonces.add(nonce)
+        if reused:
+            return error_answer(400, "SignatureNonceUsed", "Specified signature nonce was used.")
+        parsed = signing.parse_authorization(request.header("Authorization") or "")
+        issued = self._issuer.find(parsed[0]) if parsed else None
+        if issued is not None and request.header("x-acs-security-token") != issued.security_token:
+            return error_answer(
+                400, "InvalidSecurityToken.Mismatch", "Specified SecurityToken is invalid."
+            )
+        return self._issue_for_role(params, params.get("ExternalId"))
+
+    def _assume_role_with_oidc(self, params: dict[str, str]) -> Answer:
+        for name in ("RoleArn", "OIDCProviderArn", "OIDCToken"):
+            if not params.get(name):
+                return error_answer(400, f"MissingParameter.{name}", f"{name} is mandatory.")
+        if params["OIDCProviderArn"] != self.oidc_provider_arn:
+            return error_answer(
+                404, "EntityNotExist.OIDCProvider", "The specified OIDC provider does not exist."
+            )
+        if params["OIDCToken"] not in self.oidc_tokens:
+            return error_answer(
+                400,
+                "AuthenticationFail.OIDCToken.Invalid",
+                f"The OIDCToken {params['OIDCToken']} is invalid.",
+            )
+        return self._issue_for_role(params, None, check_external_id=False)
+
+    def _issue_for_role(
+        self, params: dict[str, str], external_id: str | None, *, check_external_id: bool = True
+    ) -> Answer:
+        role_arn = params.get("RoleArn", "")
+        session = params.get("RoleSessionName", "")
+        if not role_arn or not session:
+            return error_answer(
+                400, "MissingParameter", "RoleArn and RoleSessionName are mandatory."
+            )
+        if role_arn not in self.roles:
+            return error_answer(404, "EntityNotExist.Role", "The specified Role not exists.")
+        required = self.roles[role_arn]
+        if check_external_id and required is not None and external_id != required:
+            return error_answer(
+                403, "NoPermission", "You are not authorized to assume this role (ExternalId)."
+            )
+        duration = params.get("DurationSeconds", "3600")
+        if not duration.isdigit() or not 900 <= int(duration) <= 43200:
+            return error_answer(
+                400, "InvalidParameter.DurationSeconds", "DurationSeconds is out of range."
+            )
+        creds = self._issuer.issue()
+        return json_answer(
+            200,
+            {
+                "RequestId": str(uuid.uuid4()).upper(),
+                "AssumedRoleUser": {
+                    "Arn": f"{role_arn}/{session}",
+                    "AssumedRoleId": f"3{len(self.issued):017d}:{session}",
+                },
+                "Credentials": _credentials_json(creds),
+            },
+        )

@@ -1,0 +1,300 @@
+"""Models: tolerant page parsing, times, and the query's validation against the API reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from exporter.ecs.errors import InvalidRequestError, MalformedResponseError
+from exporter.ecs.models import (
+    ERROR_CODES,
+    INVOCATION_STATUSES,
+    InvalidRecord,
+    InvocationQuery,
+    InvocationResult,
+    parse_page,
+    parse_record,
+    parse_time,
+)
+
+CONTAINER_ID = "ab141ddfbacfe02d9dbc25966ed971536124527097398d419a6746873fea****"
+REFERENCE_EXAMPLE: dict[str, Any] = {
+    "RequestId": "473469C7-AA6F-4DC5-B3DB-A3DC0DE*****",
+    "Invocation": {
+        "PageSize": 1,
+        "PageNumber": 1,
+        "TotalCount": 1,
+        "NextToken": "AAAAAdDWBF2",
+        "InvocationResults": {
+            "InvocationResult": [
+                {
+                    "Dropped": 0,
+                    "OssOutputDelivery": "oss://testBucket/testPrefix",
+                    "InvocationStatus": "Success",
+                    "InstanceId": "i-bp1i7gg30r52z2em****",
+                    "ExitCode": 0,
+                    "ErrorInfo": "the specified instance does not exists",
+                    "StartTime": "2019-12-20T06:15:55Z",
+                    "Repeats": 0,
+                    "InvokeRecordStatus": "Running",
+                    "FinishedTime": "2019-12-20T06:15:56Z",
+                    "OssOutputUri": "oss://testBucket/testPrefix/output.txt",
+                    "OssOutputStatus": "Finished",
+                    "OssOutputErrorCode": "CloudAssistant.UnsupportedInvocationStatus",
+                    "OssOutputErrorInfo": "The invocation status does not support output delivery.",
+                    "Username": "test",
+                    "ContainerId": CONTAINER_ID,
+                    "ContainerName": "test-container",
+                    "Output": "MTU6MzA6MDEK",
+                    "Launcher": 'python3 -u {{ACS::ScriptFileName|Ext(".py")}}',
+                    "CommandId": "c-hz0jdfwcsr****",
+                    "ErrorCode": "InstanceNotExists",
+                    "InvokeId": "t-hz0jdfwd9f****",
+                    "TerminationMode": "ProcessTree",
+                    "Tags": {"Tag": [{"TagKey": "owner", "TagValue": "zhangsan"}]},
+                    "StopTime": "2020-01-19T09:15:47Z",
+                }
+            ]
+        },
+    },
+}
+
+
+def _page_with(record: Any) -> bytes:
+    body = {"RequestId": "R", "Invocation": {"InvocationResults": {"InvocationResult": [record]}}}
+    return json.dumps(body).encode()
+
+
+def _record(**fields: Any) -> dict[str, Any]:
+    return {"InvokeId": "t-1", "InstanceId": "i-1", **fields}
+
+
+def test_reference_example_parses_completely() -> None:
+    page = parse_page(json.dumps(REFERENCE_EXAMPLE).encode())
+    assert (page.next_token, page.total_count, page.invalid) == ("AAAAAdDWBF2", 1, [])
+    assert page.request_id == "473469C7-AA6F-4DC5-B3DB-A3DC0DE*****"
+    assert page.results == [
+        InvocationResult(
+            invoke_id="t-hz0jdfwd9f****",
+            instance_id="i-bp1i7gg30r52z2em****",
+            container_id=CONTAINER_ID,
+            command_id="c-hz0jdfwcsr****",
+            invocation_status="Success",
+            invoke_record_status="Running",
+            error_code="InstanceNotExists",
+            exit_code=0,
+            start_time=1576822555.0,
+            finished_time=1576822556.0,
+            stop_time=1579425347.0,
+            repeats=0,
+            dropped=0,
+            oss_output_status="Finished",
+            oss_output_error_code="CloudAssistant.UnsupportedInvocationStatus",
+            tags=(("owner", "zhangsan"),),
+        )
+    ]
+    result = page.results[0]
+    assert result.key == (result.invoke_id, result.instance_id, result.container_id)
+
+
+def test_output_is_never_kept_and_results_are_compact() -> None:
+    result = parse_page(json.dumps(REFERENCE_EXAMPLE).encode()).results[0]
+    assert "output" not in {f.name for f in dataclasses.fields(result)}
+    assert not hasattr(result, "__dict__")
+    assert "MTU6MzA6MDEK" not in repr(result)
+
+
+@pytest.mark.parametrize(
+    ("fields", "attribute", "expected"),
+    [
+        ({"ExitCode": "1"}, "exit_code", 1),
+        ({"ExitCode": "-1"}, "exit_code", -1),
+        ({"ExitCode": None}, "exit_code", None),
+        ({"ExitCode": ""}, "exit_code", None),
+        ({"ExitCode": 2.0}, "exit_code", 2),
+        ({"ExitCode": 2.5}, "exit_code", None),
+        ({"ExitCode": True}, "exit_code", None),
+        ({"ExitCode": [1]}, "exit_code", None),
+        ({"ExitCode": 4294967295}, "exit_code", 4294967295),
+        ({}, "exit_code", None),
+        ({"Repeats": "x"}, "repeats", 0),
+        ({"Repeats": "7"}, "repeats", 7),
+        ({"Repeats": -3}, "repeats", 0),
+        ({"Dropped": 1024}, "dropped", 1024),
+        ({"Dropped": None}, "dropped", 0),
+        ({"StartTime": "yesterday"}, "start_time", None),
+        ({"StartTime": ""}, "start_time", None),
+        ({"StartTime": 1576822555}, "start_time", None),
+        ({"StartTime": "2019-12-20T06:15:55.250Z"}, "start_time", 1576822555.25),
+        ({"StartTime": "2019-12-20T14:15:55+08:00"}, "start_time", 1576822555.0),
+        ({"StartTime": "2019-12-20T06:15:55"}, "start_time", 1576822555.0),
+        ({"StartTime": "2019-02-30T06:15:55Z"}, "start_time", None),
+        ({"InvocationStatus": "Rebooting"}, "invocation_status", "Rebooting"),
+        ({"InvocationStatus": 3}, "invocation_status", "3"),
+        ({"InvocationStatus": None}, "invocation_status", ""),
+        ({"InvocationStatus": {"x": 1}}, "invocation_status", ""),
+        ({"ErrorCode": "SomethingNew"}, "error_code", "SomethingNew"),
+        ({"ContainerId": None}, "container_id", ""),
+        ({"Tags": {"Tag": {"TagKey": "k", "TagValue": "v"}}}, "tags", (("k", "v"),)),
+        ({"Tags": {"Tag": [{"TagKey": "k"}, {"TagValue": "v"}, "x"]}}, "tags", (("k", ""),)),
+        ({"Tags": "owner=me"}, "tags", ()),
+        ({"Tags": {"Tag": None}}, "tags", ()),
+    ],
+)
+def test_odd_field_values_are_tolerated(
+    fields: dict[str, Any], attribute: str, expected: object
+) -> None:
+    page = parse_page(_page_with(_record(**fields)))
+    assert page.invalid == []
+    assert getattr(page.results[0], attribute) == expected
+
+
+@pytest.mark.parametrize(
+    ("record", "invalid"),
+    [
+        ("a string", InvalidRecord("", "", "record is a str, not an object")),
+        (None, InvalidRecord("", "", "record is a NoneType, not an object")),
+        ({"InstanceId": "i-1"}, InvalidRecord("", "i-1", "missing or empty InvokeId")),
+        ({"InvokeId": "t-1"}, InvalidRecord("t-1", "", "missing or empty InstanceId")),
+        (
+            {"InvokeId": "t-1", "InstanceId": ""},
+            InvalidRecord("t-1", "", "missing or empty InstanceId"),
+        ),
+        (
+            {"InvokeId": 7, "InstanceId": "i-1"},
+            InvalidRecord("7", "i-1", "missing or empty InvokeId"),
+        ),
+    ],
+)
+def test_unusable_records_are_set_aside_with_their_ids(record: Any, invalid: InvalidRecord) -> None:
+    page = parse_page(_page_with(record))
+    assert page.results == []
+    assert page.invalid == [invalid]
+    assert parse_record(record) == invalid
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"<html>oops</html>", "not JSON"),
+        (b"", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[]", "JSON list"),
+        (b'{"RequestId": "R"}', "no Invocation object"),
+        (b'{"Invocation": null}', "no Invocation object"),
+        (b'{"Invocation": {"InvocationResults": 5}}', "InvocationResults is a int"),
+        (b'{"Invocation": {"InvocationResults": {"InvocationResult": "x"}}}', "not a list"),
+    ],
+)
+def test_answers_of_the_wrong_shape_are_malformed(body: bytes, message: str) -> None:
+    with pytest.raises(MalformedResponseError, match=message):
+        parse_page(body)
+
+
+@pytest.mark.parametrize(
+    ("invocation", "results", "token", "total"),
+    [
+        ({}, 0, "", None),
+        ({"InvocationResults": None, "NextToken": None}, 0, "", None),
+        ({"InvocationResults": {}, "TotalCount": "12"}, 0, "", 12),
+        ({"InvocationResults": {"InvocationResult": []}, "NextToken": "n"}, 0, "n", None),
+        ({"InvocationResults": [{"InvokeId": "t", "InstanceId": "i"}]}, 1, "", None),
+        (
+            {"InvocationResults": {"InvocationResult": {"InvokeId": "t", "InstanceId": "i"}}},
+            1,
+            "",
+            None,
+        ),
+    ],
+)
+def test_missing_or_odd_page_fields_are_tolerated(
+    invocation: dict[str, Any], results: int, token: str, total: int | None
+) -> None:
+    page = parse_page(json.dumps({"Invocation": invocation}).encode())
+    assert (len(page.results), page.next_token, page.total_count) == (results, token, total)
+
+
+def test_parse_time_of_the_api_form() -> None:
+    assert parse_time("1970-01-01T00:00:00Z") == 0.0
+    assert parse_time("2019-12-20T06:15:55Z") == 1576822555.0
+    assert parse_time(None) is None
+
+
+def test_documented_enumerations() -> None:
+    assert len(INVOCATION_STATUSES) == 13
+    assert len(set(ERROR_CODES)) == len(ERROR_CODES)
+
+
+def test_query_parameters_use_the_api_names() -> None:
+    query = InvocationQuery(
+        resource_group_id="rg-1",
+        invoke_id="t-1",
+        instance_id="i-1",
+        command_id="c-1",
+        invoke_record_status="Running",
+        include_history=True,
+        content_encoding="PlainText",
+        tags=(("env", "prod"), ("empty", "")),
+    )
+    query.validate()
+    assert query.to_params() == {
+        "ResourceGroupId": "rg-1",
+        "InvokeId": "t-1",
+        "InstanceId": "i-1",
+        "CommandId": "c-1",
+        "InvokeRecordStatus": "Running",
+        "IncludeHistory": "true",
+        "ContentEncoding": "PlainText",
+        "Tag.1.Key": "env",
+        "Tag.1.Value": "prod",
+        "Tag.2.Key": "empty",
+        "Tag.2.Value": "",
+    }
+    assert InvocationQuery().to_params() == {}
+
+
+def _tags(n: int) -> tuple[tuple[str, str], ...]:
+    return tuple((f"k{i}", "v") for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (InvocationQuery(include_history=True), "include_history needs invoke_id"),
+        (InvocationQuery(invoke_record_status="Done"), "invoke_record_status 'Done'"),
+        (InvocationQuery(content_encoding="gzip"), "content_encoding 'gzip'"),
+        (InvocationQuery(instance_id=""), "instance_id must be a non-empty string"),
+        (InvocationQuery(tags=_tags(21)), "at most 20 tags"),
+        (InvocationQuery(tags=(("", "v"),)), "the key must not be empty"),
+        (InvocationQuery(tags=(("k" * 65, "v"),)), "longer than 64"),
+        (InvocationQuery(tags=(("k", "v" * 129),)), "longer than 128"),
+        (InvocationQuery(tags=(("aliyun-env", "v"),)), "must not start with 'aliyun' or 'acs:'"),
+        (InvocationQuery(tags=(("acs:owner", "v"),)), "must not start with 'aliyun' or 'acs:'"),
+        (InvocationQuery(tags=(("see http://x", "v"),)), "key must not contain http"),
+        (InvocationQuery(tags=(("k", "https://x"),)), "value must not contain http"),
+        (InvocationQuery(tags=(("k", "a"), ("k", "b"))), "given more than once"),
+        (InvocationQuery(tags=(("k",),)), "must be a \\(key, value\\) pair"),  # type: ignore[arg-type]
+    ],
+)
+def test_invalid_queries_are_refused_with_a_clear_message(
+    query: InvocationQuery, message: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        query.validate()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        InvocationQuery(tags=_tags(20)),
+        InvocationQuery(tags=(("k" * 64, "v" * 128),)),
+        InvocationQuery(tags=(("env", ""),)),
+        InvocationQuery(invoke_id="t-1", include_history=True),
+        InvocationQuery(content_encoding="Base64"),
+    ],
+)
+def test_queries_at_the_limits_are_accepted(query: InvocationQuery) -> None:
+    query.validate()
