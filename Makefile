@@ -54,5 +54,17 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
+# Rules, dashboards and the Kubernetes PrometheusRule are generated from code; the output is
+# committed, and `make test` fails when it is stale.
+generate: $(STAMP)
+	$(PY) -m alerts.generate
+	$(PY) -m dashboards.generate
+	$(PY) deploy/kubernetes/generate.py
+
+check-generated: $(STAMP)
+	$(PY) -m alerts.generate --check
+	$(PY) -m dashboards.generate --check
+	$(PY) deploy/kubernetes/generate.py --check
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
