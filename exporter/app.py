@@ -1,0 +1,384 @@
+"""Wiring: from validated :class:`~exporter.settings.ExporterSettings` to a running exporter.
+
+For every target (one account in one region) the application builds, in this order:
+
+* a credentials provider, one per configured target and shared by its regions (so temporary
+  credentials are fetched once), with ``assume_role`` on top when configured;
+* a token bucket per (account, region), shared by every target using that pair;
+* an :class:`~exporter.ecs.client.EcsClient` whose ``on_request`` hook feeds the refresher's
+  self-metrics;
+* a :class:`~exporter.refresh.TargetRefresher` running on a shared thread pool.
+
+One :class:`CloudAssistantCollector` renders every refresher's snapshot and is registered on a
+registry created here (never the global one), next to the process and platform collectors.
+The HTTP clients are created here and closed by :meth:`Application.close`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+from exporter import __version__
+from exporter.collector import CloudAssistantCollector
+from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
+from exporter.ecs.credentials import (
+    DEFAULT_METADATA_URL,
+    DEFAULT_STS_ENDPOINT,
+    AssumeRoleProvider,
+    CredentialsProvider,
+    DefaultChain,
+    EcsRamRoleProvider,
+    EnvironmentProvider,
+    OidcRoleProvider,
+    StaticProvider,
+    sts_endpoint_from_environment,
+)
+from exporter.ecs.ratelimit import TokenBucket
+from exporter.refresh import RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.server import ExporterHTTPServer, TargetStatus
+from exporter.settings import (
+    EcsRamRoleCredentialsSettings,
+    EnvironmentCredentialsSettings,
+    ExporterSettings,
+    OidcRoleCredentialsSettings,
+    StaticCredentialsSettings,
+    Target,
+    TargetSettings,
+)
+from exporter.tracking import CommandBreakdown
+from exporter.webconfig import WebConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_credentials(
+    target: TargetSettings, *, http: httpx.Client, environ: Mapping[str, str]
+) -> CredentialsProvider:
+    """The credentials provider a configured target describes (``assume_role`` on top)."""
+    settings = target.credentials
+    base: CredentialsProvider
+    if isinstance(settings, StaticCredentialsSettings):
+        token = settings.security_token
+        base = StaticProvider(settings.access_key_id, settings.secret, token)
+    elif isinstance(settings, EnvironmentCredentialsSettings):
+        base = EnvironmentProvider(environ)
+    elif isinstance(settings, EcsRamRoleCredentialsSettings):
+        base = EcsRamRoleProvider(
+            http=http,
+            metadata_url=settings.metadata_url or DEFAULT_METADATA_URL,
+            role_name=settings.role_name,
+        )
+    elif isinstance(settings, OidcRoleCredentialsSettings):
+        base = OidcRoleProvider(
+            role_arn=settings.role_arn,
+            oidc_provider_arn=settings.oidc_provider_arn,
+            oidc_token_file=settings.oidc_token_file,
+            http=http,
+            sts_endpoint=settings.sts_endpoint or sts_endpoint_from_environment(environ),
+            role_session_name=settings.session_name,
+        )
+    else:
+        base = DefaultChain(environ, http=http)
+    role = target.assume_role
+    if role is None:
+        return base
+    return AssumeRoleProvider(
+        base,
+        role_arn=role.role_arn,
+        http=http,
+        external_id=role.external_id,
+        role_session_name=role.session_name,
+        duration_seconds=role.duration_seconds,
+        sts_endpoint=role.sts_endpoint or DEFAULT_STS_ENDPOINT,
+    )
+
+
+def refresh_options(settings: ExporterSettings, target: Target) -> RefreshOptions:
+    """How ``target`` is refreshed, from the global sections and the target's own options."""
+    breakdown = target.command_breakdown
+    return RefreshOptions(
+        min_refresh_interval=settings.refresh.min_interval_seconds,
+        sweep_interval=settings.refresh.sweep_interval_seconds,
+        page_cap=target.page_cap,
+        max_results=settings.api.max_results,
+        tracking_cap=settings.refresh.tracking_cap,
+        include_history=target.query.include_history,
+        command_breakdown=CommandBreakdown(
+            enabled=breakdown.enabled,
+            max_command_ids=breakdown.max_command_ids,
+            command_names=dict(breakdown.command_names),
+        ),
+    )
+
+
+@dataclass
+class Application:
+    """Everything a running exporter holds; :meth:`close` releases it."""
+
+    settings: ExporterSettings
+    targets: list[Target]
+    refreshers: list[TargetRefresher]
+    registry: CollectorRegistry
+    executor: ThreadPoolExecutor
+    http_clients: list[httpx.Client]
+    _last_errors: dict[int, tuple[int, tuple[tuple[str, int], ...], str]] = field(
+        default_factory=dict
+    )
+    _status_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def prepare_scrape(self, max_wait: float) -> None:
+        """Start every refresh that is due and wait for them together, at most ``max_wait``."""
+        futures = [f for f in (r.start_if_due() for r in self.refreshers) if f is not None]
+        if futures and max_wait > 0:
+            wait_futures(futures, timeout=max_wait)
+
+    def start_refreshes(self) -> None:
+        """Start the first refresh of every target (so ``/-/ready`` turns true without a scrape)."""
+        for refresher in self.refreshers:
+            refresher.start_if_due()
+
+    def target_statuses(self) -> list[TargetStatus]:
+        """Per-target status for the landing page and ``/-/ready``."""
+        with self._status_lock:
+            return [
+                self._status(index, refresher.latest())
+                for index, refresher in enumerate(self.refreshers)
+            ]
+
+    def _status(self, index: int, snapshot: TargetSnapshot) -> TargetStatus:
+        # The snapshot holds failure counts per reason; the reason of the last refresh is the
+        # one whose count grew since the refresh before (remembered here per target).
+        refreshes, failures, reason = self._last_errors.get(index, (0, (), ""))
+        if snapshot.refreshes != refreshes:
+            if snapshot.up:
+                reason = ""
+            else:
+                before = dict(failures)
+                grown = [
+                    name for name, count in snapshot.refresh_failures if count > before.get(name, 0)
+                ]
+                reason = grown[-1] if grown else "unexpected"
+            self._last_errors[index] = (snapshot.refreshes, snapshot.refresh_failures, reason)
+        return TargetStatus(
+            account=snapshot.name,
+            region_id=snapshot.region_id,
+            up=snapshot.up if snapshot.attempted else None,
+            last_success_time=snapshot.last_success_timestamp_seconds or None,
+            last_error=reason,
+        )
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Cancel queued refreshes, close the HTTP clients, wait for refreshes in flight.
+
+        Closing the clients first makes a refresh waiting on the API fail at once. Returns
+        False when a refresh is still running after ``timeout`` seconds.
+        """
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for client in self.http_clients:
+            client.close()
+        waiter = threading.Thread(
+            target=self.executor.shutdown, name="refresh-pool-stop", daemon=True
+        )
+        waiter.start()
+        waiter.join(timeout)
+        return not waiter.is_alive()
+
+
+def build_application(
+    settings: ExporterSettings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+    transport: httpx.BaseTransport | None = None,
+) -> Application:
+    """Build (but do not start) the exporter for ``settings``.
+
+    ``environ`` is what the environment-reading credential sources see (``os.environ`` by
+    default); ``transport`` replaces the network for every HTTP client (tests).
+    """
+    environ = os.environ if environ is None else environ
+    workers = settings.refresh.workers
+    limits = httpx.Limits(max_connections=max(10, 2 * workers), max_keepalive_connections=workers)
+    api_http = httpx.Client(limits=limits, transport=transport, follow_redirects=False)
+    credentials_http = httpx.Client(transport=transport, follow_redirects=False)
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh")
+
+    providers: dict[int, CredentialsProvider] = {}
+    buckets: dict[tuple[str, str], TokenBucket] = {}
+    refreshers: list[TargetRefresher] = []
+    targets = settings.expanded_targets()
+    configured = {
+        (target.name, region): target for target in settings.targets for region in target.regions
+    }
+    retry = RetryPolicy(
+        max_attempts=settings.api.max_attempts, deadline=settings.api.deadline_seconds
+    )
+    for target in targets:
+        configured_target = configured[(target.account, target.region_id)]
+        key = id(configured_target)
+        if key not in providers:
+            providers[key] = build_credentials(
+                configured_target, http=credentials_http, environ=environ
+            )
+        bucket_key = (target.account, target.region_id)
+        if bucket_key not in buckets:
+            buckets[bucket_key] = TokenBucket(
+                settings.api.rate_limit_per_second, settings.api.burst
+            )
+        hook = _RequestHook()
+        client = EcsClient(
+            region_id=target.region_id,
+            credentials=providers[key],
+            http=api_http,
+            endpoint=target.endpoint,
+            use_vpc_endpoint=target.use_vpc_endpoint,
+            retry=retry,
+            timeout=settings.api.timeout_seconds,
+            rate_limiter=buckets[bucket_key],
+            on_request=hook,
+        )
+        refresher = TargetRefresher(
+            target.account,
+            target.region_id,
+            client,
+            target.query,
+            refresh_options(settings, target),
+            executor,
+            clock=clock,
+        )
+        hook.refresher = refresher
+        refreshers.append(refresher)
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    # The scrape's wait is bounded by the server (Prometheus' scrape timeout) before collect()
+    # runs, so the collector itself never waits.
+    registry.register(
+        CloudAssistantCollector(refreshers, scrape_max_wait=0.0, build_version=__version__)
+    )
+    return Application(
+        settings=settings,
+        targets=targets,
+        refreshers=refreshers,
+        registry=registry,
+        executor=executor,
+        http_clients=[api_http, credentials_http],
+    )
+
+
+class _RequestHook:
+    """The client's ``on_request``, bound to the refresher built after the client."""
+
+    def __init__(self) -> None:
+        self.refresher: TargetRefresher | None = None
+
+    def __call__(self, event: RequestEvent) -> None:
+        if self.refresher is not None:
+            self.refresher.record_request(event)
+
+
+def describe_targets(targets: Sequence[Target]) -> str:
+    """``prod/cn-hangzhou, prod/cn-beijing`` for log lines."""
+    return ", ".join(target.label for target in targets)
+
+
+def serve(
+    app: Application,
+    *,
+    listen_address: tuple[str, int],
+    telemetry_path: str = "/metrics",
+    web_config: WebConfig | None = None,
+    on_listening: Callable[[ExporterHTTPServer], None] | None = None,
+    stop: threading.Event | None = None,
+    grace_seconds: float = 10.0,
+) -> int:
+    """Serve ``app`` until SIGTERM/SIGINT (or ``stop`` is set); return the exit code.
+
+    Shutdown is graceful: stop accepting, let requests in flight finish (up to
+    ``grace_seconds``), stop the refresh pool and close the HTTP clients, then return 0.
+    Returns 1 when the address cannot be bound.
+    """
+    stop = stop if stop is not None else threading.Event()
+    try:
+        server = ExporterHTTPServer(
+            listen_address,
+            registry=app.registry,
+            target_statuses=app.target_statuses,
+            prepare_scrape=app.prepare_scrape,
+            scrape_max_wait=app.settings.refresh.scrape_max_wait_seconds,
+            telemetry_path=telemetry_path,
+            web_config=web_config,
+        )
+    except OSError as exc:
+        log.error(
+            "cannot listen",
+            extra={"address": format_listen_address(listen_address), "err": exc.strerror or exc},
+        )
+        app.close()
+        return 1
+    except BaseException:
+        app.close()
+        raise
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    previous_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous_handlers[signum] = signal.signal(signum, request_stop)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
+    )
+    thread.start()
+    log.info(
+        "listening",
+        extra={
+            "address": server.url,
+            "telemetry_path": telemetry_path,
+            "tls": server.ssl_context is not None,
+            "targets": describe_targets(app.targets),
+        },
+    )
+    app.start_refreshes()
+    if on_listening is not None:
+        on_listening(server)
+    try:
+        # A timed wait, so the main thread returns to the interpreter to run signal handlers.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        finished = server.stop(grace_seconds)
+        thread.join(grace_seconds)
+        pool_stopped = app.close(grace_seconds)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+    if not finished:
+        log.warning("requests still in flight at shutdown", extra={"grace_seconds": grace_seconds})
+    log.info("stopped")
+    if not pool_stopped:
+        # The interpreter joins the pool's threads at exit and would wait for the stuck refresh
+        # forever: leave now, the work that matters (in-flight scrapes) is done.
+        log.warning("a refresh did not stop in time; exiting without it")
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+def format_listen_address(address: tuple[str, int]) -> str:
+    """``host:port`` (``[v6]:port``) for messages."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,173 @@
+"""Log output: one line per event, as logfmt or JSON, with known secrets redacted.
+
+    ts=2026-11-29T07:20:16.123Z level=info logger=exporter.server msg="listening" address=:9907
+    {"ts": "2026-11-29T07:20:16.123Z", "level": "info", "logger": "exporter.server", ...}
+
+Structured fields travel in ``extra``: ``log.info("refresh failed", extra={"target": "prod"})``.
+Every value is passed through a :class:`SecretRedactor` before it is encoded: the exporter
+registers each secret it loads (AccessKey secrets, STS tokens, passwords), so a secret that
+reaches a log line by accident (an exception text, a URL) comes out as ``***``. That is defence
+in depth; the code never logs secrets on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import traceback
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO, Final
+
+LOG_LEVELS: Final = ("debug", "info", "warn", "error")
+LOG_FORMATS: Final = ("logfmt", "json")
+REDACTED: Final = "***"
+
+_LEVEL_NUMBERS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+_LEVEL_NAMES: Final = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+    logging.CRITICAL: "error",
+}
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD_ATTRIBUTES: Final = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
+)
+# Shorter secrets would redact ordinary words; real secrets are far longer.
+_MIN_SECRET_LENGTH: Final = 6
+
+
+class SecretRedactor:
+    """A thread-safe set of secret values that :meth:`redact` replaces by ``***``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+
+    def add(self, secret: str) -> None:
+        """Register a secret value (ignored when empty or too short to redact safely)."""
+        if len(secret) < _MIN_SECRET_LENGTH:
+            return
+        with self._lock:
+            if secret not in self._secrets:
+                # Longest first, so a secret containing another is replaced whole.
+                self._secrets = tuple(sorted((*self._secrets, secret), key=len, reverse=True))
+
+    def add_all(self, secrets: Iterable[str]) -> None:
+        """Register several secret values."""
+        for secret in secrets:
+            self.add(secret)
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every registered secret replaced by ``***``."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+#: The process-wide redactor the exporter's formatters use.
+REDACTOR: Final = SecretRedactor()
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event_fields(record: logging.LogRecord, redactor: SecretRedactor) -> dict[str, str]:
+    """The ordered fields of one event, every value already a redacted string."""
+    fields: dict[str, str] = {
+        "ts": _timestamp(record),
+        "level": _LEVEL_NAMES.get(record.levelno, record.levelname.lower()),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    for key, value in vars(record).items():
+        if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
+            fields[key] = str(value)
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        fields["err"] = f"{type(exc).__name__}: {exc}"
+        fields["exc"] = "".join(traceback.format_exception(exc)).rstrip()
+    return {key: redactor.redact(value) for key, value in fields.items()}
+
+
+def _logfmt_value(value: str) -> str:
+    if value and not any(c in value for c in ' ="\\\n\r\t') and value.isprintable():
+        return value
+    escaped = (
+        value.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
+    return f'"{escaped}"'
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=... level=... logger=... msg="..." key=value`` on a single line."""
+
+    def __init__(self, redactor: SecretRedactor = REDACTOR) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = _event_fields(record, self._redactor)
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the same fields as :class:`LogfmtFormatter`."""
+
+    def __init__(self, redactor: SecretRedactor = REDACTOR) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(_event_fields(record, self._redactor), ensure_ascii=False)
+
+
+def make_formatter(log_format: str, redactor: SecretRedactor = REDACTOR) -> logging.Formatter:
+    """The formatter for ``--log.format`` (``logfmt`` or ``json``)."""
+    if log_format == "json":
+        return JsonFormatter(redactor)
+    if log_format == "logfmt":
+        return LogfmtFormatter(redactor)
+    raise ValueError(f"unknown log format {log_format!r}, expected one of {', '.join(LOG_FORMATS)}")
+
+
+def configure_logging(
+    level: str = "info",
+    log_format: str = "logfmt",
+    stream: IO[str] | None = None,
+    redactor: SecretRedactor = REDACTOR,
+) -> logging.Handler:
+    """Send every log record of the process to ``stream`` (stderr by default), one line each.
+
+    Replaces the root logger's handlers, so calling it twice does not duplicate lines.
+    Returns the installed handler.
+    """
+    if level not in _LEVEL_NUMBERS:
+        raise ValueError(f"unknown log level {level!r}, expected one of {', '.join(LOG_LEVELS)}")
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(make_formatter(log_format, redactor))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVEL_NUMBERS[level])
+    # httpx logs every request at INFO with its full URL; keep that for --log.level=debug.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.INFO)
+    return handler

@@ -1,0 +1,349 @@
+"""The exporter's HTTP endpoints, on a threading HTTP server with graceful shutdown.
+
+=================  ===========================================================================
+``/metrics``       the application's registry, in the format the ``Accept`` header asks for
+                   (Prometheus text or OpenMetrics), gzip when accepted. The scrape first lets
+                   the refreshers work, bounded by ``X-Prometheus-Scrape-Timeout-Seconds``.
+``/``              an HTML landing page: links and a table of targets (no secrets)
+``/-/healthy``     200 ``Healthy`` while the process serves
+``/-/ready``       200 once every target has finished its first refresh attempt, else 503
+=================  ===========================================================================
+
+Only GET and HEAD are allowed (405 otherwise); unknown paths are 404. With a web config, TLS
+and basic auth apply to every path, health endpoints included (as exporter-toolkit does). An
+exception while answering is logged and becomes a 500; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+from exporter import __version__
+from exporter.webconfig import BASIC_AUTH_CHALLENGE, WebConfig
+
+log = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_HEADER: Final = "X-Prometheus-Scrape-Timeout-Seconds"
+# Time kept back from Prometheus' scrape timeout to encode and send the answer.
+SCRAPE_TIMEOUT_MARGIN_SECONDS: Final = 0.5
+# A connection that sends nothing (or stalls a TLS handshake) for this long is dropped.
+CONNECTION_TIMEOUT_SECONDS: Final = 30.0
+ALLOWED_METHODS: Final = "GET, HEAD"
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """What the landing page and ``/-/ready`` show of one target."""
+
+    account: str
+    region_id: str
+    up: bool | None
+    """None until the first refresh attempt has finished."""
+    last_success_time: float | None
+    last_error: str
+    """The failure reason of the last refresh (``throttled``, ``auth`` ...), "" after a success."""
+
+
+def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
+    """How long a scrape may wait for refreshes: Prometheus' timeout minus a margin, capped."""
+    if not header:
+        return max_wait
+    try:
+        timeout = float(header)
+    except ValueError:
+        return max_wait
+    if timeout != timeout or timeout <= 0:  # NaN or nonsense
+        return max_wait
+    return max(0.0, min(max_wait, timeout - SCRAPE_TIMEOUT_MARGIN_SECONDS))
+
+
+class ExporterHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that counts requests in flight, so shutdown can wait for them.
+
+    TLS handshakes happen in the request's thread, never in the accept loop, so a slow or
+    silent client cannot stall other scrapes.
+    """
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        registry: CollectorRegistry,
+        target_statuses: Callable[[], Sequence[TargetStatus]],
+        prepare_scrape: Callable[[float], None] = lambda max_wait: None,
+        scrape_max_wait: float = 9.0,
+        telemetry_path: str = "/metrics",
+        web_config: WebConfig | None = None,
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.registry = registry
+        self.target_statuses = target_statuses
+        self.prepare_scrape = prepare_scrape
+        self.scrape_max_wait = scrape_max_wait
+        self.telemetry_path = telemetry_path
+        self.web_config = web_config
+        self.ssl_context: ssl.SSLContext | None = (
+            web_config.ssl_context() if web_config is not None else None
+        )
+        self.response_headers = web_config.response_headers if web_config is not None else {}
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        super().__init__(address, ExporterRequestHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, a reverse DNS lookup that can hang
+        # start-up where DNS is broken; nothing here uses the name.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    @property
+    def url(self) -> str:
+        """The base URL clients use, e.g. ``http://127.0.0.1:9907``."""
+        host, port = self.server_address[:2]
+        host = str(host)
+        if ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._request_done()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._request_done()
+
+    def _request_done(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(CONNECTION_TIMEOUT_SECONDS)
+        try:
+            tls_socket = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("TLS handshake failed", extra={"client": client_address[0], "err": exc})
+            return
+        try:
+            super().finish_request(tls_socket, client_address)
+        finally:
+            tls_socket.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The default prints a traceback to stderr; a dropped connection is not worth one.
+        log.debug("connection error", extra={"client": client_address[0]}, exc_info=True)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False if ``timeout`` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def stop(self, grace_seconds: float = 10.0) -> bool:
+        """Stop accepting, close the listening socket, and wait for requests in flight.
+
+        Must be called from another thread than the one in ``serve_forever()``. Returns
+        whether every request in flight finished within ``grace_seconds``.
+        """
+        self.shutdown()
+        self.server_close()
+        return self.wait_idle(grace_seconds)
+
+
+class ExporterRequestHandler(BaseHTTPRequestHandler):
+    """Routes one request; see the module docstring for the endpoints."""
+
+    server: ExporterHTTPServer
+    server_version = f"aliyun-cloudassistant-exporter/{__version__}"
+    timeout = CONNECTION_TIMEOUT_SECONDS
+
+    def do_GET(self) -> None:
+        self._dispatch(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._dispatch(send_body=False)
+
+    def _method_not_allowed(self) -> None:
+        if self._authorized(send_body=True):
+            self._send(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                b"Method Not Allowed\n",
+                headers={"Allow": ALLOWED_METHODS},
+            )
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = (
+        _method_not_allowed
+    )
+
+    def _dispatch(self, *, send_body: bool) -> None:
+        if not self._authorized(send_body=send_body):
+            return
+        path = self.path.split("?", 1)[0]
+        routes: dict[str, Callable[[bool], None]] = {
+            self.server.telemetry_path: self._metrics,
+            "/": self._landing_page,
+            "/-/healthy": self._healthy,
+            "/-/ready": self._ready,
+        }
+        route = routes.get(path)
+        if route is None:
+            self._send(HTTPStatus.NOT_FOUND, b"Not Found\n", send_body=send_body)
+            return
+        try:
+            route(send_body)
+        except Exception:
+            log.exception("error while answering a request", extra={"path": path})
+            self._send(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                b"Internal Server Error\n",
+                send_body=send_body,
+            )
+
+    def _authorized(self, *, send_body: bool) -> bool:
+        web_config = self.server.web_config
+        if web_config is None or not web_config.requires_auth:
+            return True
+        if web_config.check_basic_auth(self.headers.get("Authorization")):
+            return True
+        self._send(
+            HTTPStatus.UNAUTHORIZED,
+            b"Unauthorized\n",
+            headers={"WWW-Authenticate": BASIC_AUTH_CHALLENGE},
+            send_body=send_body,
+        )
+        return False
+
+    def _metrics(self, send_body: bool) -> None:
+        max_wait = scrape_wait_seconds(
+            self.headers.get(SCRAPE_TIMEOUT_HEADER), self.server.scrape_max_wait
+        )
+        self.server.prepare_scrape(max_wait)
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        body = encoder(self.server.registry)
+        headers: dict[str, str] = {}
+        if gzip_accepted(self.headers.get("Accept-Encoding", "")):
+            body = gzip.compress(body, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+        self._send(
+            HTTPStatus.OK, body, content_type=content_type, headers=headers, send_body=send_body
+        )
+
+    def _healthy(self, send_body: bool) -> None:
+        self._send(HTTPStatus.OK, b"Healthy\n", send_body=send_body)
+
+    def _ready(self, send_body: bool) -> None:
+        statuses = self.server.target_statuses()
+        waiting = [status for status in statuses if status.up is None]
+        if waiting:
+            body = f"Not ready: {len(waiting)} of {len(statuses)} targets not refreshed yet\n"
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, body.encode(), send_body=send_body)
+        else:
+            self._send(HTTPStatus.OK, b"Ready\n", send_body=send_body)
+
+    def _landing_page(self, send_body: bool) -> None:
+        page = render_landing_page(self.server.telemetry_path, self.server.target_statuses())
+        self._send(
+            HTTPStatus.OK,
+            page.encode(),
+            content_type="text/html; charset=utf-8",
+            send_body=send_body,
+        )
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: dict[str, str] | None = None,
+        send_body: bool = True,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        extra_headers = dict(self.server.response_headers)
+        extra_headers.update(headers or {})
+        for name, value in extra_headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Access logs only at debug: Prometheus scrapes every few seconds.
+        log.debug(format % args, extra={"client": self.client_address[0]})
+
+
+def _format_time(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
+
+
+def render_landing_page(telemetry_path: str, statuses: Sequence[TargetStatus]) -> str:
+    """The HTML of ``/``: links to the endpoints and one row per target."""
+    rows = []
+    for status in statuses:
+        up = {None: "pending", True: "1", False: "0"}[status.up]
+        cells = (
+            status.account,
+            status.region_id,
+            up,
+            _format_time(status.last_success_time),
+            status.last_error or "-",
+        )
+        rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
+    path = html.escape(telemetry_path, quote=True)
+    table_rows = "\n".join(rows) or '<tr><td colspan="5">no targets</td></tr>'
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Alibaba Cloud Assistant exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
+tr:nth-child(even){{background:#f2f2f2}}</style></head>
+<body>
+<h1>Alibaba Cloud ECS Cloud Assistant exporter</h1>
+<p>Version {html.escape(__version__)}</p>
+<ul>
+<li><a href="{path}">Metrics</a> ({path})</li>
+<li><a href="/-/healthy">/-/healthy</a></li>
+<li><a href="/-/ready">/-/ready</a></li>
+</ul>
+<h2>Targets</h2>
+<table>
+<tr><th>account</th><th>region</th><th>up</th><th>last successful refresh</th>
+<th>last error</th></tr>
+{table_rows}
+</table>
+</body>
+</html>
+"""

@@ -1,0 +1,245 @@
+"""The command line: flags, --config.check, exit codes, and never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter import __version__
+from exporter.cli import main, parse_listen_address
+from tests.conftest import StartExporter
+
+BAD_CONFIGS = Path(__file__).parent / "bad_configs"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SECRET = "Sup3rS3cretValue-DoNotLeak"
+GOOD_CONFIG = f"""
+targets:
+  - name: prod
+    region_ids: [cn-hangzhou, cn-beijing]
+    credentials: {{source: static, access_key_id: LTAI5tExample, access_key_secret: {SECRET}}}
+  - name: lab
+    region_id: eu-central-1
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None) -> Result:
+    """``python -m exporter ARGS`` in a clean environment."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("ALIBABA_CLOUD_", "ALIYUN_CLOUDASSISTANT_"))
+    }
+    environment.update(env or {})
+    completed = subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture
+def good_config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(GOOD_CONFIG, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def clean_root_logger() -> Iterator[None]:
+    """main() configures the root logger; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers = handlers
+    root.setLevel(level)
+
+
+def test_version() -> None:
+    result = run_cli(["--version"])
+    assert result.code == 0
+    assert result.stdout.startswith(f"aliyun-cloudassistant-exporter {__version__}")
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "aliyun-cloudassistant-exporter"
+    completed = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0
+    assert __version__ in completed.stdout
+
+
+def test_config_check_of_a_good_file_prints_a_summary_without_secrets(good_config: Path) -> None:
+    result = run_cli(["--config.file", str(good_config), "--config.check"])
+    assert result.code == 0, result.stderr
+    assert result.stdout == (
+        f"{good_config}: OK: 3 targets: prod/cn-hangzhou (static), prod/cn-beijing (static), "
+        "lab/eu-central-1 (default)\n"
+    )
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_config_check_of_a_bad_file_names_file_and_field() -> None:
+    path = BAD_CONFIGS / "static_missing_access_key_id.yml"
+    result = run_cli(["--config.file", str(path), "--config.check"])
+    assert result.code == 2
+    assert str(path) in result.stderr
+    assert "targets[1].credentials.access_key_id: required field is missing" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_bad_file_at_start_up_is_logged_and_exits_2() -> None:
+    path = BAD_CONFIGS / "endpoint_with_credentials.yml"
+    result = run_cli(["--config.file", str(path)])
+    assert result.code == 2
+    assert "level=error" in result.stderr
+    assert 'msg="invalid configuration"' in result.stderr
+    assert "targets[0].endpoint: the URL must not contain credentials" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stderr
+
+
+def test_config_check_from_the_environment() -> None:
+    result = run_cli(
+        ["--config.check"],
+        env={
+            "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou,cn-shanghai",
+            "ALIYUN_CLOUDASSISTANT_ACCOUNT": "prod",
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
+        },
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout == (
+        "environment: OK: 2 targets: prod/cn-hangzhou (static), prod/cn-shanghai (static)\n"
+    )
+
+
+def test_no_config_at_all_says_what_to_set() -> None:
+    result = run_cli(["--config.check"])
+    assert result.code == 2
+    assert "ALIYUN_CLOUDASSISTANT_REGIONS: required field is missing" in result.stderr
+    assert "--config.file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_web_config_exits_2(tmp_path: Path, good_config: Path) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("basic_auth_users:\n  prometheus: not-a-hash\n", encoding="utf-8")
+    result = run_cli(["--config.file", str(good_config), "--web.config.file", str(web_config)])
+    assert result.code == 2
+    assert "basic_auth_users.prometheus" in result.stderr
+    assert "not-a-hash" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--log.level", "verbose"], "argument --log.level: invalid choice: 'verbose'"),
+        (["--log.format", "xml"], "argument --log.format: invalid choice: 'xml'"),
+        (["--web.listen-address", "9907"], "'9907' is not host:port"),
+        (["--web.listen-address", ":http"], "the port must be a number"),
+        (["--web.listen-address", ":70000"], "the port must be between 0 and 65535"),
+        (["--web.telemetry-path", "metrics"], "must be a path like /metrics"),
+        (["--web.telemetry-path", "/"], "must be a path like /metrics"),
+        (["--demo", "--config.file", "x.yml"], "--demo cannot be combined with --config.file"),
+    ],
+)
+def test_bad_flags_exit_2_with_usage(
+    capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("usage: aliyun-cloudassistant-exporter")
+    assert expected in stderr
+
+
+def test_a_bad_flag_in_a_real_process_has_no_traceback() -> None:
+    result = run_cli(["--log.level=loud"])
+    assert result.code == 2
+    assert "usage:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["invalid_yaml", "unknown_top_level_field", "static_secret_not_a_string", "too_many_tags"],
+)
+def test_config_check_in_process_for_bad_files(
+    capsys: pytest.CaptureFixture[str], clean_root_logger: None, name: str
+) -> None:
+    path = BAD_CONFIGS / f"{name}.yml"
+    expected = (BAD_CONFIGS / f"{name}.err").read_text(encoding="utf-8").splitlines()
+    assert main(["--config.file", str(path), "--config.check"]) == 2
+    stderr = capsys.readouterr().err
+    for line in expected:
+        assert line in stderr
+    assert SECRET not in stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":9907", ("0.0.0.0", 9907)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("[::1]:9907", ("::1", 9907)),
+        ("localhost:80", ("localhost", 80)),
+    ],
+)
+def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(text) == expected
+
+
+def test_the_exporter_cannot_bind_a_used_port(good_config: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            ["--config.file", str(good_config), "--web.listen-address", f"127.0.0.1:{port}"]
+        )
+    assert result.code == 1
+    assert 'msg="cannot listen"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_serves_live_metrics_from_the_simulator(start_exporter: StartExporter) -> None:
+    exporter = start_exporter(["--demo"])
+    deadline = time.monotonic() + 20
+    while True:
+        text = httpx.get(exporter.url + "/metrics", timeout=30).text
+        if 'aliyun_cloudassistant_up{account="demo",region_id="cn-beijing"} 1.0' in text:
+            break
+        assert time.monotonic() < deadline, exporter.log_text()
+        time.sleep(0.1)
+    assert 'aliyun_cloudassistant_up{account="demo",region_id="cn-hangzhou"} 1.0' in text
+    assert httpx.get(exporter.url + "/-/ready").status_code == 200
+    assert exporter.stop() == 0

@@ -1,0 +1,138 @@
+"""Log lines: logfmt and JSON, one line per event, secrets redacted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.logs import (
+    REDACTED,
+    JsonFormatter,
+    LogfmtFormatter,
+    SecretRedactor,
+    configure_logging,
+)
+
+SECRET = "Sup3rS3cretValue-DoNotLeak"
+
+
+def make_logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(f"test.logs.{id(stream)}")
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger, stream
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    """The root logger, restored after the test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield root
+    root.handlers = handlers
+    root.setLevel(level)
+
+
+def test_logfmt_line_has_time_level_message_and_fields() -> None:
+    logger, stream = make_logger(LogfmtFormatter(SecretRedactor()))
+    logger.info('refresh "done"', extra={"target": "prod", "region": "cn-hangzhou", "pages": 3})
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert line.startswith("ts=")
+    assert "level=info logger=test.logs." in line
+    assert r'msg="refresh \"done\"" target=prod region=cn-hangzhou pages=3' in line
+
+
+def test_logfmt_warning_is_warn_and_newlines_stay_on_one_line() -> None:
+    logger, stream = make_logger(LogfmtFormatter(SecretRedactor()))
+    logger.warning("first\nsecond")
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert "level=warn" in line
+    assert r'msg="first\nsecond"' in line
+
+
+def test_json_line_is_one_object_with_the_same_fields() -> None:
+    logger, stream = make_logger(JsonFormatter(SecretRedactor()))
+    logger.error("cannot listen", extra={"address": ":9907"})
+    event = json.loads(stream.getvalue())
+    assert event["level"] == "error"
+    assert event["msg"] == "cannot listen"
+    assert event["address"] == ":9907"
+    assert event["ts"].endswith("Z")
+
+
+def test_an_exception_is_logged_on_one_line() -> None:
+    logger, stream = make_logger(LogfmtFormatter(SecretRedactor()))
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("render failed")
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert 'err="RuntimeError: boom"' in line
+    assert "exc=" in line
+    assert "Traceback" in line
+
+
+@pytest.mark.parametrize("formatter_class", [LogfmtFormatter, JsonFormatter])
+def test_registered_secrets_are_redacted_everywhere(
+    formatter_class: type[LogfmtFormatter | JsonFormatter],
+) -> None:
+    redactor = SecretRedactor()
+    redactor.add(SECRET)
+    logger, stream = make_logger(formatter_class(redactor))
+    logger.info("key %s in the message", SECRET, extra={"url": f"https://x/?s={SECRET}"})
+    try:
+        raise ValueError(f"server said {SECRET}")
+    except ValueError:
+        logger.exception("failed")
+    output = stream.getvalue()
+    assert SECRET not in output
+    assert output.count(REDACTED) >= 4
+
+
+def test_short_values_are_not_treated_as_secrets() -> None:
+    redactor = SecretRedactor()
+    redactor.add("")
+    redactor.add("abc")
+    assert redactor.redact("abc def") == "abc def"
+
+
+def test_a_secret_containing_another_is_redacted_whole() -> None:
+    redactor = SecretRedactor()
+    redactor.add_all(["secret-one", "secret-one-and-more"])
+    assert redactor.redact("x secret-one-and-more y") == f"x {REDACTED} y"
+
+
+def test_configure_logging_sets_level_and_format(root_logger: logging.Logger) -> None:
+    stream = io.StringIO()
+    configure_logging("warn", "json", stream=stream)
+    logging.getLogger("exporter.test").info("hidden")
+    logging.getLogger("exporter.test").warning("shown")
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(line)["msg"] for line in lines] == ["shown"]
+
+
+def test_configure_logging_twice_does_not_duplicate_lines(root_logger: logging.Logger) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "logfmt", stream=stream)
+    configure_logging("info", "logfmt", stream=stream)
+    logging.getLogger("exporter.test").info("once")
+    assert stream.getvalue().count("msg=once") == 1
+
+
+@pytest.mark.parametrize(("level", "log_format"), [("verbose", "logfmt"), ("info", "xml")])
+def test_configure_logging_refuses_unknown_values(
+    root_logger: logging.Logger, level: str, log_format: str
+) -> None:
+    with pytest.raises(ValueError, match="unknown log"):
+        configure_logging(level, log_format, stream=io.StringIO())

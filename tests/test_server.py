@@ -1,0 +1,341 @@
+"""The HTTP endpoints, over real loopback HTTP, and graceful shutdown."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import gzip
+import http.client
+import json
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from exporter.server import (
+    SCRAPE_TIMEOUT_MARGIN_SECONDS,
+    ExporterHTTPServer,
+    TargetStatus,
+    scrape_wait_seconds,
+)
+from exporter.webconfig import WebConfig, load_web_config
+from tests.conftest import StartExporter
+
+UP = TargetStatus("prod", "cn-hangzhou", True, 1_767_225_600.0, "")
+DOWN = TargetStatus("<b>lab</b>", "cn-beijing", False, None, "throttled")
+PENDING = TargetStatus("new", "eu-central-1", None, None, "")
+
+
+class GaugeCollector:
+    """One gauge; ``fail`` makes the next collect() raise (a bug while rendering)."""
+
+    def __init__(self) -> None:
+        self.fail = False
+
+    def collect(self) -> Iterable[Metric]:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("render bug")
+        gauge = GaugeMetricFamily("test_value", "A value.", labels=("account",))
+        gauge.add_metric(("prod",), 42)
+        return [gauge]
+
+
+class Exporter:
+    """A server on a free port with a controllable collector, statuses and scrape hook."""
+
+    def __init__(self, web_config: WebConfig | None = None) -> None:
+        self.collector = GaugeCollector()
+        registry = CollectorRegistry()
+        registry.register(self.collector)
+        self.statuses: list[TargetStatus] = [UP, DOWN]
+        self.waits: list[float] = []
+        self.hold: threading.Event | None = None
+        self.server = ExporterHTTPServer(
+            ("127.0.0.1", 0),
+            registry=registry,
+            target_statuses=lambda: self.statuses,
+            prepare_scrape=self._prepare,
+            scrape_max_wait=9.0,
+            web_config=web_config,
+        )
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+        self.url = self.server.url
+
+    def _prepare(self, max_wait: float) -> None:
+        self.waits.append(max_wait)
+        if self.hold is not None:
+            self.hold.wait(10)
+
+    def close(self) -> None:
+        self.server.stop(grace_seconds=5)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def exporter() -> Iterator[Exporter]:
+    running = Exporter()
+    yield running
+    running.close()
+
+
+def test_metrics_default_to_the_prometheus_text_format(exporter: Exporter) -> None:
+    response = httpx.get(exporter.url + "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'test_value{account="prod"} 42.0' in response.text
+
+
+def test_metrics_in_openmetrics_when_asked(exporter: Exporter) -> None:
+    response = httpx.get(
+        exporter.url + "/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"},
+    )
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+
+
+def test_metrics_are_gzipped_when_accepted(exporter: Exporter) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", _port(exporter))
+    connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    assert response.getheader("Content-Encoding") == "gzip"
+    assert b'test_value{account="prod"} 42.0' in gzip.decompress(body)
+
+
+def test_head_has_headers_and_no_body(exporter: Exporter) -> None:
+    response = httpx.head(exporter.url + "/metrics")
+    assert response.status_code == 200
+    assert int(response.headers["content-length"]) > 0
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_are_not_allowed(exporter: Exporter, method: str) -> None:
+    response = httpx.request(method, exporter.url + "/metrics")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("path", ["/nope", "/metrics/extra", "/-/reload"])
+def test_unknown_paths_are_404(exporter: Exporter, path: str) -> None:
+    assert httpx.get(exporter.url + path).status_code == 404
+
+
+def test_healthy(exporter: Exporter) -> None:
+    response = httpx.get(exporter.url + "/-/healthy")
+    assert (response.status_code, response.text) == (200, "Healthy\n")
+
+
+def test_ready_once_every_target_was_refreshed(exporter: Exporter) -> None:
+    exporter.statuses = [UP, PENDING]
+    response = httpx.get(exporter.url + "/-/ready")
+    assert response.status_code == 503
+    assert "1 of 2 targets" in response.text
+    exporter.statuses = [UP, DOWN]
+    assert httpx.get(exporter.url + "/-/ready").status_code == 200
+
+
+def test_landing_page_links_and_targets(exporter: Exporter) -> None:
+    response = httpx.get(exporter.url + "/")
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    page = response.text
+    for link in ('href="/metrics"', 'href="/-/healthy"', 'href="/-/ready"'):
+        assert link in page
+    assert "<td>prod</td><td>cn-hangzhou</td><td>1</td><td>2026-01-01T00:00:00+00:00</td>" in page
+    assert "<td>&lt;b&gt;lab&lt;/b&gt;</td>" in page  # escaped
+    assert "<td>throttled</td>" in page
+
+
+def test_a_render_exception_is_a_500_and_the_server_keeps_serving(exporter: Exporter) -> None:
+    exporter.collector.fail = True
+    assert httpx.get(exporter.url + "/metrics").status_code == 500
+    assert httpx.get(exporter.url + "/metrics").status_code == 200
+
+
+def test_the_scrape_waits_no_longer_than_prometheus_allows(exporter: Exporter) -> None:
+    httpx.get(exporter.url + "/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "4"})
+    httpx.get(exporter.url + "/metrics")
+    assert exporter.waits == [4 - SCRAPE_TIMEOUT_MARGIN_SECONDS, 9.0]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, 9.0),
+        ("", 9.0),
+        ("10", 9.0),
+        ("5", 4.5),
+        ("0.2", 0.0),
+        ("soon", 9.0),
+        ("nan", 9.0),
+        ("-3", 9.0),
+    ],
+)
+def test_scrape_wait_seconds(header: str | None, expected: float) -> None:
+    assert scrape_wait_seconds(header, 9.0) == expected
+
+
+def test_stop_lets_a_request_in_flight_finish(exporter: Exporter) -> None:
+    exporter.hold = threading.Event()
+    results: list[int] = []
+    scrape = threading.Thread(
+        target=lambda: results.append(httpx.get(exporter.url + "/metrics").status_code)
+    )
+    scrape.start()
+    _wait_until(lambda: bool(exporter.waits))
+    stopper = threading.Thread(target=exporter.server.stop, kwargs={"grace_seconds": 10})
+    stopper.start()
+    _wait_until(lambda: _refuses_connections(exporter))
+    exporter.hold.set()
+    scrape.join(10)
+    stopper.join(10)
+    assert results == [200]
+
+
+# --- basic auth and TLS ------------------------------------------------------------------------
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture
+def exporter_with_auth() -> Iterator[Exporter]:
+    password_hash = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
+    config = WebConfig.model_validate({"basic_auth_users": {"prometheus": password_hash}})
+    running = Exporter(web_config=config)
+    yield running
+    running.close()
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/", "/-/healthy", "/-/ready", "/nope"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, _basic("prometheus", "wrong"), _basic("nobody", "s3cret-pass"), {"Authorization": "x"}],
+    ids=["none", "bad-password", "unknown-user", "malformed"],
+)
+def test_basic_auth_is_required_everywhere(
+    exporter_with_auth: Exporter, path: str, headers: dict[str, str]
+) -> None:
+    response = httpx.get(exporter_with_auth.url + path, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic ")
+
+
+def test_basic_auth_with_the_right_password(exporter_with_auth: Exporter) -> None:
+    response = httpx.get(
+        exporter_with_auth.url + "/metrics", headers=_basic("prometheus", "s3cret-pass")
+    )
+    assert response.status_code == 200
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_tls_serves_https_and_a_bad_handshake_does_not_stop_it(tmp_path: Path) -> None:
+    cert_file, key_file = _self_signed(tmp_path)
+    web_config_file = tmp_path / "web.yml"
+    web_config_file.write_text(
+        json.dumps({"tls_server_config": {"cert_file": str(cert_file), "key_file": str(key_file)}})
+    )
+    running = Exporter(web_config=load_web_config(web_config_file))
+    try:
+        assert running.url.startswith("https://")
+        with socket.create_connection(("127.0.0.1", _port(running))) as plain:
+            plain.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")  # not TLS: the server hangs up
+            with contextlib.suppress(ConnectionResetError):
+                assert not plain.recv(100).startswith(b"HTTP/")
+        context = ssl.create_default_context(cafile=str(cert_file))
+        context.check_hostname = False
+        response = httpx.get(running.url + "/metrics", verify=context)
+        assert response.status_code == 200
+        assert "test_value" in response.text
+    finally:
+        running.close()
+
+
+# --- a real process ----------------------------------------------------------------------------
+
+
+def test_sigterm_stops_a_real_exporter_cleanly(start_exporter: StartExporter) -> None:
+    exporter = start_exporter(
+        [],
+        env={
+            "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+            "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:9",
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sup3rS3cretValue-DoNotLeak",
+        },
+    )
+    assert httpx.get(exporter.url + "/-/healthy").status_code == 200
+    assert exporter.stop() == 0
+    assert "msg=stopped" in exporter.log_text()
+    assert "Traceback" not in exporter.log_text()
+    assert "Sup3rS3cretValue-DoNotLeak" not in exporter.log_text()
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _port(exporter: Exporter) -> int:
+    return int(exporter.server.server_address[1])
+
+
+def _refuses_connections(exporter: Exporter) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", _port(exporter)), timeout=0.5).close()
+    except OSError:
+        return True
+    return False
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)

@@ -1,0 +1,355 @@
+"""The configuration: good files, the environment-only case, and every bad file's error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.ecs.models import InvocationQuery
+from exporter.settings import (
+    ConfigError,
+    EcsRamRoleCredentialsSettings,
+    ExporterSettings,
+    StaticCredentialsSettings,
+    load_config_file,
+    load_environment,
+)
+
+BAD_CONFIGS = Path(__file__).parent / "bad_configs"
+EXAMPLE_CONFIG = Path(__file__).parent.parent / "examples" / "config.yml"
+# Every bad config that holds a secret uses this value.
+LEAKED_SECRET = "Sup3rS3cretValue-DoNotLeak"
+ENVIRONMENT_NAMES = (
+    "ALIBABA_CLOUD_ACCESS_KEY_ID",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    "ALIBABA_CLOUD_SECURITY_TOKEN",
+    "ALIYUN_CLOUDASSISTANT_REGIONS",
+    "ALIYUN_CLOUDASSISTANT_ACCOUNT",
+    "ALIYUN_CLOUDASSISTANT_ENDPOINT",
+    "ALIYUN_CLOUDASSISTANT_SECRETS_DIR",
+    "ALIYUN_CLOUDASSISTANT_REFRESH__MIN_INTERVAL_SECONDS",
+)
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The process environment without any variable the settings read."""
+    for name in ENVIRONMENT_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_target_with_several_regions_becomes_one_target_per_region(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+targets:
+  - name: prod
+    region_ids: [cn-hangzhou, ap-southeast-1]
+    credentials: {source: static, access_key_id: LTAI5tExample, access_key_secret: s3cr3t-value}
+    filters:
+      command_id: c-hz0jdfwcsr
+      tags: {team: sre, env: ""}
+    page_cap: 20
+  - name: staging
+    region_id: cn-beijing
+    endpoint: http://127.0.0.1:8080
+""",
+    )
+    settings = load_config_file(path)
+    targets = settings.expanded_targets()
+    assert [(t.account, t.region_id) for t in targets] == [
+        ("prod", "cn-hangzhou"),
+        ("prod", "ap-southeast-1"),
+        ("staging", "cn-beijing"),
+    ]
+    prod = targets[0]
+    assert prod.query == InvocationQuery(
+        command_id="c-hz0jdfwcsr", tags=(("team", "sre"), ("env", ""))
+    )
+    assert prod.page_cap == 20
+    staging = targets[2]
+    assert staging.endpoint == "http://127.0.0.1:8080"
+    assert staging.credentials.source == "default"
+    assert staging.page_cap == settings.refresh.page_cap == 200
+
+
+def test_defaults_of_the_global_sections(tmp_path: Path) -> None:
+    settings = load_config_file(
+        write_config(tmp_path, "targets: [{name: a, region_id: cn-hangzhou}]\n")
+    )
+    assert settings.refresh.min_interval_seconds == 30
+    assert settings.refresh.sweep_interval_seconds == 600
+    assert settings.refresh.page_cap == 200
+    assert settings.refresh.workers == 4
+    assert settings.refresh.tracking_cap == 50000
+    assert settings.refresh.scrape_max_wait_seconds == 9
+    assert settings.api.rate_limit_per_second == 5
+    assert settings.api.burst == 5
+    assert settings.api.max_results == 50
+
+
+def test_tags_as_a_list_equal_tags_as_a_mapping(tmp_path: Path) -> None:
+    as_list = load_config_file(
+        write_config(
+            tmp_path,
+            "targets: [{name: a, region_id: cn-hangzhou, "
+            "filters: {tags: [{key: team, value: sre}, {key: env}]}}]\n",
+        )
+    )
+    as_mapping = load_config_file(
+        write_config(
+            tmp_path,
+            "targets: [{name: a, region_id: cn-hangzhou, filters: {tags: {team: sre, env: }}}]\n",
+        )
+    )
+    assert as_list.expanded_targets()[0].query == as_mapping.expanded_targets()[0].query
+
+
+def test_secrets_are_read_from_files_and_stripped(tmp_path: Path) -> None:
+    (tmp_path / "ak_secret").write_text("from-a-file-secret\n", encoding="utf-8")
+    (tmp_path / "sts_token").write_text("from-a-file-token\n", encoding="utf-8")
+    path = write_config(
+        tmp_path,
+        f"""
+targets:
+  - name: prod
+    region_id: cn-hangzhou
+    credentials:
+      source: static
+      access_key_id: LTAI5tExample
+      access_key_secret_file: {tmp_path / "ak_secret"}
+      security_token_file: {tmp_path / "sts_token"}
+""",
+    )
+    credentials = load_config_file(path).targets[0].credentials
+    assert isinstance(credentials, StaticCredentialsSettings)
+    assert credentials.secret.get_secret_value() == "from-a-file-secret"
+    assert credentials.security_token is not None
+    assert credentials.security_token.get_secret_value() == "from-a-file-token"
+
+
+def test_secrets_never_appear_in_repr_or_summary(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""
+targets:
+  - name: prod
+    region_id: cn-hangzhou
+    credentials:
+      source: static
+      access_key_id: LTAI5tExample
+      access_key_secret: {LEAKED_SECRET}
+      security_token: {LEAKED_SECRET}-token
+    assume_role: {{role_arn: "acs:ram::1234567890:role/reader"}}
+""",
+    )
+    settings = load_config_file(path)
+    for text in (
+        repr(settings),
+        str(settings),
+        settings.summary(),
+        repr(settings.expanded_targets()),
+    ):
+        assert LEAKED_SECRET not in text
+    assert settings.summary() == "1 target: prod/cn-hangzhou (static+assume_role)"
+    assert set(settings.secret_values()) == {LEAKED_SECRET, f"{LEAKED_SECRET}-token"}
+
+
+def test_other_credential_sources(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOi", encoding="utf-8")
+    path = write_config(
+        tmp_path,
+        f"""
+targets:
+  - name: rrsa
+    region_id: cn-hangzhou
+    credentials:
+      source: oidc_role
+      role_arn: acs:ram::1234567890:role/exporter
+      oidc_provider_arn: acs:ram::1234567890:oidc-provider/ack-rrsa
+      oidc_token_file: {token}
+  - name: instance
+    region_id: cn-hangzhou
+    credentials: {{source: ecs_ram_role, role_name: exporter, metadata_url: "http://127.0.0.1:1"}}
+  - name: env
+    region_id: cn-hangzhou
+    credentials: {{source: environment}}
+    use_vpc_endpoint: true
+""",
+    )
+    targets = load_config_file(path).expanded_targets()
+    assert [t.credentials.source for t in targets] == ["oidc_role", "ecs_ram_role", "environment"]
+    assert isinstance(targets[1].credentials, EcsRamRoleCredentialsSettings)
+    assert targets[1].credentials.role_name == "exporter"
+    assert targets[2].use_vpc_endpoint
+
+
+def test_the_example_config_is_valid() -> None:
+    settings = load_config_file(EXAMPLE_CONFIG)
+    assert len(settings.expanded_targets()) >= 2
+
+
+def _bad_config_cases() -> list[tuple[str, Path, list[str]]]:
+    return [
+        (path.stem, path, path.with_suffix(".err").read_text(encoding="utf-8").splitlines())
+        for path in sorted(BAD_CONFIGS.glob("*.yml"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [pytest.param(path, expected, id=name) for name, path, expected in _bad_config_cases()],
+)
+def test_bad_config_is_refused_with_a_clear_error(path: Path, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"config file {str(path)!r}")
+    for line in expected:
+        assert line in message
+    assert LEAKED_SECRET not in message
+    assert LEAKED_SECRET not in repr(caught.value)
+    assert "Traceback" not in message
+
+
+def test_every_bad_config_has_its_expected_error() -> None:
+    names = {path.stem for path in BAD_CONFIGS.glob("*.yml")}
+    assert names == {path.stem for path in BAD_CONFIGS.glob("*.err")}
+    assert len(names) >= 30
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No such file or directory"):
+        load_config_file(tmp_path / "absent.yml")
+
+
+def test_several_problems_are_all_reported(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+targets:
+  - name: a
+    region_id: cn_hangzhou
+  - name: b
+    region_id: cn-hangzhou
+    page_cap: -1
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    assert [str(problem.path) for problem in caught.value.problems] == [
+        "targets[0].region_id",
+        "targets[1].page_cap",
+    ]
+
+
+# --- the environment-only configuration ------------------------------------------------------
+
+
+def test_environment_with_an_access_key(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI5tExample")
+    clean_environment.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", LEAKED_SECRET)
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_REGIONS", "cn-hangzhou, cn-beijing")
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_ACCOUNT", "prod")
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_ENDPOINT", "http://127.0.0.1:9999")
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_REFRESH__MIN_INTERVAL_SECONDS", "15")
+    settings = load_environment()
+    targets = settings.expanded_targets()
+    assert [(t.account, t.region_id, t.endpoint) for t in targets] == [
+        ("prod", "cn-hangzhou", "http://127.0.0.1:9999"),
+        ("prod", "cn-beijing", "http://127.0.0.1:9999"),
+    ]
+    credentials = targets[0].credentials
+    assert isinstance(credentials, StaticCredentialsSettings)
+    assert credentials.access_key_id == "LTAI5tExample"
+    assert settings.refresh.min_interval_seconds == 15
+    assert LEAKED_SECRET not in repr(settings)
+
+
+def test_environment_without_an_access_key_uses_the_default_chain(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_REGIONS", "cn-shanghai")
+    settings = load_environment()
+    [target] = settings.expanded_targets()
+    assert (target.account, target.region_id) == ("default", "cn-shanghai")
+    assert target.credentials.source == "default"
+
+
+def test_environment_secret_from_a_secrets_dir(
+    clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "ALIBABA_CLOUD_ACCESS_KEY_SECRET").write_text("mounted-secret\n", encoding="utf-8")
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_SECRETS_DIR", str(tmp_path))
+    clean_environment.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI5tExample")
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_REGIONS", "cn-hangzhou")
+    credentials = load_environment().targets[0].credentials
+    assert isinstance(credentials, StaticCredentialsSettings)
+    assert credentials.secret.get_secret_value() == "mounted-secret"
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        pytest.param(
+            {}, "ALIYUN_CLOUDASSISTANT_REGIONS: required field is missing", id="no-regions"
+        ),
+        pytest.param(
+            {"ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou,hangzhou"},
+            "ALIYUN_CLOUDASSISTANT_REGIONS[1]: 'hangzhou' is not a region id",
+            id="bad-region",
+        ),
+        pytest.param(
+            {"ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou", "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI"},
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET is required when ALIBABA_CLOUD_ACCESS_KEY_ID is set",
+            id="id-without-secret",
+        ),
+        pytest.param(
+            {"ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou", "ALIYUN_CLOUDASSISTANT_ENDPOINT": "x"},
+            "ALIYUN_CLOUDASSISTANT_ENDPOINT: 'x' is not an http:// or https:// URL",
+            id="bad-endpoint",
+        ),
+        pytest.param(
+            {
+                "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+                "ALIYUN_CLOUDASSISTANT_REFRESH__MIN_INTERVAL_SECONDS": "0",
+            },
+            "ALIYUN_CLOUDASSISTANT_REFRESH__MIN_INTERVAL_SECONDS: Input should be greater",
+            id="bad-nested",
+        ),
+        pytest.param(
+            {"ALIYUN_CLOUDASSISTANT_SECRETS_DIR": "/nonexistent"},
+            "ALIYUN_CLOUDASSISTANT_SECRETS_DIR: '/nonexistent' is not a directory",
+            id="bad-secrets-dir",
+        ),
+    ],
+)
+def test_bad_environment_names_the_variable(
+    clean_environment: pytest.MonkeyPatch, variables: dict[str, str], expected: str
+) -> None:
+    for name, value in variables.items():
+        clean_environment.setenv(name, value)
+    clean_environment.setenv("ALIBABA_CLOUD_SECURITY_TOKEN", LEAKED_SECRET)
+    with pytest.raises(ConfigError) as caught:
+        load_environment()
+    assert str(caught.value).startswith("environment: ")
+    assert expected in str(caught.value)
+    assert LEAKED_SECRET not in str(caught.value)
+
+
+def test_settings_are_immutable(tmp_path: Path) -> None:
+    settings = load_config_file(
+        write_config(tmp_path, "targets: [{name: a, region_id: cn-hangzhou}]\n")
+    )
+    with pytest.raises(ValueError, match="frozen"):
+        settings.targets = []
+    assert isinstance(settings, ExporterSettings)
