@@ -231,7 +231,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
 
     def _authorized(self, *, send_body: bool) -> bool:
         web_config = self.server.web_config
-        if web_config is None or not web_config.requires_auth:
+        if web_config is None or not web_config.auth_required_for(self.path):
             return True
         if web_config.check_basic_auth(self.headers.get("Authorization")):
             return True

@@ -249,6 +249,23 @@ def test_basic_auth_with_the_right_password(exporter_with_auth: Exporter) -> Non
     assert response.status_code == 200
 
 
+def test_probes_can_be_excluded_from_basic_auth() -> None:
+    password_hash = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
+    config = WebConfig.model_validate(
+        {
+            "basic_auth_users": {"prometheus": password_hash},
+            "auth_excluded_paths": ["/-/healthy", "/-/ready"],
+        }
+    )
+    running = Exporter(web_config=config)
+    try:
+        assert httpx.get(running.url + "/-/healthy").status_code == 200
+        assert httpx.get(running.url + "/-/ready?verbose=1").status_code in (200, 503)
+        assert httpx.get(running.url + "/metrics").status_code == 401
+    finally:
+        running.close()
+
+
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from sys import intern
 
 from exporter.ecs.errors import InvalidRequestError, MalformedResponseError
 
@@ -295,7 +296,7 @@ def _tags(value: object) -> tuple[tuple[str, str], ...]:
         if type(item) is dict:
             key = item.get("TagKey")
             if type(key) is str and key:
-                pairs.append((key, _text(item.get("TagValue"))))
+                pairs.append((intern(key), intern(_text(item.get("TagValue")))))
     return tuple(pairs)
 
 
@@ -319,22 +320,25 @@ def parse_record(record: object) -> InvocationResult | InvalidRecord:
         return InvalidRecord(
             _id_for_report(invoke_id), _id_for_report(instance_id), "missing or empty InstanceId"
         )
+    # Values shared by many records (instance and command ids, statuses, codes) are interned:
+    # the exporter keeps up to 10,000 records per target, and json.loads makes a new string
+    # object for every occurrence.
     return InvocationResult(
         invoke_id,
-        instance_id,
-        _text(get("ContainerId")),
-        _text(get("CommandId")),
-        _text(get("InvocationStatus")),
-        _text(get("InvokeRecordStatus")),
-        _text(get("ErrorCode")),
+        intern(instance_id),
+        intern(_text(get("ContainerId"))),
+        intern(_text(get("CommandId"))),
+        intern(_text(get("InvocationStatus"))),
+        intern(_text(get("InvokeRecordStatus"))),
+        intern(_text(get("ErrorCode"))),
         _integer(get("ExitCode")),
         parse_time(get("StartTime")),
         parse_time(get("FinishedTime")),
         parse_time(get("StopTime")),
         _count(get("Repeats")),
         _count(get("Dropped")),
-        _text(get("OssOutputStatus")),
-        _text(get("OssOutputErrorCode")),
+        intern(_text(get("OssOutputStatus"))),
+        intern(_text(get("OssOutputErrorCode"))),
         _tags(get("Tags")),
     )
 
