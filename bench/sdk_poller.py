@@ -1,8 +1,8 @@
 """The baseline of `make bench`: a naive poller written with Alibaba's official SDK.
 
 It does what a straightforward exporter would do on every scrape: page through every result with
-``describe_invocation_results`` (50 per page) and count them by status. Run as its own process so its
-imports, CPU time and memory are measured alone; it prints one JSON line of figures.
+``describe_invocation_results`` (50 per page) and count them by status. Run as its own process so
+its imports, CPU time and memory are measured alone; it prints one JSON line of figures.
 
     python bench/sdk_poller.py --endpoint 127.0.0.1:PORT --access-key-id ID --access-key-secret S \
         --region cn-hangzhou --walks 2

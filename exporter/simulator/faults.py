@@ -1,0 +1,239 @@
+"""Fault injection for the simulated ECS API.
+
+A :class:`FaultPlan` is a list of :class:`FaultRule` objects, checked in order for every request
+(after the request's AccessKeyId has been read, before anything else is checked). The first rule
+that applies decides the fault of that request. A rule applies
+
+* to the next ``count`` requests it matches (then it is spent), or to each matching request with
+  ``probability`` (seeded: the same plan and the same request sequence give the same faults), or
+  to every matching request when neither is given;
+* only to requests signed with ``access_key_id`` / for ``region_id`` when those are set (so one
+  target fails while another works).
+
+The plan can be changed while the server runs (every method takes the plan's lock). ``latency``
+adds a delay to every answered request (per page, for realistic benchmarks), on top of any
+``slow`` fault.
+
+Fault kinds (:data:`FAULT_KINDS`):
+
+====================  ==========================================================================
+``throttling_user``   400 ``Throttling.User``
+``throttling_api``    429 ``Throttling.Api`` with ``x-acs-retry-after`` (milliseconds)
+``internal_error``    500 ``InternalError``
+``service_unavailable`` 503 ``ServiceUnavailable``
+``slow``              the normal answer, after ``delay`` seconds
+``drop_connection``   the connection is closed without an answer
+``malformed_json``    200 with a body that is not JSON
+``truncated_body``    200 whose ``Content-Length`` is larger than what is sent, then close
+``wrong_types``       200 with wrong field types: ExitCode as a string, Repeats null, Dropped a
+                      string, and the first record's InvokeId a number and InstanceId null
+====================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+
+FAULT_KINDS: tuple[str, ...] = (
+    "throttling_user",
+    "throttling_api",
+    "internal_error",
+    "service_unavailable",
+    "slow",
+    "drop_connection",
+    "malformed_json",
+    "truncated_body",
+    "wrong_types",
+)
+
+# kind -> (HTTP status, Code, Message) for the faults that are API error answers.
+ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
+    "throttling_user": (400, "Throttling.User", "Request was denied due to user flow control."),
+    "throttling_api": (429, "Throttling.Api", "Request was denied due to api flow control."),
+    "internal_error": (
+        500,
+        "InternalError",
+        "The request processing has failed due to some unknown error.",
+    ),
+    "service_unavailable": (
+        503,
+        "ServiceUnavailable",
+        "The request has failed due to a temporary failure of the server.",
+    ),
+}
+
+
+@dataclass
+class FaultRule:
+    """One fault and when it applies (see the module docstring)."""
+
+    kind: str
+    count: int | None = None
+    probability: float | None = None
+    access_key_id: str | None = None
+    region_id: str | None = None
+    retry_after_ms: int = 1500  # throttling_api: the x-acs-retry-after header
+    delay: float = 1.0  # slow: seconds
+    fired: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if self.count is not None and self.count < 0:
+            raise ValueError("count must not be negative")
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise ValueError("probability must be between 0 and 1")
+        if self.delay < 0 or self.retry_after_ms < 0:
+            raise ValueError("delay and retry_after must not be negative")
+
+    @property
+    def spent(self) -> bool:
+        return self.count is not None and self.fired >= self.count
+
+
+@dataclass(frozen=True)
+class Fault:
+    """The fault chosen for one request."""
+
+    kind: str
+    retry_after_ms: int = 1500
+    delay: float = 0.0
+
+
+class FaultPlan:
+    """Rules checked in order; thread-safe; changeable at runtime."""
+
+    def __init__(
+        self, rules: list[FaultRule] | None = None, *, seed: int = 0, latency: float = 0.0
+    ) -> None:
+        self._rules: list[FaultRule] = list(rules or [])
+        self._rng = random.Random(f"faults/{seed}")
+        self._lock = threading.Lock()
+        self.latency = latency
+
+    @property
+    def latency(self) -> float:
+        """Seconds added to every answered request (0: none)."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("latency must not be negative")
+        self._latency = seconds
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def next(
+        self,
+        kind: str,
+        count: int = 1,
+        *,
+        access_key_id: str | None = None,
+        region_id: str | None = None,
+        **options: float,
+    ) -> FaultRule:
+        """Fail the next ``count`` matching requests with ``kind``."""
+        return self.add(
+            FaultRule(
+                kind,
+                count=count,
+                access_key_id=access_key_id,
+                region_id=region_id,
+                retry_after_ms=int(options.get("retry_after_ms", 1500)),
+                delay=float(options.get("delay", 1.0)),
+            )
+        )
+
+    def always(
+        self,
+        kind: str,
+        probability: float | None = None,
+        *,
+        access_key_id: str | None = None,
+        region_id: str | None = None,
+        **options: float,
+    ) -> FaultRule:
+        """Fail every matching request (or each with ``probability``) with ``kind``."""
+        return self.add(
+            FaultRule(
+                kind,
+                probability=probability,
+                access_key_id=access_key_id,
+                region_id=region_id,
+                retry_after_ms=int(options.get("retry_after_ms", 1500)),
+                delay=float(options.get("delay", 1.0)),
+            )
+        )
+
+    def remove(self, rule: FaultRule) -> None:
+        with self._lock:
+            self._rules = [r for r in self._rules if r is not rule]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    @property
+    def rules(self) -> list[FaultRule]:
+        with self._lock:
+            return list(self._rules)
+
+    def choose(self, access_key_id: str, region_id: str) -> Fault | None:
+        """Decide the fault of one request (None: answer normally) and spend counted rules."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.spent:
+                    continue
+                if rule.access_key_id is not None and rule.access_key_id != access_key_id:
+                    continue
+                if rule.region_id is not None and rule.region_id != region_id:
+                    continue
+                if rule.probability is not None and self._rng.random() >= rule.probability:
+                    continue
+                rule.fired += 1
+                return Fault(rule.kind, rule.retry_after_ms, rule.delay)
+            self._rules = [r for r in self._rules if not r.spent]
+            return None
+
+
+def parse_fault_rule(text: str) -> FaultRule:
+    """Parse ``KIND[,key=value...]`` (keys: ``n``, ``p``, ``key``, ``region``, ``retry_after``
+    in ms, ``delay`` in s), e.g. ``throttling_api,p=0.1,retry_after=2000``.
+
+    Raises ``ValueError`` with a message fit for a command line.
+    """
+    kind, *pairs = [part.strip() for part in text.split(",")]
+    rule = FaultRule(kind)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"fault option {pair!r} is not key=value")
+        try:
+            if key == "n":
+                rule.count = int(value)
+            elif key == "p":
+                rule.probability = float(value)
+            elif key == "key":
+                rule.access_key_id = value
+            elif key == "region":
+                rule.region_id = value
+            elif key == "retry_after":
+                rule.retry_after_ms = int(value)
+            elif key == "delay":
+                rule.delay = float(value)
+            else:
+                raise ValueError(
+                    f"unknown fault option {key!r} (n, p, key, region, retry_after, delay)"
+                )
+        except ValueError as exc:
+            if "fault option" in str(exc):
+                raise
+            raise ValueError(f"fault option {key}={value!r} is not a number") from None
+    FaultRule.__post_init__(rule)
+    return rule

@@ -1,0 +1,858 @@
+"""The simulated ECS API: DescribeInvocationResults over real loopback HTTP.
+
+:class:`SimulatorServer` answers as the ECS API does (version 2014-05-26, signature V3):
+
+* requests: ``POST /`` or ``GET /`` with ``x-acs-action``/``x-acs-version`` headers and the
+  parameters in the query (a form body is read too); the ACS3-HMAC-SHA256 signature is recomputed
+  with the ``SignedHeaders`` the client listed (so both the minimal set and the official SDK's
+  all-headers style verify); ``host`` and every ``x-acs-*`` header sent must be signed.
+* faults (:mod:`exporter.simulator.faults`) are decided first, from the AccessKeyId and RegionId
+  as sent, so one target can fail while another works.
+* checks, in order: action and version, ``Authorization`` shape and required headers
+  (``IncompleteSignature``), AccessKeyId (``InvalidAccessKeyId.NotFound``), STS token (an
+  :class:`Account` with ``sts=True`` needs ``x-acs-security-token``; a permanent key must not
+  send one),
+  signature (``SignatureDoesNotMatch``), date within 15 minutes of the *wall* clock
+  (``InvalidTimeStamp.Expired``), nonce not seen in 15 minutes (``SignatureNonceUsed``), region
+  (``MissingRegionId``, ``InvalidRegionId.NotFound``), then the parameters.
+* errors: the API's shape ``{RequestId, HostId, Code, Message, Recommend}`` and status.
+* paging: ``MaxResults`` (1-50, default 10) and opaque ``NextToken`` values. A token is a
+  *snapshot cursor*: the first page fixes which records the walk covers (the records in view at
+  that moment, in the chosen order) and every token of the walk points into that list, so records
+  created later never shift pages; records that leave retention meanwhile are skipped; statuses
+  are always those at the time of each page. (A test that scripts an invocation *created before*
+  a walk's first page while the walk is in progress shifts that walk by its records.) A token is
+  bound to the region and filters of its walk, can be replayed (a retried page answers the same
+  records) and expires ``token_ttl`` seconds (world clock) after it was issued; an unknown,
+  expired or foreign token is ``400 InvalidParameter.NextToken``. The legacy
+  ``PageNumber``/``PageSize`` paging works too (no ``NextToken`` then).
+* order: ``newest`` (newest invocation first, by creation time: stable while statuses change) or
+  ``shuffled`` (a random order fixed for each walk).
+
+Everything served is recorded in :attr:`SimulatorServer.served`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import hmac
+import json
+import random
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from exporter.ecs import signing
+from exporter.ecs.models import CONTENT_ENCODINGS, INVOKE_RECORD_STATUSES
+from exporter.simulator.faults import ERROR_FAULTS, Fault, FaultPlan
+from exporter.simulator.world import RecordFilter, RecordRef, World
+
+API_VERSION = "2014-05-26"
+ACTION = "DescribeInvocationResults"
+DEFAULT_REGIONS: tuple[str, ...] = (
+    "cn-hangzhou",
+    "cn-shanghai",
+    "cn-beijing",
+    "cn-shenzhen",
+    "ap-southeast-1",
+    "eu-central-1",
+    "us-west-1",
+)
+DEFAULT_ACCOUNTS: dict[str, str] = {"testid": "testsecret"}
+ORDERS = ("newest", "shuffled")
+MAX_CLOCK_SKEW = 900.0
+MAX_RESULTS_LIMIT = 50
+DEFAULT_MAX_RESULTS = 10
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_TAG_PARAM = re.compile(r"^Tag\.(\d+)\.(Key|Value)$")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A known AccessKey. ``sts``: a temporary key that needs ``x-acs-security-token``
+    (any non-empty token, or exactly ``security_token`` when that is set)."""
+
+    secret: str = field(repr=False)
+    sts: bool = False
+    security_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """One request the server answered (or dropped)."""
+
+    time: float  # wall clock
+    action: str
+    access_key_id: str
+    region_id: str
+    params: dict[str, str]
+    status: int  # HTTP status; 0 when the connection was dropped
+    code: str  # API error Code, "" on success
+    results: int  # records in the page
+    next_token: str
+    fault: str  # fault kind injected, "" when none
+
+
+class ApiError(Exception):
+    """An error answer of the API."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Answer:
+    """What the HTTP handler sends."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close without an answer
+    truncate: bool = False  # announce more bytes than sent, then close
+
+
+@dataclass(eq=False)
+class _Walk:
+    """The snapshot of one paging walk (see the module docstring)."""
+
+    world: World
+    fingerprint: tuple[object, ...]
+    snapshot: float
+    refs: list[RecordRef] | None  # materialised list, or None: the creation-time index
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    walk: _Walk
+    offset: int
+    issued: float
+
+
+class SimulatorServer:
+    """A loopback HTTP server speaking DescribeInvocationResults; a context manager.
+
+    ``world``: one :class:`World` serving every known region, or a mapping region -> world
+    (known regions without a world answer empty pages). ``accounts``: AccessKeyId -> secret or
+    :class:`Account` (default ``testid``/``testsecret``). ``regions``: the known regions
+    (default: the mapping's keys, else :data:`DEFAULT_REGIONS`).
+    """
+
+    def __init__(
+        self,
+        world: World | Mapping[str, World],
+        *,
+        accounts: Mapping[str, str | Account] | None = None,
+        faults: FaultPlan | None = None,
+        order: str = "newest",
+        regions: Iterable[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_ttl: float = 600.0,
+        seed: int = 0,
+        wall_clock: Callable[[], float] = time.time,
+        max_cursors: int = 4096,
+        max_nonces: int = 100_000,
+    ) -> None:
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}")
+        if isinstance(world, World):
+            self._worlds: dict[str, World] = {}
+            self._default_world: World | None = world
+            known = list(regions) if regions is not None else list(DEFAULT_REGIONS)
+        else:
+            self._worlds = dict(world)
+            self._default_world = None
+            known = list(regions) if regions is not None else list(self._worlds)
+        self.regions: tuple[str, ...] = tuple(known)
+        self._empty_world: World | None = None
+        self._lock = threading.Lock()
+        self._accounts: dict[str, Account] = {}
+        for key_id, value in (accounts if accounts is not None else DEFAULT_ACCOUNTS).items():
+            self.add_account(key_id, value)
+        self.faults = faults if faults is not None else FaultPlan(seed=seed)
+        self.order = order
+        self.token_ttl = token_ttl
+        self._wall_clock = wall_clock
+        self._shuffle_seed = random.Random(f"shuffle/{seed}")
+        self._served: list[ServedRequest] = []
+        self._request_count = 0
+        self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
+        self._max_cursors = max_cursors
+        self._nonces: OrderedDict[str, float] = OrderedDict()
+        self._max_nonces = max_nonces
+        self._httpd = _HTTPServer((host, port), _Handler, self)
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port``, as the official SDK's ``endpoint`` wants it."""
+        return self.url.removeprefix("http://")
+
+    def start(self) -> SimulatorServer:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="ecs-simulator",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def add_account(self, access_key_id: str, secret_or_account: str | Account) -> None:
+        account = (
+            Account(secret_or_account) if isinstance(secret_or_account, str) else secret_or_account
+        )
+        with self._lock:
+            self._accounts[access_key_id] = account
+
+    def remove_account(self, access_key_id: str) -> None:
+        with self._lock:
+            self._accounts.pop(access_key_id, None)
+
+    # -- the record of what was served --------------------------------------------------------
+
+    @property
+    def served(self) -> list[ServedRequest]:
+        with self._lock:
+            return list(self._served)
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return self._request_count
+
+    def reset_served(self) -> None:
+        with self._lock:
+            self._served.clear()
+            self._request_count = 0
+
+    # -- request handling ---------------------------------------------------------------------
+
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> Answer:
+        """Answer one HTTP request (also usable without a socket)."""
+        parts = urlsplit(target)
+        path = parts.path or "/"
+        params = _parse_query(parts.query)
+        lower = {name.lower(): value for name, value in headers}
+        if body and "application/x-www-form-urlencoded" in lower.get("content-type", ""):
+            for key, value in _parse_query(body.decode("utf-8", "replace")).items():
+                params.setdefault(key, value)
+        auth = signing.parse_authorization(lower.get("authorization", ""))
+        access_key_id = auth[0] if auth else ""
+        region_id = params.get("RegionId", "")
+        action = lower.get("x-acs-action", "")
+        request_id = str(uuid.uuid4()).upper()
+        host_id = lower.get("host", "") or f"ecs.{region_id or 'cn-hangzhou'}.aliyuncs.com"
+
+        fault = self.faults.choose(access_key_id, region_id)
+        fault_kind = fault.kind if fault else ""
+        entry = {
+            "action": action,
+            "access_key_id": access_key_id,
+            "region_id": region_id,
+            "params": params,
+            "fault": fault_kind,
+        }
+        if fault is not None and fault.kind == "drop_connection":
+            self._record(entry, 0, "", 0, "")
+            return Answer(0, b"", drop=True)
+        if fault is not None and fault.kind in ERROR_FAULTS:
+            status, code, message = ERROR_FAULTS[fault.kind]
+            answer = self._error_answer(ApiError(status, code, message), request_id, host_id)
+            if fault.kind == "throttling_api":
+                answer.headers["x-acs-retry-after"] = str(fault.retry_after_ms)
+            self._record(entry, status, code, 0, "")
+            return answer
+        delay = self.faults.latency + (fault.delay if fault and fault.kind == "slow" else 0.0)
+        if delay > 0:
+            time.sleep(delay)
+
+        try:
+            self._check_request(method, path, action, lower)
+            self._check_signature(method, path, params, headers, body, lower, auth)
+            world = self._world_for(region_id)
+            answer, results, next_token = self._describe(
+                world, params, request_id, fault, access_key_id
+            )
+        except ApiError as exc:
+            self._record(entry, exc.status, exc.code, 0, "")
+            answer = self._error_answer(exc, request_id, host_id)
+            if fault is not None and fault.kind in ("malformed_json", "truncated_body"):
+                _corrupt(answer, fault)
+            return answer
+        self._record(entry, 200, "", results, next_token)
+        return answer
+
+    def _record(
+        self, entry: dict[str, Any], status: int, code: str, results: int, next_token: str
+    ) -> None:
+        served = ServedRequest(
+            time=self._wall_clock(),
+            status=status,
+            code=code,
+            results=results,
+            next_token=next_token,
+            **entry,
+        )
+        with self._lock:
+            self._served.append(served)
+            self._request_count += 1
+
+    @staticmethod
+    def _error_answer(exc: ApiError, request_id: str, host_id: str) -> Answer:
+        body = {
+            "RequestId": request_id,
+            "HostId": host_id,
+            "Code": exc.code,
+            "Message": exc.message,
+            "Recommend": f"https://api.aliyun.com/troubleshoot?q={exc.code}&product=Ecs",
+        }
+        return Answer(
+            exc.status,
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json;charset=utf-8", "x-acs-request-id": request_id},
+        )
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def _check_request(self, method: str, path: str, action: str, lower: Mapping[str, str]) -> None:
+        if method not in ("GET", "POST") or path != "/":
+            raise ApiError(404, "InvalidAction.NotFound", "Specified api is not found.")
+        if not action:
+            if "authorization" not in lower:
+                raise ApiError(
+                    400,
+                    "IncompleteSignature",
+                    "The request signature does not conform to Aliyun standards: this server "
+                    "speaks signature V3 only (x-acs-action and Authorization headers).",
+                )
+            raise ApiError(400, "MissingParameter.Action", "The x-acs-action header is missing.")
+        if action != ACTION:
+            raise ApiError(400, "InvalidAction.NotFound", f"Specified api {action} is not found.")
+        version = lower.get("x-acs-version", "")
+        if version != API_VERSION:
+            raise ApiError(
+                400,
+                "InvalidVersion",
+                f"Specified parameter Version {version!r} is not valid (expected {API_VERSION}).",
+            )
+
+    def _check_signature(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        headers: list[tuple[str, str]],
+        body: bytes,
+        lower: Mapping[str, str],
+        auth: tuple[str, list[str], str] | None,
+    ) -> None:
+        if auth is None:
+            raise ApiError(
+                400,
+                "IncompleteSignature",
+                "The request signature does not conform to Aliyun standards: the Authorization "
+                "header is missing or not ACS3-HMAC-SHA256.",
+            )
+        access_key_id, signed_headers, provided = auth
+        _check_signed_headers(headers, lower, signed_headers)
+        with self._lock:
+            account = self._accounts.get(access_key_id)
+        if account is None:
+            raise ApiError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+        token = lower.get("x-acs-security-token", "")
+        if account.sts and not token:
+            raise ApiError(
+                400,
+                "InvalidSecurityToken.MissingParameter",
+                "The security token of a temporary AccessKey is missing.",
+            )
+        if account.sts and account.security_token is not None and token != account.security_token:
+            raise ApiError(
+                400, "InvalidSecurityToken.Mismatch", "Specified security token is not valid."
+            )
+        if token and not account.sts:
+            raise ApiError(
+                400,
+                "InvalidSecurityToken.Malformed",
+                "A security token was sent with a permanent AccessKey.",
+            )
+        payload = hashlib.sha256(body).hexdigest()
+        canonical, _ = signing.canonical_request(
+            method, path, params, headers, signed_headers, payload
+        )
+        expected = signing.signature(account.secret, canonical)
+        if not hmac.compare_digest(expected, provided):
+            raise ApiError(
+                400,
+                "SignatureDoesNotMatch",
+                "Specified signature does not match our calculation. server string to sign "
+                f"is:{signing.string_to_sign(canonical)}",
+            )
+        self._check_freshness(lower)
+
+    def _check_freshness(self, lower: Mapping[str, str]) -> None:
+        """The date is within 15 minutes of the wall clock; the nonce is new."""
+        stamp = lower.get("x-acs-date", "")
+        try:
+            when = calendar.timegm(time.strptime(stamp, _TIME_FORMAT))
+        except ValueError:
+            raise ApiError(
+                400,
+                "InvalidTimeStamp.Format",
+                f"Specified time stamp {stamp!r} is not in the format YYYY-MM-DDThh:mm:ssZ.",
+            ) from None
+        now = self._wall_clock()
+        if abs(now - when) > MAX_CLOCK_SKEW:
+            raise ApiError(
+                400,
+                "InvalidTimeStamp.Expired",
+                "Specified time stamp or date value is expired (more than 15 minutes from the "
+                "server's clock).",
+            )
+        nonce = lower["x-acs-signature-nonce"]
+        with self._lock:
+            while self._nonces and (
+                len(self._nonces) >= self._max_nonces
+                or next(iter(self._nonces.values())) < now - MAX_CLOCK_SKEW
+            ):
+                self._nonces.popitem(last=False)
+            if nonce in self._nonces:
+                raise ApiError(
+                    400, "SignatureNonceUsed", "Specified signature nonce was used already."
+                )
+            self._nonces[nonce] = now
+
+    def _world_for(self, region_id: str) -> World:
+        if not region_id:
+            raise ApiError(400, "MissingRegionId", "RegionId is mandatory for this action.")
+        if region_id not in self.regions:
+            raise ApiError(
+                404,
+                "InvalidRegionId.NotFound",
+                "The RegionId provided does not exist in our records.",
+            )
+        if self._default_world is not None:
+            return self._default_world
+        world = self._worlds.get(region_id)
+        if world is None:
+            with self._lock:
+                if self._empty_world is None:
+                    self._empty_world = World(0, spec=None)
+                world = self._empty_world
+        return world
+
+    # -- DescribeInvocationResults ------------------------------------------------------------
+
+    def _describe(
+        self,
+        world: World,
+        params: Mapping[str, str],
+        request_id: str,
+        fault: Fault | None,
+        access_key_id: str,
+    ) -> tuple[Answer, int, str]:
+        record_filter = _parse_filter(params)
+        encoding = params.get("ContentEncoding", "Base64") or "Base64"
+        if encoding not in CONTENT_ENCODINGS:
+            raise ApiError(
+                400,
+                "InvalidParameter.ContentEncoding",
+                "The specified parameter ContentEncoding is not valid.",
+            )
+        legacy = ("PageNumber" in params or "PageSize" in params) and not (
+            "MaxResults" in params or "NextToken" in params
+        )
+        with world.lock:
+            now = world.sync()
+            if record_filter.include_history:
+                assert record_filter.invoke_id is not None
+                if world.is_periodic(record_filter.invoke_id) is False:
+                    raise ApiError(
+                        400,
+                        "InvalidParameter",
+                        "IncludeHistory=true needs the InvokeId of a periodic (Period or "
+                        "EveryReboot) invocation.",
+                    )
+            fingerprint = (id(world), record_filter, self.order)
+            if legacy:
+                page_number = _int_param(
+                    params, "PageNumber", 1, "InvalidParam.PageNumber", 1, None
+                )
+                max_results = _int_param(params, "PageSize", 10, "InvalidParam.PageSize", 1, 50)
+                walk = self._new_walk(world, fingerprint, record_filter, now)
+                offset = (page_number - 1) * max_results
+            else:
+                max_results = _int_param(
+                    params,
+                    "MaxResults",
+                    DEFAULT_MAX_RESULTS,
+                    "InvalidParameter.MaxResults",
+                    1,
+                    MAX_RESULTS_LIMIT,
+                )
+                token = params.get("NextToken", "")
+                if token:
+                    walk, offset = self._resume(token, fingerprint, now)
+                else:
+                    walk, offset = self._new_walk(world, fingerprint, record_filter, now), 0
+                page_number = offset // max_results + 1
+            refs, total = self._page(world, walk, offset, max_results, now)
+            next_token = ""
+            if not legacy and offset + max_results < total:
+                next_token = self._issue(walk, offset + max_results, now)
+            if fault is not None and fault.kind == "wrong_types":
+                records = [world.render(ref, now, encoding) for ref in refs]
+                _break_types(records)
+                items = [json.dumps(r, separators=(",", ":")) for r in records]
+            else:
+                items = [world.render_json(ref, now, encoding) for ref in refs]
+        head = json.dumps(
+            {
+                "RequestId": request_id,
+                "Invocation": {
+                    "PageSize": max_results,
+                    "PageNumber": page_number,
+                    "TotalCount": total,
+                    "NextToken": next_token,
+                },
+            },
+            separators=(",", ":"),
+        )
+        # Splice the cached record texts in: '{"RequestId":..,"Invocation":{...}}'.
+        body = (
+            head[:-2] + ',"InvocationResults":{"InvocationResult":[' + ",".join(items) + "]}}}"
+        ).encode()
+        answer = Answer(
+            200,
+            body,
+            {"Content-Type": "application/json;charset=utf-8", "x-acs-request-id": request_id},
+        )
+        if fault is not None and fault.kind in ("malformed_json", "truncated_body"):
+            _corrupt(answer, fault)
+        return answer, len(refs), next_token
+
+    def _new_walk(
+        self,
+        world: World,
+        fingerprint: tuple[object, ...],
+        record_filter: RecordFilter,
+        now: float,
+    ) -> _Walk:
+        if record_filter.empty and self.order == "newest":
+            return _Walk(world, fingerprint, now, None)
+        refs = world.select(now, record_filter)
+        if self.order == "shuffled":
+            with self._lock:
+                seed = self._shuffle_seed.getrandbits(64)
+            random.Random(seed).shuffle(refs)
+        return _Walk(world, fingerprint, now, refs)
+
+    def _resume(self, token: str, fingerprint: tuple[object, ...], now: float) -> tuple[_Walk, int]:
+        with self._lock:
+            cursor = self._cursors.get(token)
+        if cursor is None or cursor.walk.fingerprint != fingerprint:
+            raise ApiError(
+                400,
+                "InvalidParameter.NextToken",
+                "The specified parameter NextToken is not valid.",
+            )
+        if now - cursor.issued > self.token_ttl:
+            raise ApiError(
+                400,
+                "InvalidParameter.NextToken",
+                "The specified parameter NextToken is not valid: it has expired.",
+            )
+        return cursor.walk, cursor.offset
+
+    def _issue(self, walk: _Walk, offset: int, now: float) -> str:
+        token = "AAAAA" + secrets.token_urlsafe(18)
+        with self._lock:
+            self._cursors[token] = _Cursor(walk, offset, now)
+            while len(self._cursors) > self._max_cursors:
+                self._cursors.popitem(last=False)
+        return token
+
+    @staticmethod
+    def _page(
+        world: World, walk: _Walk, offset: int, limit: int, now: float
+    ) -> tuple[list[RecordRef], int]:
+        """The records at ``offset`` of a walk and the walk's current size."""
+        if walk.refs is not None:
+            alive = walk.refs
+            total = len(alive)
+            page = [r for r in alive[offset : offset + limit] if not r.invocation.pruned]
+            return page, total
+        lo, hi = world.visible_span(now, walk.snapshot)
+        total = max(0, hi - lo)
+        out: list[RecordRef] = []
+        position = hi - 1 - offset
+        while position >= lo and len(out) < limit:
+            ref = world.ref_at(position)
+            if ref is not None:
+                out.append(ref)
+            position -= 1
+        return out, total
+
+
+def _check_signed_headers(
+    headers: list[tuple[str, str]], lower: Mapping[str, str], signed_headers: list[str]
+) -> None:
+    """Required headers present; ``host`` and every ``x-acs-*`` sent are signed; every signed
+    header was sent."""
+    signed = {name.lower() for name in signed_headers}
+    for required in ("host", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256"):
+        if required not in lower:
+            raise ApiError(
+                400,
+                "IncompleteSignature",
+                f"The request signature does not conform to Aliyun standards: the "
+                f"{required} header is missing.",
+            )
+    names = {name.lower() for name, _ in headers}
+    unsigned = sorted(
+        n for n in names if (n == "host" or n.startswith("x-acs-")) and n not in signed
+    )
+    if unsigned:
+        raise ApiError(
+            400,
+            "IncompleteSignature",
+            "The request signature does not conform to Aliyun standards: headers not "
+            f"signed: {', '.join(unsigned)}.",
+        )
+    missing = sorted(signed - names)
+    if missing:
+        raise ApiError(
+            400,
+            "IncompleteSignature",
+            "The request signature does not conform to Aliyun standards: signed headers "
+            f"not sent: {', '.join(missing)}.",
+        )
+
+
+def _parse_query(query: str) -> dict[str, str]:
+    """Decode a query string exactly (``+`` stays ``+``: V3 clients encode a space as %20)."""
+    params: dict[str, str] = {}
+    if not query:
+        return params
+    for piece in query.split("&"):
+        if not piece:
+            continue
+        key, _, value = piece.partition("=")
+        params[unquote(key)] = unquote(value)
+    return params
+
+
+def _int_param(
+    params: Mapping[str, str],
+    name: str,
+    default: int,
+    code: str,
+    low: int,
+    high: int | None,
+) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        raise ApiError(400, code, f"The specified parameter {name} is not valid.")
+    return value
+
+
+def _parse_filter(params: Mapping[str, str]) -> RecordFilter:
+    """Validate the filter parameters (raises :class:`ApiError` as the API does)."""
+    status = params.get("InvokeRecordStatus") or None
+    if status is not None and status not in INVOKE_RECORD_STATUSES:
+        raise ApiError(
+            400,
+            "InvalidParameter.InvokeRecordStatus",
+            "The specified parameter InvokeRecordStatus is not valid.",
+        )
+    history_raw = params.get("IncludeHistory", "").lower()
+    if history_raw not in ("", "true", "false"):
+        raise ApiError(
+            400, "InvalidParameter", "The specified parameter IncludeHistory is not valid."
+        )
+    include_history = history_raw == "true"
+    invoke_id = params.get("InvokeId") or None
+    if include_history and invoke_id is None:
+        raise ApiError(
+            400, "InvalidParameter", "IncludeHistory=true requires the InvokeId parameter."
+        )
+    return RecordFilter(
+        resource_group_id=params.get("ResourceGroupId") or None,
+        invoke_id=invoke_id,
+        instance_id=params.get("InstanceId") or None,
+        command_id=params.get("CommandId") or None,
+        invoke_record_status=status,
+        include_history=include_history,
+        tags=_parse_tags(params),
+    )
+
+
+def _parse_tags(params: Mapping[str, str]) -> tuple[tuple[str, str | None], ...]:
+    keys: dict[int, str] = {}
+    values: dict[int, str] = {}
+    for name, value in params.items():
+        match = _TAG_PARAM.match(name)
+        if match is None:
+            if name.startswith("Tag."):
+                raise ApiError(400, "InvalidParameter", f"The parameter {name} is not valid.")
+            continue
+        n = int(match.group(1))
+        if not 1 <= n <= 20:
+            raise ApiError(400, "NumberExceed.Tags", "The Tags parameter number is exceed.")
+        (keys if match.group(2) == "Key" else values)[n] = value
+    if len(set(keys) | set(values)) > 20:
+        raise ApiError(400, "NumberExceed.Tags", "The Tags parameter number is exceed.")
+    tags: list[tuple[str, str | None]] = []
+    for n in sorted(set(keys) | set(values)):
+        key = keys.get(n, "")
+        if not key:
+            raise ApiError(400, "MissingParameter.TagKey", "You must specify Tag.N.Key.")
+        if (
+            len(key) > 64
+            or key.startswith(("aliyun", "acs:"))
+            or "http://" in key
+            or "https://" in key
+        ):
+            raise ApiError(400, "InvalidTagKey.Malformed", "The specified Tag.n.Key is not valid.")
+        tag_value = values.get(n)
+        if tag_value is not None and (
+            len(tag_value) > 128 or "http://" in tag_value or "https://" in tag_value
+        ):
+            raise ApiError(
+                400, "InvalidTagValue.Malformed", "The specified Tag.n.Value is not valid."
+            )
+        if any(key == seen for seen, _ in tags):
+            raise ApiError(400, "Duplicate.TagKey", "The Tag.N.Key contain duplicate key.")
+        tags.append((key, tag_value))
+    return tuple(tags)
+
+
+def _break_types(records: list[dict[str, Any]]) -> None:
+    """The ``wrong_types`` fault: fields with the wrong JSON types."""
+    for record in records:
+        record["ExitCode"] = str(record["ExitCode"])
+        record["Repeats"] = None
+        record["Dropped"] = str(record["Dropped"])
+    if records:
+        records[0]["InvokeId"] = 12345
+        records[0]["InstanceId"] = None
+
+
+def _corrupt(answer: Answer, fault: Fault) -> None:
+    if fault.kind == "malformed_json":
+        answer.body = b'{"RequestId": "' + answer.body[:40] + b"<html>502 Bad Gateway</html>"
+    else:
+        answer.truncate = True
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        simulator: SimulatorServer,
+    ) -> None:
+        self.simulator = simulator
+        super().__init__(address, handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ecs-simulator"
+    sys_version = ""
+    timeout = 30.0  # idle keep-alive connections end after this
+    # One buffered write per answer (flushed by handle_one_request) and no Nagle delay: with
+    # headers and body in separate segments, delayed ACKs would cost ~40 ms per page.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        server = self.server
+        assert isinstance(server, _HTTPServer)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        body = self.rfile.read(length) if length > 0 else b""
+        answer = server.simulator.handle(self.command, self.path, list(self.headers.items()), body)
+        if answer.drop:
+            self.close_connection = True
+            return
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        if answer.truncate:
+            self.send_header("Content-Length", str(len(answer.body) + 1024))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(answer.body[: max(1, len(answer.body) // 2)])
+            self.close_connection = True
+            return
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: what was served is in ``SimulatorServer.served``."""

@@ -1,0 +1,214 @@
+"""Paging: every result across pages, and the guards against answers that would never end."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from exporter.ecs.client import EcsClient, RequestEvent
+from exporter.ecs.credentials import StaticProvider
+from exporter.ecs.errors import InvalidRequestError, MalformedResponseError
+from exporter.ecs.models import InvocationQuery
+from exporter.simulator.metadata import error_answer
+from tests.client_helpers import (
+    PagedResults,
+    StubEcsServer,
+    api_record,
+    make_client,
+    mock_http,
+    page_answer,
+    sequence,
+)
+
+
+@pytest.mark.parametrize("total", [0, 1, 50, 51, 149])
+def test_every_result_is_returned_once_over_loopback(total: int) -> None:
+    script = PagedResults([api_record(n) for n in range(total)])
+    with StubEcsServer(script) as server:
+        client = make_client(httpx.Client(), endpoint=server.url)
+        with client:
+            results = list(client.describe_invocation_results(InvocationQuery()))
+    assert [r.instance_id for r in results] == [f"i-{n:08d}" for n in range(total)]
+    assert server.checks.problems == []
+    expected_pages = max(1, -(-total // 50))
+    assert len(server.requests) == expected_pages
+
+
+def test_first_page_sends_max_results_only_then_the_token() -> None:
+    script = PagedResults([api_record(n) for n in range(120)])
+    with StubEcsServer(script) as server:
+        client = make_client(httpx.Client(), endpoint=server.url)
+        with client:
+            list(client.iter_pages(InvocationQuery(instance_id="i-1"), max_results=50))
+    params = [r.params for r in server.requests]
+    assert params[0] == {"RegionId": "cn-hangzhou", "InstanceId": "i-1", "MaxResults": "50"}
+    assert [p.get("NextToken") for p in params] == [None, "tok-50", "tok-100"]
+    assert all(p["MaxResults"] == "50" and p["InstanceId"] == "i-1" for p in params)
+
+
+def test_ten_thousand_results_in_two_hundred_pages() -> None:
+    records = [api_record(n) for n in range(10_000)]
+    http, checks = mock_http(PagedResults(records))
+    events: list[RequestEvent] = []
+    with make_client(http, events=events) as client:
+        pages = list(client.iter_pages(InvocationQuery()))
+    assert len(pages) == 200
+    assert sum(len(p.results) for p in pages) == 10_000
+    assert len({r.key for p in pages for r in p.results}) == 10_000
+    assert pages[-1].next_token == ""
+    assert [e.attempt for e in events] == [1] * 200
+    assert checks.problems == []
+
+
+def test_absent_next_token_ends_paging() -> None:
+    http, _ = mock_http(sequence(page_answer([api_record(1)], None)))
+    with make_client(http) as client:
+        pages = list(client.iter_pages(InvocationQuery()))
+    assert len(pages) == 1
+
+
+def test_empty_page_with_a_token_is_refused() -> None:
+    http, checks = mock_http(
+        sequence(page_answer([api_record(1)], "t1"), page_answer([], "t2"), page_answer([], ""))
+    )
+    with make_client(http) as client:
+        pages = client.iter_pages(InvocationQuery())
+        first = next(pages)
+        with pytest.raises(MalformedResponseError, match="empty page still carries a NextToken"):
+            next(pages)
+    assert len(first.results) == 1
+    assert len(checks.seen) == 2
+
+
+def test_repeated_token_is_refused() -> None:
+    http, checks = mock_http(
+        sequence(
+            page_answer([api_record(1)], "t1"),
+            page_answer([api_record(2)], "t2"),
+            page_answer([api_record(3)], "t1"),
+            page_answer([api_record(4)], ""),
+        )
+    )
+    with make_client(http) as client, pytest.raises(MalformedResponseError, match="loop"):
+        list(client.iter_pages(InvocationQuery()))
+    assert len(checks.seen) == 3
+
+
+def test_same_token_twice_in_a_row_is_refused() -> None:
+    http, checks = mock_http(sequence(page_answer([api_record(1)], "same")))
+    with make_client(http) as client, pytest.raises(MalformedResponseError):
+        list(client.iter_pages(InvocationQuery()))
+    assert len(checks.seen) == 2
+
+
+def test_rejected_token_restarts_from_the_first_page_once(caplog: pytest.LogCaptureFixture) -> None:
+    script = PagedResults([api_record(n) for n in range(120)], tokens_rejected=1)
+    http, checks = mock_http(script)
+    with make_client(http) as client, caplog.at_level(logging.WARNING):
+        pages = list(client.iter_pages(InvocationQuery()))
+    # page 1, rejected token, then pages 1-3 again
+    assert [p.params.get("NextToken") for p in checks.seen] == [
+        None,
+        "tok-50",
+        None,
+        "tok-50",
+        "tok-100",
+    ]
+    assert len(pages) == 4
+    assert {r.instance_id for p in pages for r in p.results} == {f"i-{n:08d}" for n in range(120)}
+    assert "restarting from the first page" in caplog.text
+
+
+def test_token_rejected_again_after_the_restart_fails_clearly() -> None:
+    script = PagedResults([api_record(n) for n in range(120)], tokens_rejected=2)
+    http, checks = mock_http(script)
+    with make_client(http) as client, pytest.raises(InvalidRequestError) as caught:
+        list(client.iter_pages(InvocationQuery()))
+    assert caught.value.code == "InvalidParameter.NextToken"
+    assert "refused again after restarting" in str(caught.value)
+    assert len(checks.seen) == 4
+
+
+def test_any_4xx_naming_next_token_restarts() -> None:
+    http, checks = mock_http(
+        sequence(
+            page_answer([api_record(1)], "t1"),
+            error_answer(400, "InvalidNextToken.Expired", "expired"),
+            page_answer([api_record(1)], ""),
+        )
+    )
+    with make_client(http) as client:
+        pages = list(client.iter_pages(InvocationQuery()))
+    assert len(pages) == 2
+    assert len(checks.seen) == 3
+
+
+def test_max_pages_stops_early() -> None:
+    http, checks = mock_http(PagedResults([api_record(n) for n in range(500)]))
+    with make_client(http) as client:
+        pages = list(client.iter_pages(InvocationQuery(), max_results=10, max_pages=3))
+    assert [len(p.results) for p in pages] == [10, 10, 10]
+    assert pages[-1].next_token == "tok-30"
+    assert len(checks.seen) == 3
+
+
+@pytest.mark.parametrize("max_results", [0, 51, -1, True, 10.0])
+def test_max_results_out_of_range_is_refused_before_sending(max_results: object) -> None:
+    http, checks = mock_http(PagedResults([]))
+    with make_client(http) as client, pytest.raises(InvalidRequestError, match="max_results"):
+        client.iter_pages(InvocationQuery(), max_results=max_results)  # type: ignore[arg-type]
+    assert checks.seen == []
+
+
+def test_invalid_query_is_refused_before_sending() -> None:
+    http, checks = mock_http(PagedResults([]))
+    with make_client(http) as client, pytest.raises(InvalidRequestError, match="include_history"):
+        client.describe_invocation_results(InvocationQuery(include_history=True))
+    assert checks.seen == []
+
+
+def test_bad_records_are_reported_on_the_page_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bad = api_record(2, InstanceId=None, Output="SECRET-OUTPUT")
+    http, _ = mock_http(sequence(page_answer([api_record(1), bad, "junk"], "")))
+    with make_client(http) as client, caplog.at_level(logging.WARNING):
+        first = list(client.iter_pages(InvocationQuery()))
+        second = list(client.iter_pages(InvocationQuery()))
+    for pages in (first, second):
+        assert len(pages[0].results) == 1
+        assert [(r.invoke_id, r.instance_id) for r in pages[0].invalid] == [
+            ("t-000000", ""),
+            ("", ""),
+        ]
+    warnings = [r for r in caplog.records if "unusable record" in r.getMessage()]
+    assert len(warnings) == 2  # one per bad record, not one per refresh
+    assert "t-000000" in caplog.text
+    assert "SECRET-OUTPUT" not in caplog.text
+
+
+def test_ten_thousand_results_from_the_simulator() -> None:
+    """The simulator (written independently) pages 10,000 records; all arrive, each once."""
+    simulator = pytest.importorskip("exporter.simulator.server")
+    world_module = pytest.importorskip("exporter.simulator.world")
+    world = world_module.World(seed=7, spec=world_module.WorldSpec(instances=50, backlog=10_000))
+    with simulator.SimulatorServer(world) as server, httpx.Client() as http:
+        client = EcsClient(
+            region_id="cn-hangzhou",
+            credentials=StaticProvider("testid", "testsecret"),
+            http=http,
+            endpoint=server.url,
+        )
+        results = list(client.describe_invocation_results(InvocationQuery()))
+        served = server.served
+    truth = world.ground_truth()
+    assert len(results) == truth.records == 10_000
+    assert len({r.key for r in results}) == 10_000
+    assert len(served) == 200
+    assert all(s.status == 200 and s.params["MaxResults"] == "50" for s in served)
+    by_status: dict[str, int] = {}
+    for result in results:
+        by_status[result.invocation_status] = by_status.get(result.invocation_status, 0) + 1
+    assert by_status == {k: v for k, v in truth.by_status.items() if v}
