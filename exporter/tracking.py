@@ -1,0 +1,682 @@
+"""The local mirror of one target's results and exactly-once counting of finished runs.
+
+:class:`RunTracker` is pure logic: no Prometheus, no HTTP, no threads. The refresher feeds it
+every record it reads and asks it for immutable summaries (:class:`ViewSummary`,
+:class:`CounterTotals`) that the collector renders.
+
+State
+  * the *view*: one entry per result the target's query returns, keyed
+    ``(invoke_id, instance_id, container_id)``; the gauges are computed from it;
+  * for targets with ``include_history``: one entry per run of a periodic task, keyed
+    ``(invoke_id, instance_id, container_id, repeats)``, that remembers what was counted.
+
+Counting rules
+  * Until :meth:`RunTracker.complete_baseline` is called (after the first successful refresh),
+    records are remembered as seen *without* being counted: counters start at exporter start,
+    the backlog shows in the gauges only.
+  * After that, each run is counted once in the finished counters when it is first seen with a
+    terminal ``InvocationStatus``, whatever order the records come in. A run is identified by
+    its key and its run number ``max(Repeats, 1)``: a one-time task has one run; a periodic task
+    (RepeatMode Period/EveryReboot) has one record whose ``Repeats`` grows, and each new
+    ``Repeats`` seen in a terminal status is a new run.
+  * An OSS delivery is counted once per run when ``OssOutputStatus`` is first seen ``Finished``
+    or ``Failed``, independently of the run's own status.
+  * Limitation without ``include_history``: a periodic task's record shows ``Scheduled``
+    between runs and a terminal status only after its last run, so only runs seen in a terminal
+    status are counted (when ``Repeats`` grew since the last one counted); runs in between are
+    not visible. With ``include_history``, when a periodic record shows that a run ended, the
+    result is due (:meth:`RunTracker.history_due`): the refresher reads its history and
+    :meth:`RunTracker.observe_history_run` counts every run exactly once;
+    :meth:`RunTracker.history_read` records how far the history is settled.
+
+Bounds
+  * Entries older than the retention (30 days, by start/finish time) expire.
+  * A size cap drops the oldest entries. Everything not newer than the newest dropped entry is
+    from then on ignored when it shows up again, so a forgotten run is never counted twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from exporter.ecs.models import (
+    ERROR_CODES,
+    INVOCATION_STATUSES,
+    NON_TERMINAL_STATUSES,
+    OSS_OUTPUT_ERROR_CODES,
+    OSS_OUTPUT_STATUSES,
+    TERMINAL_STATUSES,
+    InvocationResult,
+)
+
+ResultKey = tuple[str, str, str]
+"""``(invoke_id, instance_id, container_id)``: one result in the API's view."""
+RunKey = tuple[str, str, str, int]
+"""``(invoke_id, instance_id, container_id, run)``: one run of a periodic task."""
+
+RETENTION_SECONDS = 30 * 86400.0
+"""The API keeps results for 30 days."""
+DURATION_BUCKETS: tuple[float, ...] = (
+    1,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    7200,
+    21600,
+    86400,
+)
+HISTORY_MISSES_ALLOWED = 3
+"""Complete history reads that may miss an ended run before it is taken as gone."""
+OTHER = "other"
+"""The label value that unknown values fold into beyond the cap."""
+DEFAULT_MAX_UNKNOWN_VALUES = 20
+
+_TERMINAL = frozenset(TERMINAL_STATUSES)
+_NON_TERMINAL = frozenset(NON_TERMINAL_STATUSES)
+_OSS_TERMINAL = frozenset({"Finished", "Failed"})
+# Invocation-level statuses under which the service still changes the per-instance records:
+# a periodic task stays "Running" until it is stopped.
+_INVOCATION_ACTIVE = frozenset({"Running", "Stopping"})
+
+
+class Change(Enum):
+    """What an observed record meant to the view."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    IGNORED = "ignored"
+    """Older than what the tracker still remembers (expired or dropped by the cap)."""
+
+
+def run_number(result: InvocationResult) -> int:
+    """The run a record shows: ``Repeats``, at least 1 (a one-time task has one run)."""
+    return result.repeats if result.repeats > 1 else 1
+
+
+def result_time(result: InvocationResult, default: float) -> float:
+    """The latest of start, finish and stop time, else ``default`` (when first seen)."""
+    latest = default
+    found = False
+    for value in (result.start_time, result.finished_time, result.stop_time):
+        if value is not None and (not found or value > latest):
+            latest = value
+            found = True
+    return latest
+
+
+def needs_follow_up(result: InvocationResult) -> bool:
+    """Tell whether the service may still change this record without a new invocation."""
+    return (
+        result.invocation_status in _NON_TERMINAL
+        or result.invoke_record_status in _INVOCATION_ACTIVE
+        or result.oss_output_status == "InProgress"
+    )
+
+
+class ValueFolder:
+    """Keeps a label's values bounded: known values pass, the first ``max_unknown`` unknown
+    values pass as they are, later ones become ``"other"``. Admission is permanent, so a series
+    never moves from its own label value to ``"other"``."""
+
+    def __init__(self, known: Iterable[str], max_unknown: int = DEFAULT_MAX_UNKNOWN_VALUES) -> None:
+        self._known = frozenset(known)
+        self._admitted: set[str] = set()
+        self._max_unknown = max_unknown
+
+    def fold(self, value: str) -> str:
+        """Return the label value to use for ``value``."""
+        if value in self._known or value in self._admitted:
+            return value
+        if len(self._admitted) < self._max_unknown:
+            self._admitted.add(value)
+            return value
+        return OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramValue:
+    """A histogram as of one moment: cumulative counts per upper bound (``+Inf`` excluded)."""
+
+    buckets: tuple[tuple[float, int], ...]
+    count: int
+    sum: float
+
+
+class Histogram:
+    """A plain, unsynchronised histogram (the owner serialises access)."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = tuple(bounds)
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Add one observation."""
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def value(self) -> HistogramValue:
+        """Return the cumulative view."""
+        cumulative: list[tuple[float, int]] = []
+        running = 0
+        for bound, count in zip(self._bounds, self._counts, strict=False):
+            running += count
+            cumulative.append((bound, running))
+        return HistogramValue(tuple(cumulative), running + self._counts[-1], self._sum)
+
+
+@dataclass(frozen=True)
+class CommandBreakdown:
+    """Opt-in per-command counters; beyond ``max_command_ids`` ids fold into ``"other"``.
+
+    Ids named in ``command_names`` get their own series first (they count toward the cap).
+    """
+
+    enabled: bool = False
+    max_command_ids: int = 50
+    command_names: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSummary:
+    """The gauges of one target, computed from the view. Every known enum value is present."""
+
+    by_status: tuple[tuple[str, int], ...]
+    by_error_code: tuple[tuple[str, int], ...]
+    running: int
+    running_oldest_age_seconds: float
+    oss_by_status: tuple[tuple[str, int], ...]
+    with_dropped_output: int
+    tracked_runs: int
+
+
+@dataclass(frozen=True, slots=True)
+class CounterTotals:
+    """The counters of one target since the exporter started. Known combinations are present."""
+
+    finished: tuple[tuple[tuple[str, str], int], ...]
+    durations: tuple[tuple[str, HistogramValue], ...]
+    oss_deliveries: tuple[tuple[tuple[str, str], int], ...]
+    dropped_bytes: int
+    found_by_sweep: int
+    commands: tuple[tuple[tuple[str, str, str], int], ...]
+    command_ids_folded: int
+
+
+EMPTY_HISTOGRAM = Histogram(DURATION_BUCKETS).value()
+
+
+@dataclass(slots=True)
+class _ViewEntry:
+    result: InvocationResult
+    first_seen: float
+    counted_run: int = 0
+    """The run whose finish was counted (or seen before the baseline); 0 for none."""
+    oss_counted_run: int = 0
+    floor_run: int = 0
+    """Runs up to this one finished before the baseline (history runs are not counted)."""
+    periodic: bool = False
+    """Seen ``Scheduled`` or with ``Repeats`` >= 2: a Period/EveryReboot task."""
+    history_through: int = 0
+    """Every run up to this one is settled in the history (counted, or before the baseline)."""
+    history_misses: int = 0
+    """Complete history reads in a row that did not return the next run."""
+    max_repeats: int = 0
+    """The largest ``Repeats`` the record showed (it reads 0 while a new run is pending)."""
+
+    def last_ended_run(self) -> int:
+        """The newest run of a periodic task known to have ended (0 when none)."""
+        result = self.result
+        status = result.invocation_status
+        if status in _TERMINAL or status == "Scheduled":
+            last = result.repeats
+        else:
+            last = result.repeats - 1
+        if result.repeats < self.max_repeats:
+            # The record went back to a pending run: every run shown before has ended.
+            last = max(last, self.max_repeats)
+        return max(0, last)
+
+
+@dataclass(slots=True)
+class _RunEntry:
+    time: float
+    finish_done: bool = False
+    oss_done: bool = False
+
+
+class _CommandCounts:
+    def __init__(self, config: CommandBreakdown, cap: int) -> None:
+        self.enabled = config.enabled
+        self._names = dict(config.command_names)
+        self._max = config.max_command_ids
+        self._admitted: list[str] = []
+        self._admitted_set: set[str] = set()
+        for command_id in self._names:
+            self._admit(command_id)
+        self._folded: set[str] = set()
+        self._folded_cap = cap
+        self.counts: dict[tuple[str, str, str], int] = {}
+
+    def _admit(self, command_id: str) -> bool:
+        if command_id in self._admitted_set:
+            return True
+        if len(self._admitted) >= self._max:
+            return False
+        self._admitted.append(command_id)
+        self._admitted_set.add(command_id)
+        return True
+
+    def count(self, command_id: str, status: str) -> None:
+        if self._admit(command_id):
+            label = (command_id, self._names.get(command_id, ""), status)
+        else:
+            # Bounded like the rest of the state; past it the gauge stops growing.
+            if len(self._folded) < self._folded_cap:
+                self._folded.add(command_id)
+            label = (OTHER, "", status)
+        self.counts[label] = self.counts.get(label, 0) + 1
+
+    def totals(self) -> tuple[tuple[tuple[str, str, str], int], ...]:
+        rows: list[tuple[tuple[str, str, str], int]] = []
+        seen: set[tuple[str, str, str]] = set()
+        for command_id in self._admitted:
+            name = self._names.get(command_id, "")
+            for status in TERMINAL_STATUSES:
+                label = (command_id, name, status)
+                seen.add(label)
+                rows.append((label, self.counts.get(label, 0)))
+        if self._folded:
+            for status in TERMINAL_STATUSES:
+                label = (OTHER, "", status)
+                seen.add(label)
+                rows.append((label, self.counts.get(label, 0)))
+        rows.extend((label, n) for label, n in self.counts.items() if label not in seen)
+        return tuple(rows)
+
+    @property
+    def folded(self) -> int:
+        return len(self._folded)
+
+
+class RunTracker:
+    """The mirror of one target's results and its counters (see the module docstring).
+
+    Not thread-safe: the refresher runs one refresh at a time per target.
+    """
+
+    def __init__(
+        self,
+        *,
+        include_history: bool = False,
+        tracking_cap: int = 50_000,
+        retention_seconds: float = RETENTION_SECONDS,
+        command_breakdown: CommandBreakdown | None = None,
+        max_unknown_values: int = DEFAULT_MAX_UNKNOWN_VALUES,
+    ) -> None:
+        self._include_history = include_history
+        self._cap = tracking_cap
+        self._retention = retention_seconds
+        self._view: dict[ResultKey, _ViewEntry] = {}
+        self._runs: dict[RunKey, _RunEntry] = {}
+        self._baseline_done = False
+        # Everything at or before this time may have been dropped by the cap: ignore it.
+        self._dropped_until = float("-inf")
+        self._history_due: set[ResultKey] = set()
+
+        self._status_folder = ValueFolder(INVOCATION_STATUSES, max_unknown_values)
+        self._error_folder = ValueFolder(("", *ERROR_CODES), max_unknown_values)
+        self._oss_status_folder = ValueFolder(("", *OSS_OUTPUT_STATUSES), max_unknown_values)
+        self._oss_error_folder = ValueFolder(("", *OSS_OUTPUT_ERROR_CODES), max_unknown_values)
+
+        self._finished: dict[tuple[str, str], int] = {}
+        self._durations: dict[str, Histogram] = {}
+        self._oss: dict[tuple[str, str], int] = {}
+        self._dropped_bytes = 0
+        self._found_by_sweep = 0
+        self._commands = _CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def baseline_done(self) -> bool:
+        """True once the first successful refresh has recorded the backlog."""
+        return self._baseline_done
+
+    def complete_baseline(self) -> None:
+        """Mark the backlog as recorded: from now on terminal runs are counted."""
+        self._baseline_done = True
+
+    def __len__(self) -> int:
+        """Number of entries in the tracking state (view plus remembered history runs)."""
+        return len(self._view) + len(self._runs)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._view
+
+    def get(self, key: ResultKey) -> InvocationResult | None:
+        """The record the view holds for ``key``."""
+        entry = self._view.get(key)
+        return None if entry is None else entry.result
+
+    def follow_up_keys(self) -> list[ResultKey]:
+        """Keys of the results the service may still change (see :func:`needs_follow_up`)."""
+        return [key for key, entry in self._view.items() if needs_follow_up(entry.result)]
+
+    def history_due(self) -> list[ResultKey]:
+        """Periodic results whose history holds runs that ended and are not settled yet."""
+        gone = [key for key in self._history_due if key not in self._view]
+        self._history_due.difference_update(gone)
+        return sorted(self._history_due)
+
+    def history_needed(self, key: ResultKey) -> range:
+        """The run numbers a history read of ``key`` must see (empty when none)."""
+        entry = self._view.get(key)
+        if entry is None:
+            return range(0)
+        return range(entry.history_through + 1, entry.last_ended_run() + 1)
+
+    def history_read(
+        self, key: ResultKey, *, settled: set[int], seen: set[int], complete: bool
+    ) -> None:
+        """Record what a history read of ``key`` found.
+
+        ``settled``: runs seen terminal with no OSS delivery in progress; ``seen``: every run
+        seen; ``complete``: the read reached the last page. The result stays due while an ended
+        run is not settled (an OSS delivery in progress, or a run that overlapped the next one
+        and is not in the history yet); a run that complete reads keep not returning is taken
+        as gone after :data:`HISTORY_MISSES_ALLOWED` of them.
+        """
+        entry = self._view.get(key)
+        if entry is None:
+            self._history_due.discard(key)
+            return
+        last = entry.last_ended_run()
+        through = entry.history_through
+        while through < last:
+            run = through + 1
+            if run in settled:
+                through = run
+                entry.history_misses = 0
+            elif complete and run not in seen:
+                entry.history_misses += 1
+                if entry.history_misses <= HISTORY_MISSES_ALLOWED:
+                    break
+                through = run  # gone from the API (retention): nothing left to count
+                entry.history_misses = 0
+            else:
+                break
+        entry.history_through = through
+        if through >= last:
+            self._history_due.discard(key)
+
+    def history_abandoned(self, key: ResultKey) -> None:
+        """Stop reading the history of ``key`` (the API refuses it)."""
+        self._history_due.discard(key)
+
+    # --- observing ---------------------------------------------------------------------------
+
+    def _forgotten(self, time: float, now: float) -> bool:
+        return time <= self._dropped_until or time < now - self._retention
+
+    def observe(self, result: InvocationResult, *, now: float, from_sweep: bool = False) -> Change:
+        """Take one record of the target's view into account and count what it finished.
+
+        Idempotent: observing the same record again changes nothing.
+        """
+        key = result.key
+        entry = self._view.get(key)
+        if entry is None:
+            if self._baseline_done and self._forgotten(result_time(result, now), now):
+                return Change.IGNORED
+            entry = _ViewEntry(result, now)
+            self._view[key] = entry
+            change = Change.NEW
+        elif entry.result == result:
+            return Change.UNCHANGED
+        else:
+            entry.result = result
+            change = Change.CHANGED
+        run = run_number(result)
+        if result.invocation_status == "Scheduled" or result.repeats >= 2:
+            entry.periodic = True
+        entry.max_repeats = max(entry.max_repeats, result.repeats)
+        if not self._baseline_done:
+            self._record_without_counting(entry, result, run, now)
+            return change
+        if (
+            self._include_history
+            and entry.periodic
+            and entry.last_ended_run() > entry.history_through
+        ):
+            # A run ended that the history has not settled: the record itself shows Scheduled
+            # between runs, the history has every run with its own status.
+            self._history_due.add(key)
+        if result.invocation_status in _TERMINAL and run > entry.counted_run:
+            entry.counted_run = run
+            if self._claim_run(result, run, now, oss=False):
+                self._count_finish(result, from_sweep)
+        if result.oss_output_status in _OSS_TERMINAL and run > entry.oss_counted_run:
+            entry.oss_counted_run = run
+            if self._claim_run(result, run, now, oss=True):
+                self._count_oss(result)
+        return change
+
+    def _record_without_counting(
+        self, entry: _ViewEntry, result: InvocationResult, run: int, now: float
+    ) -> None:
+        # The run the record shows is over when its status is terminal or Scheduled (between
+        # runs of a periodic task); a run in progress is counted when it ends.
+        entry.floor_run = max(entry.floor_run, entry.last_ended_run())
+        entry.history_through = entry.floor_run
+        if result.invocation_status in _TERMINAL:
+            entry.counted_run = max(entry.counted_run, run)
+            self._claim_run(result, run, now, oss=False)
+        if result.oss_output_status in _OSS_TERMINAL:
+            entry.oss_counted_run = max(entry.oss_counted_run, run)
+            self._claim_run(result, run, now, oss=True)
+
+    def _claim_run(self, result: InvocationResult, run: int, now: float, *, oss: bool) -> bool:
+        """Mark the run's finish (or OSS delivery) as done; False if it already was.
+
+        Only targets with ``include_history`` remember runs one by one: elsewhere the view
+        entry's counted run is enough, because a record only ever shows its latest run.
+        """
+        if not self._include_history:
+            return True
+        run_key = (*result.key, run)
+        run_entry = self._runs.get(run_key)
+        if run_entry is None:
+            run_entry = _RunEntry(result_time(result, now))
+            self._runs[run_key] = run_entry
+        if oss:
+            if run_entry.oss_done:
+                return False
+            run_entry.oss_done = True
+        else:
+            if run_entry.finish_done:
+                return False
+            run_entry.finish_done = True
+        return True
+
+    def observe_history_run(
+        self, result: InvocationResult, *, now: float, from_sweep: bool = False
+    ) -> bool:
+        """Count one run record of an ``IncludeHistory=true`` answer once; True if counted.
+
+        Runs that finished before the baseline (up to the ``Repeats`` the view held then) are
+        remembered without being counted.
+        """
+        run = run_number(result)
+        run_key = (*result.key, run)
+        if run_key not in self._runs and self._forgotten(result_time(result, now), now):
+            return False
+        entry = self._view.get(result.key)
+        before_baseline = not self._baseline_done or (entry is not None and run <= entry.floor_run)
+        counted = False
+        # The claim comes first: a run before the baseline is remembered, just not counted.
+        if (
+            result.invocation_status in _TERMINAL
+            and self._claim_history(result, run, now, oss=False)
+            and not before_baseline
+        ):
+            self._count_finish(result, from_sweep)
+            counted = True
+        if (
+            result.oss_output_status in _OSS_TERMINAL
+            and self._claim_history(result, run, now, oss=True)
+            and not before_baseline
+        ):
+            self._count_oss(result)
+        return counted
+
+    def _claim_history(self, result: InvocationResult, run: int, now: float, *, oss: bool) -> bool:
+        if not self._include_history:
+            raise RuntimeError("history runs need a tracker created with include_history=True")
+        return self._claim_run(result, run, now, oss=oss)
+
+    # --- counting ----------------------------------------------------------------------------
+
+    def _count_finish(self, result: InvocationResult, from_sweep: bool) -> None:
+        status = result.invocation_status  # terminal, hence known
+        label = (status, self._error_folder.fold(result.error_code))
+        self._finished[label] = self._finished.get(label, 0) + 1
+        if result.start_time is not None and result.finished_time is not None:
+            histogram = self._durations.get(status)
+            if histogram is None:
+                histogram = self._durations[status] = Histogram(DURATION_BUCKETS)
+            histogram.observe(max(0.0, result.finished_time - result.start_time))
+        self._dropped_bytes += result.dropped
+        if from_sweep:
+            self._found_by_sweep += 1
+        if self._commands.enabled:
+            self._commands.count(result.command_id, status)
+
+    def _count_oss(self, result: InvocationResult) -> None:
+        code = self._oss_error_folder.fold(result.oss_output_error_code)
+        label = (result.oss_output_status, code)
+        self._oss[label] = self._oss.get(label, 0) + 1
+
+    # --- forgetting --------------------------------------------------------------------------
+
+    def evict_missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> int:
+        """Drop view entries first seen before ``seen_before`` that a complete walk did not
+        return: they left the API's retention. Returns how many were dropped."""
+        seen_keys = seen if isinstance(seen, set | frozenset) else set(seen)
+        gone = [
+            key
+            for key, entry in self._view.items()
+            if key not in seen_keys and entry.first_seen < seen_before
+        ]
+        for key in gone:
+            del self._view[key]
+        return len(gone)
+
+    def evict_keys(self, keys: Iterable[ResultKey]) -> None:
+        """Drop the given view entries (a lookup by InvokeId no longer returned them)."""
+        for key in keys:
+            self._view.pop(key, None)
+
+    def expire(self, now: float) -> int:
+        """Drop entries older than the retention, then the oldest beyond the size cap.
+
+        Returns how many entries were dropped.
+        """
+        horizon = now - self._retention
+        old_view = [
+            key for key, e in self._view.items() if result_time(e.result, e.first_seen) < horizon
+        ]
+        for key in old_view:
+            del self._view[key]
+        old_runs = [key for key, e in self._runs.items() if e.time < horizon]
+        for run_key in old_runs:
+            del self._runs[run_key]
+        dropped = len(old_view) + len(old_runs)
+        excess = len(self) - self._cap
+        if excess > 0:
+            dropped += self._drop_oldest(excess)
+        return dropped
+
+    def _drop_oldest(self, excess: int) -> int:
+        aged: list[tuple[float, int, ResultKey | RunKey]] = [
+            (result_time(e.result, e.first_seen), 0, key) for key, e in self._view.items()
+        ]
+        aged.extend((e.time, 1, key) for key, e in self._runs.items())
+        oldest = heapq.nsmallest(excess, aged)
+        for time, kind, key in oldest:
+            if kind == 0:
+                self._view.pop(key, None)  # type: ignore[arg-type]  # a ResultKey
+            else:
+                self._runs.pop(key, None)  # type: ignore[arg-type]  # a RunKey
+            self._dropped_until = max(self._dropped_until, time)
+        return len(oldest)
+
+    # --- summaries ---------------------------------------------------------------------------
+
+    def view_summary(self, now: float) -> ViewSummary:
+        """The gauges as of ``now`` (O(size of the view))."""
+        by_status = dict.fromkeys(INVOCATION_STATUSES, 0)
+        by_error = dict.fromkeys(ERROR_CODES, 0)
+        oss = dict.fromkeys(OSS_OUTPUT_STATUSES, 0)
+        running = 0
+        oldest_start: float | None = None
+        with_dropped = 0
+        fold_status = self._status_folder.fold
+        for entry in self._view.values():
+            result = entry.result
+            status = fold_status(result.invocation_status)
+            by_status[status] = by_status.get(status, 0) + 1
+            if result.error_code:
+                code = self._error_folder.fold(result.error_code)
+                by_error[code] = by_error.get(code, 0) + 1
+            if result.oss_output_status:
+                oss_status = self._oss_status_folder.fold(result.oss_output_status)
+                oss[oss_status] = oss.get(oss_status, 0) + 1
+            if result.dropped > 0:
+                with_dropped += 1
+            if result.invocation_status == "Running":
+                running += 1
+                start = result.start_time
+                if start is not None and (oldest_start is None or start < oldest_start):
+                    oldest_start = start
+        oldest_age = 0.0 if oldest_start is None else max(0.0, now - oldest_start)
+        return ViewSummary(
+            by_status=tuple(by_status.items()),
+            by_error_code=tuple(by_error.items()),
+            running=running,
+            running_oldest_age_seconds=oldest_age,
+            oss_by_status=tuple(oss.items()),
+            with_dropped_output=with_dropped,
+            tracked_runs=len(self),
+        )
+
+    def counter_totals(self) -> CounterTotals:
+        """The counters; every documented combination is present (0 when none)."""
+        finished = {(s, c): 0 for s in TERMINAL_STATUSES for c in ("", *ERROR_CODES)}
+        finished.update(self._finished)
+        durations = [
+            (s, self._durations[s].value() if s in self._durations else EMPTY_HISTOGRAM)
+            for s in TERMINAL_STATUSES
+        ]
+        oss = {("Finished", ""): 0, **{("Failed", c): 0 for c in ("", *OSS_OUTPUT_ERROR_CODES)}}
+        oss.update(self._oss)
+        return CounterTotals(
+            finished=tuple(finished.items()),
+            durations=tuple(durations),
+            oss_deliveries=tuple(oss.items()),
+            dropped_bytes=self._dropped_bytes,
+            found_by_sweep=self._found_by_sweep,
+            commands=self._commands.totals() if self._commands.enabled else (),
+            command_ids_folded=self._commands.folded,
+        )

@@ -1,0 +1,748 @@
+"""TargetRefresher: what it reads, how often, and what it shows when things go wrong.
+
+The first half drives the refresher with :class:`FakeApi`, a small stand-in for the client's
+``iter_pages`` contract; the second half runs it against the ECS simulator over loopback HTTP
+and compares its counters with the simulator's ground truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
+from exporter.ecs.credentials import StaticProvider
+from exporter.ecs.errors import InvalidRequestError, ThrottledError
+from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult, Page
+from exporter.refresh import RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.simulator.faults import FaultPlan
+from exporter.simulator.server import SimulatorServer
+from exporter.simulator.world import GroundTruth, ManualClock, World, WorldSpec
+from tests.test_tracking import T0, result
+
+# --- a fake of the client's paging contract ------------------------------------------------
+
+
+class FakeApi:
+    """Imitates ``EcsClient.iter_pages``: the records matching a query, in list order (index 0
+    is the newest, as the service appears to answer), ``page_size`` per page, with offset
+    tokens. Every page is one call, recorded in ``calls``; ``errors`` maps a call number
+    (1-based) to the error that call raises; while ``gate`` is set, calls wait for it."""
+
+    def __init__(self, records: list[InvocationResult] | None = None, page_size: int = 50) -> None:
+        self.records: list[InvocationResult] = list(records or [])
+        self.history: list[InvocationResult] = []
+        self.invalid: list[InvalidRecord] = []
+        self.page_size = page_size
+        self.calls: list[InvocationQuery] = []
+        self.errors: dict[int, Exception] = {}
+        self.gate: threading.Event | None = None
+        self._lock = threading.Lock()
+
+    def iter_pages(
+        self, query: InvocationQuery, *, max_results: int = 50, max_pages: int | None = None
+    ) -> Iterator[Page]:
+        size = min(max_results, self.page_size)
+        offset = 0
+        pages = 0
+        while True:
+            with self._lock:
+                self.calls.append(query)
+                number = len(self.calls)
+                error = self.errors.pop(number, None)
+            if self.gate is not None:
+                self.gate.wait(10)
+            if error is not None:
+                raise error
+            rows = self._select(query)
+            chunk = rows[offset : offset + size]
+            offset += size
+            token = str(offset) if offset < len(rows) else ""
+            invalid, self.invalid = self.invalid, []
+            yield Page(chunk, token, len(rows), f"REQ-{number}", invalid)
+            pages += 1
+            if not token or (max_pages is not None and pages >= max_pages):
+                return
+
+    def _select(self, query: InvocationQuery) -> list[InvocationResult]:
+        rows = self.history if query.include_history else self.records
+        if query.invoke_id is not None:
+            rows = [r for r in rows if r.invoke_id == query.invoke_id]
+        if query.instance_id is not None:
+            rows = [r for r in rows if r.instance_id == query.instance_id]
+        if query.invoke_record_status is not None:
+            rows = [r for r in rows if r.invoke_record_status == query.invoke_record_status]
+        return rows
+
+    def set(self, record: InvocationResult) -> None:
+        """Replace the record with the same key (or add it as the newest)."""
+        for index, old in enumerate(self.records):
+            if old.key == record.key:
+                self.records[index] = record
+                return
+        self.records.insert(0, record)
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-refresh")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_refresher(
+    api: FakeApi,
+    executor: ThreadPoolExecutor,
+    clock: Callable[[], float],
+    **options: object,
+) -> TargetRefresher:
+    return TargetRefresher(
+        "prod",
+        "cn-hangzhou",
+        api,
+        InvocationQuery(),
+        RefreshOptions(**options),  # type: ignore[arg-type]
+        executor,
+        clock=clock,
+    )
+
+
+def finished(snapshot: TargetSnapshot) -> Counter[tuple[str, str]]:
+    return Counter({label: n for label, n in snapshot.counters.finished if n})
+
+
+def failures(snapshot: TargetSnapshot) -> dict[str, int]:
+    return {reason: n for reason, n in snapshot.refresh_failures if n}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+def backlog(n: int) -> list[InvocationResult]:
+    return [result(f"t-{i:04d}", start=T0 - 1000 - i) for i in range(n)]
+
+
+# --- fake-driven tests -----------------------------------------------------------------------
+
+
+def test_first_refresh_records_the_backlog_without_counting_it(
+    executor: ThreadPoolExecutor,
+) -> None:
+    api = FakeApi(backlog(120))
+    refresher = make_refresher(api, executor, FakeClock())
+    snap = refresher.refresh_now()
+    assert snap.up
+    assert snap.attempted
+    assert snap.refresh_pages == 3
+    assert dict(snap.view.by_status)["Success"] == 120
+    assert sum(finished(snap).values()) == 0
+
+
+def test_steady_state_costs_one_call_and_two_with_runs_in_flight(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(120))
+    refresher = make_refresher(api, executor, clock)
+    refresher.refresh_now()
+    for _ in range(3):
+        clock.now += 30
+        assert refresher.refresh_now().refresh_pages == 1
+
+    api.set(result("t-live", status="Running", start=T0))
+    clock.now += 30
+    assert refresher.refresh_now().refresh_pages == 2  # fast path found it (page 1, then stop)
+    for _ in range(3):
+        clock.now += 30
+        calls_before = len(api.calls)
+        snap = refresher.refresh_now()
+        assert snap.refresh_pages == 2  # fast path + one InvokeRecordStatus=Running walk
+        assert api.calls[calls_before + 1].invoke_record_status == "Running"
+
+
+def test_runs_that_left_running_are_looked_up_by_invoke_id_and_counted_once(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi([result("t-a", status="Running"), *backlog(60)])
+    refresher = make_refresher(api, executor, clock)
+    refresher.refresh_now()
+
+    # t-a finished; it is now an older record (page 2) that the fast path does not reach.
+    api.records.remove(result("t-a", status="Running"))
+    api.records.insert(55, result("t-a", status="Failed", error_code="ExitCodeNonzero"))
+    for _ in range(3):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert finished(snap) == Counter({("Failed", "ExitCodeNonzero"): 1})
+    lookups = [q for q in api.calls if q.invoke_id == "t-a"]
+    assert len(lookups) == 1
+
+
+def test_new_results_after_the_baseline_are_counted_exactly_once(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(30))
+    refresher = make_refresher(api, executor, clock)
+    refresher.refresh_now()
+
+    api.set(result("t-new1", status="Pending", start=None))
+    api.set(result("t-new2", status="Success", start=T0 + 5))
+    clock.now += 30
+    refresher.refresh_now()
+    api.set(result("t-new1", status="Running", start=T0 + 31))
+    clock.now += 30
+    refresher.refresh_now()
+    api.set(result("t-new1", status="Success", start=T0 + 31))
+    for _ in range(4):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert finished(snap) == Counter({("Success", ""): 2})
+    assert dict(snap.counters.durations)["Success"].count == 2
+
+
+def test_results_not_newest_first_are_caught_by_the_sweep_and_logged_once(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(120))
+    refresher = make_refresher(api, executor, clock, sweep_interval=300.0)
+    refresher.refresh_now()
+
+    api.records.append(result("t-late", status="Success"))  # comes last: not newest-first
+    with caplog.at_level(logging.WARNING):
+        clock.now += 30
+        assert sum(finished(refresher.refresh_now()).values()) == 0  # the fast path missed it
+        clock.now += 300
+        snap = refresher.refresh_now()
+        clock.now += 300
+        refresher.refresh_now()
+    assert finished(snap) == Counter({("Success", ""): 1})
+    assert snap.counters.found_by_sweep == 1
+    assert caplog.text.count("newest-first") == 1
+    assert {getattr(r, "target", None) for r in caplog.records} == {"prod"}
+
+
+def test_sweep_drops_results_that_left_retention_unless_truncated(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(20), page_size=5)
+    refresher = make_refresher(api, executor, clock, sweep_interval=60.0, page_cap=10)
+    refresher.refresh_now()
+    del api.records[15:]  # the oldest five left the API's view
+    clock.now += 60
+    snap = refresher.refresh_now()
+    assert snap.view.tracked_runs == 15
+    assert not snap.results_truncated
+
+    capped = make_refresher(api, executor, clock, sweep_interval=60.0, page_cap=2)
+    snap = capped.refresh_now()
+    assert snap.results_truncated
+    del api.records[12:]  # still more than two pages
+    clock.now += 60
+    snap = capped.refresh_now()
+    assert snap.results_truncated
+    assert snap.view.tracked_runs == 10  # nothing dropped: the walk was incomplete
+
+
+def test_failure_mid_refresh_keeps_state_and_does_not_double_count(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    records = [result(f"t-{i:03d}", status="Running") for i in range(60)]
+    api = FakeApi(records)
+    refresher = make_refresher(api, executor, clock)
+    refresher.refresh_now()
+    api.records = [replace(r, invocation_status="Success", finished_time=T0 + 9) for r in records]
+    # The fast path reads page 1 (50 runs finished), then page 2 fails.
+    api.errors[len(api.calls) + 2] = ThrottledError("slow down", code="Throttling.User")
+    clock.now += 30
+    snap = refresher.refresh_now()
+    assert not snap.up
+    assert failures(snap) == {"throttled": 1}
+    assert finished(snap) == Counter({("Success", ""): 50})
+
+    for _ in range(3):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert snap.up
+    assert finished(snap) == Counter({("Success", ""): 60})
+    assert snap.refreshes == 5
+
+
+def test_an_unexpected_error_marks_the_target_down_without_crashing(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApi(backlog(3))
+    api.errors[1] = RuntimeError("secret-looking detail")
+    refresher = make_refresher(api, executor, FakeClock())
+    with caplog.at_level(logging.ERROR):
+        snap = refresher.refresh_now()
+    assert not snap.up
+    assert snap.attempted
+    assert failures(snap) == {}
+    (record,) = caplog.records
+    assert record.getMessage() == "refresh failed with an unexpected error"
+    assert getattr(record, "error", None) == "RuntimeError"
+    assert "secret-looking detail" not in str(record.__dict__)
+
+
+def test_refresh_waits_for_the_minimum_interval(executor: ThreadPoolExecutor) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(3))
+    refresher = make_refresher(api, executor, clock, min_refresh_interval=30.0)
+    refresher.snapshot(max_wait=5)
+    clock.now += 10
+    refresher.snapshot(max_wait=5)
+    assert len(api.calls) == 1
+    clock.now += 20
+    snap = refresher.snapshot(max_wait=5)
+    assert len(api.calls) == 2
+    assert snap.refreshes == 2
+
+
+def test_concurrent_scrapes_share_one_refresh(executor: ThreadPoolExecutor) -> None:
+    api = FakeApi(backlog(120))
+    api.gate = threading.Event()
+    refresher = make_refresher(api, executor, FakeClock())
+    snapshots: list[TargetSnapshot] = []
+
+    def scrape() -> None:
+        snapshots.append(refresher.snapshot(max_wait=10))
+
+    threads = [threading.Thread(target=scrape) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(api.calls) == 1)
+    api.gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(api.calls) == 3  # one baseline walk of three pages, not eight
+    assert {s.refreshes for s in snapshots} == {1}
+
+
+def test_a_slow_refresh_returns_the_previous_snapshot_and_keeps_running(
+    executor: ThreadPoolExecutor,
+) -> None:
+    api = FakeApi(backlog(3))
+    api.gate = threading.Event()
+    refresher = make_refresher(api, executor, FakeClock())
+    started = time.monotonic()
+    snap = refresher.snapshot(max_wait=0.05)
+    assert time.monotonic() - started < 2
+    assert not snap.attempted
+    assert not snap.up
+    api.gate.set()
+    wait_until(lambda: refresher.attempted)
+    snap = refresher.snapshot(max_wait=0)  # within the interval: no new refresh
+    assert snap.up
+    assert len(api.calls) == 1
+
+
+def test_invalid_records_are_counted_once_and_logged_without_output(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(3))
+    bad = InvalidRecord("t-bad", "i-bad", "missing or empty InstanceId")
+    api.invalid = [bad]
+    refresher = make_refresher(api, executor, clock)
+    with caplog.at_level(logging.WARNING):
+        refresher.refresh_now()
+        api.invalid = [bad]
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert snap.invalid_records == 1
+    (record,) = caplog.records
+    assert (getattr(record, "invoke_id", None), getattr(record, "instance_id", None)) == (
+        "t-bad",
+        "i-bad",
+    )
+
+
+def test_request_events_become_self_metrics(executor: ThreadPoolExecutor) -> None:
+    api = FakeApi(backlog(1))
+    refresher = make_refresher(api, executor, FakeClock())
+    events = [
+        RequestEvent("DescribeInvocationResults", "cn-hangzhou", "", 0.2, 200, 1, 0.0),
+        RequestEvent("DescribeInvocationResults", "cn-hangzhou", "Throttling.User", 0.03, 400, 1),
+        RequestEvent("DescribeInvocationResults", "cn-hangzhou", "", 7.0, 200, 2, 1.5),
+    ]
+    for event in events:
+        refresher.record_request(event)
+    snap = refresher.refresh_now()
+    assert dict(snap.api_requests) == {"": 2, "Throttling.User": 1}
+    assert snap.api_rate_limit_wait_seconds == pytest.approx(1.5)
+    histogram = snap.api_request_duration
+    assert histogram.count == 3
+    assert dict(histogram.buckets)[0.05] == 1
+    assert dict(histogram.buckets)[5] == 2
+
+
+def test_history_of_periodic_tasks_counts_every_run_once(executor: ThreadPoolExecutor) -> None:
+    clock = FakeClock()
+
+    def run(n: int, status: str) -> InvocationResult:
+        return result("t-p", status=status, repeats=n, record_status="Running", start=T0 + n)
+
+    api = FakeApi([run(2, "Running"), *backlog(5)])
+    api.history = [run(2, "Running"), run(1, "Success")]
+    refresher = make_refresher(api, executor, clock, include_history=True)
+    refresher.refresh_now()
+
+    api.set(run(4, "Scheduled"))
+    api.history = [run(4, "Failed"), run(3, "Success"), run(2, "Timeout"), run(1, "Success")]
+    clock.now += 30
+    snap = refresher.refresh_now()
+    assert finished(snap) == Counter({("Failed", ""): 1, ("Success", ""): 1, ("Timeout", ""): 1})
+    clock.now += 30
+    snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 3
+    assert len([q for q in api.calls if q.include_history]) == 1
+
+
+def test_history_refused_for_a_one_time_task_does_not_fail_the_target(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(2))
+    refresher = make_refresher(api, executor, clock, include_history=True)
+    refresher.refresh_now()
+    api.set(result("t-odd", status="Scheduled", repeats=0, record_status="Running"))
+    api.errors[len(api.calls) + 4] = InvalidRequestError("not periodic", code="InvalidParameter")
+    clock.now += 30
+    snap = refresher.refresh_now()
+    assert snap.up
+
+
+# --- against the simulator over loopback HTTP ------------------------------------------------
+
+ACCOUNTS = {"good": "good-secret", "other": "other-secret"}
+
+
+class SimTarget:
+    """A refresher with its own EcsClient against the simulator."""
+
+    def __init__(
+        self,
+        server: SimulatorServer,
+        executor: ThreadPoolExecutor,
+        clock: ManualClock,
+        *,
+        name: str = "prod",
+        key: tuple[str, str] = ("good", "good-secret"),
+        **options: object,
+    ) -> None:
+        self.http = httpx.Client()
+        self.client = EcsClient(
+            region_id="cn-hangzhou",
+            credentials=StaticProvider(*key),
+            http=self.http,
+            endpoint=server.url,
+            retry=RetryPolicy(max_attempts=1),
+            on_request=lambda event: self.refresher.record_request(event),
+        )
+        self.refresher = TargetRefresher(
+            name,
+            "cn-hangzhou",
+            self.client,
+            InvocationQuery(),
+            RefreshOptions(**options),  # type: ignore[arg-type]
+            executor,
+            clock=clock.now,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        self.http.close()
+
+
+def expected_finished(world: World, after: float) -> Counter[tuple[str, str]]:
+    truth = world.ground_truth()
+    return Counter((r.status, r.error_code) for r in truth.finished_between(after, truth.now))
+
+
+def expected_deliveries(world: World, at_baseline: GroundTruth) -> Counter[tuple[str, str]]:
+    """OSS deliveries Finished/Failed now that were not yet at the baseline."""
+    done = ("Finished", "Failed")
+    before = {r.key for r in at_baseline.finished_runs if r.oss_status in done}
+    return Counter(
+        (r.oss_status, r.oss_error_code)
+        for r in world.ground_truth().finished_runs
+        if r.oss_status in done and r.key not in before
+    )
+
+
+def deliveries(snapshot: TargetSnapshot) -> Counter[tuple[str, str]]:
+    return Counter({label: n for label, n in snapshot.counters.oss_deliveries if n})
+
+
+MIX = {
+    "Success": 6.0,
+    "Failed": 2.0,
+    "Timeout": 1.0,
+    "Cancelled": 1.0,
+    "Aborted.ClientNotRunning": 1.0,
+    "Stopped": 1.0,
+}
+
+
+@pytest.mark.parametrize("order", ["newest", "shuffled"])
+def test_counters_match_the_simulators_ground_truth(
+    executor: ThreadPoolExecutor, order: str
+) -> None:
+    clock = ManualClock()
+    spec = WorldSpec(
+        instances=30,
+        arrival_rate=0.05,
+        outcome_mix=MIX,
+        duration_seconds=(1.0, 200.0),
+        oss_share=0.3,
+        oss_failure_share=0.3,
+        dropped_share=0.1,
+        backlog=150,
+        backlog_span=3600.0,
+    )
+    world = World(seed=3, clock=clock, spec=spec)
+    with SimulatorServer(world, accounts=ACCOUNTS, order=order) as server:
+        target = SimTarget(server, executor, clock, sweep_interval=600.0)
+        try:
+            baseline_time = clock.now()
+            truth_at_baseline = world.ground_truth()
+            assert target.refresher.refresh_now().up
+            for _ in range(40):
+                clock.advance(30)
+                snap = target.refresher.refresh_now()
+                assert snap.up
+            clock.advance(600)  # a last sweep catches what a shuffled order hid
+            snap = target.refresher.refresh_now()
+        finally:
+            target.close()
+    truth = world.ground_truth()
+    assert finished(snap) == expected_finished(world, baseline_time)
+    assert sum(finished(snap).values()) > 20
+    assert snap.view.running == truth.running
+    assert dict(snap.view.by_status) == {s: n for s, n in truth.by_status.items()}
+    assert snap.view.with_dropped_output == truth.with_dropped_output
+    assert dict(snap.view.oss_by_status) == truth.by_oss_status
+    assert deliveries(snap) == expected_deliveries(world, truth_at_baseline)
+    if order == "newest":
+        assert snap.counters.found_by_sweep == 0
+
+
+def test_steady_state_costs_at_most_two_calls_per_refresh(executor: ThreadPoolExecutor) -> None:
+    clock = ManualClock()
+    world = World(seed=5, clock=clock, spec=WorldSpec(instances=20, backlog=300))
+    world.add_invocation(3, "Success", duration=3600.0)  # long-running: followed every refresh
+    with SimulatorServer(world, accounts=ACCOUNTS) as server:
+        target = SimTarget(server, executor, clock, sweep_interval=0.0)
+        try:
+            target.refresher.refresh_now()
+            per_refresh = []
+            for _ in range(5):
+                clock.advance(30)
+                server.reset_served()
+                snap = target.refresher.refresh_now()
+                per_refresh.append(server.request_count)
+        finally:
+            target.close()
+    assert per_refresh == [2, 2, 2, 2, 2]
+    assert snap.refresh_pages == 2
+    assert dict(snap.api_requests)[""] >= 10 + 7  # baseline: 7 pages of 50
+
+
+def test_concurrent_scrapes_over_http_share_one_refresh(executor: ThreadPoolExecutor) -> None:
+    clock = ManualClock()
+    world = World(seed=6, clock=clock, spec=WorldSpec(instances=10, backlog=120))
+    with SimulatorServer(world, accounts=ACCOUNTS, faults=FaultPlan(latency=0.05)) as server:
+        target = SimTarget(server, executor, clock)
+        try:
+            threads = [
+                threading.Thread(target=target.refresher.snapshot, args=(10.0,)) for _ in range(6)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+        finally:
+            target.close()
+    assert server.request_count == 3  # one walk of 120 results, not six
+
+
+def test_one_failing_target_does_not_affect_another(executor: ThreadPoolExecutor) -> None:
+    clock = ManualClock()
+    world = World(seed=7, clock=clock, spec=WorldSpec(instances=10, backlog=20))
+    faults = FaultPlan()
+    with SimulatorServer(world, accounts=ACCOUNTS, faults=faults) as server:
+        good = SimTarget(server, executor, clock, name="good")
+        throttled = SimTarget(server, executor, clock, name="thr", key=("other", "other-secret"))
+        bad_key = SimTarget(server, executor, clock, name="bad", key=("good", "wrong-secret"))
+        faults.always("throttling_user", access_key_id="other")
+        try:
+            world.add_invocation(2, "Failed")
+            snaps = [t.refresher.refresh_now() for t in (good, throttled, bad_key)]
+        finally:
+            for t in (good, throttled, bad_key):
+                t.close()
+    assert [s.up for s in snaps] == [True, False, False]
+    assert failures(snaps[1]) == {"throttled": 1}
+    assert failures(snaps[2]) == {"auth": 1}
+    assert dict(snaps[1].api_requests) == {"": 0, "Throttling.User": 1}
+    assert dict(snaps[0].view.by_status)["Success"] == 20
+
+
+def test_periodic_history_matches_the_ground_truth(executor: ThreadPoolExecutor) -> None:
+    clock = ManualClock()
+    world = World(seed=8, clock=clock, spec=WorldSpec(instances=10, backlog=10))
+    world.add_invocation(2, ["Success", "Failed", "Timeout"], repeat_mode="Period", period=60)
+    world.add_invocation(1, "Success", duration=5.0)
+    clock.advance(200)  # a few runs before the exporter starts
+    with SimulatorServer(world, accounts=ACCOUNTS) as server:
+        target = SimTarget(server, executor, clock, include_history=True, sweep_interval=0.0)
+        try:
+            baseline_time = clock.now()
+            target.refresher.refresh_now()
+            world.add_invocation(3, "Failed", duration=20.0)
+            for _ in range(30):
+                clock.advance(25)
+                snap = target.refresher.refresh_now()
+                assert snap.up
+        finally:
+            target.close()
+    expected = expected_finished(world, baseline_time)
+    assert finished(snap) == expected
+    assert expected[("Timeout", "ExecutionTimeout")] >= 4
+
+
+def test_refresh_failures_are_retried_and_recover_over_http(executor: ThreadPoolExecutor) -> None:
+    clock = ManualClock()
+    world = World(seed=9, clock=clock, spec=WorldSpec(instances=10, backlog=60))
+    faults = FaultPlan()
+    with SimulatorServer(world, accounts=ACCOUNTS, faults=faults) as server:
+        target = SimTarget(server, executor, clock)
+        try:
+            baseline_time = clock.now()
+            target.refresher.refresh_now()
+            world.add_invocation(5, "Failed", duration=5.0)
+            faults.next("internal_error", 1)
+            clock.advance(30)
+            assert not target.refresher.refresh_now().up
+            clock.advance(30)
+            snap = target.refresher.refresh_now()
+            clock.advance(30)
+            snap = target.refresher.refresh_now()
+        finally:
+            target.close()
+    assert snap.up
+    assert failures(snap) == {"server": 1}
+    assert finished(snap) == expected_finished(world, baseline_time)
+    assert sum(finished(snap).values()) == 5
+
+
+def test_a_query_with_include_history_reads_history_per_task_only(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    periodic = result("t-p", status="Scheduled", repeats=1, record_status="Running")
+    api = FakeApi([periodic])
+    query = InvocationQuery(invoke_id="t-p", include_history=True)
+    refresher = TargetRefresher(
+        "prod", "cn-hangzhou", api, query, RefreshOptions(), executor, clock=clock
+    )
+    refresher.refresh_now()
+    api.set(replace(periodic, repeats=2))
+    api.history = [replace(periodic, invocation_status="Success", repeats=n) for n in (2, 1)]
+    clock.now += 30
+    snap = refresher.refresh_now()
+    assert not api.calls[0].include_history
+    assert [q.include_history for q in api.calls].count(True) == 1
+    assert finished(snap) == Counter({("Success", ""): 1})  # run 2; run 1 was before
+
+
+def test_a_scrape_after_the_pool_shut_down_serves_the_last_snapshot() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    refresher = make_refresher(FakeApi(backlog(2)), pool, FakeClock(), min_refresh_interval=0.0)
+    refresher.refresh_now()
+    pool.shutdown(wait=True)
+    snap = refresher.snapshot(max_wait=1)
+    assert snap.up
+    assert snap.refreshes == 1
+
+
+def test_a_mixed_periodic_workload_matches_the_ground_truth_with_history(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = ManualClock()
+    spec = WorldSpec(
+        instances=12,
+        arrival_rate=0.02,
+        instances_per_invocation=(1, 3),
+        outcome_mix={**MIX, "Aborted.DeliveryTimeout": 1.0, "Invalid.BadCronExpression": 1.0},
+        periodic_share=0.4,
+        every_reboot_share=0.2,
+        period_seconds=(30.0, 90.0),
+        duration_seconds=(1.0, 40.0),
+        oss_share=0.3,
+        oss_failure_share=0.3,
+        backlog=40,
+        backlog_span=1800.0,
+    )
+    world = World(seed=11, clock=clock, spec=spec)
+    with SimulatorServer(world, accounts=ACCOUNTS, order="shuffled") as server:
+        target = SimTarget(server, executor, clock, include_history=True, sweep_interval=300.0)
+        try:
+            baseline_time = clock.now()
+            truth_at_baseline = world.ground_truth()
+            target.refresher.refresh_now()
+            for _ in range(60):
+                clock.advance(30)
+                snap = target.refresher.refresh_now()
+                assert snap.up
+            for _ in range(3):  # settle: nothing new happens, the reads catch up
+                snap = target.refresher.refresh_now()
+        finally:
+            target.close()
+    expected = expected_finished(world, baseline_time)
+    assert finished(snap) == expected
+    assert sum(expected.values()) > 100
+    assert deliveries(snap) == expected_deliveries(world, truth_at_baseline)
+
+
+def test_lookups_that_never_settle_do_not_starve_the_others(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi([result("t-a", status="Running"), result("t-b", status="Running"), *backlog(60)])
+    refresher = make_refresher(api, executor, clock, max_lookups=1)
+    refresher.refresh_now()
+    # Both left Running (older records, past the fast path); t-a's OSS delivery never ends.
+    del api.records[:2]
+    api.records.insert(55, result("t-a", status="Success", oss="InProgress"))
+    api.records.insert(55, result("t-b", status="Failed"))
+    for _ in range(3):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert finished(snap) == Counter({("Success", ""): 1, ("Failed", ""): 1})

@@ -1,0 +1,399 @@
+"""RunTracker: the local mirror and exactly-once counting, as pure logic."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from exporter.ecs.models import TERMINAL_STATUSES, InvocationResult
+from exporter.tracking import (
+    HISTORY_MISSES_ALLOWED,
+    OTHER,
+    Change,
+    CommandBreakdown,
+    CounterTotals,
+    RunTracker,
+    ValueFolder,
+)
+
+T0 = 1_767_225_600.0
+DAY = 86_400.0
+
+
+def result(
+    invoke_id: str,
+    instance_id: str = "i-1",
+    status: str = "Success",
+    *,
+    repeats: int | None = None,
+    record_status: str | None = None,
+    start: float | None = T0,
+    finished: float | None = None,
+    error_code: str = "",
+    oss: str = "",
+    oss_code: str = "",
+    dropped: int = 0,
+    command_id: str = "c-1",
+    container_id: str = "",
+) -> InvocationResult:
+    """A record as the API would show it (defaults: a one-time task, started at T0)."""
+    terminal = status in TERMINAL_STATUSES
+    if repeats is None:
+        repeats = 1 if start is not None and status != "Pending" else 0
+    if finished is None and terminal and start is not None:
+        finished = start + 10
+    if record_status is None:
+        record_status = "Finished" if terminal else "Running"
+    return InvocationResult(
+        invoke_id=invoke_id,
+        instance_id=instance_id,
+        container_id=container_id,
+        command_id=command_id,
+        invocation_status=status,
+        invoke_record_status=record_status,
+        error_code=error_code,
+        exit_code=0,
+        start_time=start if status != "Pending" else None,
+        finished_time=finished,
+        stop_time=None,
+        repeats=repeats,
+        dropped=dropped,
+        oss_output_status=oss,
+        oss_output_error_code=oss_code,
+        tags=(),
+    )
+
+
+def finished_total(totals: CounterTotals, status: str | None = None, code: str = "") -> int:
+    """Sum of finished runs, of one status and code, or of all when status is None."""
+    if status is None:
+        return sum(n for _, n in totals.finished)
+    return dict(totals.finished)[(status, code)]
+
+
+def oss_total(totals: CounterTotals, status: str, code: str = "") -> int:
+    return dict(totals.oss_deliveries)[(status, code)]
+
+
+def baseline(tracker: RunTracker, records: list[InvocationResult], now: float = T0) -> None:
+    for record in records:
+        tracker.observe(record, now=now)
+    tracker.complete_baseline()
+
+
+def test_baseline_backlog_shows_in_gauges_but_is_not_counted() -> None:
+    tracker = RunTracker()
+    backlog = [
+        result("t-1", status="Success"),
+        result("t-2", status="Failed", error_code="ExitCodeNonzero"),
+        result("t-3", status="Running"),
+    ]
+    baseline(tracker, backlog)
+
+    totals = tracker.counter_totals()
+    assert finished_total(totals) == 0
+    view = dict(tracker.view_summary(T0 + 100).by_status)
+    assert (view["Success"], view["Failed"], view["Running"]) == (1, 1, 1)
+    assert dict(tracker.view_summary(T0).by_error_code)["ExitCodeNonzero"] == 1
+
+
+def test_run_finishing_after_the_baseline_is_counted_once() -> None:
+    tracker = RunTracker()
+    baseline(tracker, [result("t-1", status="Running")])
+
+    done = result("t-1", status="Timeout", error_code="ExecutionTimeout", finished=T0 + 90)
+    assert tracker.observe(done, now=T0 + 100) is Change.CHANGED
+    assert tracker.observe(done, now=T0 + 130) is Change.UNCHANGED
+
+    totals = tracker.counter_totals()
+    assert finished_total(totals, "Timeout", "ExecutionTimeout") == 1
+    assert finished_total(totals) == 1
+    histogram = dict(totals.durations)["Timeout"]
+    assert histogram.count == 1
+    assert histogram.sum == pytest.approx(90)
+
+
+def test_run_first_seen_already_terminal_after_the_baseline_is_counted() -> None:
+    tracker = RunTracker()
+    baseline(tracker, [])
+    tracker.observe(result("t-9", status="Aborted", error_code="ClientNotRunning"), now=T0)
+    assert finished_total(tracker.counter_totals(), "Aborted", "ClientNotRunning") == 1
+
+
+def _lifecycle_world(
+    rng: random.Random, invocations: int
+) -> list[tuple[str, str, float, float, float, str]]:
+    """(invoke_id, instance_id, created, started, ended, outcome) for random one-time runs."""
+    runs = []
+    for n in range(invocations):
+        created = T0 + rng.uniform(-3600, 3600)
+        started = created + rng.uniform(0, 30)
+        ended = started + rng.uniform(1, 300)
+        outcome = rng.choice(["Success", "Failed", "Timeout", "Cancelled"])
+        for instance in range(rng.randint(1, 3)):
+            runs.append((f"t-{n:04d}", f"i-{instance}", created, started, ended, outcome))
+    return runs
+
+
+def _records_at(
+    runs: list[tuple[str, str, float, float, float, str]], now: float
+) -> list[InvocationResult]:
+    out = []
+    for invoke_id, instance_id, created, started, ended, outcome in runs:
+        if created > now:
+            continue
+        if now < started:
+            out.append(result(invoke_id, instance_id, "Pending", start=None))
+        elif now < ended:
+            out.append(result(invoke_id, instance_id, "Running", start=started))
+        else:
+            out.append(result(invoke_id, instance_id, outcome, start=started, finished=ended))
+    return out
+
+
+@pytest.mark.parametrize("order", ["newest-first", "shuffled", "oldest-first"])
+def test_exactly_once_over_many_refreshes_whatever_the_order(order: str) -> None:
+    rng = random.Random(7)
+    runs = _lifecycle_world(rng, 120)
+    tracker = RunTracker()
+    now = T0
+    baseline(tracker, _records_at(runs, now), now)
+    finished_at_baseline = {(r[0], r[1]) for r in runs if r[4] <= now and r[2] <= now}
+
+    for _ in range(200):
+        now += rng.uniform(5, 40)
+        records = _records_at(runs, now)
+        if order == "shuffled":
+            rng.shuffle(records)
+        elif order == "oldest-first":
+            records.reverse()
+        # Each refresh may see a record more than once (a restarted walk).
+        for record in records + records[: len(records) // 3]:
+            tracker.observe(record, now=now)
+
+    expected = [r for r in runs if r[4] <= now and (r[0], r[1]) not in finished_at_baseline]
+    totals = tracker.counter_totals()
+    assert finished_total(totals) == len(expected)
+    for outcome in ("Success", "Failed", "Timeout", "Cancelled"):
+        assert finished_total(totals, outcome) == sum(1 for r in expected if r[5] == outcome)
+
+
+def test_periodic_record_counts_each_new_repeats_seen_terminal() -> None:
+    # The record of a periodic task shows its latest run; each run is counted when the record
+    # shows it in a terminal status with a larger Repeats.
+    tracker = RunTracker()
+    periodic = result("t-p", status="Success", repeats=3, record_status="Running")
+    baseline(tracker, [periodic])
+
+    tracker.observe(replace(periodic, invocation_status="Running", repeats=4), now=T0 + 60)
+    tracker.observe(replace(periodic, invocation_status="Failed", repeats=4), now=T0 + 90)
+    tracker.observe(replace(periodic, invocation_status="Failed", repeats=4), now=T0 + 95)
+    tracker.observe(replace(periodic, invocation_status="Success", repeats=5), now=T0 + 150)
+    # Between runs the service shows Scheduled: nothing to count.
+    tracker.observe(replace(periodic, invocation_status="Scheduled", repeats=5), now=T0 + 170)
+
+    totals = tracker.counter_totals()
+    assert finished_total(totals, "Failed") == 1
+    assert finished_total(totals, "Success") == 1
+
+
+def test_history_runs_are_counted_once_each_and_not_before_the_baseline() -> None:
+    tracker = RunTracker(include_history=True)
+    # At the baseline run 3 is in progress: runs 1 and 2 are backlog, run 3 is not.
+    main = result("t-p", status="Running", repeats=3, record_status="Running")
+    baseline(tracker, [main])
+
+    def run(n: int, status: str = "Success") -> InvocationResult:
+        return result("t-p", status=status, repeats=n, record_status="Running", start=T0 + n)
+
+    key = ("t-p", "i-1", "")
+    changed = replace(main, invocation_status="Scheduled")
+    tracker.observe(changed, now=T0 + 60)
+    assert tracker.history_due() == [key]
+    assert list(tracker.history_needed(key)) == [3]
+    history = [run(3, "Failed"), run(2), run(1)]
+    for record in history:
+        tracker.observe_history_run(record, now=T0 + 60)
+    tracker.history_read(key, settled={3}, seen={3}, complete=False)
+    assert tracker.history_due() == []
+    assert finished_total(tracker.counter_totals()) == 1  # run 3 only
+
+    # The next walk returns the same runs plus run 4 and 5; the record itself ends terminal
+    # at run 5 (a finite schedule): every run still counted once.
+    for record in [run(5, "Timeout"), run(4), *history]:
+        tracker.observe_history_run(record, now=T0 + 200)
+    tracker.observe(replace(run(5, "Timeout"), invoke_record_status="Finished"), now=T0 + 200)
+    totals = tracker.counter_totals()
+    assert finished_total(totals, "Failed") == 1
+    assert finished_total(totals, "Success") == 1
+    assert finished_total(totals, "Timeout") == 1
+    assert finished_total(totals) == 3
+
+
+def test_history_stays_due_until_the_ended_runs_are_settled() -> None:
+    tracker = RunTracker(include_history=True)
+    main = result("t-p", status="Scheduled", repeats=1, record_status="Running")
+    baseline(tracker, [main])
+    key = ("t-p", "i-1", "")
+    tracker.observe(replace(main, repeats=3), now=T0 + 60)
+    assert list(tracker.history_needed(key)) == [2, 3]
+    # Run 3 ended but its OSS delivery is in progress: only run 2 is settled.
+    tracker.history_read(key, settled={2}, seen={2, 3}, complete=False)
+    assert tracker.history_due() == [key]
+    assert list(tracker.history_needed(key)) == [3]
+    # A run that complete reads keep not returning is gone (after a few tries).
+    for _ in range(HISTORY_MISSES_ALLOWED):
+        tracker.history_read(key, settled=set(), seen=set(), complete=True)
+        assert tracker.history_due() == [key]
+    tracker.history_read(key, settled=set(), seen=set(), complete=True)
+    assert tracker.history_due() == []
+
+
+def test_oss_delivery_is_counted_once_independently_of_the_run() -> None:
+    tracker = RunTracker()
+    baseline(tracker, [result("t-1", status="Success", oss="InProgress")])
+    tracker.observe(result("t-2", status="Running"), now=T0 + 1)
+
+    tracker.observe(result("t-1", status="Success", oss="Finished"), now=T0 + 30)
+    tracker.observe(result("t-1", status="Success", oss="Finished"), now=T0 + 60)
+    tracker.observe(result("t-2", status="Failed", oss="InProgress"), now=T0 + 60)
+    failed = result("t-2", status="Failed", oss="Failed", oss_code="OSS.NoSuchBucket")
+    tracker.observe(failed, now=T0 + 90)
+
+    totals = tracker.counter_totals()
+    assert oss_total(totals, "Finished") == 1  # its run was backlog; the delivery was not
+    assert oss_total(totals, "Failed", "OSS.NoSuchBucket") == 1
+    assert finished_total(totals) == 1  # t-2 only
+
+
+def test_dropped_bytes_and_gauges_of_the_view() -> None:
+    tracker = RunTracker()
+    baseline(tracker, [result("t-0", status="Running", start=T0 - 500)])
+    tracker.observe(result("t-1", status="Success", dropped=1000), now=T0)
+    tracker.observe(result("t-2", status="Running", start=T0 - 50), now=T0)
+
+    summary = tracker.view_summary(T0 + 100)
+    assert summary.running == 2
+    assert summary.running_oldest_age_seconds == pytest.approx(600)
+    assert summary.with_dropped_output == 1
+    assert tracker.counter_totals().dropped_bytes == 1000
+
+
+def test_every_documented_value_is_present_with_zero() -> None:
+    tracker = RunTracker()
+    totals = tracker.counter_totals()
+    assert len(totals.finished) == 9 * 19
+    assert len(totals.durations) == 9
+    assert len(totals.oss_deliveries) == 1 + 7
+    summary = tracker.view_summary(T0)
+    assert len(summary.by_status) == 13
+    assert len(summary.by_error_code) == 18
+    assert [s for s, _ in summary.oss_by_status] == ["InProgress", "Finished", "Failed"]
+
+
+def test_unknown_values_are_kept_then_folded_into_other() -> None:
+    tracker = RunTracker(max_unknown_values=2)
+    baseline(tracker, [])
+    for n in range(4):
+        tracker.observe(result(f"t-{n}", status="Failed", error_code=f"NewCode{n}"), now=T0)
+    finished = dict(tracker.counter_totals().finished)
+    assert finished[("Failed", "NewCode0")] == 1
+    assert finished[("Failed", "NewCode1")] == 1
+    assert finished[("Failed", OTHER)] == 2
+    assert ("Failed", "NewCode3") not in finished
+
+
+def test_value_folder_admission_is_permanent() -> None:
+    folder = ValueFolder(("Known",), max_unknown=1)
+    assert folder.fold("A") == "A"
+    assert folder.fold("B") == OTHER
+    assert folder.fold("A") == "A"
+    assert folder.fold("Known") == "Known"
+
+
+def test_size_cap_drops_the_oldest_and_never_counts_them_again() -> None:
+    tracker = RunTracker(tracking_cap=3)
+    baseline(tracker, [])
+    for n in range(5):
+        tracker.observe(result(f"t-{n}", status="Success", start=T0 + n * 100), now=T0 + 1000)
+    assert finished_total(tracker.counter_totals()) == 5
+    tracker.expire(T0 + 1000)
+    assert len(tracker) == 3
+    assert tracker.view_summary(T0 + 1000).tracked_runs == 3
+
+    # The API still returns the dropped runs: they are older than anything kept, so ignored.
+    again = result("t-0", status="Success", start=T0)
+    assert tracker.observe(again, now=T0 + 1100) is Change.IGNORED
+    assert finished_total(tracker.counter_totals()) == 5
+    # A new run is still counted.
+    tracker.observe(result("t-9", status="Success", start=T0 + 1050), now=T0 + 1100)
+    assert finished_total(tracker.counter_totals()) == 6
+
+
+def test_entries_older_than_the_retention_expire() -> None:
+    tracker = RunTracker()
+    baseline(tracker, [result("t-old", start=T0), result("t-new", start=T0 + 20 * DAY)])
+    tracker.expire(T0 + 31 * DAY)
+    assert "t-old" not in {key[0] for key in tracker.follow_up_keys()}
+    assert len(tracker) == 1
+    assert tracker.get(("t-new", "i-1", "")) is not None
+
+
+def test_evict_missing_keeps_entries_first_seen_during_the_walk() -> None:
+    tracker = RunTracker()
+    baseline(tracker, [result("t-1"), result("t-2")], now=T0)
+    tracker.observe(result("t-3"), now=T0 + 60)
+    dropped = tracker.evict_missing({("t-1", "i-1", "")}, seen_before=T0 + 60)
+    assert dropped == 1
+    assert tracker.get(("t-2", "i-1", "")) is None
+    assert tracker.get(("t-3", "i-1", "")) is not None
+
+
+def test_reapplying_a_partly_applied_refresh_does_not_double_count() -> None:
+    # A refresh that failed after applying some pages, then the full retry.
+    tracker = RunTracker()
+    baseline(tracker, [result(f"t-{n}", status="Running") for n in range(6)])
+    finished = [result(f"t-{n}", status="Success") for n in range(6)]
+    for record in finished[:3]:
+        tracker.observe(record, now=T0 + 30)
+    for record in finished:
+        tracker.observe(record, now=T0 + 60)
+    assert finished_total(tracker.counter_totals(), "Success") == 6
+
+
+def test_follow_up_keys_are_records_the_service_may_still_change() -> None:
+    tracker = RunTracker()
+    baseline(
+        tracker,
+        [
+            result("t-run", status="Running"),
+            result("t-pend", status="Pending", start=None),
+            result("t-done", status="Success"),
+            result("t-per", status="Success", repeats=2, record_status="Running"),
+        ],
+    )
+    assert sorted(key[0] for key in tracker.follow_up_keys()) == ["t-pend", "t-per", "t-run"]
+
+
+def test_command_breakdown_is_capped_and_counts_the_folded_ids() -> None:
+    config = CommandBreakdown(enabled=True, max_command_ids=2, command_names={"c-a": "backup"})
+    tracker = RunTracker(command_breakdown=config)
+    baseline(tracker, [])
+    for n, command_id in enumerate(["c-a", "c-b", "c-c", "c-d", "c-c"]):
+        tracker.observe(result(f"t-{n}", status="Success", command_id=command_id), now=T0)
+    totals = tracker.counter_totals()
+    commands = dict(totals.commands)
+    assert commands[("c-a", "backup", "Success")] == 1
+    assert commands[("c-b", "", "Success")] == 1
+    assert commands[("c-a", "backup", "Failed")] == 0
+    assert commands[(OTHER, "", "Success")] == 3
+    assert totals.command_ids_folded == 2
+
+
+def test_history_walk_is_refused_without_include_history() -> None:
+    tracker = RunTracker()
+    baseline(tracker, [])
+    with pytest.raises(RuntimeError, match="include_history"):
+        tracker.observe_history_run(result("t-p", repeats=2), now=T0)
