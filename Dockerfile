@@ -15,7 +15,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter/ exporter/
 
 # tests/test_deploy.py runs these same two commands in a fresh virtualenv: keep them in one
@@ -36,7 +36,7 @@ LABEL org.opencontainers.image.title="aliyun-cloudassistant-exporter" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.source="https://github.com/aliyun-cloudassistant-exporter/aliyun-cloudassistant-exporter" \
       org.opencontainers.image.documentation="https://github.com/aliyun-cloudassistant-exporter/aliyun-cloudassistant-exporter/blob/main/docs/deployment.md" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"

@@ -102,7 +102,8 @@ def _exporter_process(config: Path, scrapes: int) -> dict[str, Any]:
         deadline, started = time.monotonic() + 120, time.monotonic()
         while True:
             if proc.poll() is not None:
-                sys.exit(f"bench: the exporter exited early: {proc.stderr.read()[-2000:]!r}")
+                errors = proc.stderr.read() if proc.stderr is not None else b""
+                sys.exit(f"bench: the exporter exited early: {errors[-2000:]!r}")
             try:
                 _get(base + "/-/ready")
                 break

@@ -113,7 +113,7 @@ def refresh_options(settings: ExporterSettings, target: Target) -> RefreshOption
         page_cap=target.page_cap,
         max_results=settings.api.max_results,
         tracking_cap=settings.refresh.tracking_cap,
-        include_history=target.query.include_history,
+        include_history=target.include_history,
         command_breakdown=CommandBreakdown(
             enabled=breakdown.enabled,
             max_command_ids=breakdown.max_command_ids,

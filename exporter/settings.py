@@ -347,6 +347,10 @@ class TargetSettings(_Section):
     filters: FilterSettings = Field(default_factory=FilterSettings)
     page_cap: Annotated[int, Field(ge=1, le=10000)] | None = None
     command_breakdown: CommandBreakdownSettings = Field(default_factory=CommandBreakdownSettings)
+    include_history: bool = False
+    """Count every run of periodic and on-boot tasks by reading each task's history
+    (``IncludeHistory=true`` per task and instance whose run ended); without it a periodic task
+    shows only its latest run. ``filters.include_history`` is the API filter (needs invoke_id)."""
 
     @field_validator("region_ids")
     @classmethod
@@ -449,6 +453,7 @@ class Target:
     query: InvocationQuery
     page_cap: int
     command_breakdown: CommandBreakdownSettings
+    include_history: bool = False
 
     @property
     def label(self) -> str:
@@ -508,6 +513,7 @@ class ExporterSettings(BaseSettings):
                 query=target.filters.to_query(),
                 page_cap=target.page_cap if target.page_cap is not None else self.refresh.page_cap,
                 command_breakdown=target.command_breakdown,
+                include_history=target.include_history or target.filters.include_history,
             )
             for target in self.targets
             for region in target.regions

@@ -152,7 +152,8 @@ def test_the_image_carries_the_oci_labels(stages: list[Stage]) -> None:
     )
     for key in ("title", "description", "version", "revision", "created", "licenses", "source"):
         assert labels.get(f"org.opencontainers.image.{key}"), key
-    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
 
 
 def test_dockerignore_admits_exactly_what_the_build_copies(stages: list[Stage]) -> None:

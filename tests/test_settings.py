@@ -81,6 +81,30 @@ targets:
     assert staging.page_cap == settings.refresh.page_cap == 200
 
 
+def test_include_history_is_a_target_option_and_follows_the_history_filter(
+    tmp_path: Path,
+) -> None:
+    path = write_config(
+        tmp_path,
+        """
+targets:
+  - name: fleet
+    region_id: cn-hangzhou
+    include_history: true
+  - name: one-task
+    region_id: cn-hangzhou
+    filters: {invoke_id: t-hz0jdfwd9f, include_history: true}
+  - name: plain
+    region_id: cn-hangzhou
+""",
+    )
+    fleet, one_task, plain = load_config_file(path).expanded_targets()
+    assert fleet.include_history
+    assert fleet.query == InvocationQuery()
+    assert one_task.include_history
+    assert not plain.include_history
+
+
 def test_defaults_of_the_global_sections(tmp_path: Path) -> None:
     settings = load_config_file(
         write_config(tmp_path, "targets: [{name: a, region_id: cn-hangzhou}]\n")
