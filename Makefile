@@ -22,14 +22,33 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Real Prometheus, promtool and Alertmanager from Debian, for the end-to-end tests. A
-# policy-rc.d that exits 101 keeps the packages from starting their own daemons on 9090/9093.
+# Real Prometheus, promtool and Alertmanager from Debian, for the end-to-end tests (without them
+# those tests skip). Installed only when one of the binaries is missing, as root or with sudo.
+# While apt runs, a policy-rc.d that exits 101 keeps the packages from starting their own daemons
+# on 9090/9093; it is removed afterwards unless it was there before.
+E2E_BINARIES := prometheus promtool prometheus-alertmanager amtool
+POLICY_RC_D  ?= /usr/sbin/policy-rc.d
+
 $(APT_STAMP): | $(STAMP)
-	@if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; $$SUDO chmod 0755 /usr/sbin/policy-rc.d; }; \
+	@missing=""; for tool in $(E2E_BINARIES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian's prometheus and prometheus-alertmanager (missing:$$missing)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	  elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "error: root or sudo is needed to apt-get install prometheus prometheus-alertmanager;" \
+	    "install them yourself, or run 'make unit' (everything but the end-to-end tests)" >&2; exit 1; fi; \
+	  if ! command -v apt-get >/dev/null; then echo "error: no apt-get: install Prometheus (with promtool)" \
+	    "and Alertmanager (as prometheus-alertmanager, with amtool) yourself, or run 'make unit'" >&2; exit 1; fi; \
+	  created=""; \
+	  if [ ! -e $(POLICY_RC_D) ]; then \
+	    printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $(POLICY_RC_D) >/dev/null && $$SUDO chmod 0755 $(POLICY_RC_D) && created=1; \
+	  fi; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null; status=$$?; \
+	  if [ -n "$$created" ]; then $$SUDO rm -f $(POLICY_RC_D); fi; \
+	  [ $$status = 0 ] || { echo "error: apt-get install failed; or run 'make unit'" >&2; exit $$status; }; \
+	  for tool in $(E2E_BINARIES); do command -v $$tool >/dev/null || { echo "error: $$tool still missing" >&2; exit 1; }; done; \
 	fi
 	touch $@
 
