@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,19 @@ from typing import Protocol
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The Debian tools the promtool checks and the end-to-end tests need. On a developer machine
+# without them those tests skip; in CI a skip would hide a broken install, so it is an error.
+E2E_TOOLS = ("prometheus", "promtool", "prometheus-alertmanager", "amtool")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = [tool for tool in E2E_TOOLS if shutil.which(tool) is None]
+    if os.environ.get("CI") and missing:
+        raise pytest.UsageError(
+            f"CI needs {', '.join(missing)} (make system-deps installs them); "
+            "without them the promtool and end-to-end tests would only skip"
+        )
+
 _LISTENING = re.compile(r"msg=listening address=(http\S+)")
 
 
