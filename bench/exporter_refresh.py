@@ -3,7 +3,8 @@
 Builds the exporter exactly as ``python -m exporter`` does (``load_config_file`` then
 ``build_application``) against the simulator given by ``--config``, then measures:
 
-* the cold refresh (the first full walk that records the backlog),
+* the cold refresh (the first full walk that records the backlog), ``--cold`` times, each on a
+  freshly built application (the machine is shared: the median of a few is steadier than one),
 * steady-state refreshes with nothing new (each one what a scrape after ``min_interval`` costs),
 * rendering ``/metrics`` from the last refresh (what every scrape pays),
 
@@ -28,17 +29,21 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _rss_mb() -> float:
+def _memory_mb() -> dict[str, float]:
+    """``VmRSS`` (now), ``VmHWM`` (peak), ``RssAnon`` and ``RssFile`` in MB."""
+    figures: dict[str, float] = {}
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                figures[name] = int(value.split()[0]) / 1024
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--cold", type=int, default=1, help="cold refreshes, each on a new app")
     parser.add_argument("--steady", type=int, default=5, help="steady-state refreshes to time")
     parser.add_argument("--renders", type=int, default=200, help="/metrics renders to time")
     args = parser.parse_args(argv)
@@ -46,29 +51,36 @@ def main(argv: list[str] | None = None) -> int:
     cpu0, wall0 = _cpu(), time.perf_counter()
     from prometheus_client import generate_latest
 
-    from exporter.app import build_application
+    from exporter.app import Application, build_application
     from exporter.settings import load_config_file
 
     import_cpu, import_wall = _cpu() - cpu0, time.perf_counter() - wall0
-    app = build_application(load_config_file(args.config))
-    refresher = app.refreshers[0]
+    import_memory = _memory_mb()
+    settings = load_config_file(args.config)
 
-    def api_calls() -> int:
-        return sum(count for _, count in refresher.latest().api_requests)
-
-    def timed_refresh() -> dict[str, Any]:
-        calls0, cpu0, wall0 = api_calls(), _cpu(), time.perf_counter()
+    def timed_refresh(app: Application) -> dict[str, Any]:
+        refresher = app.refreshers[0]
+        calls0 = sum(count for _, count in refresher.latest().api_requests)
+        cpu0, wall0 = _cpu(), time.perf_counter()
         snapshot = refresher.refresh_now()
+        cpu, wall = _cpu() - cpu0, time.perf_counter() - wall0
         return {
-            "api_calls": api_calls() - calls0,
-            "cpu_seconds": _cpu() - cpu0,
-            "wall_seconds": time.perf_counter() - wall0,
+            "api_calls": sum(count for _, count in snapshot.api_requests) - calls0,
+            "cpu_seconds": cpu,
+            "wall_seconds": wall,
             "up": snapshot.up,
             "results_in_view": sum(count for _, count in snapshot.view.by_status),
         }
 
-    cold = timed_refresh()
-    steady = [timed_refresh() for _ in range(args.steady)]
+    colds = []
+    for _ in range(max(1, args.cold) - 1):
+        app = build_application(settings)
+        colds.append(timed_refresh(app))
+        app.close()
+    app = build_application(settings)
+    colds.append(timed_refresh(app))
+    memory_after_cold = _memory_mb()
+    steady = [timed_refresh(app) for _ in range(args.steady)]
 
     render_ms = []
     for _ in range(args.renders):
@@ -77,16 +89,22 @@ def main(argv: list[str] | None = None) -> int:
         render_ms.append((time.perf_counter() - start) * 1000)
     render_ms.sort()
     app.close()
+    cold = dict(colds[-1])
+    cold["cpu_seconds"] = statistics.median(c["cpu_seconds"] for c in colds)
+    cold["wall_seconds"] = statistics.median(c["wall_seconds"] for c in colds)
+    cold["cpu_seconds_each"] = [c["cpu_seconds"] for c in colds]
     print(
         json.dumps(
             {
                 "import_cpu_seconds": import_cpu,
                 "import_wall_seconds": import_wall,
+                "import_rss_mb": import_memory["VmRSS"],
                 "cold": cold,
                 "steady": steady,
                 "render_ms_median": statistics.median(render_ms),
-                "render_ms_p99": render_ms[int(len(render_ms) * 0.99) - 1],
-                "peak_rss_mb": _rss_mb(),
+                "render_ms_p99": render_ms[max(0, int(len(render_ms) * 0.99) - 1)],
+                "rss_after_cold_mb": memory_after_cold["VmRSS"],
+                "peak_rss_mb": _memory_mb()["VmHWM"],
             }
         )
     )

@@ -48,7 +48,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import bcrypt
 import yaml
 from pydantic import (
     BaseModel,
@@ -345,6 +344,8 @@ class WebConfig(BaseModel):
             for user, password_hash in self.basic_auth_users.items()
         }
         if self._password_hashes:
+            import bcrypt  # only with basic auth users: a TLS-only config does without it
+
             # An unknown user is checked against this hash, at the highest configured cost, so
             # the answer takes as long as for a known user and does not reveal who exists.
             cost = max(int(hashed[4:6]) for hashed in self._password_hashes.values())
@@ -439,6 +440,8 @@ def _parse_basic_credentials(header: str) -> tuple[bytes, bytes] | None:
 
 
 def _bcrypt_matches(password: bytes, password_hash: bytes) -> bool:
+    import bcrypt  # already loaded by WebConfig.model_post_init when there are users
+
     if len(password) > _BCRYPT_MAX_PASSWORD_BYTES:
         # bcrypt only ever uses 72 bytes and the library refuses more: spend the same time, refuse.
         bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD_BYTES], password_hash)

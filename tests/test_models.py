@@ -105,6 +105,38 @@ def test_output_is_never_kept_and_results_are_compact() -> None:
     assert "output" not in {f.name for f in dataclasses.fields(result)}
     assert not hasattr(result, "__dict__")
     assert "MTU6MzA6MDEK" not in repr(result)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.invoke_id = "t-other"  # type: ignore[misc]
+
+
+def test_values_repeated_across_records_are_stored_once() -> None:
+    # The mirror keeps up to 10,000 records per target: the records of one invocation share
+    # their ids, statuses, times and tags instead of holding a copy each.
+    tags = {"Tag": [{"TagKey": "team", "TagValue": "ops"}]}
+    same = {"StartTime": "2019-12-20T06:15:55Z", "InvocationStatus": "Success", "Tags": tags}
+    records = [{"InvokeId": "t-1", "InstanceId": f"i-{n}", **same} for n in range(3)]
+    body = {"Invocation": {"InvocationResults": {"InvocationResult": records}}}
+    first, *others = parse_page(json.dumps(body).encode()).results
+    for other in others:
+        assert other.invoke_id is first.invoke_id
+        assert other.invocation_status is first.invocation_status
+        assert other.start_time is first.start_time
+        assert other.tags is first.tags
+    assert first.tags == (("team", "ops"),)
+
+
+def test_many_distinct_tag_sets_keep_their_own_tags() -> None:
+    records = [
+        {
+            "InvokeId": f"t-{n}",
+            "InstanceId": "i-1",
+            "Tags": {"Tag": [{"TagKey": "n", "TagValue": str(n)}]},
+        }
+        for n in range(3000)
+    ]
+    body = {"Invocation": {"InvocationResults": {"InvocationResult": records}}}
+    results = parse_page(json.dumps(body).encode()).results
+    assert [r.tags for r in results] == [(("n", str(n)),) for n in range(3000)]
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,8 @@ class InvocationResult:
     """One execution result on one instance (or container), as the exporter keeps it.
 
     Strings are the raw API values ("" when absent); unknown enum values are kept as they are.
-    Times are epoch seconds (UTC) or ``None``. ``Output`` is never kept.
+    Times are epoch seconds (UTC) or ``None``. ``Output`` is never kept. Values repeated across
+    records (ids, statuses, codes, times and tags of one invocation) are shared, not copied.
     """
 
     invoke_id: str
@@ -263,6 +264,15 @@ def _text(value: object) -> str:
     return ""
 
 
+def _name(value: object) -> str:
+    """A string field whose values repeat across records (ids, statuses, codes), interned.
+
+    ``json.loads`` makes a new string object for every occurrence; the mirror keeps up to
+    10,000 records per target, so repeated values are shared instead.
+    """
+    return intern(value if type(value) is str else _text(value))
+
+
 def _integer(value: object) -> int | None:
     """An integer field: ints, integral floats and decimal strings; ``None`` otherwise."""
     if type(value) is int:
@@ -279,25 +289,53 @@ def _integer(value: object) -> int | None:
 
 def _count(value: object) -> int:
     """A non-negative counter field (``Repeats``, ``Dropped``): 0 when absent or unusable."""
+    if type(value) is int:  # the usual case, without a call
+        return value if value > 0 else 0
     number = _integer(value)
     return number if number is not None and number > 0 else 0
 
 
+_TAG_SETS: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+_MAX_TAG_SETS = 1024
+
+
 def _tags(value: object) -> tuple[tuple[str, str], ...]:
+    """The record's tags as ``(key, value)`` pairs; one shared tuple per distinct tag set.
+
+    An invocation's tags are the same on each of its records, and a deployment has few tag
+    sets: sharing them saves two tuples per record. The cache is bounded (emptied when full)
+    and only ever a shortcut, so concurrent refreshes may share it.
+    """
     if type(value) is not dict:
         return ()
     items = value.get("Tag")
     if type(items) is dict:
         items = [items]
-    elif type(items) is not list:
+    elif type(items) is not list or not items:
         return ()
     pairs = []
     for item in items:
         if type(item) is dict:
             key = item.get("TagKey")
             if type(key) is str and key:
-                pairs.append((intern(key), intern(_text(item.get("TagValue")))))
-    return tuple(pairs)
+                pairs.append((key, _text(item.get("TagValue"))))
+    tags = tuple(pairs)
+    shared = _TAG_SETS.get(tags)
+    if shared is None:
+        if len(_TAG_SETS) >= _MAX_TAG_SETS:
+            _TAG_SETS.clear()
+        shared = _TAG_SETS[tags] = tuple((intern(k), intern(v)) for k, v in tags)
+    return shared
+
+
+def _time(value: object, memo: dict[str, float | None]) -> float | None:
+    """:func:`parse_time` through a per-page memo: records of one invocation share times."""
+    if type(value) is not str or not value:
+        return None
+    if value in memo:
+        return memo[value]
+    parsed = memo[value] = parse_time(value)
+    return parsed
 
 
 def _id_for_report(value: object) -> str:
@@ -305,8 +343,14 @@ def _id_for_report(value: object) -> str:
     return text[:_ID_REPORT_CHARS]
 
 
-def parse_record(record: object) -> InvocationResult | InvalidRecord:
-    """Turn one API record into an :class:`InvocationResult`, or say why it cannot be used."""
+def parse_record(
+    record: object, memo: dict[str, float | None] | None = None
+) -> InvocationResult | InvalidRecord:
+    """Turn one API record into an :class:`InvocationResult`, or say why it cannot be used.
+
+    ``memo`` caches parsed times across the records of one page (:func:`parse_page` passes
+    one); without it each call uses its own.
+    """
     if type(record) is not dict:
         return InvalidRecord("", "", f"record is a {type(record).__name__}, not an object")
     get = record.get
@@ -320,25 +364,25 @@ def parse_record(record: object) -> InvocationResult | InvalidRecord:
         return InvalidRecord(
             _id_for_report(invoke_id), _id_for_report(instance_id), "missing or empty InstanceId"
         )
-    # Values shared by many records (instance and command ids, statuses, codes) are interned:
-    # the exporter keeps up to 10,000 records per target, and json.loads makes a new string
-    # object for every occurrence.
+    if memo is None:
+        memo = {}
+    # Every string kept is interned (see _name): an invocation's id is on each of its records.
     return InvocationResult(
-        invoke_id,
+        intern(invoke_id),
         intern(instance_id),
-        intern(_text(get("ContainerId"))),
-        intern(_text(get("CommandId"))),
-        intern(_text(get("InvocationStatus"))),
-        intern(_text(get("InvokeRecordStatus"))),
-        intern(_text(get("ErrorCode"))),
+        _name(get("ContainerId", "")),
+        _name(get("CommandId", "")),
+        _name(get("InvocationStatus", "")),
+        _name(get("InvokeRecordStatus", "")),
+        _name(get("ErrorCode", "")),
         _integer(get("ExitCode")),
-        parse_time(get("StartTime")),
-        parse_time(get("FinishedTime")),
-        parse_time(get("StopTime")),
+        _time(get("StartTime"), memo),
+        _time(get("FinishedTime"), memo),
+        _time(get("StopTime"), memo),
         _count(get("Repeats")),
         _count(get("Dropped")),
-        intern(_text(get("OssOutputStatus"))),
-        intern(_text(get("OssOutputErrorCode"))),
+        _name(get("OssOutputStatus", "")),
+        _name(get("OssOutputErrorCode", "")),
         _tags(get("Tags")),
     )
 
@@ -390,8 +434,9 @@ def parse_page(body: bytes) -> Page:
         raise MalformedResponseError(exc.message, request_id=request_id, http_status=200) from None
     results: list[InvocationResult] = []
     invalid: list[InvalidRecord] = []
+    memo: dict[str, float | None] = {}
     for record in records:
-        parsed = parse_record(record)
+        parsed = parse_record(record, memo)
         if type(parsed) is InvocationResult:
             results.append(parsed)
         else:
