@@ -21,7 +21,9 @@ What a refresh reads (API calls are counted in ``refresh_pages`` and ``api_reque
   3. *In-flight follow-up*, only when the view holds records the service may still change
      (not terminal, a periodic task, an OSS delivery in progress): one
      ``InvokeRecordStatus=Running`` walk for all of them; records absent from it have left
-     Running and are looked up by ``InvokeId`` (one paged call per distinct id).
+     Running and are looked up by ``InvokeId`` (one paged call per distinct id). A target whose
+     own filter is another ``InvokeRecordStatus`` looks each of them up (a Running walk would
+     read outside the target).
   4. *History* (``include_history``): ``IncludeHistory=true&InvokeId=..&InstanceId=..`` for
      each periodic task and instance with ended runs not yet counted; each read stops once it
      has seen the runs it needs. Every run is counted once.
@@ -32,8 +34,12 @@ What a refresh reads (API calls are counted in ``refresh_pages`` and ``api_reque
 
 Failures
   A failing refresh sets ``up`` to 0 and keeps everything already applied: applying a record is
-  idempotent and counts are keyed, so nothing is counted twice when the target recovers.
-  Failures of one target never touch another.
+  idempotent and counts are keyed, so nothing is counted twice when the target recovers. A fast
+  path that failed half-way is resumed by the next one (which reads on past the pages it saw).
+  Only a walk that returned every record of its query, each one usable, makes the exporter
+  forget what it did not return. A bug in a refresh or in building a snapshot is logged and
+  shows as ``up`` 0; the previous values keep being served. Failures of one target never touch
+  another; a wall clock set back does not hold the refreshes up.
 
 Self-metrics
   :meth:`TargetRefresher.record_request` is the client's ``on_request`` hook. The client is
@@ -142,12 +148,20 @@ class TargetSnapshot:
 
 
 class _Walk:
-    """The pages of one query, at most ``cap`` of them; ``truncated`` tells if it stopped early."""
+    """The pages of one query, at most ``cap`` of them; ``truncated`` tells if it stopped early,
+    ``invalid`` how many records it skipped because they could not be parsed."""
 
     def __init__(self, refresher: TargetRefresher, query: InvocationQuery) -> None:
         self._refresher = refresher
         self._query = query
         self.truncated = False
+        self.invalid = 0
+
+    @property
+    def saw_everything(self) -> bool:
+        """True when the walk returned every record of its query, each one usable: only then
+        does the absence of a record mean that the API no longer has it."""
+        return not self.truncated and self.invalid == 0
 
     def __iter__(self) -> Iterator[Page]:
         options = self._refresher.options
@@ -156,6 +170,7 @@ class _Walk:
         )
         for count, page in enumerate(pages, start=1):
             self._refresher._note_page(page)
+            self.invalid += len(page.invalid)
             yield page
             if count >= options.page_cap:
                 self.truncated = bool(page.next_token)
@@ -223,6 +238,9 @@ class TargetRefresher:
         self._invalid_records = 0
         self._invalid_seen: set[tuple[str, str, str]] = set()
         self._order_warned = False
+        # Set while a fast path is in flight, to when it (or the interrupted one before it)
+        # started: a fast path that failed half-way has not seen what lay beyond its last page.
+        self._fast_path_since: float | None = None
         self._history_refused: set[str] = set()
         self._turn = 0
         self._attempted = False
@@ -255,9 +273,8 @@ class TargetRefresher:
             if self._inflight is not None and not self._inflight.done():
                 return self._inflight
             now = self._clock()
-            if (
-                self._last_started is not None
-                and now - self._last_started < self.options.min_refresh_interval
+            if self._last_started is not None and not _due(
+                self._last_started, now, self.options.min_refresh_interval
             ):
                 return None
             return self._submit(now)
@@ -338,17 +355,25 @@ class TargetRefresher:
         self._attempted = True
         try:
             self._snapshot = self._build_snapshot(up=up, duration=duration)
-        except Exception as exc:  # keep serving the previous snapshot
+        except Exception as exc:  # keep serving the previous values, marked down
             self._log.error(
                 "building the snapshot failed",
                 extra={**self._fields(), "error": type(exc).__name__, "at": _where(exc)},
+            )
+            self._snapshot = replace(
+                self._snapshot,
+                attempted=True,
+                up=False,
+                refresh_duration_seconds=duration,
+                refreshes=self._refreshes,
+                refresh_failures=tuple(self._failures.items()),
             )
 
     def _refresh(self, now: float) -> None:
         tracker = self._tracker
         if not tracker.baseline_done:
             self._full_walk(now, sweep=False)
-            tracker.complete_baseline()
+            tracker.complete_baseline(at=now)
             self._last_sweep = now
         else:
             self._fast_path(now)
@@ -356,7 +381,7 @@ class TargetRefresher:
             if self.options.include_history:
                 self._read_histories(now)
             interval = self.options.sweep_interval
-            if interval > 0 and now - self._last_sweep >= interval:
+            if interval > 0 and _due(self._last_sweep, now, interval):
                 self._last_sweep = now  # a failing sweep waits for the next interval too
                 self._full_walk(now, sweep=True)
         tracker.expire(now)
@@ -407,38 +432,56 @@ class TargetRefresher:
                 elif change is Change.NEW and saw_unchanged and sweep:
                     self._warn_order()
         self._truncated = walk.truncated
-        if not walk.truncated:
+        # A record that could not be parsed is not in ``seen``: forgetting it would count it
+        # again when it reads well next time.
+        if walk.saw_everything:
             self._tracker.evict_missing(seen, seen_before=now)
 
     def _fast_path(self, now: float) -> None:
+        # After a fast path that failed half-way, the records beyond its last page were never
+        # read (new ones among them are not newer than what it saw): read on until a page ends
+        # on a record known from before it, even through pages of records it saw.
+        interrupted = self._fast_path_since
+        self._fast_path_since = now if interrupted is None else interrupted
         saw_unchanged = False
         for page in _Walk(self, self.query):
             news = False
             last_change = Change.UNCHANGED
+            last_key: ResultKey | None = None
             for result in page.results:
                 last_change = self._tracker.observe(result, now=now)
+                last_key = result.key
                 if last_change is Change.UNCHANGED:
                     saw_unchanged = True
                 elif last_change is Change.NEW or last_change is Change.CHANGED:
                     news = True
-                    if last_change is Change.NEW and saw_unchanged:
+                    # (Resuming, the pages the interrupted walk read come before new ones.)
+                    if last_change is Change.NEW and saw_unchanged and interrupted is None:
                         self._warn_order()
+            if interrupted is not None:
+                known_since = None if last_key is None else self._tracker.first_seen(last_key)
+                if known_since is None or known_since >= interrupted:
+                    continue
             # Newest-first, a page that ends on a known, unchanged record has shown every new
             # one; older records that change are the in-flight follow-up's (or the sweep's).
             if not news or (last_change is Change.UNCHANGED and not self._order_warned):
-                return
+                break
+        self._fast_path_since = None
 
     def _follow_in_flight(self, now: float) -> None:
         if not self._tracker.follow_up_keys():
             return
-        walk = _Walk(self, replace(self.query, invoke_record_status="Running"))
         returned: set[ResultKey] = set()
-        for page in walk:
-            for result in page.results:
-                self._tracker.observe(result, now=now)
-                returned.add(result.key)
-        if walk.truncated:
-            return  # absence from an incomplete walk means nothing
+        if self.query.invoke_record_status in (None, "Running"):
+            walk = _Walk(self, replace(self.query, invoke_record_status="Running"))
+            for page in walk:
+                for result in page.results:
+                    self._tracker.observe(result, now=now)
+                    returned.add(result.key)
+            if walk.truncated:
+                return  # absence from an incomplete walk means nothing
+        # else: the target reads invocations in another InvokeRecordStatus; a Running walk
+        # would read outside the target. Each result in flight is looked up by its InvokeId.
         left_running: dict[str, list[ResultKey]] = {}
         for key in self._tracker.follow_up_keys():
             if key not in returned:
@@ -450,7 +493,7 @@ class TargetRefresher:
                 for result in page.results:
                     self._tracker.observe(result, now=now)
                     found.add(result.key)
-            if not lookup.truncated:
+            if lookup.saw_everything:
                 # Not returned for its own InvokeId: it left the API's retention.
                 self._tracker.evict_keys(k for k in left_running[invoke_id] if k not in found)
 
@@ -501,11 +544,15 @@ class TargetRefresher:
         )
         walk = _Walk(self, query)
         complete = True
+        unnamed = False  # records without a usable Repeats: a run may hide among them
         for page in walk:
             for result in page.results:
                 self._tracker.observe_history_run(result, now=now)
                 runs = seen.get(result.key)
                 if runs is None:
+                    continue
+                if result.repeats < 1:
+                    unnamed = True
                     continue
                 run = run_number(result)
                 runs.add(run)
@@ -518,7 +565,8 @@ class TargetRefresher:
                 complete = False  # stopped early: everything needed was seen
                 break
         else:
-            complete = not walk.truncated
+            # A run missing from a read with unusable records may just not have read well.
+            complete = walk.saw_everything and not unnamed
         for key in keys:
             self._tracker.history_read(key, settled=settled[key], seen=seen[key], complete=complete)
 
@@ -549,6 +597,13 @@ class TargetRefresher:
             command_breakdown=self.options.command_breakdown.enabled,
             min_refresh_interval=self.options.min_refresh_interval,
         )
+
+
+def _due(last: float, now: float, interval: float) -> bool:
+    """True when ``interval`` seconds passed since ``last``, or the wall clock went back (it
+    was set back: waiting for it to catch up would stop the refreshes for that long)."""
+    elapsed = now - last
+    return elapsed < 0 or elapsed >= interval
 
 
 def _where(exc: BaseException) -> str:

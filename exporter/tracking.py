@@ -18,7 +18,12 @@ Counting rules
     terminal ``InvocationStatus``, whatever order the records come in. A run is identified by
     its key and its run number ``max(Repeats, 1)``: a one-time task has one run; a periodic task
     (RepeatMode Period/EveryReboot) has one record whose ``Repeats`` grows, and each new
-    ``Repeats`` seen in a terminal status is a new run.
+    ``Repeats`` seen in a terminal status is a new run — unless it is a run that ended before
+    the baseline (the record showed it ``Scheduled`` then), or the run already counted read
+    again with another ``Repeats`` (same ``FinishedTime``: a garbled or missing ``Repeats``).
+  * A record the baseline did not see (a page cap with an order that is not newest-first, a
+    record that could not be parsed then) whose run finished more than
+    :data:`BASELINE_TOLERANCE_SECONDS` before the baseline is backlog: recorded, not counted.
   * An OSS delivery is counted once per run when ``OssOutputStatus`` is first seen ``Finished``
     or ``Failed``, independently of the run's own status.
   * Limitation without ``include_history``: a periodic task's record shows ``Scheduled``
@@ -26,7 +31,8 @@ Counting rules
     status are counted (when ``Repeats`` grew since the last one counted); runs in between are
     not visible. With ``include_history``, when a periodic record shows that a run ended, the
     result is due (:meth:`RunTracker.history_due`): the refresher reads its history and
-    :meth:`RunTracker.observe_history_run` counts every run exactly once;
+    :meth:`RunTracker.observe_history_run` counts every run exactly once (the record itself
+    then counts nothing for that task: only the history numbers each run reliably);
     :meth:`RunTracker.history_read` records how far the history is settled.
 
 Bounds
@@ -75,6 +81,9 @@ DURATION_BUCKETS: tuple[float, ...] = (
     21600,
     86400,
 )
+BASELINE_TOLERANCE_SECONDS = 60.0
+"""How much earlier than the baseline a run must have finished to be taken as backlog when the
+baseline did not see it (the API's times have whole seconds; clocks drift a little)."""
 HISTORY_MISSES_ALLOWED = 3
 """Complete history reads that may miss an ended run before it is taken as gone."""
 OTHER = "other"
@@ -234,6 +243,18 @@ class _ViewEntry:
     """Complete history reads in a row that did not return the next run."""
     max_repeats: int = 0
     """The largest ``Repeats`` the record showed (it reads 0 while a new run is pending)."""
+    history_refused: bool = False
+    """The API refused its history: its runs are counted from the record itself."""
+    counted_finish: float | None = None
+    """``FinishedTime`` of the run in ``counted_run``: the same run read with another Repeats."""
+    oss_counted_finish: float | None = None
+    """``FinishedTime`` of the run in ``oss_counted_run``."""
+    floor_time: float = float("-inf")
+    """The latest time the record showed before the baseline: runs that finished by then are
+    backlog, whatever their (possibly garbled) ``Repeats``."""
+    result_claims: list[tuple[int, float, bool]] | None = None
+    """With include_history: ``(run, time, oss)`` of what the record itself counted before the
+    task was known to be periodic; its ``Repeats`` may have been garbled, the time is not."""
 
     def last_ended_run(self) -> int:
         """The newest run of a periodic task known to have ended (0 when none)."""
@@ -331,6 +352,7 @@ class RunTracker:
         self._view: dict[ResultKey, _ViewEntry] = {}
         self._runs: dict[RunKey, _RunEntry] = {}
         self._baseline_done = False
+        self._baseline_time = float("-inf")
         # Everything at or before this time may have been dropped by the cap: ignore it.
         self._dropped_until = float("-inf")
         self._history_due: set[ResultKey] = set()
@@ -354,9 +376,15 @@ class RunTracker:
         """True once the first successful refresh has recorded the backlog."""
         return self._baseline_done
 
-    def complete_baseline(self) -> None:
-        """Mark the backlog as recorded: from now on terminal runs are counted."""
+    def complete_baseline(self, at: float | None = None) -> None:
+        """Mark the backlog as recorded: from now on terminal runs are counted.
+
+        ``at`` is when the baseline's walk started: a record it missed that turns up later,
+        finished well before that, is backlog too (see the module docstring).
+        """
         self._baseline_done = True
+        if at is not None:
+            self._baseline_time = at
 
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""
@@ -369,6 +397,11 @@ class RunTracker:
         """The record the view holds for ``key``."""
         entry = self._view.get(key)
         return None if entry is None else entry.result
+
+    def first_seen(self, key: ResultKey) -> float | None:
+        """When the view first held ``key`` (None when it does not)."""
+        entry = self._view.get(key)
+        return None if entry is None else entry.first_seen
 
     def follow_up_keys(self) -> list[ResultKey]:
         """Keys of the results the service may still change (see :func:`needs_follow_up`)."""
@@ -422,8 +455,12 @@ class RunTracker:
             self._history_due.discard(key)
 
     def history_abandoned(self, key: ResultKey) -> None:
-        """Stop reading the history of ``key`` (the API refuses it)."""
+        """Stop reading the history of ``key`` (the API refuses it): its runs are counted from
+        the record itself from now on."""
         self._history_due.discard(key)
+        entry = self._view.get(key)
+        if entry is not None:
+            entry.history_refused = True
 
     # --- observing ---------------------------------------------------------------------------
 
@@ -437,12 +474,14 @@ class RunTracker:
         """
         key = result.key
         entry = self._view.get(key)
+        missed_by_baseline = False
         if entry is None:
             if self._baseline_done and self._forgotten(result_time(result, now), now):
                 return Change.IGNORED
             entry = _ViewEntry(result, now)
             self._view[key] = entry
             change = Change.NEW
+            missed_by_baseline = self._baseline_done and self._before_baseline(result)
         elif entry.result == result:
             return Change.UNCHANGED
         else:
@@ -452,26 +491,83 @@ class RunTracker:
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)
-        if not self._baseline_done:
+        if not self._baseline_done or missed_by_baseline:
             self._record_without_counting(entry, result, run, now)
             return change
         if (
             self._include_history
             and entry.periodic
+            and not entry.history_refused
             and entry.last_ended_run() > entry.history_through
         ):
             # A run ended that the history has not settled: the record itself shows Scheduled
             # between runs, the history has every run with its own status.
             self._history_due.add(key)
-        if result.invocation_status in _TERMINAL and run > entry.counted_run:
+        # With include_history the runs of a periodic task are counted from its history, where
+        # each run has its own record and number; the result itself only says a run ended (and
+        # its Repeats may be garbled). A task without any numbered run (stopped before its first
+        # one) has no history to read: its result is counted.
+        by_history = (
+            self._include_history
+            and entry.periodic
+            and not entry.history_refused
+            and entry.max_repeats >= 1
+        )
+        terminal = result.invocation_status in _TERMINAL
+        if terminal:
+            # A terminal record shows the task's latest run: never an older one than seen before
+            # (a smaller Repeats is a garbled value).
+            run = max(run, entry.max_repeats)
+        if terminal and run > entry.counted_run:
+            same_run = (
+                entry.counted_run > 0
+                and result.finished_time is not None
+                and result.finished_time == entry.counted_finish
+            )
             entry.counted_run = run
-            if self._claim_run(result, run, now, oss=False):
+            entry.counted_finish = result.finished_time
+            # Not counted here: a run the history counts, the run already counted read with
+            # another Repeats, or a run that ended before the baseline: by its FinishedTime, or
+            # by its number when the Repeats is not garbled (smaller than one seen before).
+            backlog = self._before_baseline(result, entry) or (
+                run <= entry.floor_run and result.repeats >= entry.max_repeats
+            )
+            if not (by_history or same_run or backlog) and self._claim_run(
+                result, run, now, oss=False
+            ):
+                self._note_result_claim(entry, result, run, now, oss=False)
                 self._count_finish(result, from_sweep)
         if result.oss_output_status in _OSS_TERMINAL and run > entry.oss_counted_run:
+            same_run = (
+                entry.oss_counted_run > 0
+                and result.finished_time is not None
+                and result.finished_time == entry.oss_counted_finish
+            )
             entry.oss_counted_run = run
-            if self._claim_run(result, run, now, oss=True):
+            entry.oss_counted_finish = result.finished_time
+            if not (by_history or same_run) and self._claim_run(result, run, now, oss=True):
+                self._note_result_claim(entry, result, run, now, oss=True)
                 self._count_oss(result)
         return change
+
+    def _note_result_claim(
+        self, entry: _ViewEntry, result: InvocationResult, run: int, now: float, *, oss: bool
+    ) -> None:
+        # Only a missing (garbled) Repeats can put a claim under the wrong number.
+        if self._include_history and result.repeats == 0:
+            claims = entry.result_claims if entry.result_claims is not None else []
+            claims.append((run, result_time(result, now), oss))
+            entry.result_claims = claims
+
+    def _before_baseline(self, result: InvocationResult, entry: _ViewEntry | None = None) -> bool:
+        """True when the record's run finished before the baseline (backlog): by the time its
+        result showed then, or well before the baseline by the exporter's clock."""
+        finished = result.finished_time
+        if finished is None:
+            return False
+        if entry is not None and finished <= entry.floor_time:
+            return True
+        return finished < self._baseline_time - BASELINE_TOLERANCE_SECONDS
 
     def _record_without_counting(
         self, entry: _ViewEntry, result: InvocationResult, run: int, now: float
@@ -480,11 +576,17 @@ class RunTracker:
         # runs of a periodic task); a run in progress is counted when it ends.
         entry.floor_run = max(entry.floor_run, entry.last_ended_run())
         entry.history_through = entry.floor_run
+        entry.floor_time = max(entry.floor_time, result_time(result, entry.floor_time))
         if result.invocation_status in _TERMINAL:
-            entry.counted_run = max(entry.counted_run, run)
+            run = max(run, entry.max_repeats)
+            if run > entry.counted_run:
+                entry.counted_run = run
+                entry.counted_finish = result.finished_time
             self._claim_run(result, run, now, oss=False)
         if result.oss_output_status in _OSS_TERMINAL:
-            entry.oss_counted_run = max(entry.oss_counted_run, run)
+            if run > entry.oss_counted_run:
+                entry.oss_counted_run = run
+                entry.oss_counted_finish = result.finished_time
             self._claim_run(result, run, now, oss=True)
 
     def _claim_run(self, result: InvocationResult, run: int, now: float, *, oss: bool) -> bool:
@@ -516,34 +618,77 @@ class RunTracker:
         """Count one run record of an ``IncludeHistory=true`` answer once; True if counted.
 
         Runs that finished before the baseline (up to the ``Repeats`` the view held then) are
-        remembered without being counted.
+        remembered without being counted. A record without a usable ``Repeats`` (0: every run in
+        a history has started, so it has a number) is ignored: it cannot say which run it is.
         """
+        if result.repeats < 1:
+            return False
         run = run_number(result)
         run_key = (*result.key, run)
         if run_key not in self._runs and self._forgotten(result_time(result, now), now):
             return False
         entry = self._view.get(result.key)
-        before_baseline = not self._baseline_done or (entry is not None and run <= entry.floor_run)
+        before_baseline = (
+            not self._baseline_done
+            or (entry is not None and run <= entry.floor_run)
+            or self._before_baseline(result, entry)
+        )
         counted = False
         # The claim comes first: a run before the baseline is remembered, just not counted.
         if (
             result.invocation_status in _TERMINAL
-            and self._claim_history(result, run, now, oss=False)
+            and self._claim_history(entry, result, run, now, oss=False)
             and not before_baseline
         ):
             self._count_finish(result, from_sweep)
             counted = True
         if (
             result.oss_output_status in _OSS_TERMINAL
-            and self._claim_history(result, run, now, oss=True)
+            and self._claim_history(entry, result, run, now, oss=True)
             and not before_baseline
         ):
             self._count_oss(result)
         return counted
 
-    def _claim_history(self, result: InvocationResult, run: int, now: float, *, oss: bool) -> bool:
+    def _claim_history(
+        self,
+        entry: _ViewEntry | None,
+        result: InvocationResult,
+        run: int,
+        now: float,
+        *,
+        oss: bool,
+    ) -> bool:
+        """Claim a history run; the runs the record itself counted are matched by their time
+        (their ``Repeats`` may have been garbled), so each run is still counted once."""
         if not self._include_history:
             raise RuntimeError("history runs need a tracker created with include_history=True")
+        claims = entry.result_claims if entry is not None else None
+        if claims:
+            time = result_time(result, now)
+            for index, (claimed_run, claimed_time, claimed_oss) in enumerate(claims):
+                if claimed_oss is not oss:
+                    continue
+                if claimed_time == time and claimed_run != run:
+                    # The record counted this run under another number: move the claim, so
+                    # the run that number belongs to is counted when the history shows it.
+                    del claims[index]
+                    slot = self._runs.get((*result.key, claimed_run))
+                    if slot is not None:
+                        if oss:
+                            slot.oss_done = False
+                        else:
+                            slot.finish_done = False
+                    self._claim_run(result, run, now, oss=oss)
+                    return False
+                if claimed_run == run and claimed_time != time:
+                    # The record counted another run under this number: this one is new; the
+                    # other is recognised by its time when the history shows it.
+                    claims[index] = (0, claimed_time, oss)
+                    slot = self._runs.get((*result.key, run))
+                    if slot is not None:
+                        slot.time = time
+                    return True
         return self._claim_run(result, run, now, oss=oss)
 
     # --- counting ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             "without them the promtool and end-to-end tests would only skip"
         )
 
+
 _LISTENING = re.compile(r"msg=listening address=(http\S+)")
 
 

@@ -20,7 +20,7 @@ from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvocationQuery,
 )
-from exporter.refresh import FAILURE_REASONS, RefreshOptions, TargetRefresher
+from exporter.refresh import FAILURE_REASONS, RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.tracking import CommandBreakdown
 from tests.test_refresh import FakeApi, FakeClock, backlog
 from tests.test_tracking import T0, result
@@ -289,3 +289,36 @@ def test_help_says_how_fresh_the_gauges_are(executor: ThreadPoolExecutor) -> Non
     registry, _ = registry_for([target])
     text = generate_latest(registry).decode()
     assert "as of the last refresh (at most every 45 s)" in text
+
+
+class _BrokenSnapshots(TargetRefresher):
+    """A refresher whose snapshots cannot be built once ``broken`` is set (a bug)."""
+
+    broken = False
+
+    def _build_snapshot(self, *, up: bool, duration: float) -> TargetSnapshot:
+        if self.broken:
+            raise ZeroDivisionError("a bug")
+        return super()._build_snapshot(up=up, duration=duration)
+
+
+@pytest.mark.parametrize("bug", ["refresh", "snapshot"])
+def test_a_bug_never_takes_the_scrape_down(executor: ThreadPoolExecutor, bug: str) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(3))
+    other = refresher("other", FakeApi(backlog(2)), executor, clock)
+    broken = _BrokenSnapshots(
+        "prod", "cn-hangzhou", api, InvocationQuery(), RefreshOptions(), executor, clock=clock
+    )
+    registry, _ = registry_for([broken, other])
+    assert value(registry, "up") == 1
+    if bug == "refresh":
+        api.errors[len(api.calls) + 1] = KeyError("unexpected")
+    else:
+        broken.broken = True
+    clock.now += 30
+    text = generate_latest(registry).decode()
+    assert 'aliyun_cloudassistant_up{account="prod",region_id="cn-hangzhou"} 0.0' in text
+    assert 'aliyun_cloudassistant_up{account="other",region_id="cn-hangzhou"} 1.0' in text
+    assert value(registry, "refreshes_total") == 2
+    assert value(registry, "invocation_results", invocation_status="Success") == 3

@@ -35,7 +35,8 @@ class FakeApi:
     """Imitates ``EcsClient.iter_pages``: the records matching a query, in list order (index 0
     is the newest, as the service appears to answer), ``page_size`` per page, with offset
     tokens. Every page is one call, recorded in ``calls``; ``errors`` maps a call number
-    (1-based) to the error that call raises; while ``gate`` is set, calls wait for it."""
+    (1-based) to the error that call raises; the pages of the call numbers in ``garbled`` have
+    every record unusable (in ``Page.invalid``); while ``gate`` is set, calls wait for it."""
 
     def __init__(self, records: list[InvocationResult] | None = None, page_size: int = 50) -> None:
         self.records: list[InvocationResult] = list(records or [])
@@ -44,6 +45,7 @@ class FakeApi:
         self.page_size = page_size
         self.calls: list[InvocationQuery] = []
         self.errors: dict[int, Exception] = {}
+        self.garbled: set[int] = set()
         self.gate: threading.Event | None = None
         self._lock = threading.Lock()
 
@@ -67,6 +69,9 @@ class FakeApi:
             offset += size
             token = str(offset) if offset < len(rows) else ""
             invalid, self.invalid = self.invalid, []
+            if number in self.garbled:
+                invalid = [*invalid, *(InvalidRecord(r.invoke_id, "", "garbled") for r in chunk)]
+                chunk = []
             yield Page(chunk, token, len(rows), f"REQ-{number}", invalid)
             pages += 1
             if not token or (max_pages is not None and pages >= max_pages):
@@ -746,3 +751,159 @@ def test_lookups_that_never_settle_do_not_starve_the_others(
         clock.now += 30
         snap = refresher.refresh_now()
     assert finished(snap) == Counter({("Success", ""): 1, ("Failed", ""): 1})
+
+
+# --- regressions found by tests/test_counting_properties.py ----------------------------------
+
+
+def test_a_sweep_with_unusable_records_forgets_nothing_and_counts_nothing_twice(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(3))
+    refresher = make_refresher(api, executor, clock, sweep_interval=60.0)
+    refresher.refresh_now()
+    api.set(result("t-new", status="Success", start=T0 + 10))
+    clock.now += 30
+    assert finished(refresher.refresh_now()) == Counter({("Success", ""): 1})
+    clock.now += 60
+    api.garbled.add(len(api.calls) + 2)  # the fast path's page reads well, the sweep's not
+    refresher.refresh_now()
+    for _ in range(2):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert finished(snap) == Counter({("Success", ""): 1})
+    assert snap.view.tracked_runs == 4
+
+
+def test_a_look_up_with_unusable_records_does_not_lose_the_run(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi([result("t-a", status="Running"), *backlog(60)])
+    refresher = make_refresher(api, executor, clock, sweep_interval=0.0)
+    refresher.refresh_now()
+    api.records.remove(result("t-a", status="Running"))
+    api.records.insert(55, result("t-a", status="Failed", error_code="ExitCodeNonzero"))
+    clock.now += 30
+    api.garbled.add(len(api.calls) + 3)  # fast path, Running walk, then the look-up of t-a
+    assert sum(finished(refresher.refresh_now()).values()) == 0
+    for _ in range(2):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert finished(snap) == Counter({("Failed", "ExitCodeNonzero"): 1})
+
+
+def test_a_fast_path_that_failed_half_way_is_resumed_by_the_next_one(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A burst of new results over three pages; the fast path fails on page 2. Without a sweep,
+    # the next fast path must read past the page the failed one saw.
+    clock = FakeClock()
+    api = FakeApi(backlog(10), page_size=5)
+    refresher = make_refresher(api, executor, clock, sweep_interval=0.0)
+    refresher.refresh_now()
+    for n in range(12):
+        api.set(result(f"t-new{n:02d}", status="Success", start=T0 + n))
+    api.errors[len(api.calls) + 2] = ThrottledError("slow down", code="Throttling.User")
+    clock.now += 30
+    with caplog.at_level(logging.WARNING):
+        snap = refresher.refresh_now()
+        assert not snap.up
+        assert finished(snap) == Counter({("Success", ""): 5})
+        clock.now += 30
+        snap = refresher.refresh_now()
+        assert finished(snap) == Counter({("Success", ""): 12})
+        clock.now += 30
+        assert refresher.refresh_now().refresh_pages == 1  # steady state again
+    assert "newest-first" not in caplog.text
+
+
+def test_a_truncated_baseline_in_another_order_does_not_count_the_backlog(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(10), page_size=5)
+    refresher = make_refresher(api, executor, clock, page_cap=1)
+    assert refresher.refresh_now().results_truncated
+    api.records.reverse()  # the API's order is undocumented
+    clock.now += 30
+    snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 0
+    assert snap.view.tracked_runs == 10
+
+
+def test_a_wall_clock_set_back_does_not_stop_the_refreshes(executor: ThreadPoolExecutor) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(3))
+    refresher = make_refresher(
+        api, executor, clock, min_refresh_interval=30.0, sweep_interval=600.0
+    )
+    refresher.snapshot(max_wait=5)
+    clock.now -= 3600  # NTP (or an operator) sets the clock back an hour
+    snap = refresher.snapshot(max_wait=5)
+    assert snap.refreshes == 2
+    assert len(api.calls) == 3  # the fast path and the sweep, not an hour later
+    clock.now += 10
+    assert refresher.snapshot(max_wait=5).refreshes == 2  # the interval holds again
+
+
+def test_a_target_filtered_on_another_record_status_never_reads_outside_its_filter(
+    executor: ThreadPoolExecutor,
+) -> None:
+    # The target shows failed invocations only: following its delivery in progress must not
+    # bring running invocations of the account into its view (or its counters).
+    clock = FakeClock()
+    delivering = result("t-f", status="Failed", record_status="Failed", oss="InProgress")
+    running = result("t-run", status="Running", record_status="Running")
+    api = FakeApi([running, delivering])
+    refresher = TargetRefresher(
+        "prod",
+        "cn-hangzhou",
+        api,
+        InvocationQuery(invoke_record_status="Failed"),
+        RefreshOptions(),
+        executor,
+        clock=clock,
+    )
+    refresher.refresh_now()
+    clock.now += 30
+    assert refresher.refresh_now().view.running == 0
+    api.set(replace(running, invocation_status="Success", finished_time=T0 + 5))
+    api.set(replace(delivering, oss_output_status="Finished"))
+    for _ in range(2):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert snap.view.tracked_runs == 1
+    assert sum(finished(snap).values()) == 0
+    assert dict(snap.counters.oss_deliveries)[("Finished", "")] == 1
+    assert all(q.invoke_record_status == "Failed" for q in api.calls)
+
+
+@pytest.mark.parametrize("garbling", ["repeats", "record"])
+def test_history_reads_that_do_not_read_well_never_give_a_run_up(
+    executor: ThreadPoolExecutor, garbling: str
+) -> None:
+    # A run that complete history reads keep not returning is taken as gone after a few
+    # reads; reads with unusable records (or Repeats) must not count as such reads.
+    clock = FakeClock()
+
+    def run(n: int, status: str, repeats: int | None = None) -> InvocationResult:
+        record = result("t-p", status=status, repeats=n, record_status="Running", start=T0 + n)
+        return record if repeats is None else replace(record, repeats=repeats)
+
+    api = FakeApi([run(1, "Scheduled"), *backlog(3)])
+    refresher = make_refresher(api, executor, clock, include_history=True, sweep_interval=0.0)
+    refresher.refresh_now()
+    api.set(run(2, "Scheduled"))
+    api.history = [run(2, "Failed", repeats=0 if garbling == "repeats" else None)]
+    for _ in range(6):
+        clock.now += 30
+        if garbling == "record":
+            api.garbled.add(len(api.calls) + 3)  # fast path, Running walk, then the history
+        snap = refresher.refresh_now()
+        assert sum(finished(snap).values()) == 0
+    api.history = [run(2, "Failed"), run(1, "Success")]
+    clock.now += 30
+    snap = refresher.refresh_now()
+    assert finished(snap) == Counter({("Failed", ""): 1})

@@ -184,15 +184,18 @@ def test_periodic_record_counts_each_new_repeats_seen_terminal() -> None:
     # The record of a periodic task shows its latest run; each run is counted when the record
     # shows it in a terminal status with a larger Repeats.
     tracker = RunTracker()
-    periodic = result("t-p", status="Success", repeats=3, record_status="Running")
-    baseline(tracker, [periodic])
 
-    tracker.observe(replace(periodic, invocation_status="Running", repeats=4), now=T0 + 60)
-    tracker.observe(replace(periodic, invocation_status="Failed", repeats=4), now=T0 + 90)
-    tracker.observe(replace(periodic, invocation_status="Failed", repeats=4), now=T0 + 95)
-    tracker.observe(replace(periodic, invocation_status="Success", repeats=5), now=T0 + 150)
+    def run(n: int, status: str) -> InvocationResult:
+        return result("t-p", status=status, repeats=n, record_status="Running", start=T0 + 60 * n)
+
+    baseline(tracker, [run(3, "Success")])
+
+    tracker.observe(run(4, "Running"), now=T0 + 60)
+    tracker.observe(run(4, "Failed"), now=T0 + 90)
+    tracker.observe(run(4, "Failed"), now=T0 + 95)
+    tracker.observe(run(5, "Success"), now=T0 + 150)
     # Between runs the service shows Scheduled: nothing to count.
-    tracker.observe(replace(periodic, invocation_status="Scheduled", repeats=5), now=T0 + 170)
+    tracker.observe(run(5, "Scheduled"), now=T0 + 170)
 
     totals = tracker.counter_totals()
     assert finished_total(totals, "Failed") == 1
@@ -397,3 +400,139 @@ def test_history_walk_is_refused_without_include_history() -> None:
     baseline(tracker, [])
     with pytest.raises(RuntimeError, match="include_history"):
         tracker.observe_history_run(result("t-p", repeats=2), now=T0)
+
+
+# --- regressions found by tests/test_counting_properties.py ----------------------------------
+
+
+@pytest.mark.parametrize("include_history", [False, True])
+def test_a_periodic_task_stopped_between_runs_does_not_count_a_run_of_the_backlog(
+    include_history: bool,
+) -> None:
+    # At the baseline the task shows Scheduled after run 3; StopInvocation then makes the result
+    # show run 3 in its own terminal status. Run 3 ended before the baseline: backlog.
+    tracker = RunTracker(include_history=include_history)
+    scheduled = result(
+        "t-p", status="Scheduled", repeats=3, record_status="Running", start=T0 - 100
+    )
+    scheduled = replace(scheduled, finished_time=None)  # the service may not show it
+    baseline(tracker, [scheduled])
+    stopped = replace(
+        scheduled,
+        invocation_status="Failed",
+        invoke_record_status="Stopped",
+        error_code="ExitCodeNonzero",
+        finished_time=T0 - 90,
+    )
+    tracker.observe(stopped, now=T0 + 60)
+    assert finished_total(tracker.counter_totals()) == 0
+    assert tracker.history_due() == []
+
+
+def _periodic_run(n: int, status: str, *, repeats: int | None = None) -> InvocationResult:
+    """Run ``n`` of a periodic task (each run at its own time); ``repeats`` as the API sent it."""
+    record = result("t-p", status=status, repeats=n, record_status="Running", start=T0 + 60 * n)
+    return record if repeats is None else replace(record, repeats=repeats)
+
+
+def test_a_result_read_with_a_garbled_repeats_is_not_counted_twice() -> None:
+    # The last run of a schedule is first read with Repeats missing (0), then correctly: the
+    # same run (same FinishedTime), counted once, with its delivery.
+    tracker = RunTracker()
+    baseline(tracker, [_periodic_run(1, "Scheduled")])
+    last = replace(
+        _periodic_run(2, "Failed"), invoke_record_status="Finished", oss_output_status="Finished"
+    )
+    tracker.observe(replace(last, repeats=0), now=T0 + 200)
+    tracker.observe(last, now=T0 + 230)
+    totals = tracker.counter_totals()
+    assert finished_total(totals) == 1
+    assert finished_total(totals, "Failed") == 1
+    assert oss_total(totals, "Finished") == 1
+
+
+def test_history_runs_without_a_usable_repeats_are_ignored() -> None:
+    # A history page with Repeats missing cannot say which run a record is: counting it as
+    # run 1 would count run 2 twice and run 1 never.
+    tracker = RunTracker(include_history=True)
+    baseline(tracker, [_periodic_run(1, "Running")])
+    key = ("t-p", "i-1", "")
+    tracker.observe(_periodic_run(2, "Scheduled"), now=T0 + 200)
+    assert list(tracker.history_needed(key)) == [1, 2]
+    for record in (_periodic_run(2, "Failed", repeats=0), _periodic_run(1, "Success", repeats=0)):
+        assert not tracker.observe_history_run(record, now=T0 + 200)
+    assert finished_total(tracker.counter_totals()) == 0
+    for record in (_periodic_run(2, "Failed"), _periodic_run(1, "Success")):
+        tracker.observe_history_run(record, now=T0 + 230)
+    totals = tracker.counter_totals()
+    assert (finished_total(totals, "Failed"), finished_total(totals, "Success")) == (1, 1)
+
+
+def test_with_history_a_periodic_result_is_counted_from_its_history_only() -> None:
+    # The result of a finished schedule, read with a garbled Repeats, must not take the slot of
+    # run 1: the history counts each run under its own number.
+    tracker = RunTracker(include_history=True)
+    baseline(tracker, [_periodic_run(1, "Scheduled")])
+    tracker.observe(_periodic_run(2, "Running"), now=T0 + 130)
+    last = replace(_periodic_run(3, "Timeout", repeats=0), invoke_record_status="Finished")
+    tracker.observe(last, now=T0 + 300)
+    assert finished_total(tracker.counter_totals()) == 0
+    assert tracker.history_due() == [("t-p", "i-1", "")]
+    for n, status in ((3, "Timeout"), (2, "Failed"), (1, "Success")):
+        tracker.observe_history_run(_periodic_run(n, status), now=T0 + 330)
+    totals = tracker.counter_totals()
+    assert finished_total(totals) == 2  # run 1 ended before the baseline
+    assert (finished_total(totals, "Timeout"), finished_total(totals, "Failed")) == (1, 1)
+
+
+def test_a_garbled_baseline_does_not_make_the_history_count_the_backlog() -> None:
+    # At the baseline the result is read with Repeats missing: the runs that ended by the time
+    # it showed then are backlog all the same.
+    tracker = RunTracker(include_history=True)
+    shown = replace(_periodic_run(3, "Scheduled", repeats=0), finished_time=T0 + 190)
+    baseline(tracker, [shown], now=T0 + 200)
+    tracker.observe(replace(shown, repeats=3), now=T0 + 230)
+    for n in (3, 2, 1):
+        tracker.observe_history_run(_periodic_run(n, "Success"), now=T0 + 230)
+    assert finished_total(tracker.counter_totals()) == 0
+    tracker.observe(_periodic_run(4, "Scheduled"), now=T0 + 300)
+    tracker.observe_history_run(_periodic_run(4, "Success"), now=T0 + 300)
+    assert finished_total(tracker.counter_totals()) == 1
+
+
+def test_a_result_the_baseline_missed_that_finished_long_before_is_backlog() -> None:
+    # A page cap with an order that is not newest-first, or a record that could not be parsed
+    # at the baseline: the result turns up later, finished before the exporter started.
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0 + 3600)
+    old = result("t-old", status="Failed", start=T0, oss="Finished")
+    assert tracker.observe(old, now=T0 + 3630) is Change.NEW
+    # A run that finished after the baseline, or just before it (clocks drift), is counted.
+    tracker.observe(result("t-new", status="Success", start=T0 + 3590), now=T0 + 3630)
+    totals = tracker.counter_totals()
+    assert finished_total(totals) == 1
+    assert finished_total(totals, "Success") == 1
+    assert oss_total(totals, "Finished") == 0
+    assert dict(tracker.view_summary(T0 + 3630).by_status)["Failed"] == 1
+
+
+@pytest.mark.parametrize("history_order", [(2, 1), (1, 2)])
+def test_a_periodic_result_first_read_with_a_garbled_repeats_keeps_every_run_label(
+    history_order: tuple[int, int],
+) -> None:
+    # The last run of a schedule is first seen finished, with Repeats missing, before the task
+    # is known to be periodic: counted from the result (as run 1). Its history then shows run 1
+    # (Failed) and run 2 (the one counted): each run once, with its own status.
+    tracker = RunTracker(include_history=True)
+    baseline(tracker, [])
+    last = replace(_periodic_run(2, "Error", repeats=0), invoke_record_status="Finished")
+    tracker.observe(last, now=T0 + 200)
+    assert finished_total(tracker.counter_totals(), "Error") == 1
+    tracker.observe(replace(last, repeats=2), now=T0 + 230)
+    assert tracker.history_due() == [("t-p", "i-1", "")]
+    for n in history_order:
+        status = {1: "Failed", 2: "Error"}[n]
+        tracker.observe_history_run(_periodic_run(n, status), now=T0 + 230)
+    totals = tracker.counter_totals()
+    assert (finished_total(totals, "Error"), finished_total(totals, "Failed")) == (1, 1)
+    assert finished_total(totals) == 2
