@@ -401,12 +401,12 @@ class SimulatorServer:
                 "The request signature does not conform to Aliyun standards: the Authorization "
                 "header is missing or not ACS3-HMAC-SHA256.",
             )
-        access_key_id, signed_headers, provided = auth
-        _check_signed_headers(headers, lower, signed_headers)
         with self._lock:
-            account = self._accounts.get(access_key_id)
-        if account is None:
-            raise ApiError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+            account = self._accounts.get(auth[0])
+        verify_v3_signature(
+            method, path, params, headers, body, auth, None if account is None else account.secret
+        )
+        assert account is not None  # verify_v3_signature refuses an unknown key
         token = lower.get("x-acs-security-token", "")
         if account.sts and not token:
             raise ApiError(
@@ -423,18 +423,6 @@ class SimulatorServer:
                 400,
                 "InvalidSecurityToken.Malformed",
                 "A security token was sent with a permanent AccessKey.",
-            )
-        payload = hashlib.sha256(body).hexdigest()
-        canonical, _ = signing.canonical_request(
-            method, path, params, headers, signed_headers, payload
-        )
-        expected = signing.signature(account.secret, canonical)
-        if not hmac.compare_digest(expected, provided):
-            raise ApiError(
-                400,
-                "SignatureDoesNotMatch",
-                "Specified signature does not match our calculation. server string to sign "
-                f"is:{signing.string_to_sign(canonical)}",
             )
         self._check_freshness(lower)
 
@@ -640,6 +628,39 @@ class SimulatorServer:
                 out.append(ref)
             position -= 1
         return out, total
+
+
+def verify_v3_signature(
+    method: str,
+    path: str,
+    params: Mapping[str, str],
+    headers: list[tuple[str, str]],
+    body: bytes,
+    auth: tuple[str, list[str], str],
+    secret: str | None,
+) -> None:
+    """Verify an ACS3-HMAC-SHA256 request as the service does, or raise :class:`ApiError`.
+
+    ``auth`` is the parsed ``Authorization``; ``secret`` the AccessKey secret of its key id
+    (``None``: unknown key). ``host`` and every ``x-acs-*`` header sent must be signed, and the
+    signature is recomputed over the headers the client listed, so both the minimal header set
+    and the official SDK's all-headers style verify. Shared by every fake service that checks
+    signatures (the ECS API here, STS in ``metadata``).
+    """
+    _, signed_headers, provided = auth
+    lower = {name.lower(): value for name, value in headers}
+    _check_signed_headers(headers, lower, signed_headers)
+    if secret is None:
+        raise ApiError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+    payload = hashlib.sha256(body).hexdigest()
+    canonical, _ = signing.canonical_request(method, path, params, headers, signed_headers, payload)
+    if not hmac.compare_digest(signing.signature(secret, canonical), provided):
+        raise ApiError(
+            400,
+            "SignatureDoesNotMatch",
+            "Specified signature does not match our calculation. server string to sign "
+            f"is:{signing.string_to_sign(canonical)}",
+        )
 
 
 def _check_signed_headers(
