@@ -16,15 +16,17 @@ The HTTP clients are created here and closed by :meth:`Application.close`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
+from typing import Final
 
 import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -60,6 +62,10 @@ from exporter.tracking import CommandBreakdown
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
+
+# At shutdown, how long a refresh still in flight may take to finish. Its result would be thrown
+# away, so it is not worth holding up a SIGTERM: a refresh stuck on a slow API is abandoned.
+REFRESH_STOP_SECONDS: Final = 2.0
 
 
 def build_credentials(
@@ -136,12 +142,33 @@ class Application:
         default_factory=dict
     )
     _status_lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: Future[None] = field(default_factory=Future)
 
     def prepare_scrape(self, max_wait: float) -> None:
-        """Start every refresh that is due and wait for them together, at most ``max_wait``."""
+        """Start every refresh that is due and wait for them together, at most ``max_wait``.
+
+        Returns at once when :meth:`begin_stop` is called, so a scrape in flight at shutdown
+        answers with the last snapshots instead of waiting for a slow API.
+        """
         futures = [f for f in (r.start_if_due() for r in self.refreshers) if f is not None]
-        if futures and max_wait > 0:
-            wait_futures(futures, timeout=max_wait)
+        if not futures or max_wait <= 0:
+            return
+        deadline = time.monotonic() + max_wait
+        pending: set[Future[None]] = set(futures)
+        while pending and not self._stopping.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            _, pending = wait_futures(
+                pending | {self._stopping}, timeout=left, return_when=FIRST_COMPLETED
+            )
+            pending.discard(self._stopping)
+
+    def begin_stop(self) -> None:
+        """Shutdown has begun: scrapes waiting for refreshes stop waiting (idempotent)."""
+        # InvalidStateError: another thread set it first.
+        with contextlib.suppress(InvalidStateError):
+            self._stopping.set_result(None)
 
     def start_refreshes(self) -> None:
         """Start the first refresh of every target (so ``/-/ready`` turns true without a scrape)."""
@@ -179,20 +206,24 @@ class Application:
         )
 
     def close(self, timeout: float = 10.0) -> bool:
-        """Cancel queued refreshes, close the HTTP clients, wait for refreshes in flight.
+        """Cancel queued refreshes, wait for refreshes in flight, close the HTTP clients.
 
-        Closing the clients first makes a refresh waiting on the API fail at once. Returns
-        False when a refresh is still running after ``timeout`` seconds.
+        Returns False when a refresh is still running after ``timeout`` seconds; the clients
+        are then left open (closing them under the refresh would only turn its next try into a
+        confusing error) and the caller is expected to exit without waiting for it.
         """
+        self.begin_stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
-        for client in self.http_clients:
-            client.close()
         waiter = threading.Thread(
             target=self.executor.shutdown, name="refresh-pool-stop", daemon=True
         )
         waiter.start()
         waiter.join(timeout)
-        return not waiter.is_alive()
+        if waiter.is_alive():
+            return False
+        for client in self.http_clients:
+            client.close()
+        return True
 
 
 def build_application(
@@ -306,9 +337,11 @@ def serve(
 ) -> int:
     """Serve ``app`` until SIGTERM/SIGINT (or ``stop`` is set); return the exit code.
 
-    Shutdown is graceful: stop accepting, let requests in flight finish (up to
-    ``grace_seconds``), stop the refresh pool and close the HTTP clients, then return 0.
-    Returns 1 when the address cannot be bound.
+    Shutdown is graceful and prompt: stop accepting, let requests in flight finish (up to
+    ``grace_seconds``; a scrape waiting for a refresh answers at once with the last snapshots),
+    give refreshes in flight :data:`REFRESH_STOP_SECONDS` to finish, close the HTTP clients,
+    then return 0 (a refresh stuck on a slow API is abandoned: the process exits with 0 without
+    it). Returns 1 when the address cannot be bound.
     """
     stop = stop if stop is not None else threading.Event()
     try:
@@ -361,9 +394,10 @@ def serve(
         while not stop.wait(0.5):
             pass
     finally:
+        app.begin_stop()
         finished = server.stop(grace_seconds)
         thread.join(grace_seconds)
-        pool_stopped = app.close(grace_seconds)
+        pool_stopped = app.close(min(grace_seconds, REFRESH_STOP_SECONDS))
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
     if not finished:

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import platform
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,14 +20,29 @@ from typing import Final
 from exporter import __version__
 from exporter.app import build_application, serve
 from exporter.ecs.errors import EcsError
-from exporter.logs import LOG_FORMATS, LOG_LEVELS, REDACTOR, configure_logging
-from exporter.settings import ConfigError, ExporterSettings, load_settings
+from exporter.logs import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    REDACTOR,
+    JsonFormatter,
+    LogfmtFormatter,
+    configure_logging,
+    describe_exception,
+    log_uncaught_exceptions,
+)
+from exporter.settings import (
+    MAX_CONFIG_FILE_BYTES,
+    ConfigError,
+    ExporterSettings,
+    load_settings,
+)
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 PROGRAM: Final = "aliyun-cloudassistant-exporter"
 DEFAULT_LISTEN_ADDRESS: Final = ":9907"
 DEFAULT_DEMO_LISTEN_ADDRESS: Final = "127.0.0.1:9907"
 EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 # Secrets the environment-reading credential sources will use, for the log redactor.
@@ -50,6 +66,10 @@ def parse_listen_address(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"{value!r}: the port must be a number") from None
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r}: the port must be between 0 and 65535")
+    try:
+        host.encode("idna")  # what the socket layer does with a name; a bad one is a bad flag
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(f"{value!r}: {host!r} is not a valid host name") from None
     return (host or "0.0.0.0", port)
 
 
@@ -142,7 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_web_config(path: Path | None) -> WebConfig | None:
-    return None if path is None else load_web_config(path)
+    if path is None:
+        return None
+    try:
+        status = path.stat()
+    except OSError:
+        pass  # load_web_config names the problem (missing, permission denied ...)
+    else:
+        # A FIFO or a device (/dev/zero) would block start-up or be read forever.
+        if not (stat.S_ISREG(status.st_mode) or stat.S_ISDIR(status.st_mode)):
+            raise WebConfigError(f"web config {path}: is not a regular file")
+        if status.st_size > MAX_CONFIG_FILE_BYTES:
+            raise WebConfigError(f"web config {path}: is larger than {MAX_CONFIG_FILE_BYTES} bytes")
+    try:
+        return load_web_config(path)
+    except RecursionError:  # thousands of nested [ or {: PyYAML's composer recurses
+        raise WebConfigError(f"web config {path}: not valid YAML: nested too deeply") from None
 
 
 def _config_failure(error: Exception, *, check: bool, hint: str = "") -> int:
@@ -155,11 +190,29 @@ def _config_failure(error: Exception, *, check: bool, hint: str = "") -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the exporter; returns the process exit code."""
+    """Run the exporter; returns the process exit code.
+
+    An unexpected exception (a bug) ends the process with exit code 1 and one log line naming
+    the exception and where it was raised, never a traceback.
+    """
     try:
         return _run(argv)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers are in place
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        _report_unexpected(exc)
+        return EXIT_FAILURE
+
+
+def _report_unexpected(exc: Exception) -> None:
+    configured = any(
+        isinstance(handler.formatter, LogfmtFormatter | JsonFormatter)
+        for handler in logging.getLogger().handlers
+    )
+    if configured:
+        log.error("unexpected error", extra={"err": describe_exception(exc)})
+    else:  # before logging is configured (e.g. while parsing flags)
+        print(f"{PROGRAM}: unexpected error: {describe_exception(exc)}", file=sys.stderr)
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -168,6 +221,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.demo and (args.config_file is not None or args.config_check):
         parser.error("--demo cannot be combined with --config.file or --config.check")
     configure_logging(args.log_level, args.log_format)
+    log_uncaught_exceptions()
 
     try:
         web_config = _load_web_config(args.web_config_file)

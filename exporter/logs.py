@@ -8,6 +8,11 @@ Every value is passed through a :class:`SecretRedactor` before it is encoded: th
 registers each secret it loads (AccessKey secrets, STS tokens, passwords), so a secret that
 reaches a log line by accident (an exception text, a URL) comes out as ``***``. That is defence
 in depth; the code never logs secrets on purpose.
+
+An exception attached to a record (``log.exception``, ``exc_info=True``) becomes two fields,
+``err="Type: message"`` and ``at="file.py:123"`` (where it was raised), never a traceback: a log
+line is for operators, and a traceback is many lines of noise to them (and can quote values).
+:func:`log_uncaught_exceptions` makes exceptions nobody caught, in any thread, take the same form.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import json
 import logging
 import sys
 import threading
-import traceback
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import IO, Final
 
 LOG_LEVELS: Final = ("debug", "info", "warn", "error")
@@ -97,9 +102,59 @@ def _event_fields(record: logging.LogRecord, redactor: SecretRedactor) -> dict[s
             fields[key] = str(value)
     if record.exc_info and record.exc_info[1] is not None:
         exc = record.exc_info[1]
-        fields["err"] = f"{type(exc).__name__}: {exc}"
-        fields["exc"] = "".join(traceback.format_exception(exc)).rstrip()
+        fields["err"] = _exception_text(exc)
+        fields["at"] = raised_at(exc)
     return {key: redactor.redact(value) for key, value in fields.items()}
+
+
+def _exception_text(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def raised_at(exc: BaseException) -> str:
+    """``file.py:123`` of the innermost frame of ``exc``'s traceback (``?`` without one)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+
+
+def describe_exception(exc: BaseException, redactor: SecretRedactor = REDACTOR) -> str:
+    """``Type: message (at file.py:123)`` on one line, registered secrets redacted."""
+    text = f"{_exception_text(exc)} (at {raised_at(exc)})"
+    return redactor.redact(" ".join(text.split()))
+
+
+def log_uncaught_exceptions() -> None:
+    """Log an exception nobody caught (main thread or any other) as one error line.
+
+    Replaces the interpreter's hooks, which print a traceback to stderr.
+    """
+    uncaught = logging.getLogger("exporter.uncaught")
+
+    def main_thread_hook(
+        kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        uncaught.error("uncaught exception", exc_info=(kind, exc, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+            return
+        thread = args.thread.name if args.thread is not None else "?"
+        uncaught.error(
+            "uncaught exception in a thread",
+            extra={"thread_name": thread},
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+
+    sys.excepthook = main_thread_hook
+    threading.excepthook = thread_hook
 
 
 def _logfmt_value(value: str) -> str:

@@ -11,17 +11,23 @@
 
 Only GET and HEAD are allowed (405 otherwise); unknown paths are 404. With a web config, TLS
 and basic auth apply to every path, health endpoints included (as exporter-toolkit does). An
-exception while answering is logged and becomes a 500; the server keeps serving.
+exception while answering is logged on one line (no traceback) and becomes a 500; a client that
+goes away mid-answer is only noted at debug level. The server keeps serving either way.
+
+Each connection is served by its own thread, and a connection that sends nothing for
+:data:`CONNECTION_TIMEOUT_SECONDS` is dropped, so silent or slow clients never hold up a scrape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
 import logging
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +40,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
+from exporter.logs import describe_exception
 from exporter.webconfig import BASIC_AUTH_CHALLENGE, WebConfig
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,9 @@ SCRAPE_TIMEOUT_MARGIN_SECONDS: Final = 0.5
 # A connection that sends nothing (or stalls a TLS handshake) for this long is dropped.
 CONNECTION_TIMEOUT_SECONDS: Final = 30.0
 ALLOWED_METHODS: Final = "GET, HEAD"
+LISTEN_BACKLOG: Final = 128
+# The longest request path quoted in a log line.
+_MAX_LOGGED_PATH: Final = 200
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,10 @@ class ExporterHTTPServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # The listen backlog. socketserver's default of 5 makes the kernel drop the SYNs of a burst
+    # of connections (an HA pair, a flood, idle clients) and clients wait a second or more for
+    # their retransmission.
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self,
@@ -104,6 +118,9 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         )
         self.response_headers = web_config.response_headers if web_config is not None else {}
         self._in_flight = 0
+        # Open connections by serving thread: the socket, and whether a request is being
+        # answered on it (an idle one is closed at shutdown instead of waited for).
+        self._connections: dict[int, tuple[socket.socket, bool]] = {}
         self._idle = threading.Condition()
         super().__init__(address, ExporterRequestHandler)
 
@@ -135,10 +152,21 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        self._track_connection(request, busy=False)
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self._idle:
+                self._connections.pop(threading.get_ident(), None)
             self._request_done()
+
+    def _track_connection(self, connection: socket.socket, *, busy: bool) -> None:
+        with self._idle:
+            self._connections[threading.get_ident()] = (connection, busy)
+
+    def mark_busy(self, connection: socket.socket) -> None:
+        """Called by the handler once a request has arrived on ``connection``."""
+        self._track_connection(connection, busy=True)
 
     def _request_done(self) -> None:
         with self._idle:
@@ -155,6 +183,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         except (ssl.SSLError, OSError) as exc:
             log.debug("TLS handshake failed", extra={"client": client_address[0], "err": exc})
             return
+        self._track_connection(tls_socket, busy=False)
         try:
             super().finish_request(tls_socket, client_address)
         finally:
@@ -162,7 +191,9 @@ class ExporterHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The default prints a traceback to stderr; a dropped connection is not worth one.
-        log.debug("connection error", extra={"client": client_address[0]}, exc_info=True)
+        exc = sys.exc_info()[1]
+        err = describe_exception(exc) if exc is not None else "unknown"
+        log.debug("connection error", extra={"client": client_address[0], "err": err})
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is in flight; False if ``timeout`` passed first."""
@@ -170,13 +201,20 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def stop(self, grace_seconds: float = 10.0) -> bool:
-        """Stop accepting, close the listening socket, and wait for requests in flight.
+        """Stop accepting, close the listening socket and idle connections, wait for requests.
 
         Must be called from another thread than the one in ``serve_forever()``. Returns
         whether every request in flight finished within ``grace_seconds``.
         """
         self.shutdown()
         self.server_close()
+        with self._idle:
+            idle = [sock for sock, busy in self._connections.values() if not busy]
+        for sock in idle:
+            # A client that connected but sent nothing would hold its thread (and shutdown)
+            # until the connection timeout: end its wait for a request line now.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         return self.wait_idle(grace_seconds)
 
 
@@ -185,6 +223,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
 
     server: ExporterHTTPServer
     server_version = f"aliyun-cloudassistant-exporter/{__version__}"
+    sys_version = ""  # the Server header does not advertise the Python version
     timeout = CONNECTION_TIMEOUT_SECONDS
 
     def do_GET(self) -> None:
@@ -194,6 +233,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         self._dispatch(send_body=False)
 
     def _method_not_allowed(self) -> None:
+        self.server.mark_busy(self.connection)
         if self._authorized(send_body=True):
             self._send(
                 HTTPStatus.METHOD_NOT_ALLOWED,
@@ -206,6 +246,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
     )
 
     def _dispatch(self, *, send_body: bool) -> None:
+        self.server.mark_busy(self.connection)
         if not self._authorized(send_body=send_body):
             return
         path = self.path.split("?", 1)[0]
@@ -221,8 +262,22 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             return
         try:
             route(send_body)
-        except Exception:
-            log.exception("error while answering a request", extra={"path": path})
+        except (ConnectionError, TimeoutError) as exc:
+            # The client went away (or stopped reading) mid-answer: nothing to answer to.
+            self.close_connection = True
+            log.debug(
+                "client went away",
+                extra={
+                    "client": self.client_address[0],
+                    "path": path[:_MAX_LOGGED_PATH],
+                    "err": describe_exception(exc),
+                },
+            )
+        except Exception as exc:
+            log.error(
+                "error while answering a request",
+                extra={"path": path[:_MAX_LOGGED_PATH], "err": describe_exception(exc)},
+            )
             self._send(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 b"Internal Server Error\n",

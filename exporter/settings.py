@@ -28,6 +28,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from exporter.ecs.errors import InvalidRequestError
@@ -60,6 +63,13 @@ ENV_PREFIX: Final = "ALIYUN_CLOUDASSISTANT_"
 SECRETS_DIR_VARIABLE: Final = "ALIYUN_CLOUDASSISTANT_SECRETS_DIR"
 CREDENTIAL_SOURCES: Final = ("static", "environment", "ecs_ram_role", "oidc_role", "default")
 MAX_RESULTS_LIMIT: Final = 50  # the API's maximum MaxResults
+# A config of thousands of targets is far smaller; a larger file is a mistake (a log, a dump,
+# /dev/zero) and reading it whole would only waste memory.
+MAX_CONFIG_FILE_BYTES: Final = 4 * 1024 * 1024
+MAX_SECRET_FILE_BYTES: Final = 64 * 1024
+# An error lists at most this many problems (a file with the same mistake in every target
+# would otherwise print thousands of lines).
+MAX_PROBLEMS_SHOWN: Final = 20
 
 # cn-hangzhou, ap-southeast-1, cn-shanghai-finance-1, us-east-1 ...
 _REGION_ID: Final = re.compile(r"^[a-z]{2,}(?:-[a-z0-9]+){1,4}$")
@@ -92,8 +102,43 @@ class ConfigError(Exception):
     def __str__(self) -> str:
         if len(self.problems) == 1:
             return f"{self.source}: {self.problems[0]}"
-        details = "".join(f"\n  {problem}" for problem in self.problems)
-        return f"{self.source}: {len(self.problems)} problems:{details}"
+        shown = self.problems[:MAX_PROBLEMS_SHOWN]
+        details = "".join(f"\n  {problem}" for problem in shown)
+        hidden = len(self.problems) - len(shown)
+        more = f"\n  ... and {hidden} more" if hidden else ""
+        return f"{self.source}: {len(self.problems)} problems:{details}{more}"
+
+
+def read_text_file(path: Path, *, max_bytes: int) -> str:
+    """The UTF-8 text of the regular file ``path`` (symlinks followed), at most ``max_bytes``.
+
+    Raises ``ValueError`` with a short reason that does not repeat the path or the content:
+    missing, unreadable, a directory, not a regular file (a FIFO or a device would block or
+    never end), too large, not UTF-8.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused below).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ValueError(exc.strerror or type(exc).__name__) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ValueError("is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise ValueError("is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(max_bytes + 1)
+    except OSError as exc:
+        raise ValueError(exc.strerror or type(exc).__name__) from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ValueError(f"is larger than {max_bytes} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
 
 
 def _check_url(value: str) -> str:
@@ -154,11 +199,9 @@ DEFAULT_SESSION_NAME: Final = "aliyun-cloudassistant-exporter"
 
 def _read_secret_file(path: Path, what: str) -> SecretStr:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{what} {str(path)!r} is not UTF-8 text") from None
+        text = read_text_file(path, max_bytes=MAX_SECRET_FILE_BYTES)
+    except ValueError as exc:
+        raise ValueError(f"cannot read {what} {str(path)!r}: {exc}") from None
     secret = text.strip()
     if not secret:
         raise ValueError(f"{what} {str(path)!r} is empty")
@@ -577,6 +620,14 @@ class EnvironmentSettings(BaseSettings):
                 "ALIBABA_CLOUD_ACCESS_KEY_SECRET is required "
                 "when ALIBABA_CLOUD_ACCESS_KEY_ID is set"
             )
+        # A secret or token without its key id is half a configuration: say so now rather
+        # than fail every refresh with "no credentials".
+        for name, value in (
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", self.access_key_secret),
+            ("ALIBABA_CLOUD_SECURITY_TOKEN", self.security_token),
+        ):
+            if value is not None and not self.access_key_id:
+                raise ValueError(f"ALIBABA_CLOUD_ACCESS_KEY_ID is required when {name} is set")
         return self
 
     def to_exporter_settings(self) -> ExporterSettings:
@@ -668,6 +719,34 @@ def problems_from(error: ValidationError) -> list[ConfigProblem]:
     return problems
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last value, so a second ``targets:`` (or ``api:``) section would
+    silently drop the first one.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        first_lines: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_lines
+            except TypeError:  # unhashable: the base constructor reports it
+                continue
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given on line {first_lines[key] + 1})",
+                    key_node.start_mark,
+                )
+            first_lines[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> ConfigProblem:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or "cannot parse"
@@ -679,16 +758,16 @@ def load_config_file(path: Path) -> ExporterSettings:
     """Read and validate a YAML config file; raises :class:`ConfigError` naming ``path``."""
     source = f"config file {str(path)!r}"
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError(source, [ConfigProblem(path="", message=reason)]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(source, [ConfigProblem(path="", message="not UTF-8 text")]) from None
+        text = read_text_file(path, max_bytes=MAX_CONFIG_FILE_BYTES)
+    except ValueError as exc:
+        raise ConfigError(source, [ConfigProblem(path="", message=str(exc))]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError(source, [_yaml_problem(exc)]) from None
+    except RecursionError:  # thousands of nested [ or {: PyYAML's composer recurses
+        message = "invalid YAML: nested too deeply"
+        raise ConfigError(source, [ConfigProblem(path="", message=message)]) from None
     if data is None:
         raise ConfigError(source, [ConfigProblem(path="", message="the file is empty")])
     if not isinstance(data, dict):
@@ -698,6 +777,9 @@ def load_config_file(path: Path) -> ExporterSettings:
         return ExporterSettings(**{str(key): value for key, value in data.items()})
     except ValidationError as exc:
         raise ConfigError(source, problems_from(exc)) from None
+    except RecursionError:  # a self-referencing YAML alias (&a [*a])
+        message = "the structure is nested too deeply (a recursive YAML alias?)"
+        raise ConfigError(source, [ConfigProblem(path="", message=message)]) from None
 
 
 def load_environment() -> ExporterSettings:
@@ -711,15 +793,52 @@ def load_environment() -> ExporterSettings:
     if secrets_dir is not None and not Path(secrets_dir).is_dir():
         message = f"{secrets_dir!r} is not a directory"
         raise ConfigError(source, [ConfigProblem(path=SECRETS_DIR_VARIABLE, message=message)])
-    try:
-        from_environment = EnvironmentSettings(_secrets_dir=secrets_dir)  # type: ignore[call-arg]
-        return from_environment.to_exporter_settings()
-    except ValidationError as exc:
-        problems = [
-            ConfigProblem(path=_environment_name(problem.path), message=problem.message)
-            for problem in problems_from(exc)
-        ]
-        raise ConfigError(source, problems) from None
+    # pydantic-settings only warns about a secret "file" that is a directory (the secret is
+    # then silently missing): such a warning is an error, reported before anything else.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            from_environment = EnvironmentSettings(_secrets_dir=secrets_dir)  # type: ignore[call-arg]
+            settings = from_environment.to_exporter_settings()
+        except ValidationError as exc:
+            _raise_for_secret_warnings(source, caught)
+            problems = [
+                ConfigProblem(path=_environment_name(problem.path), message=problem.message)
+                for problem in problems_from(exc)
+            ]
+            raise ConfigError(source, problems) from None
+        except SettingsError as exc:  # a nested section's variable that is not JSON
+            raise ConfigError(source, [_settings_error_problem(exc)]) from None
+        except OSError as exc:  # a secret file that cannot be read
+            message = f"cannot read a secret file: {exc.strerror or type(exc).__name__}"
+            problem = ConfigProblem(path=SECRETS_DIR_VARIABLE, message=message)
+            raise ConfigError(source, [problem]) from None
+    _raise_for_secret_warnings(source, caught)
+    return settings
+
+
+_SETTINGS_ERROR_FIELD: Final = re.compile(r'error parsing value for field "(\w+)"')
+
+
+def _settings_error_problem(error: SettingsError) -> ConfigProblem:
+    """The variable pydantic-settings could not decode (the value itself is never shown)."""
+    match = _SETTINGS_ERROR_FIELD.search(str(error))
+    variable = f"{ENV_PREFIX}{match.group(1).upper()}" if match else ""
+    return ConfigProblem(
+        path=variable,
+        message="not valid JSON (set single fields instead, e.g. "
+        f"{ENV_PREFIX}REFRESH__MIN_INTERVAL_SECONDS=60)",
+    )
+
+
+def _raise_for_secret_warnings(source: str, caught: Sequence[warnings.WarningMessage]) -> None:
+    problems = [
+        ConfigProblem(path=SECRETS_DIR_VARIABLE, message=str(warning.message))
+        for warning in caught
+        if "secret file" in str(warning.message)
+    ]
+    if problems:
+        raise ConfigError(source, problems)
 
 
 def _environment_name(path: str) -> str:

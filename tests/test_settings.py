@@ -355,6 +355,35 @@ def test_environment_secret_from_a_secrets_dir(
             "ALIYUN_CLOUDASSISTANT_SECRETS_DIR: '/nonexistent' is not a directory",
             id="bad-secrets-dir",
         ),
+        pytest.param(
+            {
+                "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+                "ALIYUN_CLOUDASSISTANT_API__TIMEOUT_SECONDS": "soon",
+            },
+            "ALIYUN_CLOUDASSISTANT_API__TIMEOUT_SECONDS: Input should be a valid number",
+            id="nested-not-a-number",
+        ),
+        pytest.param(
+            {"ALIYUN_CLOUDASSISTANT_REGIONS": " , ,"},
+            "ALIYUN_CLOUDASSISTANT_REGIONS: List should have at least 1 item",
+            id="only-commas",
+        ),
+        pytest.param(
+            {
+                "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+                "ALIYUN_CLOUDASSISTANT_ACCOUNT": "a b",
+            },
+            "ALIYUN_CLOUDASSISTANT_ACCOUNT: 'a b' is not a valid name",
+            id="bad-account",
+        ),
+        pytest.param(
+            {
+                "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+                "ALIYUN_CLOUDASSISTANT_REFRESH": '{"min_interval_seconds": ',
+            },
+            "ALIYUN_CLOUDASSISTANT_REFRESH: not valid JSON",
+            id="section-not-json",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(

@@ -7,6 +7,7 @@ Bad flags end with a one-line error and exit status 2 (no traceback).
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from exporter.simulator.world import PROFILES, WallClock, World, spec_with
 
 DEFAULT_ACCESS_KEY_ID = "simulator-access-key-id"
 DEFAULT_ACCESS_KEY_SECRET = "simulator-access-key-secret"
+MAX_BACKLOG = 1_000_000
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -31,7 +33,12 @@ def _listen_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"port {port_text!r} is not a number") from None
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} is out of range")
-    return host.strip("[]"), port
+    host = host.strip("[]")
+    try:
+        host.encode("idna")  # what the socket layer does with a name
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(f"{host!r} is not a valid host name") from None
+    return host, port
 
 
 def _fault_rule(text: str) -> FaultRule:
@@ -46,8 +53,19 @@ def _non_negative(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number, not negative")
+    return value
+
+
+def _backlog(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    # Generating the records takes memory and time in proportion; the API keeps 10,000 in view.
+    if not 0 <= value <= MAX_BACKLOG:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and {MAX_BACKLOG}")
     return value
 
 
@@ -63,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", choices=sorted(PROFILES), default="demo", help="workload (default demo)"
     )
-    parser.add_argument("--backlog", type=int, help="finished records generated at start")
+    parser.add_argument("--backlog", type=_backlog, help="finished records generated at start")
     parser.add_argument("--order", choices=ORDERS, default="newest", help="result order")
     parser.add_argument("--access-key-id", default=DEFAULT_ACCESS_KEY_ID)
     parser.add_argument("--access-key-secret", default=None, help="default: a fixed demo secret")
