@@ -62,6 +62,7 @@ from typing import Protocol, TypeVar
 from exporter.ecs.client import RequestEvent
 from exporter.ecs.errors import EcsError, InvalidRequestError, failure_reason
 from exporter.ecs.models import TERMINAL_STATUSES, InvocationQuery, Page
+from exporter.logs import raised_at
 from exporter.tracking import (
     Change,
     CommandBreakdown,
@@ -338,6 +339,7 @@ class TargetRefresher:
                     **self._fields(),
                     "reason": reason,
                     "error": type(exc).__name__,
+                    "detail": exc.message,
                     "code": exc.code,
                     "http_status": exc.http_status,
                     "request_id": exc.request_id,
@@ -346,7 +348,7 @@ class TargetRefresher:
         except Exception as exc:  # a bug must not take the exporter down: up=0, logged
             self._log.error(
                 "refresh failed with an unexpected error",
-                extra={**self._fields(), "error": type(exc).__name__, "at": _where(exc)},
+                extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
             )
         duration = time.monotonic() - started
         self._refreshes += 1
@@ -358,7 +360,7 @@ class TargetRefresher:
         except Exception as exc:  # keep serving the previous values, marked down
             self._log.error(
                 "building the snapshot failed",
-                extra={**self._fields(), "error": type(exc).__name__, "at": _where(exc)},
+                extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
             )
             self._snapshot = replace(
                 self._snapshot,
@@ -604,13 +606,3 @@ def _due(last: float, now: float, interval: float) -> bool:
     was set back: waiting for it to catch up would stop the refreshes for that long)."""
     elapsed = now - last
     return elapsed < 0 or elapsed >= interval
-
-
-def _where(exc: BaseException) -> str:
-    """``file:line`` of the innermost frame of ``exc`` (for a one-line log of a bug)."""
-    tb = exc.__traceback__
-    if tb is None:
-        return "?"
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"

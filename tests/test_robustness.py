@@ -480,6 +480,17 @@ def test_failing_credential_sources_give_up_0_and_reason_credentials(
         failed = [line for line in exporter.lines("refresh failed") if f"target={name}" in line]
         assert failed, name
         assert all("reason=credentials" in line for line in failed), name
+        # Each says why, not only which class of failure: the four causes read differently.
+        assert all('detail="' in line for line in failed), name
+    messages = {
+        name: {
+            line.split('detail="', 1)[1].split('"', 1)[0]
+            for line in exporter.lines("refresh failed")
+            if f"target={name}" in line
+        }
+        for name in names
+    }
+    assert len({frozenset(found) for found in messages.values()}) == len(names), messages
     for output in (exporter.output(), text, page):
         assert_clean(output)
 

@@ -337,7 +337,9 @@ class EcsClient:
             if len(self._logged_invalid) >= _MAX_LOGGED_INVALID:
                 self._logged_invalid.clear()
             self._logged_invalid.add(key)
-            log.warning(
+            # The exporter logs each bad record once at warning level with its target; the
+            # client's own line is for debugging the client alone.
+            log.debug(
                 "skipping an unusable record of %s in %s: InvokeId=%r InstanceId=%r: %s",
                 ACTION,
                 self.region_id,
