@@ -754,6 +754,20 @@ def _yaml_problem(exc: yaml.YAMLError) -> ConfigProblem:
     return ConfigProblem(path="", message=f"invalid YAML: {where}{problem}")
 
 
+def parse_yaml(text: str) -> object:
+    """Parse YAML safely (no arbitrary objects) and strictly (a duplicate key is an error).
+
+    Raises ``ValueError`` with the position and the problem, never the offending text (it
+    could hold a secret). Used for the config file and the web config file alike.
+    """
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
+    except yaml.YAMLError as exc:
+        raise ValueError(_yaml_problem(exc).message) from None
+    except RecursionError:  # thousands of nested [ or {: PyYAML's composer recurses
+        raise ValueError("invalid YAML: nested too deeply") from None
+
+
 def load_config_file(path: Path) -> ExporterSettings:
     """Read and validate a YAML config file; raises :class:`ConfigError` naming ``path``."""
     source = f"config file {str(path)!r}"
@@ -762,12 +776,9 @@ def load_config_file(path: Path) -> ExporterSettings:
     except ValueError as exc:
         raise ConfigError(source, [ConfigProblem(path="", message=str(exc))]) from None
     try:
-        data = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [_yaml_problem(exc)]) from None
-    except RecursionError:  # thousands of nested [ or {: PyYAML's composer recurses
-        message = "invalid YAML: nested too deeply"
-        raise ConfigError(source, [ConfigProblem(path="", message=message)]) from None
+        data = parse_yaml(text)
+    except ValueError as exc:
+        raise ConfigError(source, [ConfigProblem(path="", message=str(exc))]) from None
     if data is None:
         raise ConfigError(source, [ConfigProblem(path="", message="the file is empty")])
     if not isinstance(data, dict):

@@ -48,7 +48,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -60,6 +59,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from exporter.settings import MAX_CONFIG_FILE_BYTES, parse_yaml, read_text_file
 
 __all__ = [
     "BASIC_AUTH_CHALLENGE",
@@ -478,25 +479,9 @@ def load_web_config(path: Path) -> WebConfig:
     An empty file is valid and means plain HTTP without authentication.
     """
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WebConfigError(f"web config {path}: file not found") from None
-    except IsADirectoryError:
-        raise WebConfigError(f"web config {path}: is a directory, not a file") from None
-    except PermissionError:
-        raise WebConfigError(f"web config {path}: permission denied") from None
-    except UnicodeDecodeError:
-        raise WebConfigError(f"web config {path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise WebConfigError(f"web config {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # Only the position and the problem: the YAML snippet could hold a secret.
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "could not parse"
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise WebConfigError(f"web config {path}: not valid YAML{where}: {problem}") from None
+        data = parse_yaml(read_text_file(path, max_bytes=MAX_CONFIG_FILE_BYTES))
+    except ValueError as exc:
+        raise WebConfigError(f"web config {path}: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

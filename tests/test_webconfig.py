@@ -541,8 +541,14 @@ def test_promtool_accepts_the_example_web_config(pki: Pki, tmp_path: Path) -> No
 _TLS = "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
 
 BAD_WEB_CONFIGS = [
-    pytest.param("tls_server_config: [", "not valid YAML at line 1", True, id="not-yaml"),
+    pytest.param("tls_server_config: [", "invalid YAML: line 1", True, id="not-yaml"),
     pytest.param("- a\n- b\n", "must be a YAML mapping", True, id="not-a-mapping"),
+    pytest.param(
+        "basic_auth_users: {{a: '{hash}'}}\nbasic_auth_users: {{b: '{hash}'}}\n",
+        "duplicate key 'basic_auth_users' (first given on line 1)",
+        True,
+        id="duplicate-key",
+    ),
     pytest.param("tls_config: {{}}\n", "tls_config: unknown or unsupported field", True, id="typo"),
     pytest.param(
         _TLS + "  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
@@ -711,7 +717,7 @@ def test_bad_web_configs_give_a_clear_error(
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        pytest.param("missing.yml", "file not found", id="missing"),
+        pytest.param("missing.yml", "No such file or directory", id="missing"),
         pytest.param(".", "is a directory", id="directory"),
     ],
 )
