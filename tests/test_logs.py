@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from exporter.app import RedactingProvider
+from exporter.ecs.credentials import StaticProvider
 from exporter.logs import (
     REDACTED,
     JsonFormatter,
@@ -136,3 +138,14 @@ def test_configure_logging_refuses_unknown_values(
 ) -> None:
     with pytest.raises(ValueError, match="unknown log"):
         configure_logging(level, log_format, stream=io.StringIO())
+
+
+def test_temporary_credentials_are_redacted_once_handed_out() -> None:
+    redactor = SecretRedactor()
+    provider = RedactingProvider(
+        StaticProvider("STS.id", "temporary-secret-value", "temporary-token-value"), redactor
+    )
+    assert redactor.redact("temporary-secret-value") == "temporary-secret-value"
+    provider.get_credentials()
+    line = "secret=temporary-secret-value token=temporary-token-value id=STS.id"
+    assert redactor.redact(line) == "secret=*** token=*** id=STS.id"
