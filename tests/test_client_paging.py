@@ -174,7 +174,7 @@ def test_bad_records_are_reported_on_the_page_and_logged_once(
 ) -> None:
     bad = api_record(2, InstanceId=None, Output="SECRET-OUTPUT")
     http, _ = mock_http(sequence(page_answer([api_record(1), bad, "junk"], "")))
-    with make_client(http) as client, caplog.at_level(logging.WARNING):
+    with make_client(http) as client, caplog.at_level(logging.DEBUG):
         first = list(client.iter_pages(InvocationQuery()))
         second = list(client.iter_pages(InvocationQuery()))
     for pages in (first, second):

@@ -832,7 +832,7 @@ def test_config_file_to_dev_zero_is_refused_without_reading_it() -> None:
         (binary, "not UTF-8 text"),
         (fifo, "is not a regular file"),
         (directory, "is a directory"),
-        (missing, "file not found"),
+        (missing, "No such file or directory"),
     ],
 )
 def test_a_bad_web_config_file_is_one_clear_error_and_exit_2(
