@@ -88,6 +88,7 @@ FAILURE_REASONS: tuple[str, ...] = (
 )
 API_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _MAX_INVALID_LOGGED = 10_000
+_MAX_HISTORY_REFUSED = 10_000
 _T = TypeVar("_T")
 
 
@@ -526,7 +527,10 @@ class TargetRefresher:
             try:
                 self._read_history(invoke_id, instance_id, keys, now)
             except InvalidRequestError as exc:
-                # Not a periodic task after all: the API refuses IncludeHistory for it.
+                # Not a periodic task after all: the API refuses IncludeHistory for it. The set
+                # is bounded: past the bound a refused task is simply asked (and refused) again.
+                if len(self._history_refused) >= _MAX_HISTORY_REFUSED:
+                    self._history_refused.clear()
                 self._history_refused.add(invoke_id)
                 for key in keys:
                     self._tracker.history_abandoned(key)
