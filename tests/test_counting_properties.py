@@ -232,10 +232,7 @@ def script_event(world: World, rng: random.Random, scripted_periodic: list[str])
             oss_delay=rng.uniform(1.0, 15.0),
             dropped=rng.choice([0, 0, 5000]),
         )
-        # Only Period schedules are stopped: the simulator may redraw an EveryReboot run that
-        # was due before the stop (reported to the lead).
-        if mode == "Period":
-            scripted_periodic.append(invoke_id)
+        scripted_periodic.append(invoke_id)
     elif roll < 0.45 and scripted_periodic:
         invoke_id = scripted_periodic.pop(rng.randrange(len(scripted_periodic)))
         with contextlib.suppress(ValueError):  # already pruned

@@ -1318,6 +1318,11 @@ class World:
         rng = target.rng
         assert rng is not None
         oss_final = target.oss_final
+        if inv.stopped_at is not None:
+            # stop_invocation drew every run due before the stop: drawing again after it would
+            # consume the random stream differently (EveryReboot) and could add a run the stop
+            # had already ruled out.
+            return
         while not runs or runs[-1].queued <= now:
             if inv.max_runs is not None and len(runs) >= inv.max_runs:
                 return
