@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,9 +15,9 @@ import pytest
 from exporter import __version__
 from exporter.cli import main, parse_listen_address
 from tests.conftest import StartExporter
+from tests.exporter_process import run_cli, taken_loopback_port
 
 BAD_CONFIGS = Path(__file__).parent / "bad_configs"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "Sup3rS3cretValue-DoNotLeak"
 GOOD_CONFIG = f"""
 targets:
@@ -30,33 +27,6 @@ targets:
   - name: lab
     region_id: eu-central-1
 """
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None) -> Result:
-    """``python -m exporter ARGS`` in a clean environment."""
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ALIBABA_CLOUD_", "ALIYUN_CLOUDASSISTANT_"))
-    }
-    environment.update(env or {})
-    completed = subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return Result(completed.returncode, completed.stdout, completed.stderr)
 
 
 @pytest.fixture
@@ -219,10 +189,7 @@ def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
 
 
 def test_the_exporter_cannot_bind_a_used_port(good_config: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_loopback_port() as port:
         result = run_cli(
             ["--config.file", str(good_config), "--web.listen-address", f"127.0.0.1:{port}"]
         )

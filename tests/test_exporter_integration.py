@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.ecs.models import (
     ERROR_CODES,
@@ -30,32 +29,24 @@ from exporter.simulator.faults import FaultPlan
 from exporter.simulator.metadata import FakeMetadataServer, FakeStsServer
 from exporter.simulator.server import Account, SimulatorServer
 from exporter.simulator.world import FinishedRun, GroundTruth, ManualClock, World, WorldSpec
-from tests.conftest import ExporterProcess, StartExporter
+from tests.conftest import StartExporter
+from tests.exporter_process import ExporterProcess
+from tests.exposition import PREFIX, Samples, parse_samples, sample_key
 
 pytestmark = pytest.mark.slow
 
 KEY_ID, KEY_SECRET = "LTAI5tIntegrationKey", "integration-secret-value-1234"
 OTHER_KEY_ID, OTHER_SECRET = "LTAI5tOtherAccount", "other-secret-value-5678"
 REGION = "cn-hangzhou"
-PREFIX = "aliyun_cloudassistant_"
 OSS_TERMINAL = ("Finished", "Failed")
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def parse(text: str) -> Samples:
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(PREFIX + name, tuple(sorted(labels.items())))]
+    """The sample, which must be there."""
+    return samples[sample_key(name, **labels)]
 
 
 def series(samples: Samples, name: str, account: str, label: str) -> dict[str, float]:
@@ -71,7 +62,7 @@ def series(samples: Samples, name: str, account: str, label: str) -> dict[str, f
 def scrape(exporter: ExporterProcess) -> Samples:
     response = httpx.get(exporter.url + "/metrics", timeout=30)
     response.raise_for_status()
-    return parse(response.text)
+    return parse_samples(response.text)
 
 
 def wait_for(
@@ -98,21 +89,29 @@ def next_refresh(exporter: ExporterProcess, last: Samples, account: str = "prod"
     return wait_for(exporter, lambda samples: refreshes(samples, account) > before)
 
 
+def static_credentials(key_id: str = KEY_ID, secret: str = KEY_SECRET) -> dict[str, str]:
+    return {"source": "static", "access_key_id": key_id, "access_key_secret": secret}
+
+
+def static_target(
+    name: str = "prod", key_id: str = KEY_ID, secret: str = KEY_SECRET, **options: Any
+) -> dict[str, Any]:
+    """A target in ``REGION`` with an AccessKey in the config, plus target ``options``."""
+    return {
+        "name": name,
+        "region_id": REGION,
+        "credentials": static_credentials(key_id, secret),
+        **options,
+    }
+
+
 def write_config(
     tmp_path: Path,
     simulator: SimulatorServer,
     targets: list[dict[str, Any]] | None = None,
     refresh: Mapping[str, Any] | None = None,
 ) -> Path:
-    default_target = {
-        "name": "prod",
-        "region_id": REGION,
-        "credentials": {
-            "source": "static",
-            "access_key_id": KEY_ID,
-            "access_key_secret": KEY_SECRET,
-        },
-    }
+    default_target = static_target()
     for target in targets or [default_target]:
         target.setdefault("endpoint", simulator.url)
     config = {
@@ -158,32 +157,33 @@ def expected_finished(
     return Counter((run.status, run.error_code) for run in runs)
 
 
-def exported_finished(samples: Samples, account: str = "prod") -> Counter[tuple[str, str]]:
+def exported_counts(
+    samples: Samples, name: str, status_label: str, code_label: str, account: str
+) -> Counter[tuple[str, str]]:
+    """The non-zero counters of family ``name`` for one account, by (status, error code)."""
     counted: Counter[tuple[str, str]] = Counter()
-    for (name, labels), sample_value in samples.items():
+    for (sample_name, labels), sample_value in samples.items():
         label_map = dict(labels)
-        if (
-            name == PREFIX + "invocation_results_finished_total"
-            and sample_value
-            and label_map["account"] == account
-        ):
-            key = (label_map["invocation_status"], label_map["error_code"])
+        if sample_name == PREFIX + name and sample_value and label_map["account"] == account:
+            key = (label_map[status_label], label_map[code_label])
             counted[key] = int(sample_value)
     return counted
+
+
+def exported_finished(samples: Samples, account: str = "prod") -> Counter[tuple[str, str]]:
+    return exported_counts(
+        samples, "invocation_results_finished_total", "invocation_status", "error_code", account
+    )
 
 
 def exported_deliveries(samples: Samples, account: str = "prod") -> Counter[tuple[str, str]]:
-    counted: Counter[tuple[str, str]] = Counter()
-    for (name, labels), sample_value in samples.items():
-        label_map = dict(labels)
-        if (
-            name == PREFIX + "oss_output_deliveries_total"
-            and sample_value
-            and label_map["account"] == account
-        ):
-            key = (label_map["oss_output_status"], label_map["oss_output_error_code"])
-            counted[key] = int(sample_value)
-    return counted
+    return exported_counts(
+        samples,
+        "oss_output_deliveries_total",
+        "oss_output_status",
+        "oss_output_error_code",
+        account,
+    )
 
 
 def assert_gauges_match(samples: Samples, truth: GroundTruth) -> None:
@@ -321,16 +321,7 @@ def test_periodic_task_history_counts_every_run(
         1, ["Success", "Failed"], repeat_mode="Period", period=10, duration=1, runs=20
     )
     with simulator_for(world) as simulator:
-        target = {
-            "name": "prod",
-            "region_id": REGION,
-            "credentials": {
-                "source": "static",
-                "access_key_id": KEY_ID,
-                "access_key_secret": KEY_SECRET,
-            },
-            "filters": {"invoke_id": invoke_id, "include_history": True},
-        }
+        target = static_target(filters={"invoke_id": invoke_id, "include_history": True})
         config = write_config(tmp_path, simulator, targets=[target])
         exporter = start_exporter(["--config.file", str(config)])
         wait_for(exporter, lambda s: refreshes(s) >= 1)
@@ -350,33 +341,9 @@ def test_a_failing_target_does_not_stop_the_others(
     faults.always("throttling_user", access_key_id=OTHER_KEY_ID)
     with simulator_for(world, faults=faults) as simulator:
         targets = [
-            {
-                "name": "prod",
-                "region_id": REGION,
-                "credentials": {
-                    "source": "static",
-                    "access_key_id": KEY_ID,
-                    "access_key_secret": KEY_SECRET,
-                },
-            },
-            {
-                "name": "throttled",
-                "region_id": REGION,
-                "credentials": {
-                    "source": "static",
-                    "access_key_id": OTHER_KEY_ID,
-                    "access_key_secret": OTHER_SECRET,
-                },
-            },
-            {
-                "name": "revoked",
-                "region_id": REGION,
-                "credentials": {
-                    "source": "static",
-                    "access_key_id": "LTAI5tRevokedKey",
-                    "access_key_secret": "revoked-secret-value-9999",
-                },
-            },
+            static_target("prod"),
+            static_target("throttled", OTHER_KEY_ID, OTHER_SECRET),
+            static_target("revoked", "LTAI5tRevokedKey", "revoked-secret-value-9999"),
         ]
         config = write_config(tmp_path, simulator, targets=targets)
         exporter = start_exporter(["--config.file", str(config)])
@@ -452,16 +419,7 @@ def test_promtool_accepts_the_exposition(
 ) -> None:
     world = World(seed=2, clock=clock, spec="demo")
     with simulator_for(world) as simulator:
-        target = {
-            "name": "prod",
-            "region_id": REGION,
-            "credentials": {
-                "source": "static",
-                "access_key_id": KEY_ID,
-                "access_key_secret": KEY_SECRET,
-            },
-            "command_breakdown": {"enabled": True, "max_command_ids": 3},
-        }
+        target = static_target(command_breakdown={"enabled": True, "max_command_ids": 3})
         exporter = start_exporter(
             ["--config.file", str(write_config(tmp_path, simulator, targets=[target]))]
         )
@@ -505,11 +463,7 @@ def test_temporary_credentials_reach_the_api(
     ):
         target: dict[str, Any] = {"name": "prod", "region_id": REGION}
         if source == "static+assume_role":
-            target["credentials"] = {
-                "source": "static",
-                "access_key_id": KEY_ID,
-                "access_key_secret": KEY_SECRET,
-            }
+            target["credentials"] = static_credentials()
             target["assume_role"] = {
                 "role_arn": ROLE_ARN,
                 "external_id": "external-id-42",

@@ -11,8 +11,6 @@ import io
 import json
 import logging
 import os
-import re
-import signal
 import socket
 import socketserver
 import subprocess
@@ -21,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,6 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import main
 from exporter.logs import REDACTOR, configure_logging, log_uncaught_exceptions
@@ -39,11 +35,12 @@ from exporter.simulator.faults import FAULT_KINDS, FaultPlan
 from exporter.simulator.metadata import FakeMetadataServer, FakeStsServer
 from exporter.simulator.server import Account, SimulatorServer
 from exporter.simulator.world import ManualClock, World, WorldSpec
+from tests.conftest import StartExporter
+from tests.exporter_process import PROJECT_ROOT, ExporterProcess, run_cli, taken_loopback_port
+from tests.exposition import PREFIX, Samples, parse_samples, sample_key
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "cn-hangzhou"
-PREFIX = "aliyun_cloudassistant_"
-_LISTENING = re.compile(r"(https?://127\.0\.0\.1:\d+)")
+KEY_ID = "LTAI5tKey"  # the AccessKey ID of the targets start_reading configures
 
 # Every secret the tests hand to the exporter; none may ever come out of it.
 CONFIG_SECRET = "config-secret-0f1e2d3c4b5a"
@@ -55,138 +52,8 @@ ENV_TOKEN = "env-sts-token-ffeeddccbbaa"
 SECRETS = (CONFIG_SECRET, CONFIG_TOKEN, FILE_SECRET, FILE_TOKEN, ENV_SECRET, ENV_TOKEN)
 
 
-# --- the real process --------------------------------------------------------------------------
-
-
-@dataclass
-class Process:
-    """A running ``python -m exporter``: everything it wrote to stdout and stderr is kept."""
-
-    popen: subprocess.Popen[str]
-    url: str = ""
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
-    readers: list[threading.Thread] = field(default_factory=list)
-
-    def output(self) -> str:
-        """stdout and stderr so far."""
-        return "\n".join([*self.stdout, *self.stderr])
-
-    def lines(self, message: str) -> list[str]:
-        """The log lines (logfmt or JSON) whose message is ``message``."""
-        logfmt = (f'msg="{message}" ', f"msg={message} ")
-        return [
-            line
-            for line in self.stderr
-            if any(f"{line} ".find(form) >= 0 for form in logfmt) or f'"msg": "{message}"' in line
-        ]
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        code = self.popen.wait(timeout)
-        for reader in self.readers:
-            reader.join(timeout)
-        return code
-
-
-def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This machine's environment without any exporter or Alibaba Cloud setting."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ALIBABA_CLOUD_", "ALIYUN_CLOUDASSISTANT_"))
-    }
-    env["ALIBABA_CLOUD_ECS_METADATA_DISABLED"] = "true"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., Process]]:
-    """Start exporters on a free loopback port, waiting for ``listening``; stopped at the end."""
-    started: list[Process] = []
-
-    def start(args: Sequence[str], env: Mapping[str, str] | None = None) -> Process:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--web.listen-address", "127.0.0.1:0", *args],
-            cwd=PROJECT_ROOT,
-            env=clean_environment(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        process = Process(popen)
-        started.append(process)
-        listening = threading.Event()
-
-        def read(stream: Any, into: list[str]) -> None:
-            with stream:
-                for line in stream:
-                    into.append(line.rstrip("\n"))
-                    match = _LISTENING.search(line)
-                    if match and "listening" in line and not process.url:
-                        process.url = match.group(1)
-                        listening.set()
-            listening.set()
-
-        for stream, into in ((popen.stdout, process.stdout), (popen.stderr, process.stderr)):
-            reader = threading.Thread(target=read, args=(stream, into), daemon=True)
-            reader.start()
-            process.readers.append(reader)
-        listening.wait(20)
-        assert process.url, f"the exporter did not start:\n{process.output()}"
-        return process
-
-    yield start
-    for process in started:
-        if process.popen.poll() is None:
-            process.popen.send_signal(signal.SIGTERM)
-            try:
-                process.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                process.popen.kill()
-                process.popen.wait()
-                raise AssertionError(f"no exit on SIGTERM:\n{process.output()}") from None
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None) -> Result:
-    """``python -m exporter ARGS`` to completion."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        cwd=PROJECT_ROOT,
-        env=clean_environment(env),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return Result(completed.returncode, completed.stdout, completed.stderr)
-
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
 def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((PREFIX + name, tuple(sorted(labels.items()))))
+    return samples.get(sample_key(name, **labels))
 
 
 def refreshes(samples: Samples, account: str) -> float:
@@ -203,7 +70,7 @@ def scrape_until(
         response = httpx.get(url + "/metrics", timeout=10)
         assert response.status_code == 200
         assert time.monotonic() - started < 3.0, "a scrape took too long"
-        samples = parse(response.text)
+        samples = parse_samples(response.text)
         if condition(samples):
             return samples, response.text
         assert time.monotonic() < deadline, "condition not met in time"
@@ -246,6 +113,41 @@ def write_config(
     return path
 
 
+def start_reading(
+    start_exporter: StartExporter,
+    tmp_path: Path,
+    simulator: SimulatorServer,
+    names: Sequence[str] = ("prod",),
+    *,
+    api: Mapping[str, Any] | None = None,
+) -> ExporterProcess:
+    """An exporter with one target per name in ``REGION``, each reading ``simulator`` with
+    ``KEY_ID`` and ``CONFIG_SECRET``."""
+    targets: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "region_id": REGION,
+            "endpoint": simulator.url,
+            "credentials": static(KEY_ID),
+        }
+        for name in names
+    ]
+    return start_exporter(["--config.file", str(write_config(tmp_path, targets, api=api))])
+
+
+def one_default_target_config(tmp_path: Path) -> Path:
+    """A valid config file with one target (default credentials), for tests of start-up."""
+    config = tmp_path / "config.yml"
+    config.write_text("targets: [{name: prod, region_id: cn-hangzhou}]\n", encoding="utf-8")
+    return config
+
+
+def host_and_port(url: str) -> tuple[str, int]:
+    """The address an ``http://host:port`` URL names, for a raw socket."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
 @pytest.fixture
 def world() -> World:
     """A small, still world: 20 finished results (4 pages of 5 with ``api.max_results: 5``)."""
@@ -278,7 +180,7 @@ def test_the_fault_table_covers_every_fault_of_the_simulator() -> None:
 
 @pytest.mark.parametrize("log_format", ["logfmt", "json"])
 def test_every_api_fault_fails_only_its_target_and_nothing_leaks(
-    tmp_path: Path, world: World, spawn: Callable[..., Process], log_format: str
+    tmp_path: Path, world: World, start_exporter: StartExporter, log_format: str
 ) -> None:
     """One target per fault kind (on every page), one failing on some pages only, three healthy
     ones whose secrets come from the config, secret files and the environment."""
@@ -327,7 +229,7 @@ def test_every_api_fault_fails_only_its_target_and_nothing_leaks(
             "ALIBABA_CLOUD_SECURITY_TOKEN": ENV_TOKEN,
         }
         args = ["--config.file", str(config), "--log.level", "debug", "--log.format", log_format]
-        exporter = spawn(args, env)
+        exporter = start_exporter(args, env)
         names = [target["name"] for target in targets]
         working = ("config", "files", "env", "wrong_types")
 
@@ -355,7 +257,7 @@ def test_every_api_fault_fails_only_its_target_and_nothing_leaks(
                 assert up(samples, kind) == 0, kind
                 assert failures[reason] >= 2, kind
         page = httpx.get(exporter.url + "/", timeout=5).text
-        assert exporter.popen.poll() is None
+        assert exporter.process.poll() is None
         # Stopped while the simulator still answers: nothing fails at shutdown.
         assert exporter.stop() == 0
     for kind, reason in FAULT_REASONS.items():
@@ -366,32 +268,25 @@ def test_every_api_fault_fails_only_its_target_and_nothing_leaks(
     # The record with wrong field types is skipped, and said so.
     assert exporter.lines("skipped a record that could not be parsed")
     if log_format == "json":
-        for line in exporter.stderr:
+        for line in exporter.log:
             json.loads(line)  # every line is one JSON object
     for output in (exporter.output(), text, page):
         assert_clean(output)
 
 
 def test_fifty_concurrent_scrapes_while_every_refresh_is_failing(
-    tmp_path: Path, world: World, spawn: Callable[..., Process]
+    tmp_path: Path, world: World, start_exporter: StartExporter
 ) -> None:
     faults = FaultPlan()
     faults.always("slow", delay=0.3)
-    with SimulatorServer(world, accounts={"LTAI5tKey": CONFIG_SECRET}, faults=faults) as sim:
-        config = write_config(
+    with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}, faults=faults) as simulator:
+        exporter = start_reading(
+            start_exporter,
             tmp_path,
-            [
-                {
-                    "name": f"t{index}",
-                    "region_id": REGION,
-                    "endpoint": sim.url,
-                    "credentials": static("LTAI5tKey"),
-                }
-                for index in range(3)
-            ],
+            simulator,
+            ["t0", "t1", "t2"],
             api={"timeout_seconds": 0.2, "deadline_seconds": 0.5},
         )
-        exporter = spawn(["--config.file", str(config)])
         scrape_until(exporter.url, lambda s: refreshes(s, "t0") >= 1)
 
         def scrape(_: int) -> tuple[int, float, str]:
@@ -426,7 +321,7 @@ def closed_port() -> int:
 
 
 def test_failing_credential_sources_give_up_0_and_reason_credentials(
-    tmp_path: Path, world: World, spawn: Callable[..., Process]
+    tmp_path: Path, world: World, start_exporter: StartExporter
 ) -> None:
     role_arn = "acs:ram::1234567890123456:role/not-trusted"
     with (
@@ -455,7 +350,7 @@ def test_failing_credential_sources_give_up_0_and_reason_credentials(
         ]
         for target in targets:
             target.update(region_id=REGION, endpoint=simulator.url)
-        exporter = spawn(["--config.file", str(write_config(tmp_path, targets))])
+        exporter = start_exporter(["--config.file", str(write_config(tmp_path, targets))])
         names = [target["name"] for target in targets]
         samples, text = scrape_until(
             exporter.url, lambda s: all(refreshes(s, name) >= 2 for name in names)
@@ -499,20 +394,16 @@ def test_failing_credential_sources_give_up_0_and_reason_credentials(
 
 
 def test_sigterm_during_a_refresh_stuck_on_a_slow_api_exits_promptly(
-    tmp_path: Path, world: World, spawn: Callable[..., Process]
+    tmp_path: Path, world: World, start_exporter: StartExporter
 ) -> None:
     faults = FaultPlan()
-    with SimulatorServer(world, accounts={"LTAI5tKey": CONFIG_SECRET}, faults=faults) as sim:
-        target = {
-            "name": "prod",
-            "region_id": REGION,
-            "endpoint": sim.url,
-            "credentials": static("LTAI5tKey"),
-        }
-        config = write_config(
-            tmp_path, [target], api={"timeout_seconds": 30, "deadline_seconds": 60}
+    with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}, faults=faults) as simulator:
+        exporter = start_reading(
+            start_exporter,
+            tmp_path,
+            simulator,
+            api={"timeout_seconds": 30, "deadline_seconds": 60},
         )
-        exporter = spawn(["--config.file", str(config)])
         scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
         slow = faults.always("slow", delay=30)
 
@@ -536,23 +427,17 @@ def test_sigterm_during_a_refresh_stuck_on_a_slow_api_exits_promptly(
     assert exporter.lines("shutting down")
     assert exporter.lines("stopped")
     assert_clean(exporter.output())
-    assert not [line for line in exporter.stderr if "level=error" in line]
+    assert not [line for line in exporter.log if "level=error" in line]
 
 
 def test_sigterm_with_silent_connections_open_exits_promptly(
-    tmp_path: Path, world: World, spawn: Callable[..., Process]
+    tmp_path: Path, world: World, start_exporter: StartExporter
 ) -> None:
-    with SimulatorServer(world, accounts={"LTAI5tKey": CONFIG_SECRET}) as simulator:
-        target = {
-            "name": "prod",
-            "region_id": REGION,
-            "endpoint": simulator.url,
-            "credentials": static("LTAI5tKey"),
-        }
-        exporter = spawn(["--config.file", str(write_config(tmp_path, [target]))])
+    with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}) as simulator:
+        exporter = start_reading(start_exporter, tmp_path, simulator)
         scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
-        host, port = exporter.url.removeprefix("http://").rsplit(":", 1)
-        silent = [socket.create_connection((host, int(port))) for _ in range(3)]
+        address = host_and_port(exporter.url)
+        silent = [socket.create_connection(address) for _ in range(3)]
         silent[0].sendall(b"GET /metrics HTTP/1.0\r\n")  # half a request
         try:
             assert httpx.get(exporter.url + "/-/healthy", timeout=5).status_code == 200
@@ -581,8 +466,7 @@ def test_the_server_serves_each_connection_in_its_own_thread_with_a_timeout() ->
 
 def raw_request(url: str, data: bytes, timeout: float = 5.0) -> bytes:
     """Send ``data`` as is and read the whole answer."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+    with socket.create_connection(host_and_port(url), timeout=timeout) as connection:
         connection.sendall(data)
         answer = b""
         while chunk := connection.recv(65536):
@@ -591,21 +475,15 @@ def raw_request(url: str, data: bytes, timeout: float = 5.0) -> bytes:
 
 
 def test_hostile_and_clumsy_clients_do_not_disturb_scrapes(
-    tmp_path: Path, world: World, spawn: Callable[..., Process]
+    tmp_path: Path, world: World, start_exporter: StartExporter
 ) -> None:
-    with SimulatorServer(world, accounts={"LTAI5tKey": CONFIG_SECRET}) as simulator:
-        target = {
-            "name": "prod",
-            "region_id": REGION,
-            "endpoint": simulator.url,
-            "credentials": static("LTAI5tKey"),
-        }
-        exporter = spawn(["--config.file", str(write_config(tmp_path, [target]))])
-        host, port = exporter.url.removeprefix("http://").rsplit(":", 1)
+    with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}) as simulator:
+        exporter = start_reading(start_exporter, tmp_path, simulator)
+        address = host_and_port(exporter.url)
         # Slowloris: connections that send nothing (or half a request) and stay open. Opened
         # all at once, they are accepted at once (no SYN dropped by a short listen backlog).
         started = time.monotonic()
-        silent = [socket.create_connection((host, int(port))) for _ in range(30)]
+        silent = [socket.create_connection(address) for _ in range(30)]
         assert time.monotonic() - started < 0.9
         for connection in silent[::2]:
             connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
@@ -632,7 +510,7 @@ def test_hostile_and_clumsy_clients_do_not_disturb_scrapes(
             assert b"Python/" not in headers  # the Server header does not advertise it
             # Clients that hang up in the middle of a big answer.
             for _ in range(5):
-                with socket.create_connection((host, int(port))) as connection:
+                with socket.create_connection(address) as connection:
                     connection.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
                     connection.recv(10)
             scrape_until(exporter.url, lambda s: True)
@@ -838,8 +716,7 @@ def test_config_file_to_dev_zero_is_refused_without_reading_it() -> None:
 def test_a_bad_web_config_file_is_one_clear_error_and_exit_2(
     tmp_path: Path, make: Callable[[Path], Path], expected: str
 ) -> None:
-    config = tmp_path / "config.yml"
-    config.write_text("targets: [{name: prod, region_id: cn-hangzhou}]\n", encoding="utf-8")
+    config = one_default_target_config(tmp_path)
     web_config = make(tmp_path / "web.yml")
     result = run_cli(
         [
@@ -902,7 +779,7 @@ def test_a_directory_in_the_secrets_dir_is_an_error_not_a_missing_secret(tmp_pat
         {
             "ALIYUN_CLOUDASSISTANT_REGIONS": REGION,
             "ALIYUN_CLOUDASSISTANT_SECRETS_DIR": str(tmp_path),
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tKey",
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY_ID,
         },
     )
     assert result.code == 2
@@ -912,11 +789,11 @@ def test_a_directory_in_the_secrets_dir_is_an_error_not_a_missing_secret(tmp_pat
 
 
 def test_secrets_from_the_secrets_dir_reach_neither_the_check_nor_the_log(
-    tmp_path: Path, world: World, spawn: Callable[..., Process]
+    tmp_path: Path, world: World, start_exporter: StartExporter
 ) -> None:
     (tmp_path / "ALIBABA_CLOUD_ACCESS_KEY_SECRET").write_text(FILE_SECRET, encoding="utf-8")
     (tmp_path / "ALIBABA_CLOUD_SECURITY_TOKEN").write_text(FILE_TOKEN, encoding="utf-8")
-    accounts = {"LTAI5tKey": Account(FILE_SECRET, sts=True, security_token=FILE_TOKEN)}
+    accounts = {KEY_ID: Account(FILE_SECRET, sts=True, security_token=FILE_TOKEN)}
     with SimulatorServer(world, accounts=accounts) as simulator:
         env = {
             "ALIYUN_CLOUDASSISTANT_REGIONS": REGION,
@@ -924,12 +801,12 @@ def test_secrets_from_the_secrets_dir_reach_neither_the_check_nor_the_log(
             "ALIYUN_CLOUDASSISTANT_ENDPOINT": simulator.url,
             "ALIYUN_CLOUDASSISTANT_SECRETS_DIR": str(tmp_path),
             "ALIYUN_CLOUDASSISTANT_REFRESH__MIN_INTERVAL_SECONDS": "0.1",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tKey",
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY_ID,
         }
         check = run_cli(["--config.check"], env)
         assert check.code == 0, check.stderr
         assert check.stdout == "environment: OK: 1 target: prod/cn-hangzhou (static)\n"
-        exporter = spawn(["--log.level", "debug", "--log.format", "json"], env)
+        exporter = start_exporter(["--log.level", "debug", "--log.format", "json"], env)
         _, text = scrape_until(
             exporter.url, lambda s: value(s, "up", account="prod", region_id=REGION) == 1
         )
@@ -941,12 +818,8 @@ def test_secrets_from_the_secrets_dir_reach_neither_the_check_nor_the_log(
 
 
 def test_a_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:
-    config = tmp_path / "config.yml"
-    config.write_text("targets: [{name: prod, region_id: cn-hangzhou}]\n", encoding="utf-8")
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    config = one_default_target_config(tmp_path)
+    with taken_loopback_port() as port:
         result = run_cli(
             ["--config.file", str(config), "--web.listen-address", f"127.0.0.1:{port}"]
         )
@@ -968,8 +841,7 @@ def test_a_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:
 def test_bad_flags_are_one_clear_error(
     tmp_path: Path, args: list[str], code: int, expected: str
 ) -> None:
-    config = tmp_path / "config.yml"
-    config.write_text("targets: [{name: prod, region_id: cn-hangzhou}]\n", encoding="utf-8")
+    config = one_default_target_config(tmp_path)
     result = run_cli(["--config.file", str(config), *args])
     assert result.code == code, result.stderr
     assert expected in result.stderr

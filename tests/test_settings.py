@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from exporter.ecs.models import InvocationQuery
 from exporter.settings import (
@@ -36,6 +38,18 @@ def write_config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.yml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def write_static_target_config(tmp_path: Path, credentials: dict[str, str], **options: Any) -> Path:
+    """A config file of one target, prod/cn-hangzhou, with target ``options`` and static
+    credentials: the key id ``LTAI5tExample`` and the fields in ``credentials``."""
+    target = {
+        "name": "prod",
+        "region_id": "cn-hangzhou",
+        "credentials": {"source": "static", "access_key_id": "LTAI5tExample", **credentials},
+        **options,
+    }
+    return write_config(tmp_path, yaml.safe_dump({"targets": [target]}))
 
 
 @pytest.fixture
@@ -140,18 +154,12 @@ def test_tags_as_a_list_equal_tags_as_a_mapping(tmp_path: Path) -> None:
 def test_secrets_are_read_from_files_and_stripped(tmp_path: Path) -> None:
     (tmp_path / "ak_secret").write_text("from-a-file-secret\n", encoding="utf-8")
     (tmp_path / "sts_token").write_text("from-a-file-token\n", encoding="utf-8")
-    path = write_config(
+    path = write_static_target_config(
         tmp_path,
-        f"""
-targets:
-  - name: prod
-    region_id: cn-hangzhou
-    credentials:
-      source: static
-      access_key_id: LTAI5tExample
-      access_key_secret_file: {tmp_path / "ak_secret"}
-      security_token_file: {tmp_path / "sts_token"}
-""",
+        {
+            "access_key_secret_file": str(tmp_path / "ak_secret"),
+            "security_token_file": str(tmp_path / "sts_token"),
+        },
     )
     credentials = load_config_file(path).targets[0].credentials
     assert isinstance(credentials, StaticCredentialsSettings)
@@ -161,19 +169,10 @@ targets:
 
 
 def test_secrets_never_appear_in_repr_or_summary(tmp_path: Path) -> None:
-    path = write_config(
+    path = write_static_target_config(
         tmp_path,
-        f"""
-targets:
-  - name: prod
-    region_id: cn-hangzhou
-    credentials:
-      source: static
-      access_key_id: LTAI5tExample
-      access_key_secret: {LEAKED_SECRET}
-      security_token: {LEAKED_SECRET}-token
-    assume_role: {{role_arn: "acs:ram::1234567890:role/reader"}}
-""",
+        {"access_key_secret": LEAKED_SECRET, "security_token": f"{LEAKED_SECRET}-token"},
+        assume_role={"role_arn": "acs:ram::1234567890:role/reader"},
     )
     settings = load_config_file(path)
     for text in (
