@@ -7,6 +7,7 @@ import logging
 import random
 import re
 import socket
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -469,3 +470,50 @@ def test_cpu_per_refresh_is_small() -> None:
     spent = time.thread_time() - started
     assert count == 10_000
     assert spent < 0.25, f"{spent:.3f}s CPU for 200 pages"
+
+
+def test_an_answer_trickling_in_is_cut_at_the_calls_deadline() -> None:
+    """A read timeout alone bounds the gap between two reads: a server sending one byte at a
+    time would hold the call for ever. The call's deadline bounds the whole answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while not stop.is_set():
+                try:
+                    connection.sendall(b"x")
+                except OSError:
+                    return
+                stop.wait(0.02)
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    retry = RetryPolicy(max_attempts=1, deadline=0.5)
+    started = time.monotonic()
+    client = EcsClient(
+        region_id="cn-hangzhou",
+        credentials=StaticProvider("testid", "testsecret"),
+        http=httpx.Client(),
+        endpoint=f"http://127.0.0.1:{port}",
+        retry=retry,
+        timeout=5.0,
+    )
+    try:
+        with client, pytest.raises(RequestTimeoutError, match="deadline"):
+            list(client.iter_pages(InvocationQuery()))
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 3.0
+
+
+def test_an_answer_larger_than_any_real_page_is_refused() -> None:
+    huge = b'{"Invocation": {"x": "' + b"a" * (17 * 1024 * 1024) + b'"}}'
+    http = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200, content=huge)))
+    with make_client(http) as client, pytest.raises(MalformedResponseError, match="larger than"):
+        list(client.iter_pages(InvocationQuery()))

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 ACTION = "DescribeInvocationResults"
 USER_AGENT = f"aliyun-cloudassistant-exporter/{__version__}"
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# 50 results with 24 KB of Output each make about 1.3 MB: an answer far larger is not one.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 _REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _MAX_LOGGED_INVALID = 4096
 
@@ -420,8 +422,13 @@ class EcsClient:
             credentials=credentials,
         )
         timeout = self._timeout_config if remaining >= self._timeout else httpx.Timeout(remaining)
+        # httpx's read timeout bounds the wait between two reads, not the whole answer: a
+        # server trickling bytes would hold the call (and a refresh worker) for ever. The body
+        # is read here under the call's deadline, and its size is bounded too.
+        deadline = self._clock() + remaining
         try:
-            response = self._http.post(url, headers=headers, timeout=timeout)
+            with self._http.stream("POST", url, headers=headers, timeout=timeout) as response:
+                body = self._read_body(response, deadline)
         except httpx.TimeoutException as exc:
             raise RequestTimeoutError(
                 f"{type(exc).__name__} talking to {self.host} (timeout {timeout.read:g}s)"
@@ -432,7 +439,6 @@ class EcsClient:
                 f"{type(exc).__name__} talking to {self.host}: {text}".rstrip(": ")
             ) from None
         status = response.status_code
-        body = response.content
         if status == 200:
             try:
                 return parse_page(body)
@@ -450,6 +456,35 @@ class EcsClient:
             request_id or response.headers.get("x-acs-request-id", ""),
             parse_retry_after(response.headers),
         )
+
+    def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise MalformedResponseError(
+                    f"the answer from {self.host} is larger than {MAX_ANSWER_BYTES} bytes",
+                    http_status=response.status_code,
+                )
+            chunks.append(chunk)
+            if self._clock() > deadline and not _complete(response, size):
+                raise RequestTimeoutError(
+                    f"the answer from {self.host} was still arriving when the call's deadline "
+                    "ran out"
+                )
+        return b"".join(chunks)
+
+
+def _complete(response: httpx.Response, decoded_size: int) -> bool:
+    """True when every byte ``Content-Length`` announced has arrived (unknown length: False)."""
+    length = response.headers.get("content-length", "")
+    if not length.isdigit():
+        return False
+    arrived = response.num_bytes_downloaded
+    if "content-encoding" not in response.headers:
+        arrived = max(arrived, decoded_size)
+    return arrived >= int(length)
 
 
 def _secret_values(credentials: Credentials) -> tuple[str, ...]:
