@@ -246,7 +246,14 @@ def build_application(
     # One TLS context (CA bundle loaded once) for both clients: each costs about 0.8 MB.
     tls = httpx.create_ssl_context()
     api_http = httpx.Client(limits=limits, transport=transport, follow_redirects=False, verify=tls)
-    credentials_http = httpx.Client(transport=transport, follow_redirects=False, verify=tls)
+    # STS may need the environment's HTTP(S)_PROXY; the instance metadata service is link-local
+    # and must never go through it (a proxy would answer for it, or refuse it).
+    metadata_direct = (
+        {} if transport is not None else {"all://100.100.100.200": httpx.HTTPTransport()}
+    )
+    credentials_http = httpx.Client(
+        transport=transport, follow_redirects=False, verify=tls, mounts=metadata_direct
+    )
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh")
 
     providers: dict[int, CredentialsProvider] = {}

@@ -1,0 +1,36 @@
+"""Wiring choices of ``build_application`` that no request on loopback can show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.app import build_application
+from exporter.settings import load_config_file
+
+
+def test_instance_metadata_never_goes_through_the_environments_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tests may not send packets to 100.100.100.200, so this asks httpx which transport it
+    # would use: the proxy for STS, a direct one for the link-local metadata service.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "targets: [{name: a, region_id: cn-hangzhou, credentials: {source: ecs_ram_role}}]\n",
+        encoding="utf-8",
+    )
+    app = build_application(load_config_file(config))
+    try:
+        credentials_http = app.http_clients[1]
+        metadata = credentials_http._transport_for_url(httpx.URL("http://100.100.100.200/latest"))
+        sts = credentials_http._transport_for_url(httpx.URL("https://sts.aliyuncs.com/"))
+        assert isinstance(metadata, httpx.HTTPTransport)
+        assert metadata is not sts
+        assert sts._pool._proxy_url is not None  # type: ignore[attr-defined]
+        assert getattr(metadata._pool, "_proxy_url", None) is None
+    finally:
+        app.close()
