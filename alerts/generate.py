@@ -244,7 +244,7 @@ def exporter_group(t: Thresholds) -> Group:
             ),
             Alert(
                 "TargetRefreshFailing",
-                _refresh_failure_expr(t, "invalid_request|malformed"),
+                _refresh_failure_expr(t, "invalid_request|malformed|internal"),
                 t.refresh_failing_for,
                 "warning",
                 "The exporter cannot use the API's answers (reason {{ $labels.reason }}) for "

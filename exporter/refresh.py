@@ -85,6 +85,7 @@ FAILURE_REASONS: tuple[str, ...] = (
     "malformed",
     "transport",
     "credentials",
+    "internal",  # a bug in the exporter (logged with where it was raised), never the API's fault
 )
 API_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _MAX_INVALID_LOGGED = 10_000
@@ -347,6 +348,7 @@ class TargetRefresher:
                 },
             )
         except Exception as exc:  # a bug must not take the exporter down: up=0, logged
+            self._failures["internal"] += 1
             self._log.error(
                 "refresh failed with an unexpected error",
                 extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
