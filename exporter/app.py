@@ -49,7 +49,7 @@ from exporter.ecs.credentials import (
 )
 from exporter.ecs.ratelimit import TokenBucket
 from exporter.logs import REDACTOR, SecretRedactor
-from exporter.refresh import RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.refresh import RefreshOptions, TargetRefresher
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import (
     EcsRamRoleCredentialsSettings,
@@ -140,10 +140,6 @@ class Application:
     registry: CollectorRegistry
     executor: ThreadPoolExecutor
     http_clients: list[httpx.Client]
-    _last_errors: dict[int, tuple[int, tuple[tuple[str, int], ...], str]] = field(
-        default_factory=dict
-    )
-    _status_lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: Future[None] = field(default_factory=Future)
 
     def prepare_scrape(self, max_wait: float) -> None:
@@ -179,33 +175,16 @@ class Application:
 
     def target_statuses(self) -> list[TargetStatus]:
         """Per-target status for the landing page and ``/-/ready``."""
-        with self._status_lock:
-            return [
-                self._status(index, refresher.latest())
-                for index, refresher in enumerate(self.refreshers)
-            ]
-
-    def _status(self, index: int, snapshot: TargetSnapshot) -> TargetStatus:
-        # The snapshot holds failure counts per reason; the reason of the last refresh is the
-        # one whose count grew since the refresh before (remembered here per target).
-        refreshes, failures, reason = self._last_errors.get(index, (0, (), ""))
-        if snapshot.refreshes != refreshes:
-            if snapshot.up:
-                reason = ""
-            else:
-                before = dict(failures)
-                grown = [
-                    name for name, count in snapshot.refresh_failures if count > before.get(name, 0)
-                ]
-                reason = grown[-1] if grown else "unexpected"
-            self._last_errors[index] = (snapshot.refreshes, snapshot.refresh_failures, reason)
-        return TargetStatus(
-            account=snapshot.name,
-            region_id=snapshot.region_id,
-            up=snapshot.up if snapshot.attempted else None,
-            last_success_time=snapshot.last_success_timestamp_seconds or None,
-            last_error=reason,
-        )
+        return [
+            TargetStatus(
+                account=snapshot.name,
+                region_id=snapshot.region_id,
+                up=snapshot.up if snapshot.attempted else None,
+                last_success_time=snapshot.last_success_timestamp_seconds or None,
+                last_error=snapshot.last_failure_reason,
+            )
+            for snapshot in (refresher.latest() for refresher in self.refreshers)
+        ]
 
     def close(self, timeout: float = 10.0) -> bool:
         """Cancel queued refreshes, wait for refreshes in flight, close the HTTP clients.

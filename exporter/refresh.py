@@ -147,7 +147,7 @@ class TargetSnapshot:
     view: ViewSummary
     counters: CounterTotals
     command_breakdown: bool
-    min_refresh_interval: float
+    last_failure_reason: str  # the failure reason of the last refresh, "" when it succeeded
 
 
 class _Walk:
@@ -234,6 +234,7 @@ class TargetRefresher:
         # Written only by the refresh in flight (one at a time).
         self._refreshes = 0
         self._failures = dict.fromkeys(FAILURE_REASONS, 0)
+        self._last_failure_reason = ""
         self._last_success = 0.0
         self._last_sweep = 0.0
         self._pages = 0
@@ -329,12 +330,14 @@ class TargetRefresher:
         started = time.monotonic()
         self._pages = 0
         up = False
+        self._last_failure_reason = ""
         try:
             self._refresh(self._clock())
             up = True
         except EcsError as exc:
             reason = failure_reason(exc)
             self._failures[reason] += 1
+            self._last_failure_reason = reason
             self._log.warning(
                 "refresh failed",
                 extra={
@@ -349,6 +352,7 @@ class TargetRefresher:
             )
         except Exception as exc:  # a bug must not take the exporter down: up=0, logged
             self._failures["internal"] += 1
+            self._last_failure_reason = "internal"
             self._log.error(
                 "refresh failed with an unexpected error",
                 extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
@@ -372,6 +376,7 @@ class TargetRefresher:
                 refresh_duration_seconds=duration,
                 refreshes=self._refreshes,
                 refresh_failures=tuple(self._failures.items()),
+                last_failure_reason=self._last_failure_reason or "internal",
             )
 
     def _refresh(self, now: float) -> None:
@@ -603,7 +608,7 @@ class TargetRefresher:
             view=self._tracker.view_summary(self._clock()),
             counters=self._tracker.counter_totals(),
             command_breakdown=self.options.command_breakdown.enabled,
-            min_refresh_interval=self.options.min_refresh_interval,
+            last_failure_reason=self._last_failure_reason,
         )
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider
-from exporter.ecs.errors import InvalidRequestError, ThrottledError
+from exporter.ecs.errors import AuthenticationError, InvalidRequestError, ThrottledError
 from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult, Page
 from exporter.refresh import RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.simulator.faults import FaultPlan
@@ -313,6 +313,18 @@ def test_an_unexpected_error_marks_the_target_down_without_crashing(
     assert record.getMessage() == "refresh failed with an unexpected error"
     assert getattr(record, "error", None) == "RuntimeError"
     assert "secret-looking detail" not in str(record.__dict__)
+
+
+def test_the_snapshot_tells_the_reason_of_the_last_refresh_only(
+    executor: ThreadPoolExecutor,
+) -> None:
+    api = FakeApi(backlog(3))
+    api.errors[1] = AuthenticationError("bad key", code="InvalidAccessKeyId.NotFound")
+    api.errors[2] = ThrottledError("slow down", code="Throttling.User")
+    api.errors[3] = RuntimeError("a bug")
+    refresher = make_refresher(api, executor, FakeClock())
+    reasons = [refresher.refresh_now().last_failure_reason for _ in range(4)]
+    assert reasons == ["auth", "throttled", "internal", ""]
 
 
 def test_refresh_waits_for_the_minimum_interval(executor: ThreadPoolExecutor) -> None:
