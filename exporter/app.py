@@ -163,7 +163,10 @@ class Application:
             pending.discard(self._stopping)
 
     def begin_stop(self) -> None:
-        """Shutdown has begun: scrapes waiting for refreshes stop waiting (idempotent)."""
+        """Shutdown has begun: no new refresh starts, and scrapes waiting for refreshes stop
+        waiting (idempotent)."""
+        for refresher in self.refreshers:
+            refresher.stop_refreshing()
         # InvalidStateError: another thread set it first.
         with contextlib.suppress(InvalidStateError):
             self._stopping.set_result(None)
@@ -311,6 +314,8 @@ class RedactingProvider:
         self._provider = provider
         self._redactor = redactor
         self._last: Credentials | None = None
+        self._previous: tuple[str, ...] = ()
+        self._older: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"RedactingProvider({self._provider!r})"
@@ -318,11 +323,23 @@ class RedactingProvider:
     def get_credentials(self) -> Credentials:
         credentials = self._provider.get_credentials()
         if credentials is not self._last:
-            self._redactor.add(credentials.access_key_secret.get_secret_value())
-            if credentials.security_token is not None:
-                self._redactor.add(credentials.security_token.get_secret_value())
+            secrets = _secrets_of(credentials)
+            self._redactor.add_all(secrets)
+            # Keep the current and the previous set (a request signed with the previous one may
+            # still be logging); older ones are forgotten, so the redactor stays small.
+            for old in self._older:
+                if old not in secrets:
+                    self._redactor.discard(old)
+            self._older = self._previous
+            self._previous = secrets
             self._last = credentials
         return credentials
+
+
+def _secrets_of(credentials: Credentials) -> tuple[str, ...]:
+    token = credentials.security_token
+    secret = credentials.access_key_secret.get_secret_value()
+    return (secret, token.get_secret_value()) if token is not None else (secret,)
 
 
 class _RequestHook:

@@ -67,6 +67,11 @@ class SecretRedactor:
                 # Longest first, so a secret containing another is replaced whole.
                 self._secrets = tuple(sorted((*self._secrets, secret), key=len, reverse=True))
 
+    def discard(self, secret: str) -> None:
+        """Forget a secret value (a temporary credential that was replaced)."""
+        with self._lock:
+            self._secrets = tuple(known for known in self._secrets if known != secret)
+
     def add_all(self, secrets: Iterable[str]) -> None:
         """Register several secret values."""
         for secret in secrets:

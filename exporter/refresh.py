@@ -223,6 +223,7 @@ class TargetRefresher:
         # ends before ``add_done_callback`` runs calls ``_finished`` in the submitting thread.
         self._lock = threading.RLock()
         self._inflight: Future[None] | None = None
+        self._stopped = False
         self._last_started: float | None = None
 
         self._stats_lock = threading.Lock()  # request statistics (written by client threads)
@@ -267,15 +268,22 @@ class TargetRefresher:
         """True once a refresh finished, successfully or not (for readiness)."""
         return self._attempted
 
+    def stop_refreshing(self) -> None:
+        """Start no new refresh from now on (shutdown); the one in flight, if any, goes on."""
+        with self._lock:
+            self._stopped = True
+
     def start_if_due(self) -> Future[None] | None:
         """Start a refresh if none is in flight and the last one is old enough.
 
         Returns the refresh in flight (new or shared), or None when the snapshot is fresh (or
-        the worker pool is shut down).
+        the worker pool is shut down, or :meth:`stop_refreshing` was called).
         """
         with self._lock:
             if self._inflight is not None and not self._inflight.done():
                 return self._inflight
+            if self._stopped:
+                return None
             now = self._clock()
             if self._last_started is not None and not _due(
                 self._last_started, now, self.options.min_refresh_interval

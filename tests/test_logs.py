@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.app import RedactingProvider
-from exporter.ecs.credentials import StaticProvider
+from exporter.ecs.credentials import Credentials, StaticProvider
 from exporter.logs import (
     REDACTED,
     JsonFormatter,
@@ -149,3 +149,24 @@ def test_temporary_credentials_are_redacted_once_handed_out() -> None:
     provider.get_credentials()
     line = "secret=temporary-secret-value token=temporary-token-value id=STS.id"
     assert redactor.redact(line) == "secret=*** token=*** id=STS.id"
+
+
+def test_the_redactor_keeps_only_the_current_and_previous_temporary_credentials() -> None:
+    class Rotating:
+        def __init__(self) -> None:
+            self.round = 0
+
+        def get_credentials(self) -> Credentials:
+            self.round += 1
+            return StaticProvider(
+                "STS.id", f"rotated-secret-{self.round:04d}", f"rotated-token-{self.round:04d}"
+            ).get_credentials()
+
+    redactor = SecretRedactor()
+    provider = RedactingProvider(Rotating(), redactor)
+    for _ in range(5):
+        provider.get_credentials()
+    line = " ".join(f"rotated-secret-{n:04d} rotated-token-{n:04d}" for n in range(1, 6))
+    redacted = redactor.redact(line).split()
+    assert redacted[6:] == ["***"] * 4  # rounds 4 and 5
+    assert redacted[:6] == line.split()[:6]  # rounds 1 to 3 forgotten

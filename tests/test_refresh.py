@@ -327,6 +327,16 @@ def test_the_snapshot_tells_the_reason_of_the_last_refresh_only(
     assert reasons == ["auth", "throttled", "internal", ""]
 
 
+def test_no_refresh_starts_once_stopping(executor: ThreadPoolExecutor) -> None:
+    api = FakeApi(backlog(3))
+    refresher = make_refresher(api, executor, FakeClock(), min_refresh_interval=0.0)
+    refresher.refresh_now()
+    calls = len(api.calls)
+    refresher.stop_refreshing()
+    assert refresher.start_if_due() is None
+    assert len(api.calls) == calls
+
+
 def test_refresh_waits_for_the_minimum_interval(executor: ThreadPoolExecutor) -> None:
     clock = FakeClock()
     api = FakeApi(backlog(3))
