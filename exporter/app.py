@@ -4,7 +4,9 @@ For every target (one account in one region) the application builds, in this ord
 
 * a credentials provider, one per configured target and shared by its regions (so temporary
   credentials are fetched once), with ``assume_role`` on top when configured;
-* a token bucket per (account, region), shared by every target using that pair;
+* a token bucket per Alibaba account (as far as the config tells: AccessKey id or role) and
+  region, shared by every target reading that pair, since the API's quota is per account and
+  region;
 * an :class:`~exporter.ecs.client.EcsClient` whose ``on_request`` hook feeds the refresher's
   self-metrics;
 * a :class:`~exporter.refresh.TargetRefresher` running on a shared thread pool.
@@ -255,7 +257,7 @@ def build_application(
             providers[key] = RedactingProvider(
                 build_credentials(configured_target, http=credentials_http, environ=environ)
             )
-        bucket_key = (target.account, target.region_id)
+        bucket_key = (quota_identity(configured_target), target.region_id)
         if bucket_key not in buckets:
             buckets[bucket_key] = TokenBucket(
                 settings.api.rate_limit_per_second, settings.api.burst
@@ -300,6 +302,25 @@ def build_application(
         executor=executor,
         http_clients=[api_http, credentials_http],
     )
+
+
+def quota_identity(target: TargetSettings) -> str:
+    """Who the API counts a target's requests against, as far as the config can tell.
+
+    Targets with the same identity in the same region share one token bucket (two targets of
+    one account with different filters must not each spend the account's quota). Environment
+    and default-chain credentials are the process's one identity.
+    """
+    if target.assume_role is not None:
+        return f"role:{target.assume_role.role_arn}"
+    credentials = target.credentials
+    if isinstance(credentials, StaticCredentialsSettings):
+        return f"access_key:{credentials.access_key_id}"
+    if isinstance(credentials, OidcRoleCredentialsSettings):
+        return f"role:{credentials.role_arn}"
+    if isinstance(credentials, EcsRamRoleCredentialsSettings):
+        return f"ecs_ram_role:{credentials.role_name or ''}"
+    return f"source:{credentials.source}"
 
 
 class RedactingProvider:

@@ -34,3 +34,37 @@ def test_instance_metadata_never_goes_through_the_environments_proxy(
         assert getattr(metadata._pool, "_proxy_url", None) is None
     finally:
         app.close()
+
+
+def test_targets_of_one_account_and_region_share_one_token_bucket(tmp_path: Path) -> None:
+    # The API's quota is per account and region: two targets of the same account with other
+    # filters must not each get the full rate.
+    config = tmp_path / "config.yml"
+    config.write_text(
+        """
+targets:
+  - name: prod-sre
+    region_ids: [cn-hangzhou, cn-beijing]
+    credentials: {source: static, access_key_id: LTAI5tSame, access_key_secret: s3cret-one}
+    filters: {tags: {team: sre}}
+  - name: prod-db
+    region_id: cn-hangzhou
+    credentials: {source: static, access_key_id: LTAI5tSame, access_key_secret: s3cret-one}
+    filters: {tags: {team: db}}
+  - name: other
+    region_id: cn-hangzhou
+    credentials: {source: static, access_key_id: LTAI5tOther, access_key_secret: s3cret-two}
+""",
+        encoding="utf-8",
+    )
+    app = build_application(load_config_file(config))
+    try:
+        buckets = {
+            (r.name, r.region_id): r.client._rate_limiter  # type: ignore[attr-defined]
+            for r in app.refreshers
+        }
+    finally:
+        app.close()
+    assert buckets[("prod-sre", "cn-hangzhou")] is buckets[("prod-db", "cn-hangzhou")]
+    assert buckets[("prod-sre", "cn-beijing")] is not buckets[("prod-sre", "cn-hangzhou")]
+    assert buckets[("other", "cn-hangzhou")] is not buckets[("prod-db", "cn-hangzhou")]
