@@ -800,6 +800,9 @@ def load_environment() -> ExporterSettings:
     ``ALIYUN_CLOUDASSISTANT_SECRETS_DIR``. Raises :class:`ConfigError`.
     """
     source = "environment"
+    unknown = _unknown_environment_variables(os.environ)
+    if unknown:
+        raise ConfigError(source, unknown)
     secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE) or None
     if secrets_dir is not None and not Path(secrets_dir).is_dir():
         message = f"{secrets_dir!r} is not a directory"
@@ -826,6 +829,41 @@ def load_environment() -> ExporterSettings:
             raise ConfigError(source, [problem]) from None
     _raise_for_secret_warnings(source, caught)
     return settings
+
+
+# A Kubernetes Service named aliyun-cloudassistant-exporter injects service-link variables
+# (ALIYUN_CLOUDASSISTANT_EXPORTER_SERVICE_HOST, ...) that share the prefix: not typos.
+_SERVICE_LINK_PREFIX: Final = f"{ENV_PREFIX}EXPORTER_"
+
+
+def _known_environment_variables() -> set[str]:
+    names = {SECRETS_DIR_VARIABLE}
+    for name, info in EnvironmentSettings.model_fields.items():
+        if info.validation_alias is not None:
+            continue  # the standard ALIBABA_CLOUD_* names
+        names.add(f"{ENV_PREFIX}{name.upper()}")
+    for section, model in (("REFRESH", RefreshSettings), ("API", ApiSettings)):
+        names.update(f"{ENV_PREFIX}{section}__{field.upper()}" for field in model.model_fields)
+    return names
+
+
+def _unknown_environment_variables(environ: Mapping[str, str]) -> list[ConfigProblem]:
+    """A problem for each ``ALIYUN_CLOUDASSISTANT_*`` variable the exporter does not read.
+
+    A misspelled variable would otherwise be ignored silently (``..._ENDPIONT``: the real API
+    instead of the intended endpoint).
+    """
+    known = _known_environment_variables()
+    problems = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        if name.startswith(_SERVICE_LINK_PREFIX):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = f", did you mean {close[0]}?" if close else f" (known: {', '.join(sorted(known))})"
+        problems.append(ConfigProblem(path=name, message=f"unknown variable{hint}"))
+    return problems
 
 
 _SETTINGS_ERROR_FIELD: Final = re.compile(r'error parsing value for field "(\w+)"')

@@ -383,6 +383,15 @@ def test_environment_secret_from_a_secrets_dir(
             "ALIYUN_CLOUDASSISTANT_REFRESH: not valid JSON",
             id="section-not-json",
         ),
+        pytest.param(
+            {
+                "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+                "ALIYUN_CLOUDASSISTANT_ENDPIONT": "http://127.0.0.1:8080",
+            },
+            "ALIYUN_CLOUDASSISTANT_ENDPIONT: unknown variable, did you mean "
+            "ALIYUN_CLOUDASSISTANT_ENDPOINT?",
+            id="misspelled-variable",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(
@@ -396,6 +405,15 @@ def test_bad_environment_names_the_variable(
     assert str(caught.value).startswith("environment: ")
     assert expected in str(caught.value)
     assert LEAKED_SECRET not in str(caught.value)
+
+
+def test_kubernetes_service_link_variables_are_not_typos(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_REGIONS", "cn-hangzhou")
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_EXPORTER_SERVICE_HOST", "10.0.0.1")
+    clean_environment.setenv("ALIYUN_CLOUDASSISTANT_EXPORTER_PORT", "tcp://10.0.0.1:9907")
+    assert [t.region_id for t in load_environment().expanded_targets()] == ["cn-hangzhou"]
 
 
 def test_settings_are_immutable(tmp_path: Path) -> None:
