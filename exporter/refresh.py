@@ -236,6 +236,7 @@ class TargetRefresher:
         self._refreshes = 0
         self._failures = dict.fromkeys(FAILURE_REASONS, 0)
         self._last_failure_reason = ""
+        self._failed_in_a_row = 0
         self._last_success = 0.0
         self._last_sweep = 0.0
         self._pages = 0
@@ -368,7 +369,15 @@ class TargetRefresher:
         duration = time.monotonic() - started
         self._refreshes += 1
         if up:
+            if self._failed_in_a_row:
+                self._log.info(
+                    "refresh recovered",
+                    extra={**self._fields(), "failed_refreshes": self._failed_in_a_row},
+                )
+            self._failed_in_a_row = 0
             self._last_success = self._clock()
+        else:
+            self._failed_in_a_row += 1
         self._attempted = True
         try:
             self._snapshot = self._build_snapshot(up=up, duration=duration)
@@ -393,6 +402,7 @@ class TargetRefresher:
             self._full_walk(now, sweep=False)
             tracker.complete_baseline(at=now)
             self._last_sweep = now
+            self._log_baseline()
         else:
             self._fast_path(now)
             self._follow_in_flight(now)
@@ -403,6 +413,19 @@ class TargetRefresher:
                 self._last_sweep = now  # a failing sweep waits for the next interval too
                 self._full_walk(now, sweep=True)
         tracker.expire(now)
+
+    def _log_baseline(self) -> None:
+        # A filter that matches nothing looks exactly like a quiet account: say what was found.
+        in_view = len(self._tracker)
+        fields = {**self._fields(), "results": in_view, "pages": self._pages}
+        if in_view == 0 and self.query != InvocationQuery():
+            self._log.warning(
+                "the first refresh found no results: check the target's filters", extra=fields
+            )
+        else:
+            self._log.info(
+                "first refresh done: results in view recorded, not counted", extra=fields
+            )
 
     def _fields(self) -> dict[str, object]:
         """The log fields naming this target (structured fields travel in ``extra``)."""

@@ -337,6 +337,39 @@ def test_no_refresh_starts_once_stopping(executor: ThreadPoolExecutor) -> None:
     assert len(api.calls) == calls
 
 
+def test_a_filter_that_matches_nothing_is_logged_at_the_first_refresh(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApi(backlog(3))
+    quiet = make_refresher(FakeApi([]), executor, FakeClock())
+    filtered = make_refresher(api, executor, FakeClock())
+    filtered.query = InvocationQuery(tags=(("team", "nobody"),))
+    api.records = []
+    with caplog.at_level(logging.INFO):
+        quiet.refresh_now()
+        filtered.refresh_now()
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert messages == [
+        (logging.INFO, "first refresh done: results in view recorded, not counted"),
+        (logging.WARNING, "the first refresh found no results: check the target's filters"),
+    ]
+
+
+def test_a_recovery_is_logged_with_the_failures_before_it(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApi(backlog(3))
+    api.errors[1] = ThrottledError("slow down", code="Throttling.User")
+    api.errors[2] = ThrottledError("slow down", code="Throttling.User")
+    refresher = make_refresher(api, executor, FakeClock())
+    with caplog.at_level(logging.INFO):
+        for _ in range(4):
+            refresher.refresh_now()
+    recovered = [r for r in caplog.records if r.getMessage() == "refresh recovered"]
+    assert len(recovered) == 1
+    assert getattr(recovered[0], "failed_refreshes", None) == 2
+
+
 def test_refresh_waits_for_the_minimum_interval(executor: ThreadPoolExecutor) -> None:
     clock = FakeClock()
     api = FakeApi(backlog(3))
