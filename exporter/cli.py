@@ -244,10 +244,15 @@ def _run(argv: Sequence[str] | None) -> int:
         hint = "" if args.config_file is not None else " (or give --config.file)"
         return _config_failure(exc, check=args.config_check, hint=hint)
 
+    doubts = settings.warnings(os.environ)
     if args.config_check:
         source = args.config_file if args.config_file is not None else "environment"
         print(f"{source}: OK: {settings.summary()}")
+        for doubt in doubts:
+            print(f"{PROGRAM}: warning: {doubt}", file=sys.stderr)
         return EXIT_OK
+    for doubt in doubts:
+        log.warning("configuration looks wrong", extra={"problem": doubt})
 
     REDACTOR.add_all(settings.secret_values())
     REDACTOR.add_all(os.environ.get(name, "") for name in _SECRET_VARIABLES)

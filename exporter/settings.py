@@ -61,6 +61,16 @@ from exporter.ecs.models import INVOKE_RECORD_STATUSES, InvocationQuery
 
 ENV_PREFIX: Final = "ALIYUN_CLOUDASSISTANT_"
 SECRETS_DIR_VARIABLE: Final = "ALIYUN_CLOUDASSISTANT_SECRETS_DIR"
+# ECS regions, only to catch misspellings (Settings.warnings); a region missing here still works.
+KNOWN_REGIONS: Final = (
+    "cn-qingdao", "cn-beijing", "cn-zhangjiakou", "cn-huhehaote", "cn-wulanchabu",
+    "cn-hangzhou", "cn-shanghai", "cn-nanjing", "cn-fuzhou", "cn-wuhan-lr", "cn-shenzhen",
+    "cn-heyuan", "cn-guangzhou", "cn-chengdu", "cn-hongkong", "ap-northeast-1",
+    "ap-northeast-2", "ap-southeast-1", "ap-southeast-3", "ap-southeast-5", "ap-southeast-6",
+    "ap-southeast-7", "us-east-1", "us-west-1", "eu-west-1", "eu-central-1", "me-east-1",
+    "me-central-1", "na-south-1", "cn-shanghai-finance-1", "cn-shenzhen-finance-1",
+    "cn-beijing-finance-1",
+)  # fmt: skip
 CREDENTIAL_SOURCES: Final = ("static", "environment", "ecs_ram_role", "oidc_role", "default")
 MAX_RESULTS_LIMIT: Final = 50  # the API's maximum MaxResults
 # A config of thousands of targets is far smaller; a larger file is a mistake (a log, a dump,
@@ -570,6 +580,29 @@ class ExporterSettings(BaseSettings):
                 yield credentials.secret.get_secret_value()
                 if credentials.security_token is not None:
                     yield credentials.security_token.get_secret_value()
+
+    def warnings(self, environ: Mapping[str, str]) -> list[str]:
+        """Doubts that are not errors: what looks like a typo or a missing variable.
+
+        A region id close to a known one but not one of them (``cn-hangzou``) is most likely
+        misspelt (a new region far from any known one is not flagged); ``source: environment``
+        without ``ALIBABA_CLOUD_ACCESS_KEY_ID`` in ``environ`` cannot authenticate.
+        """
+        found = []
+        for target in self.expanded_targets():
+            close = difflib.get_close_matches(target.region_id, KNOWN_REGIONS, n=1, cutoff=0.8)
+            if target.region_id not in KNOWN_REGIONS and close:
+                found.append(
+                    f"{target.label}: region {target.region_id!r}, did you mean {close[0]!r}?"
+                )
+            if target.credentials.source == "environment" and not environ.get(
+                "ALIBABA_CLOUD_ACCESS_KEY_ID"
+            ):
+                found.append(
+                    f"{target.label}: credentials source 'environment' but "
+                    "ALIBABA_CLOUD_ACCESS_KEY_ID is not set"
+                )
+        return found
 
     def summary(self) -> str:
         """A one-line, secret-free description, for ``--config.check``."""

@@ -71,6 +71,24 @@ def test_config_check_of_a_good_file_prints_a_summary_without_secrets(good_confi
     assert SECRET not in result.stdout + result.stderr
 
 
+def test_config_check_warns_about_likely_mistakes_but_passes(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "targets:\n"
+        "  - {name: a, region_id: cn-hangzou, credentials: {source: environment}}\n"
+        "  - {name: b, region_id: xx-brand-new-1}\n",
+        encoding="utf-8",
+    )
+    result = run_cli(["--config.file", str(config), "--config.check"])
+    assert result.code == 0
+    assert result.stderr.splitlines() == [
+        "aliyun-cloudassistant-exporter: warning: a/cn-hangzou: region 'cn-hangzou', "
+        "did you mean 'cn-hangzhou'?",
+        "aliyun-cloudassistant-exporter: warning: a/cn-hangzou: credentials source "
+        "'environment' but ALIBABA_CLOUD_ACCESS_KEY_ID is not set",
+    ]
+
+
 def test_config_check_of_a_bad_file_names_file_and_field() -> None:
     path = BAD_CONFIGS / "static_missing_access_key_id.yml"
     result = run_cli(["--config.file", str(path), "--config.check"])
