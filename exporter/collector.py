@@ -54,7 +54,9 @@ class CloudAssistantCollector:
 
     ``collect()`` first starts the refreshes that are due for every target, then waits for all
     of them together at most ``scrape_max_wait`` seconds, so a slow target delays the scrape by
-    no more than that and never holds up the others' refreshes.
+    no more than that and never holds up the others' refreshes. The exporter passes 0: its HTTP
+    server has already started and waited for the due refreshes, bounded by Prometheus' scrape
+    timeout, so ``collect()`` only renders.
     """
 
     def __init__(

@@ -5,11 +5,12 @@ its :class:`~exporter.tracking.RunTracker` and turns the API's answers into immu
 :class:`TargetSnapshot` objects that the collector renders without waiting on anything.
 
 When a refresh happens
-  :meth:`TargetRefresher.snapshot` starts a refresh when the last one started at least
-  ``min_refresh_interval`` seconds ago, waits for it up to ``max_wait`` seconds and returns the
-  newest snapshot. One refresh at most is in flight per target: concurrent scrapes (an HA
-  Prometheus pair, a human with curl) share it. A refresh that outlives ``max_wait`` keeps
-  running in the worker pool; the next scrape gets its result.
+  A scrape calls :meth:`TargetRefresher.start_if_due`, which starts a refresh when the last one
+  started at least ``min_refresh_interval`` seconds ago, waits for the refreshes it got (the
+  server bounds that wait by Prometheus' scrape timeout) and renders :meth:`latest`. One refresh
+  at most is in flight per target: concurrent scrapes (an HA Prometheus pair, a human with
+  curl) share it. A refresh that outlives the wait keeps running in the worker pool; the next
+  scrape gets its result. :meth:`snapshot` does both steps for one target.
 
 What a refresh reads (API calls are counted in ``refresh_pages`` and ``api_requests_total``)
   1. *Baseline* (first successful refresh): every page up to the page cap; the backlog is

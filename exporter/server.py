@@ -10,7 +10,8 @@
 =================  ===========================================================================
 
 Only GET and HEAD are allowed (405 otherwise); unknown paths are 404. With a web config, TLS
-and basic auth apply to every path, health endpoints included (as exporter-toolkit does). An
+and basic auth apply to every path, health endpoints included (as exporter-toolkit does),
+except the paths listed in the web config's ``auth_excluded_paths`` (for probes). An
 exception while answering is logged on one line (no traceback) and becomes a 500; a client that
 goes away mid-answer is only noted at debug level. The server keeps serving either way.
 

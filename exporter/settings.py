@@ -403,7 +403,8 @@ class TargetSettings(_Section):
     include_history: bool = False
     """Count every run of periodic and on-boot tasks by reading each task's history
     (``IncludeHistory=true`` per task and instance whose run ended); without it a periodic task
-    shows only its latest run. ``filters.include_history`` is the API filter (needs invoke_id)."""
+    shows only its latest run. ``filters.include_history`` (which the API ties to an invoke_id)
+    turns this on too: the target is then read without it and each run read from the history."""
 
     @field_validator("region_ids")
     @classmethod
