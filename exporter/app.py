@@ -187,6 +187,12 @@ class Application:
                 up=snapshot.up if snapshot.attempted else None,
                 last_success_time=snapshot.last_success_timestamp_seconds or None,
                 last_error=snapshot.last_failure_reason,
+                last_error_detail=snapshot.last_failure_detail,
+                results_in_view=(
+                    sum(count for _, count in snapshot.view.by_status)
+                    if snapshot.attempted
+                    else None
+                ),
             )
             for snapshot in (refresher.latest() for refresher in self.refreshers)
         ]

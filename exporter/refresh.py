@@ -149,6 +149,7 @@ class TargetSnapshot:
     counters: CounterTotals
     command_breakdown: bool
     last_failure_reason: str  # the failure reason of the last refresh, "" when it succeeded
+    last_failure_detail: str  # its code and message (never a secret), "" when it succeeded
 
 
 class _Walk:
@@ -237,6 +238,7 @@ class TargetRefresher:
         self._refreshes = 0
         self._failures = dict.fromkeys(FAILURE_REASONS, 0)
         self._last_failure_reason = ""
+        self._last_failure_detail = ""
         self._failed_in_a_row = 0
         self._last_success = 0.0
         self._last_sweep = 0.0
@@ -341,6 +343,7 @@ class TargetRefresher:
         self._pages = 0
         up = False
         self._last_failure_reason = ""
+        self._last_failure_detail = ""
         try:
             self._refresh(self._clock())
             up = True
@@ -348,6 +351,7 @@ class TargetRefresher:
             reason = failure_reason(exc)
             self._failures[reason] += 1
             self._last_failure_reason = reason
+            self._last_failure_detail = str(exc)  # the client scrubs secrets from API messages
             self._log.warning(
                 "refresh failed",
                 extra={
@@ -363,6 +367,7 @@ class TargetRefresher:
         except Exception as exc:  # a bug must not take the exporter down: up=0, logged
             self._failures["internal"] += 1
             self._last_failure_reason = "internal"
+            self._last_failure_detail = f"{type(exc).__name__} at {raised_at(exc)} (see the log)"
             self._log.error(
                 "refresh failed with an unexpected error",
                 extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
@@ -395,6 +400,7 @@ class TargetRefresher:
                 refreshes=self._refreshes,
                 refresh_failures=tuple(self._failures.items()),
                 last_failure_reason=self._last_failure_reason or "internal",
+                last_failure_detail=self._last_failure_detail or "building the snapshot failed",
             )
 
     def _refresh(self, now: float) -> None:
@@ -641,6 +647,7 @@ class TargetRefresher:
             counters=self._tracker.counter_totals(),
             command_breakdown=self.options.command_breakdown.enabled,
             last_failure_reason=self._last_failure_reason,
+            last_failure_detail=self._last_failure_detail,
         )
 
 

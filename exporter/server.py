@@ -68,6 +68,10 @@ class TargetStatus:
     last_success_time: float | None
     last_error: str
     """The failure reason of the last refresh (``throttled``, ``auth`` ...), "" after a success."""
+    last_error_detail: str = ""
+    """Its API code and message, "" after a success."""
+    results_in_view: int | None = None
+    """Results the API returns for the target, as of the last refresh."""
 
 
 def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
@@ -375,12 +379,14 @@ def render_landing_page(telemetry_path: str, statuses: Sequence[TargetStatus]) -
             status.account,
             status.region_id,
             up,
+            "-" if status.results_in_view is None else str(status.results_in_view),
             _format_time(status.last_success_time),
             status.last_error or "-",
+            status.last_error_detail or "-",
         )
         rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
     path = html.escape(telemetry_path, quote=True)
-    table_rows = "\n".join(rows) or '<tr><td colspan="5">no targets</td></tr>'
+    table_rows = "\n".join(rows) or '<tr><td colspan="7">no targets</td></tr>'
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Alibaba Cloud Assistant exporter</title>
@@ -396,8 +402,8 @@ tr:nth-child(even){{background:#f2f2f2}}</style></head>
 </ul>
 <h2>Targets</h2>
 <table>
-<tr><th>account</th><th>region</th><th>up</th><th>last successful refresh</th>
-<th>last error</th></tr>
+<tr><th>account</th><th>region</th><th>up</th><th>results in view</th>
+<th>last successful refresh</th><th>last error</th><th>detail</th></tr>
 {table_rows}
 </table>
 </body>

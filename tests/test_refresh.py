@@ -323,8 +323,12 @@ def test_the_snapshot_tells_the_reason_of_the_last_refresh_only(
     api.errors[2] = ThrottledError("slow down", code="Throttling.User")
     api.errors[3] = RuntimeError("a bug")
     refresher = make_refresher(api, executor, FakeClock())
-    reasons = [refresher.refresh_now().last_failure_reason for _ in range(4)]
-    assert reasons == ["auth", "throttled", "internal", ""]
+    snapshots = [refresher.refresh_now() for _ in range(4)]
+    assert [s.last_failure_reason for s in snapshots] == ["auth", "throttled", "internal", ""]
+    assert snapshots[0].last_failure_detail == "InvalidAccessKeyId.NotFound: bad key"
+    assert snapshots[2].last_failure_detail.startswith("RuntimeError at ")
+    assert "a bug" not in snapshots[2].last_failure_detail  # a bug's message may hold anything
+    assert snapshots[3].last_failure_detail == ""
 
 
 def test_no_refresh_starts_once_stopping(executor: ThreadPoolExecutor) -> None:

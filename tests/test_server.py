@@ -34,8 +34,15 @@ from exporter.server import (
 from exporter.webconfig import WebConfig, load_web_config
 from tests.conftest import StartExporter
 
-UP = TargetStatus("prod", "cn-hangzhou", True, 1_767_225_600.0, "")
-DOWN = TargetStatus("<b>lab</b>", "cn-beijing", False, None, "throttled")
+UP = TargetStatus("prod", "cn-hangzhou", True, 1_767_225_600.0, "", results_in_view=812)
+DOWN = TargetStatus(
+    "<b>lab</b>",
+    "cn-beijing",
+    False,
+    None,
+    "throttled",
+    last_error_detail="Throttling.User: Request was denied due to user flow control. (HTTP 400)",
+)
 PENDING = TargetStatus("new", "eu-central-1", None, None, "")
 
 
@@ -160,9 +167,15 @@ def test_landing_page_links_and_targets(exporter: Exporter) -> None:
     page = response.text
     for link in ('href="/metrics"', 'href="/-/healthy"', 'href="/-/ready"'):
         assert link in page
-    assert "<td>prod</td><td>cn-hangzhou</td><td>1</td><td>2026-01-01T00:00:00+00:00</td>" in page
+    assert (
+        "<td>prod</td><td>cn-hangzhou</td><td>1</td><td>812</td><td>2026-01-01T00:00:00+00:00</td>"
+        in page
+    )
     assert "<td>&lt;b&gt;lab&lt;/b&gt;</td>" in page  # escaped
-    assert "<td>throttled</td>" in page
+    assert (
+        "<td>throttled</td><td>Throttling.User: Request was denied due to user flow control. "
+        "(HTTP 400)</td>" in page
+    )
 
 
 def test_a_render_exception_is_a_500_and_the_server_keeps_serving(exporter: Exporter) -> None:
