@@ -714,29 +714,38 @@ def dotted_path(loc: Sequence[int | str]) -> str:
     return path
 
 
+def _sections() -> dict[type[BaseModel], str]:
+    """Every section of the config file and where it stands, for error messages."""
+    return {
+        ExporterSettings: "at the top level",
+        TargetSettings: "in a target",
+        StaticCredentialsSettings: "in credentials",
+        EcsRamRoleCredentialsSettings: "in credentials",
+        OidcRoleCredentialsSettings: "in credentials",
+        AssumeRoleSettings: "in assume_role",
+        FilterSettings: "in filters",
+        TagSettings: "in a tag",
+        CommandBreakdownSettings: "in command_breakdown",
+        RefreshSettings: "in refresh",
+        ApiSettings: "in api",
+    }
+
+
 def _known_field_names() -> list[str]:
-    sections: tuple[type[BaseModel], ...] = (
-        ExporterSettings,
-        TargetSettings,
-        StaticCredentialsSettings,
-        EcsRamRoleCredentialsSettings,
-        OidcRoleCredentialsSettings,
-        AssumeRoleSettings,
-        FilterSettings,
-        TagSettings,
-        CommandBreakdownSettings,
-        RefreshSettings,
-        ApiSettings,
-    )
-    return sorted({name for section in sections for name in section.model_fields})
+    return sorted({name for section in _sections() for name in section.model_fields})
 
 
 def _unknown_field_message(loc: Sequence[int | str]) -> str:
     message = _MESSAGES["extra_forbidden"]
     name = loc[-1] if loc else ""
     if isinstance(name, str):
+        places = sorted(
+            {where for section, where in _sections().items() if name in section.model_fields}
+        )
         close = difflib.get_close_matches(name, _known_field_names(), n=1, cutoff=0.75)
-        if close:
+        if places:  # a real key in the wrong section
+            message = f"not a field here: {name!r} belongs {' or '.join(places)}"
+        elif close:
             message = f"unknown field, did you mean {close[0]!r}?"
     return message
 
