@@ -695,6 +695,7 @@ _MESSAGES: Final = {
     "missing": "required field is missing",
     "extra_forbidden": "unknown field (check the spelling)",
     "union_tag_not_found": f"'source' is missing (one of: {', '.join(CREDENTIAL_SOURCES)})",
+    "union_tag_invalid": f"unknown 'source' (one of: {', '.join(CREDENTIAL_SOURCES)})",
 }
 
 
