@@ -94,22 +94,36 @@ def _timestamp(record: logging.LogRecord) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _event_fields(record: logging.LogRecord, redactor: SecretRedactor) -> dict[str, str]:
-    """The ordered fields of one event, every value already a redacted string."""
-    fields: dict[str, str] = {
+Scalar = str | int | float | bool | None
+
+
+def _event_fields(record: logging.LogRecord, redactor: SecretRedactor) -> dict[str, Scalar]:
+    """The ordered fields of one event: numbers, booleans and None as they are (JSON keeps
+    their type), everything else a redacted string."""
+    fields: dict[str, Scalar] = {
         "ts": _timestamp(record),
         "level": _LEVEL_NAMES.get(record.levelno, record.levelname.lower()),
         "logger": record.name,
-        "msg": record.getMessage(),
+        "msg": redactor.redact(record.getMessage()),
     }
     for key, value in vars(record).items():
         if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
-            fields[key] = str(value)
+            if value is None or isinstance(value, bool | int | float):
+                fields[key] = value
+            else:
+                fields[key] = redactor.redact(str(value))
     if record.exc_info and record.exc_info[1] is not None:
         exc = record.exc_info[1]
-        fields["err"] = _exception_text(exc)
+        fields["err"] = redactor.redact(_exception_text(exc))
         fields["at"] = raised_at(exc)
-    return {key: redactor.redact(value) for key, value in fields.items()}
+    return fields
+
+
+def _text(value: Scalar) -> str:
+    """A field value as logfmt writes it (``true``/``false`` as Go's logfmt does)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
 
 def _exception_text(exc: BaseException) -> str:
@@ -184,7 +198,7 @@ class LogfmtFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = _event_fields(record, self._redactor)
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+        return " ".join(f"{key}={_logfmt_value(_text(value))}" for key, value in fields.items())
 
 
 class JsonFormatter(logging.Formatter):

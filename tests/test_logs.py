@@ -72,6 +72,22 @@ def test_json_line_is_one_object_with_the_same_fields() -> None:
     assert event["ts"].endswith("Z")
 
 
+def test_numbers_and_booleans_keep_their_type() -> None:
+    json_logger, json_stream = make_logger(JsonFormatter(SecretRedactor()))
+    logfmt_logger, logfmt_stream = make_logger(LogfmtFormatter(SecretRedactor()))
+    fields = {"tls": True, "http_status": 404, "wait": 0.5, "code": None}
+    json_logger.info("x", extra=fields)
+    logfmt_logger.info("x", extra=fields)
+    event = json.loads(json_stream.getvalue())
+    assert (event["tls"], event["http_status"], event["wait"], event["code"]) == (
+        True,
+        404,
+        0.5,
+        None,
+    )
+    assert 'tls=true http_status=404 wait=0.5 code=""' in logfmt_stream.getvalue()
+
+
 def test_an_exception_is_logged_on_one_line() -> None:
     logger, stream = make_logger(LogfmtFormatter(SecretRedactor()))
     try:
