@@ -183,6 +183,11 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             super().finish_request(request, client_address)
             return
         request.settimeout(CONNECTION_TIMEOUT_SECONDS)
+        if _speaks_plain_http(request):
+            # As Go's servers do: tell a client that forgot https:// instead of a bare reset.
+            with contextlib.suppress(OSError):
+                request.sendall(_PLAIN_HTTP_TO_TLS_ANSWER)
+            return
         try:
             tls_socket = self.ssl_context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
@@ -362,6 +367,21 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # Access logs only at debug: Prometheus scrapes every few seconds.
         log.debug(format % args, extra={"client": self.client_address[0]})
+
+
+_PLAIN_HTTP_TO_TLS_ANSWER: Final = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
+
+
+def _speaks_plain_http(connection: socket.socket) -> bool:
+    """True when the client's first byte is a letter (``GET``, ``HEAD``...), not a TLS record."""
+    try:
+        first = connection.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return False
+    return first.isalpha()
 
 
 def _format_time(timestamp: float | None) -> str:

@@ -316,9 +316,14 @@ def test_tls_serves_https_and_a_bad_handshake_does_not_stop_it(tmp_path: Path) -
     try:
         assert running.url.startswith("https://")
         with socket.create_connection(("127.0.0.1", _port(running))) as plain:
-            plain.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")  # not TLS: the server hangs up
+            plain.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")  # forgot https://
+            answer = plain.recv(1000)
+        assert answer.startswith(b"HTTP/1.0 400 Bad Request\r\n")
+        assert answer.endswith(b"Client sent an HTTP request to an HTTPS server.\n")
+        with socket.create_connection(("127.0.0.1", _port(running))) as garbage:
+            garbage.sendall(b"\x00\x01\x02 not a TLS record")  # the server hangs up
             with contextlib.suppress(ConnectionResetError):
-                assert not plain.recv(100).startswith(b"HTTP/")
+                assert not garbage.recv(100).startswith(b"HTTP/")
         context = ssl.create_default_context(cafile=str(cert_file))
         context.check_hostname = False
         response = httpx.get(running.url + "/metrics", verify=context)
