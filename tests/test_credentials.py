@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -360,6 +361,32 @@ def test_oidc_role_request_and_token_rotation(
     assert form["RoleSessionName"] == "exporter-test"
     assert form["DurationSeconds"] == "3600"
     assert rotated in second.body.decode()
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        pytest.param(lambda p: os.mkfifo(p), "not a regular file", id="fifo"),
+        pytest.param(lambda p: p.mkdir(), "not a regular file", id="directory"),
+        pytest.param(lambda p: p.write_bytes(b"x" * 70_000), "larger than", id="huge"),
+        pytest.param(lambda p: None, "No such file", id="missing"),
+    ],
+)
+def test_an_unusable_oidc_token_file_is_a_clear_error_at_once(
+    http: httpx.Client, sts: FakeStsServer, tmp_path: Path, make: Any, reason: str
+) -> None:
+    path = tmp_path / "token"
+    make(path)
+    provider = OidcRoleProvider(
+        role_arn=ROLE_ARN,
+        oidc_provider_arn=OIDC_PROVIDER_ARN,
+        oidc_token_file=path,
+        http=http,
+        sts_endpoint=sts.url,
+    )
+    with pytest.raises(CredentialsError, match=reason):
+        provider.get_credentials()  # a FIFO must not block: no writer ever comes
+    assert sts.requests == []
 
 
 def test_oidc_refusal_is_clear_and_hides_the_token(

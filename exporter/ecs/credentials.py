@@ -19,9 +19,12 @@ appear in a log line, a repr or an error message.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -276,6 +279,28 @@ def _transport_failure(source: str, url: str, exc: httpx.RequestError) -> Creden
     return CredentialsError(f"{source}: no answer from {url} ({type(exc).__name__})")
 
 
+# A projected service-account token is a few KB; anything far larger is not one.
+_MAX_TOKEN_FILE_BYTES = 64 * 1024
+
+
+def _read_small_regular_file(path: Path, max_bytes: int) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes``.
+
+    A FIFO or a device would block the refresh or never end: ``OSError`` with a reason.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
+    return data.decode("utf-8")
+
+
 class OidcRoleProvider(_RefreshingProvider):
     """An OIDC role (ACK RRSA): STS ``AssumeRoleWithOIDC`` with the pod's service-account token.
 
@@ -318,7 +343,7 @@ class OidcRoleProvider(_RefreshingProvider):
 
     def _read_token(self) -> str:
         try:
-            token = self._token_file.read_text(encoding="utf-8").strip()
+            token = _read_small_regular_file(self._token_file, _MAX_TOKEN_FILE_BYTES).strip()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
             raise CredentialsError(
