@@ -91,6 +91,7 @@ FAILURE_REASONS: tuple[str, ...] = (
 API_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _MAX_INVALID_LOGGED = 10_000
 _MAX_HISTORY_REFUSED = 10_000
+_MAX_THROTTLE_BACKOFF = 8
 _T = TypeVar("_T")
 
 
@@ -240,6 +241,10 @@ class TargetRefresher:
         self._last_failure_reason = ""
         self._last_failure_detail = ""
         self._failed_in_a_row = 0
+        # While the API throttles this target, refreshes space out (the minimum interval doubles
+        # per throttled refresh, up to _MAX_THROTTLE_BACKOFF times): retrying at the usual pace
+        # would only add to the load that got it throttled.
+        self._backoff = 1
         self._last_success = 0.0
         self._last_sweep = 0.0
         self._pages = 0
@@ -290,7 +295,7 @@ class TargetRefresher:
                 return None
             now = self._clock()
             if self._last_started is not None and not _due(
-                self._last_started, now, self.options.min_refresh_interval
+                self._last_started, now, self.options.min_refresh_interval * self._backoff
             ):
                 return None
             return self._submit(now)
@@ -351,6 +356,8 @@ class TargetRefresher:
             reason = failure_reason(exc)
             self._failures[reason] += 1
             self._last_failure_reason = reason
+            if reason == "throttled":
+                self._backoff = min(self._backoff * 2, _MAX_THROTTLE_BACKOFF)
             self._last_failure_detail = str(exc)  # the client scrubs secrets from API messages
             self._log.warning(
                 "refresh failed",
@@ -381,6 +388,7 @@ class TargetRefresher:
                     extra={**self._fields(), "failed_refreshes": self._failed_in_a_row},
                 )
             self._failed_in_a_row = 0
+            self._backoff = 1
             self._last_success = self._clock()
         else:
             self._failed_in_a_row += 1

@@ -388,6 +388,25 @@ def test_refresh_waits_for_the_minimum_interval(executor: ThreadPoolExecutor) ->
     assert snap.refreshes == 2
 
 
+def test_a_throttled_target_spaces_its_refreshes_out_until_it_recovers(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(3))
+    api.errors[1] = ThrottledError("slow down", code="Throttling.User")
+    api.errors[2] = ThrottledError("slow down", code="Throttling.User")
+    refresher = make_refresher(api, executor, clock, min_refresh_interval=30.0)
+    started_at = []
+    for _ in range(20):  # a scrape every 15 s for 5 minutes
+        calls = len(api.calls)
+        refresher.snapshot(max_wait=5)
+        if len(api.calls) > calls:
+            started_at.append(clock.now - T0)
+        clock.now += 15
+    # Throttled at 0 and 60 (interval x2, then x4), recovered at 180: back to every 30 s.
+    assert started_at == [0, 60, 180, 210, 240, 270]
+
+
 def test_concurrent_scrapes_share_one_refresh(executor: ThreadPoolExecutor) -> None:
     api = FakeApi(backlog(120))
     api.gate = threading.Event()
