@@ -525,11 +525,12 @@ def test_hostile_and_clumsy_clients_do_not_disturb_scrapes(
 
 
 class BigCollector:
-    """A few MB of exposition, so an answer takes many writes."""
+    """About 6 MB of exposition: more than the kernel's largest TCP send buffer (4 MB), so the
+    server is still writing when the client resets the connection."""
 
     def collect(self) -> list[Metric]:
         gauge = GaugeMetricFamily("big_value", "A big family.", labels=("index",))
-        for index in range(40_000):
+        for index in range(160_000):
             gauge.add_metric((str(index),), index)
         return [gauge]
 
@@ -557,8 +558,10 @@ def test_a_client_hanging_up_mid_answer_is_a_debug_line_not_an_error(
     try:
         host, port = server.server_address[:2]
         for _ in range(3):
-            with socket.create_connection((str(host), int(port))) as connection:
+            with socket.socket() as connection:
+                # Before connecting, so the small window is what the server sees.
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                connection.connect((str(host), int(port)))
                 connection.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
                 connection.recv(10)
                 # Reset (not a clean close): the server's next write fails at once.
