@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 FAULT_KINDS: tuple[str, ...] = (
@@ -139,16 +140,7 @@ class FaultPlan:
         **options: float,
     ) -> FaultRule:
         """Fail the next ``count`` matching requests with ``kind``."""
-        return self.add(
-            FaultRule(
-                kind,
-                count=count,
-                access_key_id=access_key_id,
-                region_id=region_id,
-                retry_after_ms=int(options.get("retry_after_ms", 1500)),
-                delay=float(options.get("delay", 1.0)),
-            )
-        )
+        return self._add_rule(kind, access_key_id, region_id, options, count=count)
 
     def always(
         self,
@@ -160,9 +152,22 @@ class FaultPlan:
         **options: float,
     ) -> FaultRule:
         """Fail every matching request (or each with ``probability``) with ``kind``."""
+        return self._add_rule(kind, access_key_id, region_id, options, probability=probability)
+
+    def _add_rule(
+        self,
+        kind: str,
+        access_key_id: str | None,
+        region_id: str | None,
+        options: Mapping[str, float],
+        *,
+        count: int | None = None,
+        probability: float | None = None,
+    ) -> FaultRule:
         return self.add(
             FaultRule(
                 kind,
+                count=count,
                 probability=probability,
                 access_key_id=access_key_id,
                 region_id=region_id,
