@@ -257,7 +257,19 @@ def _credentials_json(creds: IssuedCredentials) -> dict[str, str]:
     }
 
 
-class FakeMetadataServer(LoopbackServer):
+class _IssuingServer(LoopbackServer):
+    """A fake that hands out temporary credentials and remembers them."""
+
+    _issuer: _Issuer
+
+    @property
+    def issued(self) -> list[IssuedCredentials]:
+        """Every set of credentials handed out, in order."""
+        with self._issuer.lock:
+            return list(self._issuer.issued)
+
+
+class FakeMetadataServer(_IssuingServer):
     """The ECS instance metadata service, IMDSv2 enforced, serving one RAM role.
 
     ``role_name=None`` is an instance without a role (404). ``lifetime`` is how long issued
@@ -280,12 +292,6 @@ class FakeMetadataServer(LoopbackServer):
         self._tokens: set[str] = set()
         self._lock = threading.Lock()
         super().__init__(host, port)
-
-    @property
-    def issued(self) -> list[IssuedCredentials]:
-        """Every set of credentials handed out, in order."""
-        with self._issuer.lock:
-            return list(self._issuer.issued)
 
     def answer(self, request: RecordedRequest) -> Answer:
         text = {"Content-Type": "text/plain"}
@@ -327,7 +333,7 @@ class FakeMetadataServer(LoopbackServer):
         return 404, text, b"Not Found"
 
 
-class FakeStsServer(LoopbackServer):
+class FakeStsServer(_IssuingServer):
     """STS (``2015-04-01``): ``AssumeRole`` and ``AssumeRoleWithOIDC``.
 
     ``access_keys`` maps the long-term AccessKey ids that may sign ``AssumeRole`` to their
@@ -356,12 +362,6 @@ class FakeStsServer(LoopbackServer):
         self._nonces: set[str] = set()
         self._lock = threading.Lock()
         super().__init__(host, port)
-
-    @property
-    def issued(self) -> list[IssuedCredentials]:
-        """Every set of credentials handed out, in order."""
-        with self._issuer.lock:
-            return list(self._issuer.issued)
 
     def _params(self, request: RecordedRequest) -> dict[str, str]:
         params = request.params
