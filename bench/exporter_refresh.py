@@ -16,28 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _memory_mb() -> dict[str, float]:
-    """``VmRSS`` (now), ``VmHWM`` (peak), ``RssAnon`` and ``RssFile`` in MB."""
-    figures: dict[str, float] = {}
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                figures[name] = int(value.split()[0]) / 1024
-    return figures
+from bench.measure import cpu_seconds, memory_mb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,22 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--renders", type=int, default=200, help="/metrics renders to time")
     args = parser.parse_args(argv)
 
-    cpu0, wall0 = _cpu(), time.perf_counter()
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
     from prometheus_client import generate_latest
 
     from exporter.app import Application, build_application
     from exporter.settings import load_config_file
 
-    import_cpu, import_wall = _cpu() - cpu0, time.perf_counter() - wall0
-    import_memory = _memory_mb()
+    import_cpu, import_wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
+    import_memory = memory_mb()
     settings = load_config_file(args.config)
 
     def timed_refresh(app: Application) -> dict[str, Any]:
         refresher = app.refreshers[0]
         calls0 = sum(count for _, count in refresher.latest().api_requests)
-        cpu0, wall0 = _cpu(), time.perf_counter()
+        cpu0, wall0 = cpu_seconds(), time.perf_counter()
         snapshot = refresher.refresh_now()
-        cpu, wall = _cpu() - cpu0, time.perf_counter() - wall0
+        cpu, wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
         return {
             "api_calls": sum(count for _, count in snapshot.api_requests) - calls0,
             "cpu_seconds": cpu,
@@ -79,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         app.close()
     app = build_application(settings)
     colds.append(timed_refresh(app))
-    memory_after_cold = _memory_mb()
+    memory_after_cold = memory_mb()
     steady = [timed_refresh(app) for _ in range(args.steady)]
 
     render_ms = []
@@ -104,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 "render_ms_median": statistics.median(render_ms),
                 "render_ms_p99": render_ms[max(0, int(len(render_ms) * 0.99) - 1)],
                 "rss_after_cold_mb": memory_after_cold["VmRSS"],
-                "peak_rss_mb": _memory_mb()["VmHWM"],
+                "peak_rss_mb": memory_mb()["VmHWM"],
             }
         )
     )

@@ -17,29 +17,21 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from pathlib import Path
 
-
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from bench.measure import memory_mb
 
 
 def main() -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    figures = {"interpreter": _rss_mb()}
+    figures = {"interpreter": memory_mb()["VmRSS"]}
     for name in ("httpx", "pydantic_settings", "yaml", "prometheus_client"):
         importlib.import_module(name)
-    figures["stack"] = _rss_mb()
+    figures["stack"] = memory_mb()["VmRSS"]
     import httpx
 
     client = httpx.Client()
-    figures["tls_client"] = _rss_mb()
+    figures["tls_client"] = memory_mb()["VmRSS"]
     importlib.import_module("exporter.cli")
-    figures["exporter"] = _rss_mb()
+    figures["exporter"] = memory_mb()["VmRSS"]
     figures["modules"] = len(sys.modules)
     client.close()
     print(json.dumps(figures))

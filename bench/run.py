@@ -4,11 +4,11 @@ The simulator runs in this process (a bench profile: a static backlog of 10,000 
 500 instances, with a fixed latency per page); everything measured runs in its own child process,
 so its CPU time, imports and memory are its own:
 
-1. ``bench/sdk_poller.py``: Alibaba's official SDK paging everything, as a naive exporter would on
+1. ``bench.sdk_poller``: Alibaba's official SDK paging everything, as a naive exporter would on
    every scrape;
-2. ``bench/exporter_refresh.py``: this exporter, wired as in production, for cold refreshes,
+2. ``bench.exporter_refresh``: this exporter, wired as in production, for cold refreshes,
    steady-state refreshes with nothing new and ``/metrics`` rendering;
-3. ``bench/import_floor.py``: the memory of the mandated libraries alone, of one TLS-ready
+3. ``bench.import_floor``: the memory of the mandated libraries alone, of one TLS-ready
    ``httpx.Client`` and of every module the exporter imports;
 4. the real exporter process (``python -m exporter``): peak RSS and ``/metrics`` latency over HTTP.
 
@@ -40,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import memory_mb  # noqa: E402
 from exporter.simulator.faults import FaultPlan  # noqa: E402
 from exporter.simulator.server import SimulatorServer  # noqa: E402
 from exporter.simulator.world import PROFILES, World  # noqa: E402
@@ -86,7 +87,7 @@ def _child(args: list[str], *, required: bool = True) -> dict[str, Any] | None:
             timeout=CHILD_TIMEOUT_SECONDS,
         )
     except subprocess.TimeoutExpired:
-        problem = f"{args[0]} took longer than {CHILD_TIMEOUT_SECONDS:g} s"
+        problem = f"{args[1]} took longer than {CHILD_TIMEOUT_SECONDS:g} s"
     else:
         lines = done.stdout.strip().splitlines()
         if done.returncode == 0 and lines:
@@ -95,7 +96,7 @@ def _child(args: list[str], *, required: bool = True) -> dict[str, Any] | None:
                 return result
             except ValueError:
                 pass
-        problem = f"{args[0]} failed (exit {done.returncode}):\n{done.stderr[-2000:]}"
+        problem = f"{args[1]} failed (exit {done.returncode}):\n{done.stderr[-2000:]}"
     if required:
         raise BenchError(problem)
     print(f"bench: skipped: {problem}", file=sys.stderr, flush=True)
@@ -136,16 +137,6 @@ def _get(url: str) -> bytes:
         return body
 
 
-def _proc_status(pid: int) -> dict[str, float]:
-    """``VmRSS``, ``VmHWM``, ``RssAnon``, ``RssFile`` of a process, in MB."""
-    figures: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            figures[name] = int(value.split()[0]) / 1024
-    return figures
-
-
 def _exporter_process(config: Path, scrapes: int, log: Path) -> dict[str, Any]:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -180,13 +171,13 @@ def _exporter_process(config: Path, scrapes: int, log: Path) -> dict[str, Any]:
                     ) from None
                 time.sleep(0.05)
         ready_seconds = time.monotonic() - started
-        after_ready = _proc_status(proc.pid)
+        after_ready = memory_mb(proc.pid)
         latencies = []
         for _ in range(scrapes):
             start = time.perf_counter()
             _get(base + "/metrics")
             latencies.append((time.perf_counter() - start) * 1000)
-        after_scrapes = _proc_status(proc.pid)
+        after_scrapes = memory_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -239,7 +230,8 @@ def _measure(results: int, latency: float) -> dict[str, Any]:
         config = Path(tmp) / "config.yml"
         _config(config, sim.url)
         sdk_args = [
-            "bench/sdk_poller.py",
+            "-m",
+            "bench.sdk_poller",
             "--endpoint",
             sim.endpoint,
             "--access-key-id",
@@ -251,12 +243,12 @@ def _measure(results: int, latency: float) -> dict[str, Any]:
             "--walks",
             "2",
         ]
-        ours_args = ["bench/exporter_refresh.py", "--config", str(config)]
+        ours_args = ["-m", "bench.exporter_refresh", "--config", str(config)]
         print(f"simulator: {sim.url}, {results} results; CPU phase (no latency)...", flush=True)
         cpu = {
             "sdk_poller": _child(sdk_args, required=False),
             "exporter": _child([*ours_args, "--cold", str(COLD_RUNS)]),
-            "import_floor": _child(["bench/import_floor.py"]),
+            "import_floor": _child(["-m", "bench.import_floor"]),
         }
         faults.latency = latency
         print(f"wall-time phase ({latency * 1000:.0f} ms per API answer)...", flush=True)

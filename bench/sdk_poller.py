@@ -12,24 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from collections import Counter
 from typing import Any
 
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from bench.measure import cpu_seconds, memory_mb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,13 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--walks", type=int, default=2)
     args = parser.parse_args(argv)
 
-    cpu0, wall0 = _cpu(), time.perf_counter()
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
     from alibabacloud_ecs20140526 import models as ecs_models
     from alibabacloud_ecs20140526.client import Client
     from alibabacloud_tea_openapi import models as openapi_models
 
-    import_cpu, import_wall = _cpu() - cpu0, time.perf_counter() - wall0
-    import_rss = _rss_mb()
+    import_cpu, import_wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
+    import_rss = memory_mb()["VmHWM"]
 
     config = openapi_models.Config(
         access_key_id=args.access_key_id,
@@ -59,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     client = Client(config)
     walks: list[dict[str, Any]] = []
     for _ in range(args.walks):
-        cpu0, wall0 = _cpu(), time.perf_counter()
+        cpu0, wall0 = cpu_seconds(), time.perf_counter()
         calls, results, token = 0, 0, ""
         by_status: Counter[str] = Counter()
         while True:
@@ -79,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "api_calls": calls,
                 "results": results,
-                "cpu_seconds": _cpu() - cpu0,
+                "cpu_seconds": cpu_seconds() - cpu0,
                 "wall_seconds": time.perf_counter() - wall0,
             }
         )
@@ -90,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 "import_wall_seconds": import_wall,
                 "import_rss_mb": import_rss,
                 "walks": walks,
-                "peak_rss_mb": _rss_mb(),
+                "peak_rss_mb": memory_mb()["VmHWM"],
             }
         )
     )
