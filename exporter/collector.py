@@ -54,9 +54,9 @@ class CloudAssistantCollector:
 
     ``collect()`` first starts the refreshes that are due for every target, then waits for all
     of them together at most ``scrape_max_wait`` seconds, so a slow target delays the scrape by
-    no more than that and never holds up the others' refreshes. The exporter passes 0: its HTTP
-    server has already started and waited for the due refreshes, bounded by Prometheus' scrape
-    timeout, so ``collect()`` only renders.
+    no more than that and never holds up the others' refreshes. With 0 (what the exporter passes:
+    its HTTP server has already started and waited for the due refreshes, bounded by Prometheus'
+    scrape timeout) ``collect()`` only renders the newest snapshots.
     """
 
     def __init__(
@@ -82,6 +82,10 @@ class CloudAssistantCollector:
         return list(self._families(self._snapshots()))
 
     def _snapshots(self) -> list[TargetSnapshot]:
+        if self._max_wait <= 0:
+            # The caller (the exporter's HTTP server) already started the due refreshes and
+            # waited for them: only render.
+            return [refresher.latest() for refresher in self._refreshers]
         for refresher in self._refreshers:
             refresher.start_if_due()
         deadline = time.monotonic() + self._max_wait

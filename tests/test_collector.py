@@ -284,6 +284,22 @@ def test_rendering_a_scrape_is_fast(executor: ThreadPoolExecutor) -> None:
     assert per_scrape < 0.05  # about 1,700 series; generous for a loaded CI machine
 
 
+def test_without_a_wait_collect_only_renders(executor: ThreadPoolExecutor) -> None:
+    # The exporter's server starts and waits for refreshes itself; collect() must not start
+    # more of them.
+    api = FakeApi(backlog(3))
+    target = refresher("prod", api, executor, FakeClock())
+    registry, _ = registry_for([target], max_wait=0)
+    generate_latest(registry)
+    assert api.calls == []
+    assert (
+        registry.get_sample_value(
+            "aliyun_cloudassistant_up", {"account": "prod", "region_id": "cn-hangzhou"}
+        )
+        == 0
+    )
+
+
 def test_help_says_how_fresh_the_gauges_are(executor: ThreadPoolExecutor) -> None:
     target = refresher("prod", FakeApi(), executor, FakeClock(), min_refresh_interval=45.0)
     registry, _ = registry_for([target])
