@@ -525,7 +525,8 @@ class TargetRefresher:
         self._fast_path_since = None
 
     def _follow_in_flight(self, now: float) -> None:
-        if not self._tracker.follow_up_keys():
+        in_flight = self._tracker.follow_up_keys()  # one pass over the mirror per refresh
+        if not in_flight:
             return
         returned: set[ResultKey] = set()
         if self.query.invoke_record_status in (None, "Running"):
@@ -539,7 +540,7 @@ class TargetRefresher:
         # else: the target reads invocations in another InvokeRecordStatus; a Running walk
         # would read outside the target. Each result in flight is looked up by its InvokeId.
         left_running: dict[str, list[ResultKey]] = {}
-        for key in self._tracker.follow_up_keys():
+        for key in in_flight:  # those the walk returned were observed; the others are as before
             if key not in returned:
                 left_running.setdefault(key[0], []).append(key)
         for invoke_id in self._take_turns(sorted(left_running)):
