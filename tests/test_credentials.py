@@ -330,19 +330,26 @@ def test_concurrent_callers_share_one_fetch(http: httpx.Client, imds: FakeMetada
 # --- OIDC role (RRSA) ------------------------------------------------------------------------
 
 
+def oidc_provider(
+    token_file: Path, http: httpx.Client, sts: FakeStsServer, **options: Any
+) -> OidcRoleProvider:
+    """The OIDC (RRSA) provider these tests use, against the fake STS."""
+    return OidcRoleProvider(
+        role_arn=ROLE_ARN,
+        oidc_provider_arn=OIDC_PROVIDER_ARN,
+        oidc_token_file=token_file,
+        http=http,
+        sts_endpoint=sts.url,
+        **options,
+    )
+
+
 def test_oidc_role_request_and_token_rotation(
     http: httpx.Client, sts: FakeStsServer, token_file: Path
 ) -> None:
     start = datetime(2025, 1, 15, 8, 30, tzinfo=UTC)
     with freeze_time(start) as frozen:
-        provider = OidcRoleProvider(
-            role_arn=ROLE_ARN,
-            oidc_provider_arn=OIDC_PROVIDER_ARN,
-            oidc_token_file=token_file,
-            http=http,
-            sts_endpoint=sts.url,
-            role_session_name="exporter-test",
-        )
+        provider = oidc_provider(token_file, http, sts, role_session_name="exporter-test")
         creds = provider.get_credentials()
         rotated = OIDC_TOKEN + "-rotated"
         sts.oidc_tokens.add(rotated)
@@ -377,13 +384,7 @@ def test_an_unusable_oidc_token_file_is_a_clear_error_at_once(
 ) -> None:
     path = tmp_path / "token"
     make(path)
-    provider = OidcRoleProvider(
-        role_arn=ROLE_ARN,
-        oidc_provider_arn=OIDC_PROVIDER_ARN,
-        oidc_token_file=path,
-        http=http,
-        sts_endpoint=sts.url,
-    )
+    provider = oidc_provider(path, http, sts)
     with pytest.raises(CredentialsError, match=reason):
         provider.get_credentials()  # a FIFO must not block: no writer ever comes
     assert sts.requests == []
@@ -393,13 +394,7 @@ def test_oidc_refusal_is_clear_and_hides_the_token(
     http: httpx.Client, sts: FakeStsServer, token_file: Path
 ) -> None:
     token_file.write_text("eyJ-expired-token-do-not-leak", encoding="utf-8")
-    provider = OidcRoleProvider(
-        role_arn=ROLE_ARN,
-        oidc_provider_arn=OIDC_PROVIDER_ARN,
-        oidc_token_file=token_file,
-        http=http,
-        sts_endpoint=sts.url,
-    )
+    provider = oidc_provider(token_file, http, sts)
     with pytest.raises(CredentialsError) as caught:
         provider.get_credentials()
     assert caught.value.code == "AuthenticationFail.OIDCToken.Invalid"
@@ -409,13 +404,7 @@ def test_oidc_refusal_is_clear_and_hides_the_token(
 
 
 def test_missing_oidc_token_file(http: httpx.Client, sts: FakeStsServer, tmp_path: Path) -> None:
-    provider = OidcRoleProvider(
-        role_arn=ROLE_ARN,
-        oidc_provider_arn=OIDC_PROVIDER_ARN,
-        oidc_token_file=tmp_path / "absent",
-        http=http,
-        sts_endpoint=sts.url,
-    )
+    provider = oidc_provider(tmp_path / "absent", http, sts)
     with pytest.raises(CredentialsError, match="cannot read the OIDC token file"):
         provider.get_credentials()
     assert sts.requests == []
@@ -484,13 +473,7 @@ def test_assume_role_chained_on_temporary_credentials(
     http: httpx.Client, sts: FakeStsServer, token_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """OIDC -> AssumeRole into another account, then the ECS API with the result."""
-    oidc = OidcRoleProvider(
-        role_arn=ROLE_ARN,
-        oidc_provider_arn=OIDC_PROVIDER_ARN,
-        oidc_token_file=token_file,
-        http=http,
-        sts_endpoint=sts.url,
-    )
+    oidc = oidc_provider(token_file, http, sts)
     cross = AssumeRoleProvider(
         oidc, role_arn=OTHER_ROLE_ARN, external_id="ext-4711", http=http, sts_endpoint=sts.url
     )
