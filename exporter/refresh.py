@@ -61,6 +61,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from exporter.ecs.client import RequestEvent
+from exporter.ecs.errors import FAILURE_REASONS as FAILURE_REASONS  # re-exported for old importers
 from exporter.ecs.errors import EcsError, InvalidRequestError, failure_reason
 from exporter.ecs.models import TERMINAL_STATUSES, InvocationQuery, Page
 from exporter.logs import raised_at
@@ -77,17 +78,6 @@ from exporter.tracking import (
     run_number,
 )
 
-FAILURE_REASONS: tuple[str, ...] = (
-    "throttled",
-    "server",
-    "auth",
-    "permission",
-    "invalid_request",
-    "malformed",
-    "transport",
-    "credentials",
-    "internal",  # a bug in the exporter (logged with where it was raised), never the API's fault
-)
 API_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _MAX_INVALID_LOGGED = 10_000
 _MAX_HISTORY_REFUSED = 10_000

@@ -10,9 +10,11 @@ import pytest
 
 from exporter.ecs import errors
 from exporter.ecs.errors import (
+    FAILURE_REASONS,
     AccessDeniedError,
     ApiError,
     AuthenticationError,
+    ClockSkewError,
     CredentialsError,
     EcsError,
     InvalidRequestError,
@@ -59,7 +61,9 @@ SDK_TYPES: dict[str, type[EcsError]] = {
         (400, "IncompleteSignature", AuthenticationError, False, "auth"),
         (404, "InvalidAccessKeyId.NotFound", AuthenticationError, False, "auth"),
         (400, "InvalidAccessKeyId.Inactive", AuthenticationError, False, "auth"),
-        (400, "InvalidTimeStamp.Expired", AuthenticationError, False, "auth"),
+        (400, "InvalidTimeStamp.Expired", ClockSkewError, False, "clock_skew"),
+        (403, "RequestTimeTooSkewed", ClockSkewError, False, "clock_skew"),
+        (400, "InvalidTimeStamp.Format", AuthenticationError, False, "auth"),
         (400, "SignatureNonceUsed", AuthenticationError, False, "auth"),
         (400, "InvalidSecurityToken.Expired", AuthenticationError, False, "auth"),
         (403, "Forbidden.RAM", AccessDeniedError, False, "permission"),
@@ -117,6 +121,7 @@ def test_every_class_has_a_one_line_docstring_and_the_tree_is_drawn() -> None:
         ThrottledError,
         ServerError,
         AuthenticationError,
+        ClockSkewError,
         AccessDeniedError,
         InvalidRequestError,
         MalformedResponseError,
@@ -128,6 +133,23 @@ def test_every_class_has_a_one_line_docstring_and_the_tree_is_drawn() -> None:
         assert cls.__name__ in (errors.__doc__ or "")
     assert issubclass(RequestTimeoutError, TransportError)
     assert issubclass(ThrottledError, ApiError)
+
+
+def test_failure_reasons_are_the_reasons_of_the_classes() -> None:
+    assert set(FAILURE_REASONS) == {cls.reason for cls in _tree(EcsError)}
+    assert len(set(FAILURE_REASONS)) == len(FAILURE_REASONS)
+    assert FAILURE_REASONS[-1] == "internal"
+    assert "clock_skew" in FAILURE_REASONS
+    # Anything that is not an EcsError, or the bare base class, is an exporter bug.
+    assert failure_reason(RuntimeError("bug")) == "internal"
+    assert failure_reason(EcsError("untyped")) == "internal"
+    from exporter.refresh import FAILURE_REASONS as OLD_HOME
+
+    assert OLD_HOME is FAILURE_REASONS
+
+
+def _tree(cls: type[EcsError]) -> list[type[EcsError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _tree(direct))]
 
 
 def test_str_carries_code_message_status_and_request_id() -> None:
