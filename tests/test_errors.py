@@ -31,8 +31,9 @@ from exporter.ecs.errors import (
     parse_retry_after,
 )
 from exporter.ecs.models import InvocationQuery
+from exporter.ecs.untrusted import TextCleaner
 from exporter.simulator.metadata import json_answer
-from tests.client_helpers import make_client, mock_http, sequence
+from tests.client_helpers import mock_http, open_client, sequence
 
 VECTORS = Path(__file__).parent / "vectors"
 SDK_ERRORS = sorted(VECTORS.glob("sdk_err_*.json"))
@@ -193,9 +194,14 @@ def test_retry_after_is_read_in_seconds(headers: dict[str, str], seconds: float 
     assert parse_retry_after(headers) == seconds
 
 
-def test_scrub_hides_secrets_and_bounds_length() -> None:
-    assert errors.scrub("key s3cr3t in text", ["s3cr3t", ""]) == "key *** in text"
-    assert len(errors.scrub("x" * 5000, [])) < 600
+def test_error_bodies_are_cleaned_of_secrets_and_bounded() -> None:
+    body = json.dumps(
+        {"Code": "X.s3cr3t", "Message": "key s3cr3t in text " + "x" * 5000, "RequestId": "s3cr3t"}
+    ).encode()
+    code, message, request_id = parse_error_body(body, TextCleaner(["s3cr3t", ""]))
+    assert (code, request_id) == ("X.***", "***")
+    assert message.startswith("key *** in text ")
+    assert len(message) <= 1024
 
 
 def _vector(path: Path) -> dict[str, Any]:
@@ -212,7 +218,7 @@ def test_sdk_error_vectors_classify_as_the_sdk_did(path: Path) -> None:
     if sdk["retry_after"] is not None:
         headers["x-acs-retry-after"] = str(sdk["retry_after"])
     http, checks = mock_http(sequence(json_answer(sdk["status_code"], sdk["data"], headers)))
-    with make_client(http) as client, pytest.raises(ApiError) as caught:
+    with open_client(http) as client, pytest.raises(ApiError) as caught:
         list(
             client.iter_pages(
                 InvocationQuery(invoke_record_status="Finished", tags=(("env", "prod"),))

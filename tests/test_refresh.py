@@ -559,7 +559,6 @@ class SimTarget:
         )
 
     def close(self) -> None:
-        self.client.close()
         self.http.close()
 
 

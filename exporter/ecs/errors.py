@@ -24,15 +24,18 @@ Each class has a ``reason``: the ``reason`` label of a failed refresh (:func:`fa
 :data:`FAILURE_REASONS` is every reason of the tree, plus ``internal`` for a bug in the exporter.
 
 ``str()`` of an error is ``"<Code>: <message> (HTTP <status>, RequestId <id>)"`` without the
-empty parts. Messages never hold a secret: the client scrubs known secrets from the server's text
-with :func:`scrub` before it builds an error, and no error ever formats a credential.
+empty parts. Every part that came from an answer (code, message, request id) was cleaned where it
+was parsed (:mod:`exporter.ecs.untrusted`: printable, bounded, secrets redacted), and no error ever
+formats a credential.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import ClassVar
+
+from exporter.ecs.untrusted import PLAIN, TextCleaner
 
 # Codes the service uses for transient failures whatever the HTTP status says.
 _SERVER_CODES = frozenset({"ServiceUnavailable", "UnknownError"})
@@ -42,7 +45,6 @@ _AUTH_PREFIXES = ("InvalidAccessKeyId", "InvalidTimeStamp", "InvalidSecurityToke
 _CLOCK_SKEW_CODES = frozenset({"InvalidTimeStamp.Expired", "RequestTimeTooSkewed"})
 _PERMISSION_PREFIXES = ("Forbidden", "NoPermission")
 _PERMISSION_CODES = frozenset({"Operation.Forbidden"})
-_MAX_MESSAGE_CHARS = 512
 
 
 class EcsError(Exception):
@@ -175,16 +177,6 @@ def is_retryable(exc: EcsError) -> bool:
     return isinstance(exc, RETRYABLE_ERRORS)
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Return ``text`` with every non-empty secret replaced by ``***`` and bounded in length."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    if len(text) > _MAX_MESSAGE_CHARS:
-        text = text[:_MAX_MESSAGE_CHARS] + "..."
-    return text
-
-
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Return the wait the service asked for, in seconds, or ``None``.
 
@@ -212,10 +204,11 @@ def _field(body: Mapping[str, object], *names: str) -> str:
     return ""
 
 
-def parse_error_body(body: bytes) -> tuple[str, str, str]:
+def parse_error_body(body: bytes, text: TextCleaner = PLAIN) -> tuple[str, str, str]:
     """Return ``(code, message, request_id)`` of an error answer; empty strings when unknown.
 
     Accepts ``Code``/``Message``/``RequestId`` and the lower-case variants some gateways send.
+    Each is cleaned by ``text`` (give it the call's secrets): safe for any surface.
     """
     try:
         data = json.loads(body)
@@ -224,9 +217,9 @@ def parse_error_body(body: bytes) -> tuple[str, str, str]:
     if not isinstance(data, dict):
         return "", "", ""
     return (
-        _field(data, "Code", "code"),
-        _field(data, "Message", "message", "Msg", "msg"),
-        _field(data, "RequestId", "requestId", "request_id"),
+        text.name(_field(data, "Code", "code")),
+        text.message(_field(data, "Message", "message", "Msg", "msg")),
+        text.name(_field(data, "RequestId", "requestId", "request_id")),
     )
 
 
