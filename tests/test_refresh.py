@@ -13,10 +13,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import httpx
 import pytest
+from msgspec.structs import replace
 
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider

@@ -7,7 +7,7 @@ httpx's ``params=`` (which would encode a space as ``+``).
 
 The hot path is kept lean on purpose (a refresh may page 10,000 results): one reused
 ``httpx.Client``, a plain dict of headers per try, no validation framework, records parsed into
-slotted dataclasses by :func:`exporter.ecs.models.parse_page`.
+slotted dataclasses by :func:`exporter.ecs.parsing.parse_page`.
 """
 
 from __future__ import annotations
@@ -37,13 +37,8 @@ from exporter.ecs.errors import (
     parse_error_body,
     parse_retry_after,
 )
-from exporter.ecs.models import (
-    ECS_API_VERSION,
-    MAX_RESULTS_LIMIT,
-    InvocationQuery,
-    Page,
-    parse_page,
-)
+from exporter.ecs.models import ECS_API_VERSION, MAX_RESULTS_LIMIT, InvocationQuery, Page
+from exporter.ecs.parsing import parse_page
 from exporter.ecs.ratelimit import RateLimiter, RateLimitWaitError
 from exporter.ecs.request import default_endpoint, signed_request_headers
 from exporter.ecs.request import parse_endpoint as parse_endpoint  # re-exported: old importers

@@ -69,7 +69,8 @@ class TextCleaner:
     ) -> None:
         self._secrets = tuple(sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
         self._redact = redact
-        self._cache: dict[str, str] = {}
+        # None is how a decoder says "absent": it reads as "".
+        self._cache: dict[str | None, str] = {None: "", "": ""}
 
     def _hide(self, text: str) -> str:
         for secret in self._secrets:
@@ -92,6 +93,17 @@ class TextCleaner:
                 self._cache.clear()
             self._cache[raw] = result
         return result
+
+    def names(self, values: tuple[str | None, ...]) -> list[str]:
+        """:meth:`name` of each value (strings or ``None``), for the hot path: one call a record."""
+        get = self._cache.get
+        found = [get(value) for value in values]
+        if None in found:
+            found = [
+                self.name(value) if hit is None else hit
+                for value, hit in zip(values, found, strict=True)
+            ]
+        return found  # type: ignore[return-value]  # every None was replaced above
 
     def message(self, value: object) -> str:
         """A free-text field (an error message): cleaned, bounded and redacted."""
