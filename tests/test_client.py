@@ -454,26 +454,6 @@ def test_secrets_never_reach_errors_logs_or_reprs(caplog: pytest.LogCaptureFixtu
     assert "bad token ***" in str(caught.value)
 
 
-def test_cpu_per_refresh_is_small() -> None:
-    """200 pages of 50 results stay well under a quarter of a CPU second (client side)."""
-    bodies: dict[str, bytes] = {}
-    for page in range(200):
-        records = [api_record(page * 50 + i) for i in range(50)]
-        token = f"tok-{(page + 1) * 50}" if page < 199 else ""
-        bodies[f"tok-{page * 50}" if page else ""] = page_answer(records, token)[2]
-
-    def serve(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=bodies[request.url.params.get("NextToken", "")])
-
-    client = make_client(httpx.Client(transport=httpx.MockTransport(serve)))
-    list(client.iter_pages(InvocationQuery(), max_pages=2))  # warm up imports and caches
-    started = time.thread_time()
-    count = len(all_results(client, InvocationQuery()))
-    spent = time.thread_time() - started
-    assert count == 10_000
-    assert spent < 0.25, f"{spent:.3f}s CPU for 200 pages"
-
-
 def test_an_answer_trickling_in_is_cut_at_the_calls_deadline() -> None:
     """A read timeout alone bounds the gap between two reads: a server sending one byte at a
     time would hold the call for ever. The call's deadline bounds the whole answer."""
