@@ -234,7 +234,7 @@ class FakeClock:
 
 
 def make_client(
-    http: httpx.Client,
+    http: httpx.Client | httpx.BaseTransport,
     *,
     endpoint: str | None = "https://ecs.cn-hangzhou.aliyuncs.com",
     clock: FakeClock | None = None,
@@ -260,7 +260,7 @@ def make_client(
 
 
 @contextmanager
-def open_client(http: httpx.Client, **kwargs: Any) -> Iterator[EcsClient]:
+def open_client(http: httpx.Client | httpx.BaseTransport, **kwargs: Any) -> Iterator[EcsClient]:
     """:func:`make_client` for a ``with`` block that closes ``http`` (the caller owns it)."""
     try:
         yield make_client(http, **kwargs)
