@@ -319,42 +319,51 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
         raise _NotExact  # the tolerant decoder words the error
     container = invocation.InvocationResults
     records = (container.InvocationResult if container is not None else None) or []
-    name, names = text.name, text.names
+    name, known = text.name, text.known
+    # Per page, what records of one invocation share: their times, tags and the fields that
+    # are the invocation's (cleaned once, looked up after).
     memo: dict[str | None, float | None] = {None: None, "": None}
+    page_tags: dict[bytes, tuple[tuple[str, str], ...]] = {}
+    shared: dict[tuple[str | None, ...], list[str]] = {}
     results: list[InvocationResult] = []
     invalid: list[InvalidRecord] = []
     append = results.append
-    page_tags: dict[bytes, tuple[tuple[str, str], ...]] = {}
     for r in records:
-        problem = _id_problem(r.InvokeId, r.InstanceId, r.ContainerId)
-        if problem is not None:
-            invalid.append(InvalidRecord(name(r.InvokeId), name(r.InstanceId), problem))
-            continue
-        (
-            invoke_id,
-            instance_id,
-            container_id,
-            command_id,
-            status,
-            record_status,
-            error_code,
-            oss_status,
-            oss_error_code,
-        ) = names(
-            (
-                r.InvokeId,
-                r.InstanceId,
-                r.ContainerId,
-                r.CommandId,
-                r.InvocationStatus,
-                r.InvokeRecordStatus,
-                r.ErrorCode,
-                r.OssOutputStatus,
-                r.OssOutputErrorCode,
-            )
+        invoke, instance, box = r.InvokeId, r.InstanceId, r.ContainerId
+        # Most records pass this cheap test; _id_problem decides for the others.
+        if (
+            not invoke
+            or not instance
+            or len(invoke) > MAX_NAME_CHARS
+            or len(instance) > MAX_NAME_CHARS
+            or (box is not None and len(box) > MAX_NAME_CHARS)
+        ):
+            problem = _id_problem(invoke, instance, box)
+            if problem is not None:
+                invalid.append(InvalidRecord(name(invoke), name(instance), problem))
+                continue
+        key = (
+            invoke,
+            r.CommandId,
+            r.InvocationStatus,
+            r.InvokeRecordStatus,
+            r.ErrorCode,
+            r.OssOutputStatus,
+            r.OssOutputErrorCode,
         )
-        # The memo holds every time already seen on this page (records of one invocation
-        # share them); a look-up is cheaper than a call.
+        common = shared.get(key)
+        if common is None:
+            common = shared[key] = text.names(key)
+        invoke_id, command_id, status, record_status, error_code, oss_status, oss_error_code = (
+            common
+        )
+        instance_id = known(instance)
+        if instance_id is None:
+            instance_id = name(instance)
+        container_id = known(box)
+        if container_id is None:
+            container_id = name(box)
+        # Look-ups are cheaper than calls: _time only for a time not seen on this page yet.
         start, finished, stop = r.StartTime, r.FinishedTime, r.StopTime
         raw_tags = bytes(r.Tags)
         tags = page_tags.get(raw_tags)
