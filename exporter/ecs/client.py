@@ -5,9 +5,9 @@ signed afresh (new date and nonce) with :func:`exporter.ecs.signing.authorizatio
 string on the wire is exactly the signed canonical string: the URL is built here, never with
 httpx's ``params=`` (which would encode a space as ``+``).
 
-The hot path is kept lean on purpose (a refresh may page 10,000 results): one reused
-``httpx.Client``, a plain dict of headers per try, no validation framework, records parsed into
-slotted dataclasses by :func:`exporter.ecs.parsing.parse_page`.
+The hot path is kept lean on purpose (a refresh may page 10,000 results): one shared connection
+pool called directly (:mod:`exporter.ecs.transport`), a plain dict of headers per try, records
+decoded by ``msgspec`` (:func:`exporter.ecs.parsing.parse_page`).
 """
 
 from __future__ import annotations
