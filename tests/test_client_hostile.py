@@ -18,11 +18,13 @@ from exporter.ecs.errors import (
     AuthenticationError,
     EcsError,
     MalformedResponseError,
+    RateLimitWaitError,
     RequestTimeoutError,
     ServerError,
+    failure_reason,
 )
 from exporter.ecs.models import InvocationQuery, InvocationResult
-from exporter.ecs.ratelimit import RateLimitWaitError, TokenBucket
+from exporter.ecs.ratelimit import TokenBucket
 from exporter.ecs.untrusted import MAX_MESSAGE_CHARS, MAX_NAME_CHARS
 from exporter.simulator.metadata import Answer, error_answer
 from tests.client_helpers import (
@@ -130,6 +132,7 @@ def test_a_rate_limit_wait_longer_than_the_deadline_fails_at_once() -> None:
         with pytest.raises(RequestTimeoutError, match="rate limit") as caught:
             list(client.iter_pages(InvocationQuery()))
     assert isinstance(caught.value, RateLimitWaitError)
+    assert failure_reason(caught.value) == "throttled"  # the remedy is throttling's
     assert "delay this request by 10.0s, more than the 5.0s" in str(caught.value)
     assert clock.sleeps == []  # it did not wait at all
     assert len(checks.seen) == 1
