@@ -171,6 +171,7 @@ FAULT_REASONS: dict[str, str | None] = {
     "malformed_json": "malformed",
     "truncated_body": "transport",
     "wrong_types": None,  # the bad record is skipped, the rest is served
+    "invalid_next_token": "invalid_request",  # every token refused: no walk can finish
 }
 
 
