@@ -29,8 +29,8 @@ from exporter.ecs.errors import (
     parse_retry_after,
 )
 from exporter.ecs.models import InvocationQuery
-from exporter.simulator.metadata import json_answer
-from tests.client_helpers import make_client, mock_http, sequence
+from tests.support.fakes import make_client, mock_http, sequence
+from tests.support.http_fakes import json_answer
 
 VECTORS = Path(__file__).parent / "vectors"
 SDK_ERRORS = sorted(VECTORS.glob("sdk_err_*.json"))
