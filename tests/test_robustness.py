@@ -32,12 +32,12 @@ from exporter.cli import main
 from exporter.logs import REDACTOR, configure_logging, log_uncaught_exceptions
 from exporter.server import CONNECTION_TIMEOUT_SECONDS, ExporterHTTPServer, ExporterRequestHandler
 from exporter.simulator.faults import FAULT_KINDS, FaultPlan
-from exporter.simulator.metadata import FakeMetadataServer, FakeStsServer
 from exporter.simulator.server import Account, SimulatorServer
 from exporter.simulator.world import ManualClock, World, WorldSpec
 from tests.conftest import StartExporter
 from tests.exporter_process import PROJECT_ROOT, ExporterProcess, run_cli, taken_loopback_port
 from tests.exposition import PREFIX, Samples, parse_samples, sample_key
+from tests.support.http_fakes import FakeMetadataServer, FakeStsServer
 
 REGION = "cn-hangzhou"
 KEY_ID = "LTAI5tKey"  # the AccessKey ID of the targets start_reading configures
