@@ -34,7 +34,7 @@ import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
-from exporter.collector import CloudAssistantCollector
+from exporter.collector import CloudAssistantCollector, Exposition, build_info, build_revision
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import (
     DEFAULT_METADATA_URL,
@@ -51,6 +51,7 @@ from exporter.ecs.credentials import (
 )
 from exporter.ecs.ratelimit import TokenBucket
 from exporter.logs import REDACTOR, SecretRedactor
+from exporter.metrics import TargetInfoKey, TargetKey
 from exporter.refresh import RefreshOptions, TargetRefresher
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import (
@@ -142,6 +143,7 @@ class Application:
     registry: CollectorRegistry
     executor: ThreadPoolExecutor
     http_clients: list[httpx.Client]
+    exposition: Exposition
     _stopping: Future[None] = field(default_factory=Future)
 
     def prepare_scrape(self, max_wait: float) -> None:
@@ -292,14 +294,20 @@ def build_application(
         hook.refresher = refresher
         refreshers.append(refresher)
 
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    # The scrape's wait is bounded by the server (Prometheus' scrape timeout) before collect()
-    # runs, so the collector itself never waits.
-    registry.register(
-        CloudAssistantCollector(refreshers, scrape_max_wait=0.0, build_version=__version__)
+    # /metrics renders the process and platform collectors with prometheus_client and the
+    # targets' families from the collector's per-snapshot text; ``registry`` has them all.
+    runtime = CollectorRegistry()
+    ProcessCollector(registry=runtime)
+    PlatformCollector(registry=runtime)
+    collector = CloudAssistantCollector(
+        lambda: [refresher.latest() for refresher in refreshers],
+        build=build_info(__version__, build_revision(environ)),
+        target_info={TargetKey(t.account, t.region_id): target_info(t) for t in targets},
     )
+    registry = CollectorRegistry()
+    for runtime_collector in (ProcessCollector(registry=None), PlatformCollector(registry=None)):
+        registry.register(runtime_collector)
+    registry.register(collector)
     return Application(
         settings=settings,
         targets=targets,
@@ -307,7 +315,17 @@ def build_application(
         registry=registry,
         executor=executor,
         http_clients=[api_http, credentials_http],
+        exposition=Exposition(runtime, collector),
     )
+
+
+def target_info(target: Target) -> TargetInfoKey:
+    """The ``target_info`` labels of ``target``: how it is reached, never a secret."""
+    if target.endpoint is not None:
+        kind = "custom"
+    else:
+        kind = "vpc" if target.use_vpc_endpoint else "public"
+    return TargetInfoKey(endpoint_kind=kind, credential_source=target.credentials_label)
 
 
 def quota_identity(target: TargetSettings) -> str:
@@ -410,6 +428,7 @@ def serve(
             registry=app.registry,
             target_statuses=app.target_statuses,
             prepare_scrape=app.prepare_scrape,
+            render_metrics=app.exposition.render,
             scrape_max_wait=app.settings.refresh.scrape_max_wait_seconds,
             telemetry_path=telemetry_path,
             web_config=web_config,

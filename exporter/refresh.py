@@ -64,6 +64,7 @@ from exporter.ecs.client import RequestEvent
 from exporter.ecs.errors import EcsError, InvalidRequestError, failure_reason
 from exporter.ecs.models import TERMINAL_STATUSES, InvocationQuery, Page
 from exporter.logs import raised_at
+from exporter.metrics import API_DURATION_BUCKETS
 from exporter.tracking import (
     Change,
     CommandBreakdown,
@@ -88,7 +89,6 @@ FAILURE_REASONS: tuple[str, ...] = (
     "credentials",
     "internal",  # a bug in the exporter (logged with where it was raised), never the API's fault
 )
-API_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _MAX_INVALID_LOGGED = 10_000
 _MAX_HISTORY_REFUSED = 10_000
 _MAX_THROTTLE_BACKOFF = 8
@@ -151,6 +151,7 @@ class TargetSnapshot:
     command_breakdown: bool
     last_failure_reason: str  # the failure reason of the last refresh, "" when it succeeded
     last_failure_detail: str  # its code and message (never a secret), "" when it succeeded
+    label_values_folded: int = 0  # distinct API values shown as "other" (see ValueFolder)
 
 
 class _Walk:
@@ -657,6 +658,7 @@ class TargetRefresher:
             command_breakdown=self.options.command_breakdown.enabled,
             last_failure_reason=self._last_failure_reason,
             last_failure_detail=self._last_failure_detail,
+            label_values_folded=self._tracker.values_folded + self._code_folder.folded,
         )
 
 
