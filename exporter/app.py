@@ -252,6 +252,11 @@ def build_application(
     buckets: dict[tuple[str, str], TokenBucket] = {}
     refreshers: list[TargetRefresher] = []
     targets = settings.expanded_targets()
+    collector = CloudAssistantCollector(
+        lambda: [refresher.latest() for refresher in refreshers],
+        build=build_info(__version__, build_revision(environ)),
+        target_info={TargetKey(t.account, t.region_id): target_info(t) for t in targets},
+    )
     configured = {
         (target.name, region): target for target in settings.targets for region in target.regions
     }
@@ -290,6 +295,7 @@ def build_application(
             refresh_options(settings, target),
             executor,
             clock=clock,
+            on_snapshot=collector.prerender,  # rendered by the refresh, not by the scrape
         )
         hook.refresher = refresher
         refreshers.append(refresher)
@@ -299,11 +305,6 @@ def build_application(
     runtime = CollectorRegistry()
     ProcessCollector(registry=runtime)
     PlatformCollector(registry=runtime)
-    collector = CloudAssistantCollector(
-        lambda: [refresher.latest() for refresher in refreshers],
-        build=build_info(__version__, build_revision(environ)),
-        target_info={TargetKey(t.account, t.region_id): target_info(t) for t in targets},
-    )
     registry = CollectorRegistry()
     for runtime_collector in (ProcessCollector(registry=None), PlatformCollector(registry=None)):
         registry.register(runtime_collector)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry
@@ -26,18 +25,20 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.utils import floatToGoString
 
 from exporter import metrics as m
 from exporter.metrics import (
     NO_ERROR_CODE,
     SUCCESS_CODE,
     BuildInfoKey,
+    LabelValues,
     MetricSpec,
     TargetInfoKey,
     TargetKey,
 )
 from exporter.refresh import TargetSnapshot
-from exporter.tracking import HistogramValue
+from exporter.tracking import CounterTotals, HistogramValue, ViewSummary
 
 SnapshotSource = Callable[[], Sequence[TargetSnapshot]]
 """Returns the newest snapshot of every target, without waiting (``refresher.latest()``)."""
@@ -102,12 +103,16 @@ def _family(spec: MetricSpec) -> Family:
 
 
 def _histogram_buckets(value: HistogramValue) -> list[tuple[str, float]]:
-    buckets = [(str(float(bound)), float(count)) for bound, count in value.buckets]
+    buckets = [(_le(bound), float(count)) for bound, count in value.buckets]
     buckets.append(("+Inf", float(value.count)))
     return buckets
 
 
-def _series(spec: MetricSpec, data: Samples) -> Iterator[tuple[tuple[str, ...], float]]:
+def _le(bound: float) -> str:
+    return str(float(bound))
+
+
+def _series(spec: MetricSpec, data: Samples) -> Iterator[tuple[LabelValues, float]]:
     """The series of one labelled family for one target: every pre-initialised key, then every
     other key the data has with a non-zero value (a series that never moved is not shown). A
     family without pre-initialised keys shows every key its data has."""
@@ -122,7 +127,7 @@ def _series(spec: MetricSpec, data: Samples) -> Iterator[tuple[tuple[str, ...], 
             yield key, value
 
 
-def _merge(pairs: Iterable[tuple[tuple[str, ...], int | float]]) -> Samples:
+def _merge(pairs: Iterable[tuple[LabelValues, int | float]]) -> Samples:
     """Sum values whose label keys became equal (``""`` and a literal ``none`` from the API)."""
     merged: Samples = {}
     for key, value in pairs:
@@ -134,24 +139,146 @@ def _explicit(code: str, success: str) -> str:
     return code if code else success
 
 
+# --- what one target shows ---------------------------------------------------------------------
+
+Rows = Sequence[tuple[LabelValues, float]]
+HistogramRows = Sequence[tuple[LabelValues, HistogramValue]]
+Series = dict[str, Rows | HistogramRows]
+"""Family name -> the label values (after ``account``, ``region_id``) and value of each series."""
+
+
+def _labelled(spec: MetricSpec, data: Samples) -> Rows:
+    return list(_series(spec, data))
+
+
+def _view_series(view: ViewSummary) -> Series:
+    """The families computed from the target's view (gauges)."""
+    return {
+        m.INVOCATION_RESULTS.name: _labelled(
+            m.INVOCATION_RESULTS, _merge(((s,), n) for s, n in view.by_status)
+        ),
+        m.INVOCATION_RESULTS_BY_ERROR_CODE.name: _labelled(
+            m.INVOCATION_RESULTS_BY_ERROR_CODE, _merge(((c,), n) for c, n in view.by_error_code)
+        ),
+        m.INVOCATION_RUNNING.name: [((), view.running)],
+        m.INVOCATION_RUNNING_OLDEST_AGE.name: [((), view.running_oldest_age_seconds)],
+        m.OSS_OUTPUT_RESULTS.name: _labelled(
+            m.OSS_OUTPUT_RESULTS, _merge(((s,), n) for s, n in view.oss_by_status)
+        ),
+        m.INVOCATION_RESULTS_WITH_DROPPED_OUTPUT.name: [((), view.with_dropped_output)],
+        m.TRACKED_RUNS.name: [((), view.tracked_runs)],
+    }
+
+
+def _counter_series(counters: CounterTotals, command_breakdown: bool) -> Series:
+    """The families counted since the exporter started."""
+    durations: dict[LabelValues, HistogramValue] = {
+        (status,): histogram for status, histogram in counters.durations
+    }
+    started = _series(m.INVOCATION_DURATION, {k: h.count for k, h in durations.items()})
+    series: Series = {
+        m.INVOCATION_RESULTS_FINISHED.name: _labelled(
+            m.INVOCATION_RESULTS_FINISHED,
+            _merge(((s, _explicit(c, NO_ERROR_CODE)), n) for (s, c), n in counters.finished),
+        ),
+        m.INVOCATION_DURATION.name: [
+            (key, durations.get(key) or _empty_histogram(m.INVOCATION_DURATION))
+            for key, _ in started
+        ],
+        m.OSS_OUTPUT_DELIVERIES.name: _labelled(
+            m.OSS_OUTPUT_DELIVERIES,
+            _merge(((s, _explicit(c, NO_ERROR_CODE)), n) for (s, c), n in counters.oss_deliveries),
+        ),
+        m.OUTPUT_DROPPED_BYTES.name: [((), counters.dropped_bytes)],
+        m.RESULTS_FOUND_BY_SWEEP.name: [((), counters.found_by_sweep)],
+    }
+    if command_breakdown:
+        series[m.COMMAND_INVOCATION_RESULTS_FINISHED.name] = list(
+            _merge((key, n) for key, n in counters.commands).items()
+        )
+        series[m.COMMAND_IDS_FOLDED.name] = [((), counters.command_ids_folded)]
+    return series
+
+
+def _refresh_series(snap: TargetSnapshot, info: TargetInfoKey | None) -> Series:
+    """The families about the refreshes and API calls (they change with every refresh)."""
+    series: Series = {
+        m.UP.name: [((), 1 if snap.up else 0)],
+        m.REFRESH_DURATION.name: [((), snap.refresh_duration_seconds)],
+        m.LAST_REFRESH_SUCCESS.name: [((), snap.last_success_timestamp_seconds)],
+        m.REFRESHES.name: [((), snap.refreshes)],
+        m.REFRESH_FAILURES.name: _labelled(
+            m.REFRESH_FAILURES, _merge(((r,), n) for r, n in snap.refresh_failures)
+        ),
+        m.REFRESH_PAGES.name: [((), snap.refresh_pages)],
+        m.RESULTS_TRUNCATED.name: [((), 1 if snap.results_truncated else 0)],
+        m.INVALID_RECORDS.name: [((), snap.invalid_records)],
+        m.LABEL_VALUES_FOLDED.name: [((), snap.label_values_folded)],
+        m.API_REQUESTS.name: _labelled(
+            m.API_REQUESTS,
+            _merge(((_explicit(c, SUCCESS_CODE),), n) for c, n in snap.api_requests),
+        ),
+        m.API_REQUEST_DURATION.name: [((), snap.api_request_duration)],
+        m.API_RATE_LIMIT_WAIT.name: [((), snap.api_rate_limit_wait_seconds)],
+    }
+    if info is not None:
+        series[m.TARGET_INFO.name] = [(tuple(info), 1)]
+    return series
+
+
+def _empty_histogram(spec: MetricSpec) -> HistogramValue:
+    return HistogramValue(tuple((bound, 0) for bound in spec.buckets), 0, 0.0)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _escape(value: str) -> str:
+    # The exposition formats' label value escapes: backslash, double quote, line feed.
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def _label_text(names: tuple[str, ...], values: Iterable[str]) -> str:
+    return ",".join(f'{name}="{_escape(value)}"' for name, value in zip(names, values, strict=True))
+
+
+def _family_text(spec: MetricSpec, target: str, rows: Rows | HistogramRows) -> str:
+    """The sample lines of one family of one target (the same in both text formats)."""
+    lines: list[str] = []
+    for key, value in rows:
+        labels = target + ("," + _label_text(spec.labels, key) if key else "")
+        if isinstance(value, HistogramValue):
+            name = spec.name
+            for bound, count in value.buckets:
+                lines.append(f'{name}_bucket{{{labels},le="{_le(bound)}"}} {_num(count)}\n')
+            lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {_num(value.count)}\n')
+            lines.append(f"{name}_count{{{labels}}} {_num(value.count)}\n")
+            lines.append(f"{name}_sum{{{labels}}} {_num(value.sum)}\n")
+        else:
+            lines.append(f"{spec.name}{{{labels}}} {_num(value)}\n")
+    return "".join(lines)
+
+
+def _num(value: float) -> str:
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
 class _Rendered(NamedTuple):
-    """One target's sample lines, family by family, in one exposition format."""
+    """One target's sample lines by family name (the same in both text formats), in three
+    groups: from the view, from the counters, from the refresh (see :meth:`_target_text`)."""
 
     snapshot: TargetSnapshot
-    chunks: tuple[str, ...]
+    groups: tuple[dict[str, str], dict[str, str], dict[str, str]]
 
-
-@dataclass(frozen=True)
-class _Format:
-    """One exposition format: its encoder and the header lines of each per-target family."""
-
-    encoder: Encoder
-    headers: tuple[str, ...]
-
-
-def _sample_lines(encoder: Encoder, family: Metric) -> str:
-    text = encoder(_Families((family,))).decode("utf-8")
-    return "".join(line + "\n" for line in text.splitlines() if line and not line.startswith("#"))
+    def chunk(self, name: str) -> str:
+        for group in self.groups:
+            text = group.get(name)
+            if text is not None:
+                return text
+        return ""
 
 
 def _header_lines(encoder: Encoder, spec: MetricSpec) -> str:
@@ -199,9 +326,8 @@ class CloudAssistantCollector:
         self._target_info = dict(target_info or {})
         self._specs = tuple(spec for spec in m.METRICS if spec.per_target)
         self._lock = threading.Lock()
-        # By content type: the formats scrapes asked for so far (what prerender renders).
-        self._formats: dict[str, _Format] = {}
-        self._rendered: dict[tuple[str, TargetKey], _Rendered] = {}
+        self._headers: dict[str, tuple[str, ...]] = {}  # by content type
+        self._rendered: dict[TargetKey, _Rendered] = {}
 
     # --- the prometheus_client collector -----------------------------------------------------
 
@@ -211,13 +337,20 @@ class CloudAssistantCollector:
 
     def collect(self) -> Iterable[Metric]:
         """Every family, built from the newest snapshots."""
-        families: dict[str, Metric] = {spec.name: _family(spec) for spec in m.METRICS}
-        for snapshot in self._snapshots():
-            for spec, family in self._target_families(snapshot, clean=True):
-                for sample in family.samples:
-                    families[spec.name].samples.append(sample)
-        families[m.BUILD_INFO.name] = self._build_family()
-        return list(families.values())
+        families = {spec.name: _family(spec) for spec in self._specs}
+        for snap in self._snapshots():
+            target = tuple(clean_label_value(v) for v in (snap.name, snap.region_id))
+            for name, rows in self._target_series(snap).items():
+                family = families[name]
+                for key, value in rows:
+                    labels = (*target, *(clean_label_value(v) for v in key))
+                    if isinstance(value, HistogramValue):
+                        assert isinstance(family, HistogramMetricFamily)
+                        family.add_metric(labels, _histogram_buckets(value), value.sum)
+                    else:
+                        assert not isinstance(family, HistogramMetricFamily)
+                        family.add_metric(labels, value)
+        return [*families.values(), self._build_family()]
 
     # --- the cached exposition ---------------------------------------------------------------
 
@@ -225,60 +358,77 @@ class CloudAssistantCollector:
         """The exposition text of every family, in the format ``accept`` (an HTTP ``Accept``
         header) asks for, and its content type (OpenMetrics' ``# EOF`` left out).
 
-        Each target's lines are rendered once per snapshot and format and reused until its next
-        refresh (:meth:`prerender` can do it ahead of the scrape).
+        Each target's lines are rendered once per snapshot and reused until its next refresh
+        (:meth:`prerender` does it ahead of the scrape).
         """
         encoder, content_type = choose_encoder(accept)
-        fmt = self._format(encoder, content_type)
-        rendered = [self._rendered_target(s, content_type, fmt) for s in self._snapshots()]
+        headers = self._headers.get(content_type)
+        if headers is None:
+            headers = tuple(_header_lines(encoder, spec) for spec in self._specs)
+            self._headers[content_type] = headers
+        rendered = [self._rendered_target(snapshot) for snapshot in self._snapshots()]
         parts: list[str] = []
-        for index, header in enumerate(fmt.headers):
+        for spec, header in zip(self._specs, headers, strict=True):
             parts.append(header)
-            parts.extend(target.chunks[index] for target in rendered)
+            parts.extend(target.chunk(spec.name) for target in rendered)
         build = encoder(_Families((self._build_family(),))).decode("utf-8")
         parts.append(build.removesuffix(_EOF))
         return "".join(parts), content_type
 
     def prerender(self, snapshot: TargetSnapshot) -> None:
-        """Render ``snapshot`` now in every format scrapes asked for so far (from the refresh
-        that made it, so that the next scrape finds it ready)."""
-        with self._lock:
-            formats = list(self._formats.items())
-        for content_type, fmt in formats:
-            self._rendered_target(snapshot, content_type, fmt)
+        """Render ``snapshot`` now (from the refresh that made it), so the scrape finds it ready."""
+        self._rendered_target(snapshot)
 
-    def _format(self, encoder: Encoder, content_type: str) -> _Format:
+    def _rendered_target(self, snapshot: TargetSnapshot) -> _Rendered:
+        target = TargetKey(snapshot.name, snapshot.region_id)
         with self._lock:
-            fmt = self._formats.get(content_type)
-        if fmt is None:
-            fmt = _Format(encoder, tuple(_header_lines(encoder, spec) for spec in self._specs))
-            with self._lock:
-                self._formats.setdefault(content_type, fmt)
-        return fmt
-
-    def _rendered_target(
-        self, snapshot: TargetSnapshot, content_type: str, fmt: _Format
-    ) -> _Rendered:
-        cache_key = (content_type, TargetKey(snapshot.name, snapshot.region_id))
-        with self._lock:
-            cached = self._rendered.get(cache_key)
+            cached = self._rendered.get(target)
         if cached is not None and cached.snapshot is snapshot:
             return cached
         # Rendered outside the lock: two scrapes that race render the same text twice.
-        try:
-            chunks = tuple(
-                _sample_lines(fmt.encoder, family)
-                for _, family in self._target_families(snapshot, clean=False)
-            )
-        except UnicodeEncodeError:
-            chunks = tuple(
-                _sample_lines(fmt.encoder, family)
-                for _, family in self._target_families(snapshot, clean=True)
-            )
-        rendered = _Rendered(snapshot, chunks)
+        rendered = _Rendered(snapshot, self._target_text(snapshot, cached))
         with self._lock:
-            self._rendered[cache_key] = rendered
+            self._rendered[target] = rendered
         return rendered
+
+    def _target_text(
+        self, snap: TargetSnapshot, previous: _Rendered | None
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        # Most refreshes change only the refresh families: the view's and the counters' text is
+        # reused when what they show is equal (cheaper to compare than to format).
+        target = _label_text(m.TARGET_LABELS, (snap.name, snap.region_id))
+        old = previous.snapshot if previous is not None else None
+
+        def text(series: Series) -> dict[str, str]:
+            return {
+                name: _family_text(m.BY_NAME[name], target, rows) for name, rows in series.items()
+            }
+
+        if previous is not None and old is not None and old.view == snap.view:
+            view = previous.groups[0]
+        else:
+            view = text(_view_series(snap.view))
+        if (
+            previous is not None
+            and old is not None
+            and old.counters == snap.counters
+            and old.command_breakdown == snap.command_breakdown
+        ):
+            counters = previous.groups[1]
+        else:
+            counters = text(_counter_series(snap.counters, snap.command_breakdown))
+        info = self._target_info.get(TargetKey(snap.name, snap.region_id))
+        refresh = text(_refresh_series(snap, info))
+        groups = (view, counters, refresh)
+        try:
+            for group in groups:
+                "".join(group.values()).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate slipped through: never fail the scrape
+            groups = tuple(  # type: ignore[assignment]
+                {name: clean_label_value(chunk) for name, chunk in group.items()}
+                for group in groups
+            )
+        return groups
 
     # --- building the families ---------------------------------------------------------------
 
@@ -289,92 +439,14 @@ class CloudAssistantCollector:
         family.add_metric(self._build, 1)
         return family
 
-    def _target_families(
-        self, snap: TargetSnapshot, *, clean: bool
-    ) -> Iterator[tuple[MetricSpec, Metric]]:
-        """The per-target families of one snapshot, in the order of :data:`METRICS`."""
-        target = TargetKey(snap.name, snap.region_id)
-        if clean:
-            target = TargetKey(*(clean_label_value(v) for v in target))
-        view = snap.view
-        counters = snap.counters
-        labelled: dict[str, Samples] = {
-            m.INVOCATION_RESULTS.name: _merge(((s,), n) for s, n in view.by_status),
-            m.INVOCATION_RESULTS_BY_ERROR_CODE.name: _merge(
-                ((c,), n) for c, n in view.by_error_code
-            ),
-            m.OSS_OUTPUT_RESULTS.name: _merge(((s,), n) for s, n in view.oss_by_status),
-            m.INVOCATION_RESULTS_FINISHED.name: _merge(
-                ((s, _explicit(c, NO_ERROR_CODE)), n) for (s, c), n in counters.finished
-            ),
-            m.OSS_OUTPUT_DELIVERIES.name: _merge(
-                ((s, _explicit(c, NO_ERROR_CODE)), n) for (s, c), n in counters.oss_deliveries
-            ),
-            m.REFRESH_FAILURES.name: _merge(((r,), n) for r, n in snap.refresh_failures),
-            m.API_REQUESTS.name: _merge(
-                ((_explicit(c, SUCCESS_CODE),), n) for c, n in snap.api_requests
-            ),
-        }
-        if snap.command_breakdown:
-            labelled[m.COMMAND_INVOCATION_RESULTS_FINISHED.name] = _merge(
-                (key, n) for key, n in counters.commands
-            )
+    def _target_series(self, snap: TargetSnapshot) -> Series:
+        """Every per-target family of one snapshot."""
         info = self._target_info.get(TargetKey(snap.name, snap.region_id))
-        if info is not None:
-            labelled[m.TARGET_INFO.name] = {tuple(info): 1}
-        plain: dict[str, float] = {
-            m.INVOCATION_RUNNING.name: view.running,
-            m.INVOCATION_RUNNING_OLDEST_AGE.name: view.running_oldest_age_seconds,
-            m.INVOCATION_RESULTS_WITH_DROPPED_OUTPUT.name: view.with_dropped_output,
-            m.TRACKED_RUNS.name: view.tracked_runs,
-            m.OUTPUT_DROPPED_BYTES.name: counters.dropped_bytes,
-            m.RESULTS_FOUND_BY_SWEEP.name: counters.found_by_sweep,
-            m.UP.name: 1 if snap.up else 0,
-            m.REFRESH_DURATION.name: snap.refresh_duration_seconds,
-            m.LAST_REFRESH_SUCCESS.name: snap.last_success_timestamp_seconds,
-            m.REFRESHES.name: snap.refreshes,
-            m.REFRESH_PAGES.name: snap.refresh_pages,
-            m.RESULTS_TRUNCATED.name: 1 if snap.results_truncated else 0,
-            m.INVALID_RECORDS.name: snap.invalid_records,
-            m.LABEL_VALUES_FOLDED.name: snap.label_values_folded,
-            m.API_RATE_LIMIT_WAIT.name: snap.api_rate_limit_wait_seconds,
+        return {
+            **_view_series(snap.view),
+            **_counter_series(snap.counters, snap.command_breakdown),
+            **_refresh_series(snap, info),
         }
-        if snap.command_breakdown:
-            plain[m.COMMAND_IDS_FOLDED.name] = counters.command_ids_folded
-        histograms: dict[str, dict[tuple[str, ...], HistogramValue]] = {
-            m.INVOCATION_DURATION.name: {(s,): h for s, h in counters.durations},
-            m.API_REQUEST_DURATION.name: {(): snap.api_request_duration},
-        }
-        for spec in self._specs:
-            family = _family(spec)
-            if isinstance(family, HistogramMetricFamily):
-                data = histograms.get(spec.name, {})
-                keys = (
-                    [key for key, _ in _series(spec, {k: h.count for k, h in data.items()})]
-                    if spec.labels
-                    else [()]
-                )
-                for key in keys:
-                    histogram = data.get(key) or _empty_histogram(spec)
-                    family.add_metric(
-                        _labels(target, key, clean), _histogram_buckets(histogram), histogram.sum
-                    )
-            elif spec.name in labelled:
-                for key, value in _series(spec, labelled[spec.name]):
-                    family.add_metric(_labels(target, key, clean), value)
-            elif spec.name in plain:
-                family.add_metric(target, plain[spec.name])
-            yield spec, family
-
-
-def _labels(target: TargetKey, key: tuple[str, ...], clean: bool) -> tuple[str, ...]:
-    if clean:
-        return (*target, *(clean_label_value(value) for value in key))
-    return (*target, *key)
-
-
-def _empty_histogram(spec: MetricSpec) -> HistogramValue:
-    return HistogramValue(tuple((bound, 0) for bound in spec.buckets), 0, 0.0)
 
 
 class Exposition:

@@ -202,6 +202,7 @@ class TargetRefresher:
         executor: Executor,
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
+        on_snapshot: Callable[[TargetSnapshot], None] | None = None,
     ) -> None:
         self.name = name
         self.region_id = region_id
@@ -216,6 +217,8 @@ class TargetRefresher:
         self._executor = executor
         self._clock = clock
         self._log = logger or logging.getLogger(__name__)
+        # Called in the refresh with each new snapshot (the collector renders it ahead of scrapes).
+        self._on_snapshot = on_snapshot
         self._tracker = RunTracker(
             include_history=options.include_history,
             tracking_cap=options.tracking_cap,
@@ -411,6 +414,14 @@ class TargetRefresher:
                 last_failure_reason=self._last_failure_reason or "internal",
                 last_failure_detail=self._last_failure_detail or "building the snapshot failed",
             )
+        if self._on_snapshot is not None:
+            try:
+                self._on_snapshot(self._snapshot)
+            except Exception as exc:  # only work done ahead: the scrape does it again
+                self._log.error(
+                    "preparing the snapshot for scrapes failed",
+                    extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
+                )
 
     def _refresh(self, now: float) -> None:
         tracker = self._tracker

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -531,9 +532,9 @@ def test_the_cached_text_is_what_the_registry_renders(
 class _CountingCollector(CloudAssistantCollector):
     rendered: list[str]
 
-    def _target_families(self, snap: TargetSnapshot, *, clean: bool):  # type: ignore[no-untyped-def]
+    def _target_text(self, snap: TargetSnapshot, previous: Any) -> Any:
         self.rendered.append(snap.name)
-        return super()._target_families(snap, clean=clean)
+        return super()._target_text(snap, previous)
 
 
 def test_each_target_is_rendered_once_per_snapshot(executor: ThreadPoolExecutor) -> None:
@@ -553,10 +554,14 @@ def test_each_target_is_rendered_once_per_snapshot(executor: ThreadPoolExecutor)
     assert collector.rendered[3:] == ["acct1"]  # only the target with a new snapshot
     clock.now += 30
     targets[0].refresh_now()
-    collector.prerender(targets[0].latest())  # the format scrapes asked for
+    collector.prerender(targets[0].latest())  # what the refresh does when it made a snapshot
     assert collector.rendered[4:] == ["acct0"]
-    collector.render()
-    assert len(collector.rendered) == 5
+    openmetrics, _ = collector.render("application/openmetrics-text; version=1.0.0")
+    assert len(collector.rendered) == 5  # the sample lines are the same in both formats
+    text = collector.render()[0]
+    assert [x for x in openmetrics.splitlines() if not x.startswith("#")] == [
+        x for x in text.splitlines() if not x.startswith("#")
+    ]
 
 
 def test_label_values_from_the_api_are_bounded(executor: ThreadPoolExecutor) -> None:
@@ -618,3 +623,27 @@ def test_metrics_answers_200_whatever_string_reaches_a_label(
     finally:
         server.stop(grace_seconds=5)
         thread.join(5)
+
+
+def test_a_refresh_renders_its_snapshot_before_the_scrape(executor: ThreadPoolExecutor) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(5))
+    targets: list[TargetRefresher] = []
+    collector = _CountingCollector(lambda: [t.latest() for t in targets], build=BUILD)
+    collector.rendered = []
+    target = TargetRefresher(
+        "prod",
+        "cn-hangzhou",
+        api,
+        InvocationQuery(),
+        RefreshOptions(),
+        executor,
+        clock=clock,
+        on_snapshot=collector.prerender,
+    )
+    targets.append(target)
+    target.refresh_now()
+    assert collector.rendered == ["prod"]
+    text, _ = collector.render()
+    assert collector.rendered == ["prod"]  # the scrape only joined the text
+    assert 'aliyun_cloudassistant_up{account="prod",region_id="cn-hangzhou"} 1.0' in text
