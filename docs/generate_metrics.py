@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from exporter import metrics as m
-from exporter.refresh import FAILURE_REASONS
 
 DOC = Path(__file__).resolve().parent / "metrics.md"
 TYPES = {"gauge": "gauge", "counter": "counter", "histogram": "histogram"}
@@ -28,8 +27,6 @@ def _code(values: tuple[str, ...] | list[str]) -> str:
 
 
 def _preinitialised(spec: m.MetricSpec) -> str:
-    if spec is m.REFRESH_FAILURES:
-        return f"every failure reason: {_code(list(FAILURE_REASONS))}"
     if spec.preinitialised_note:
         return spec.preinitialised_note
     return "—" if spec.labels else "always"
@@ -72,7 +69,7 @@ def cardinality() -> str:
     """Series per target with default settings, before anything happened."""
     rows = ["| family | series per target |", "|---|---|"]
     total = 0
-    for spec, series in m.per_target_series(len(FAILURE_REASONS)):
+    for spec, series in m.per_target_series():
         if series:
             total += series
             rows.append(f"| `{spec.name.removeprefix(m.PREFIX)}` | {series} |")

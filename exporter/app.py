@@ -7,8 +7,8 @@ For every target (one account in one region) the application builds, in this ord
 * a token bucket per Alibaba account (as far as the config tells: AccessKey id or role) and
   region, shared by every target reading that pair, since the API's quota is per account and
   region;
-* an :class:`~exporter.ecs.client.EcsClient` whose ``on_request`` hook feeds the refresher's
-  self-metrics;
+* an :class:`~exporter.refresh.ApiStatistics` (the target's API self-metrics), then an
+  :class:`~exporter.ecs.client.EcsClient` whose ``on_request`` hook feeds it;
 * a :class:`~exporter.refresh.TargetRefresher` running on a shared thread pool.
 
 One :class:`CloudAssistantCollector` renders every refresher's snapshot and is registered on a
@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from exporter import __version__
 from exporter.collector import CloudAssistantCollector, Exposition, build_info, build_revision
-from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
+from exporter.ecs.client import EcsClient, RetryPolicy
 from exporter.ecs.credentials import (
     DEFAULT_METADATA_URL,
     DEFAULT_STS_ENDPOINT,
@@ -52,7 +52,7 @@ from exporter.ecs.credentials import (
 from exporter.ecs.ratelimit import TokenBucket
 from exporter.logs import REDACTOR, SecretRedactor
 from exporter.metrics import TargetInfoKey, TargetKey
-from exporter.refresh import RefreshOptions, TargetRefresher
+from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import (
     EcsRamRoleCredentialsSettings,
@@ -143,8 +143,9 @@ class Application:
     registry: CollectorRegistry
     executor: ThreadPoolExecutor
     http_clients: list[httpx.Client]
-    exposition: Exposition
     _stopping: Future[None] = field(default_factory=Future)
+    exposition: Exposition | None = None
+    """The /metrics body (``registry`` rendered by prometheus_client when None)."""
 
     def prepare_scrape(self, max_wait: float) -> None:
         """Start every refresh that is due and wait for them together, at most ``max_wait``.
@@ -275,7 +276,7 @@ def build_application(
             buckets[bucket_key] = TokenBucket(
                 settings.api.rate_limit_per_second, settings.api.burst
             )
-        hook = _RequestHook()
+        api_stats = ApiStatistics()
         client = EcsClient(
             region_id=target.region_id,
             credentials=providers[key],
@@ -285,7 +286,8 @@ def build_application(
             retry=retry,
             timeout=settings.api.timeout_seconds,
             rate_limiter=buckets[bucket_key],
-            on_request=hook,
+            on_request=api_stats.record_request,
+            redact=REDACTOR.redact,  # every secret the exporter loaded, beyond the call's own
         )
         refresher = TargetRefresher(
             target.account,
@@ -295,9 +297,9 @@ def build_application(
             refresh_options(settings, target),
             executor,
             clock=clock,
+            api_stats=api_stats,
             on_snapshot=collector.prerender,  # rendered by the refresh, not by the scrape
         )
-        hook.refresher = refresher
         refreshers.append(refresher)
 
     # /metrics renders the process and platform collectors with prometheus_client and the
@@ -388,17 +390,6 @@ def _secrets_of(credentials: Credentials) -> tuple[str, ...]:
     return (secret, token.get_secret_value()) if token is not None else (secret,)
 
 
-class _RequestHook:
-    """The client's ``on_request``, bound to the refresher built after the client."""
-
-    def __init__(self) -> None:
-        self.refresher: TargetRefresher | None = None
-
-    def __call__(self, event: RequestEvent) -> None:
-        if self.refresher is not None:
-            self.refresher.record_request(event)
-
-
 def describe_targets(targets: Sequence[Target]) -> str:
     """``prod/cn-hangzhou, prod/cn-beijing`` for log lines."""
     return ", ".join(target.label for target in targets)
@@ -429,7 +420,7 @@ def serve(
             registry=app.registry,
             target_statuses=app.target_statuses,
             prepare_scrape=app.prepare_scrape,
-            render_metrics=app.exposition.render,
+            render_metrics=app.exposition.render if app.exposition is not None else None,
             scrape_max_wait=app.settings.refresh.scrape_max_wait_seconds,
             telemetry_path=telemetry_path,
             web_config=web_config,

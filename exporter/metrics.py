@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from exporter.ecs.errors import FAILURE_REASONS
 from exporter.ecs.models import (
     ERROR_CODES,
     INVOCATION_STATUSES,
@@ -396,8 +397,9 @@ REFRESH_FAILURES = MetricSpec(
     "counter",
     "Refreshes of the target that failed, by reason.",
     ReasonKey._fields,
-    # Every failure reason; the list belongs to the error classes (exporter.ecs.errors).
-    preinitialised_note="every failure reason of the error classes",
+    preinitialised=_keys(*FAILURE_REASONS),
+    preinitialised_note="every failure reason of the error classes: "
+    + ", ".join(f"`{reason}`" for reason in FAILURE_REASONS),
     doc="`internal` is a bug in the exporter, logged with where it happened.",
 )
 REFRESH_PAGES = MetricSpec(
@@ -513,13 +515,7 @@ METRICS: tuple[MetricSpec, ...] = (
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
 
 
-def per_target_series(failure_reasons: int) -> Iterator[tuple[MetricSpec, int]]:
-    """Series per target with default settings, family by family (``failure_reasons`` is the
-    number of failure reasons, which the error classes own)."""
+def per_target_series() -> Iterator[tuple[MetricSpec, int]]:
+    """Series per target with default settings before anything happened, family by family."""
     for spec in METRICS:
-        if spec is REFRESH_FAILURES:
-            yield spec, failure_reasons
-        elif spec is TARGET_INFO:
-            yield spec, 1
-        else:
-            yield spec, spec.default_series()
+        yield spec, 1 if spec is TARGET_INFO else spec.default_series()

@@ -236,7 +236,7 @@ def test_at_most_200_series_per_target_with_defaults(executor: ThreadPoolExecuto
             if account is not None:
                 per_target[account] = per_target.get(account, 0) + 1
     assert per_target["a"] == per_target["b"] <= 200
-    assert per_target["a"] == sum(n for _, n in metrics.per_target_series(len(FAILURE_REASONS)))
+    assert per_target["a"] == sum(n for _, n in metrics.per_target_series())
 
 
 def test_build_info_has_no_target_labels_and_a_revision(executor: ThreadPoolExecutor) -> None:
@@ -407,18 +407,6 @@ def test_registration_does_not_start_a_refresh(executor: ThreadPoolExecutor) -> 
     api = FakeApi(backlog(2))
     registry_for([refresher("prod", api, executor, FakeClock())])
     assert api.calls == []
-
-
-def test_rendering_a_scrape_is_fast(executor: ThreadPoolExecutor) -> None:
-    clock = FakeClock()
-    targets = [refresher(f"acct{n}", FakeApi(backlog(500)), executor, clock) for n in range(3)]
-    registry, _ = registry_for(targets)
-    generate_latest(registry)  # the refreshes happen here
-    started = time.perf_counter()
-    for _ in range(10):
-        generate_latest(registry)
-    per_scrape = (time.perf_counter() - started) / 10
-    assert per_scrape < 0.05  # about 1,700 series; generous for a loaded CI machine
 
 
 def test_collect_only_renders(executor: ThreadPoolExecutor) -> None:
