@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -331,23 +330,29 @@ def test_a_failing_target_goes_down_while_the_other_keeps_working(
     )
 
 
-def test_a_slow_target_delays_the_scrape_by_at_most_max_wait(
-    executor: ThreadPoolExecutor,
-) -> None:
+def test_a_refresh_in_flight_never_holds_the_rendering(executor: ThreadPoolExecutor) -> None:
+    # How long a scrape waits for refreshes is Application.prepare_scrape's business
+    # (tests/test_refresh.py); rendering itself shows the newest snapshots whatever is in flight.
     clock = FakeClock()
     slow_api = FakeApi(backlog(3))
     slow_api.gate = threading.Event()
     fast = refresher("prod", FakeApi(backlog(4)), executor, clock)
+    fast.refresh_now()
     slow = refresher("slow", slow_api, executor, clock)
-    registry, _ = registry_for([slow, fast], max_wait=0.2)
+    registry = CollectorRegistry()
+    collector = CloudAssistantCollector(lambda: [slow.latest(), fast.latest()], build=BUILD)
+    registry.register(collector)
     try:
-        started = time.monotonic()
+        in_flight = slow.start_if_due()
+        assert in_flight is not None
         text = generate_latest(registry).decode()
-        elapsed = time.monotonic() - started
+        rendered, _ = collector.render()
+        assert not in_flight.done()
     finally:
         slow_api.gate.set()
-    assert elapsed < 2
-    assert 'aliyun_cloudassistant_up{account="slow",region_id="cn-hangzhou"} 0.0' in text
+    for body in (text, rendered):
+        assert 'aliyun_cloudassistant_up{account="slow",region_id="cn-hangzhou"} 0.0' in body
+        assert 'aliyun_cloudassistant_up{account="prod",region_id="cn-hangzhou"} 1.0' in body
     assert value(registry, "invocation_results", invocation_status="Success") == 4
 
 
@@ -395,6 +400,23 @@ def test_command_breakdown_is_opt_in_and_capped(executor: ThreadPoolExecutor) ->
         value(registry, name, command_id="other", command_name="", invocation_status="Failed") == 1
     )
     assert value(registry, "command_ids_folded") == 1
+
+
+def test_a_command_id_too_long_for_a_label_is_counted_under_other(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi()
+    target = refresher("prod", api, executor, clock, command_breakdown=CommandBreakdown(True))
+    registry, _ = registry_for([target])
+    generate_latest(registry)
+    api.set(result("t-1", status="Success", command_id="c-" + "x" * 200))
+    clock.now += 30
+    text = generate_latest(registry).decode()
+    assert "x" * 129 not in text
+    name = "command_invocation_results_finished_total"
+    labels = {"command_id": "other", "command_name": "", "invocation_status": "Success"}
+    assert value(registry, name, **labels) == 1
 
 
 def test_unknown_status_values_are_shown_as_they_come(executor: ThreadPoolExecutor) -> None:
