@@ -36,8 +36,7 @@ from exporter.metrics import BuildInfoKey, TargetInfoKey, TargetKey
 from exporter.refresh import FAILURE_REASONS, RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.server import ExporterHTTPServer
 from exporter.tracking import CommandBreakdown
-from tests.test_refresh import FakeApi, FakeClock, backlog
-from tests.test_tracking import T0, result
+from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
 
 P = "aliyun_cloudassistant_"
 BUILD = BuildInfoKey("9.9.9", "abc1234", platform.python_version())

@@ -18,7 +18,7 @@ from exporter.ecs.models import ERROR_CODES, TERMINAL_STATUSES, InvocationQuery
 from exporter.metrics import TargetInfoKey, TargetKey
 from exporter.refresh import RefreshOptions, TargetRefresher
 from exporter.tracking import CommandBreakdown
-from tests.test_refresh import FakeApi, FakeClock, backlog
+from tests.support.fakes import FakeApi, FakeClock, backlog
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS_DOC = ROOT / "docs" / "metrics.md"
