@@ -66,15 +66,17 @@ _REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _MAX_LOGGED_INVALID = 4096
 
 
-def parse_endpoint(url: str) -> tuple[str, str]:
+def parse_endpoint(url: str, *, default_scheme: str = "https") -> tuple[str, str]:
     """Return ``(base_url, host_header)`` for an endpoint given as a URL or a bare host.
 
-    ``https://`` is assumed without a scheme; ``http://`` is allowed (proxies, the simulator).
-    The host header is the URL's ``host[:port]``, which is also what gets signed.
+    This is the one endpoint rule; the config validates with it too. Without a scheme,
+    ``default_scheme`` is assumed (``https`` for the API and STS); ``http://`` is allowed
+    (proxies, the simulator). A path, query or fragment is refused: requests are signed for
+    ``/``. The host header is the URL's ``host[:port]``, which is also what gets signed.
     """
     text = url.strip()
     if "://" not in text:
-        text = "https://" + text
+        text = f"{default_scheme}://{text}"
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"endpoint {url!r}: the scheme must be http or https")
@@ -434,7 +436,7 @@ class EcsClient:
                 f"{type(exc).__name__} talking to {self.host} (timeout {timeout.read:g}s)"
             ) from None
         except httpx.RequestError as exc:
-            text = scrub(str(exc), _secret_values(credentials))
+            text = scrub(str(exc), credentials.secret_values())
             raise TransportError(
                 f"{type(exc).__name__} talking to {self.host}: {text}".rstrip(": ")
             ) from None
@@ -452,7 +454,7 @@ class EcsClient:
         raise classify_api_error(
             status,
             code,
-            scrub(message, _secret_values(credentials)),
+            scrub(message, credentials.secret_values()),
             request_id or response.headers.get("x-acs-request-id", ""),
             parse_retry_after(response.headers),
         )
@@ -485,9 +487,3 @@ def _complete(response: httpx.Response, decoded_size: int) -> bool:
     if "content-encoding" not in response.headers:
         arrived = max(arrived, decoded_size)
     return arrived >= int(length)
-
-
-def _secret_values(credentials: Credentials) -> tuple[str, ...]:
-    token = credentials.security_token
-    secret = credentials.access_key_secret.get_secret_value()
-    return (secret, token.get_secret_value()) if token is not None else (secret,)
