@@ -37,7 +37,7 @@ def read_text_file(path: Path, *, max_bytes: int) -> str:
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise ValueError("is a directory, not a file")
+            raise ValueError("is a directory, not a regular file")
         if not stat.S_ISREG(mode):
             raise ValueError("is not a regular file")
         with os.fdopen(fd, "rb", closefd=False) as file:

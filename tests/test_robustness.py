@@ -679,7 +679,7 @@ def secret_in_a_device(path: Path) -> Path:
         (huge, "is larger than 4194304 bytes"),
         (binary, "not UTF-8 text"),
         (fifo, "is not a regular file"),
-        (directory, "is a directory, not a file"),
+        (directory, "is a directory, not a regular file"),
         (missing, "No such file or directory"),
         (same_mistake_everywhere, "... and 480 more"),
         (secret_in_a_device, "access_key_secret_file '/dev/zero': is not a regular file"),
@@ -788,7 +788,7 @@ def test_a_directory_in_the_secrets_dir_is_an_error_not_a_missing_secret(tmp_pat
     assert result.code == 2
     [line] = result.stderr.splitlines()
     assert "ALIYUN_CLOUDASSISTANT_SECRETS_DIR" in line
-    assert "the file ALIBABA_CLOUD_ACCESS_KEY_SECRET is a directory, not a file" in line
+    assert "the file ALIBABA_CLOUD_ACCESS_KEY_SECRET is a directory, not a regular file" in line
 
 
 def test_secrets_from_the_secrets_dir_reach_neither_the_check_nor_the_log(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from exporter.ecs.client import parse_endpoint
 from exporter.ecs.models import InvocationQuery
 from exporter.settings import (
     ConfigError,
@@ -522,3 +525,30 @@ def test_an_access_key_from_the_environment_is_labelled_environment_in_both_mode
     )
     assert from_variables.summary() == from_file.summary()
     assert from_variables.summary() == "1 target: default/cn-hangzhou (environment)"
+
+
+def test_the_simulator_banner_endpoint_works_as_a_config_endpoint(tmp_path: Path) -> None:
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "exporter.simulator", "--listen", "127.0.0.1:0"],
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert simulator.stdout is not None
+        lines = iter(simulator.stdout.readline, "")
+        endpoint = next(line for line in lines if line.strip().startswith("endpoint:"))
+    finally:
+        simulator.terminate()
+        simulator.wait(15)
+        if simulator.stdout is not None:
+            simulator.stdout.close()
+    value = endpoint.split(":", 1)[1].strip()
+    settings = load_config_file(
+        write_config(
+            tmp_path, f"targets: [{{name: a, region_id: cn-hangzhou, endpoint: '{value}'}}]\n"
+        )
+    )
+    # Pasted as printed, it reaches the simulator over plain HTTP, as the client reads it.
+    assert parse_endpoint(settings.expanded_targets()[0].endpoint or "")[0].startswith("http://")

@@ -502,6 +502,70 @@ def test_a_cached_success_skips_bcrypt_and_unknown_users_cost_as_much_as_known_o
     assert unknown_user > known_user / 3
 
 
+def test_loading_computes_no_hash_and_an_unknown_user_costs_the_costliest_configured_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    costly_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=6)).decode()
+
+    def no_hashing(*args: object) -> bytes:
+        raise AssertionError("a hash was computed while loading the web config")
+
+    monkeypatch.setattr(bcrypt, "hashpw", no_hashing)
+    monkeypatch.setattr(bcrypt, "gensalt", no_hashing)
+    path = _write_web_config(
+        tmp_path,
+        "basic_auth_users:\n  cheap: '{hash}'\n  costly: '{costly}'\n",
+        hash=PASSWORD_HASH,
+        costly=costly_hash,
+    )
+    web_config = load_web_config(path)
+    checked: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def recording_checkpw(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", recording_checkpw)
+    # The costly user's own password, sent for an unknown user, still fails.
+    assert not web_config.check_basic_auth(_basic("mallory", PASSWORD))
+    assert checked == [costly_hash.encode()]
+
+
+def test_bcrypt_checks_run_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    web_config = load_web_config(
+        _write_web_config(
+            tmp_path, "basic_auth_users:\n  prometheus: '{hash}'\n", hash=PASSWORD_HASH
+        )
+    )
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+    widen_the_window = threading.Event()  # never set: wait() only yields for a moment
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        widen_the_window.wait(0.005)
+        with lock:
+            running[0] -= 1
+        return False
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+    threads = [
+        threading.Thread(
+            target=web_config.check_basic_auth, args=(_basic("prometheus", f"wrong-{n}"),)
+        )
+        for n in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert most[0] == 1
+
+
 # --- the example and promtool -------------------------------------------------------------------
 
 

@@ -19,12 +19,9 @@ appear in a log line, a repr or an error message.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +37,7 @@ from pydantic import SecretStr
 from exporter.ecs import signing
 from exporter.ecs.client import USER_AGENT, parse_endpoint, signed_request_headers
 from exporter.ecs.errors import CredentialsError, parse_error_body, scrub
+from exporter.files import read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -310,28 +308,6 @@ def _transport_failure(source: str, url: str, exc: httpx.RequestError) -> Creden
     return CredentialsError(f"{source}: no answer from {url} ({type(exc).__name__})")
 
 
-# A projected service-account token is a few KB; anything far larger is not one.
-_MAX_TOKEN_FILE_BYTES = 64 * 1024
-
-
-def _read_small_regular_file(path: Path, max_bytes: int) -> str:
-    """The UTF-8 text of a regular file of at most ``max_bytes``.
-
-    A FIFO or a device would block the refresh or never end: ``OSError`` with a reason.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read(max_bytes + 1)
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
-    return data.decode("utf-8")
-
-
 class OidcRoleProvider(_RefreshingProvider):
     """An OIDC role (ACK RRSA): STS ``AssumeRoleWithOIDC`` with the pod's service-account token.
 
@@ -373,16 +349,13 @@ class OidcRoleProvider(_RefreshingProvider):
         return f"OidcRoleProvider(role_arn={self.role_arn!r}, sts={self._base_url!r})"
 
     def _read_token(self) -> str:
+        # The one reader of secret files: bounded (a FIFO or a device is refused, never read).
         try:
-            token = _read_small_regular_file(self._token_file, _MAX_TOKEN_FILE_BYTES).strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+            return read_secret_file(self._token_file)
+        except ValueError as exc:
             raise CredentialsError(
-                f"cannot read the OIDC token file {self._token_file}: {reason}"
+                f"cannot read the OIDC token file {self._token_file}: {exc}"
             ) from None
-        if not token:
-            raise CredentialsError(f"the OIDC token file {self._token_file} is empty")
-        return token
 
     def _fetch(self) -> Credentials:
         token = self._read_token()

@@ -155,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with server:
         shown_secret = secret if args.access_key_secret is None else "(the one you passed)"
         print(f"ECS API simulator listening on {server.url}", flush=True)
-        print(f"  endpoint:          {server.endpoint}")
+        # The scheme is part of the endpoint: without one, https:// would be assumed.
+        print(f"  endpoint:          {server.url}")
         print(f"  profile:           {args.profile} (seed {args.seed}, order {args.order})")
         print(f"  regions:           {', '.join(server.regions)}")
         print(f"  access key id:     {args.access_key_id}")
