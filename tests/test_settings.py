@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.ecs.client import parse_endpoint
+from exporter.ecs.request import parse_endpoint
 from exporter.ecs.models import InvocationQuery
 from exporter.settings import (
     ConfigError,

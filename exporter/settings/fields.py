@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator
 
-from exporter.ecs.client import parse_endpoint
+from exporter.ecs.request import parse_endpoint
 from exporter.ecs.credentials import (
     duration_problem,
     role_arn_problem,
