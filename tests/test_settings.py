@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.ecs.request import parse_endpoint
 from exporter.ecs.models import InvocationQuery
+from exporter.ecs.request import parse_endpoint
 from exporter.settings import (
     ConfigError,
     EcsRamRoleCredentialsSettings,

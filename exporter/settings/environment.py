@@ -23,7 +23,7 @@ from typing import Annotated, Final, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from exporter.ecs.credentials import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN
-from exporter.files import read_secret_file
+from exporter.files import MAX_SECRET_FILE_BYTES, read_secret_file, read_text_file
 from exporter.settings.fields import ApiEndpoint, RegionId, TargetName
 from exporter.settings.models import (
     ApiSettings,
@@ -197,7 +197,10 @@ def _with_secret_files(environ: Mapping[str, str]) -> dict[str, str]:
         if name in values or not os.path.lexists(path):
             continue
         try:
-            values[name] = read_secret_file(path)
+            if name in SECRET_VARIABLES:
+                values[name] = read_secret_file(path)
+            else:  # a setting (a JSON section may span lines): the same reader and cap
+                values[name] = read_text_file(path, max_bytes=MAX_SECRET_FILE_BYTES).strip()
         except ValueError as exc:
             problems.append(
                 ConfigProblem(path=SECRETS_DIR_VARIABLE, message=f"the file {name} {exc}")

@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator
 
-from exporter.ecs.request import parse_endpoint
 from exporter.ecs.credentials import (
     duration_problem,
     role_arn_problem,
     session_name_problem,
 )
+from exporter.ecs.request import parse_endpoint
 
 DEFAULT_SESSION_NAME: Final = "aliyun-cloudassistant-exporter"
 
