@@ -151,6 +151,48 @@ def test_a_bad_config_gets_the_same_verdict_from_check_and_start(
     assert SECRET not in stderr
 
 
+BAD_ENVIRONMENTS = Path(__file__).parent / "bad_environments"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(BAD_ENVIRONMENTS.glob("*.env")), ids=lambda path: str(path.stem)
+)
+def test_a_bad_environment_gets_the_same_verdict_from_check_and_start(
+    capsys: pytest.CaptureFixture[str],
+    clean_root_logger: None,
+    monkeypatch: pytest.MonkeyPatch,
+    path: Path,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("ALIYUN_CLOUDASSISTANT_", "ALIBABA_CLOUD_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, _, value = line.partition("=")
+        monkeypatch.setenv(name, value)
+    checked = _verdict(["--config.check"], capsys)
+    started = _verdict(["--web.listen-address", "127.0.0.1:0"], capsys)
+    assert checked == started
+    golden = path.with_suffix(".err").read_text(encoding="utf-8").rstrip("\n")
+    assert checked == (
+        2,
+        f"aliyun-cloudassistant-exporter: error: {golden} (or give --config.file)\n",
+    )
+
+
+def test_the_readme_error_example_is_what_the_exporter_prints(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    [example] = [
+        line
+        for line in readme.splitlines()
+        if line.startswith("aliyun-cloudassistant-exporter: error:")
+    ]
+    config = tmp_path / "config.yml"
+    config.write_text("targets:\n  - name: a\n    region_id: cn-hangzhou\n    filter: {}\n")
+    result = run_cli(["--config.file", str(config), "--config.check"])
+    assert result.stderr == example.replace("'config.yml'", repr(str(config))) + "\n"
+
+
 def test_config_check_from_the_environment() -> None:
     result = run_cli(
         ["--config.check"],
@@ -345,3 +387,13 @@ def test_the_environment_endpoint_conflict_names_the_variables() -> None:
         "ALIYUN_CLOUDASSISTANT_ENDPOINT and ALIYUN_CLOUDASSISTANT_USE_VPC_ENDPOINT "
         "(or give --config.file)\n"
     )
+
+
+@pytest.mark.parametrize("name", ["secret_in_an_alias_and_a_key", "secret_key_in_place_of_a_field"])
+def test_a_secret_reused_by_an_alias_or_written_as_a_key_never_shows(name: str) -> None:
+    path = BAD_CONFIGS / f"{name}.yml"
+    for extra in (["--config.check"], ["--web.listen-address", "127.0.0.1:0"]):
+        result = run_cli(["--config.file", str(path), *extra], timeout=30)
+        assert result.code == 2
+        assert result.stderr.startswith("aliyun-cloudassistant-exporter: error: config file ")
+        assert SECRET not in result.stdout + result.stderr

@@ -552,3 +552,31 @@ def test_the_simulator_banner_endpoint_works_as_a_config_endpoint(tmp_path: Path
     )
     # Pasted as printed, it reaches the simulator over plain HTTP, as the client reads it.
     assert parse_endpoint(settings.expanded_targets()[0].endpoint or "")[0].startswith("http://")
+
+
+BAD_ENVIRONMENTS = Path(__file__).parent / "bad_environments"
+
+
+def read_environment_case(path: Path) -> dict[str, str]:
+    """The variables of a ``tests/bad_environments/NAME.env`` file."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if line)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(BAD_ENVIRONMENTS.glob("*.env")), ids=lambda path: str(path.stem)
+)
+def test_bad_environment_is_refused_with_its_golden_error(path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_environment(read_environment_case(path))
+    message = str(caught.value)
+    assert message == path.with_suffix(".err").read_text(encoding="utf-8").rstrip("\n")
+    assert LEAKED_SECRET not in message
+    for phrase in LIBRARY_WORDING:
+        assert phrase not in message
+
+
+def test_every_bad_environment_has_its_expected_error() -> None:
+    names = {path.stem for path in BAD_ENVIRONMENTS.glob("*.env")}
+    assert names == {path.stem for path in BAD_ENVIRONMENTS.glob("*.err")}
+    assert len(names) >= 10
