@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, Self
@@ -23,7 +24,12 @@ from typing import Annotated, Final, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from exporter.ecs.credentials import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN
-from exporter.files import MAX_SECRET_FILE_BYTES, read_secret_file, read_text_file
+from exporter.files import (
+    MAX_SECRET_FILE_BYTES,
+    check_secret_text,
+    read_secret_file,
+    read_text_file,
+)
 from exporter.settings.fields import ApiEndpoint, RegionId, TargetName
 from exporter.settings.models import (
     ApiSettings,
@@ -106,6 +112,11 @@ class EnvironmentSettings(BaseModel):
         ):
             if value is not None and not self.access_key_id:
                 raise ValueError(f"{ENV_ACCESS_KEY_ID} is required when {name} is set")
+            if value is not None:
+                try:
+                    check_secret_text(value.get_secret_value())
+                except ValueError as exc:
+                    raise ValueError(f"{name} {exc}") from None
         return self
 
     def to_exporter_settings(self) -> ExporterSettings:
@@ -283,6 +294,8 @@ def variables_help() -> str:
     lines += [f"  {name:<{width}}{text}" for name, text in _VARIABLE_HELP.items()]
     for section, model in _SECTIONS.items():
         variable = f"{_VARIABLES[section]}__<KEY>"
-        lines.append(f"  {variable:<{width}}the config file's {section}.<key>, one of:")
-        lines.append(f"  {'':<{width}}{', '.join(name.upper() for name in model.model_fields)}")
+        lines.append(f"  {variable:<{width}}the config file's {section}.<key>, KEY one of:")
+        keys = ", ".join(name.upper() for name in model.model_fields)
+        indent = " " * (width + 2)
+        lines += textwrap.wrap(keys, 100, initial_indent=indent, subsequent_indent=indent)
     return "\n".join(lines)
