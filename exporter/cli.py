@@ -13,7 +13,6 @@ so a configuration that passes the check does not fail at start.
 from __future__ import annotations
 
 import argparse
-import difflib
 import gc
 import logging
 import os
@@ -37,8 +36,14 @@ from exporter.logs import (
     describe_exception,
     log_uncaught_exceptions,
 )
-from exporter.settings import ConfigError, ExporterSettings, load_settings
-from exporter.settings.environment import SECRET_VARIABLES, variables_help
+from exporter.settings import (
+    SECRET_VARIABLES,
+    ConfigError,
+    ExporterSettings,
+    load_settings,
+    variables_help,
+)
+from exporter.validation import did_you_mean
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 PROGRAM: Final = "aliyun-cloudassistant-exporter"
@@ -93,9 +98,9 @@ class _Parser(argparse.ArgumentParser):
             hints = []
             for word in message.removeprefix(prefix).split():
                 flag = word.partition("=")[0]
-                close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+                close = did_you_mean(flag, known)
                 if flag.startswith("--") and close:
-                    hints.append(f"{flag}: did you mean {close[0]}?")
+                    hints.append(f"{flag}: did you mean {close}?")
             if hints:
                 message = f"{message} ({'; '.join(hints)})"
         super().error(message)

@@ -13,10 +13,12 @@ Every mistake becomes a :class:`ConfigError` naming the source, the field as a d
 
 from exporter.settings.environment import (
     ENV_PREFIX,
+    SECRET_VARIABLES,
     SECRETS_DIR_VARIABLE,
     known_variables,
     load_environment,
     nested_variables,
+    variables_help,
 )
 from exporter.settings.loading import load_config_file, load_settings
 from exporter.settings.models import (
@@ -43,6 +45,7 @@ __all__ = [
     "ENV_PREFIX",
     "KNOWN_REGIONS",
     "SECRETS_DIR_VARIABLE",
+    "SECRET_VARIABLES",
     "ApiSettings",
     "AssumeRoleSettings",
     "CommandBreakdownSettings",
@@ -63,4 +66,5 @@ __all__ = [
     "load_environment",
     "load_settings",
     "nested_variables",
+    "variables_help",
 ]
