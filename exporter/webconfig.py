@@ -61,7 +61,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from exporter.files import load_yaml_file
-from exporter.validation import plain_message, shown_key
+from exporter.validation import did_you_mean, plain_message, shown_key
 
 __all__ = [
     "BASIC_AUTH_CHALLENGE",
@@ -469,6 +469,10 @@ def _bcrypt_matches(password: bytes, password_hash: bytes) -> bool:
         return bcrypt.checkpw(password, password_hash)
 
 
+# exporter-toolkit fields this exporter refuses (see the module docstring): named when given.
+_UNSUPPORTED: Final = frozenset(
+    {"cipher_suites", "curve_preferences", "cert", "key", "client_allowed_sans", "rate_limit"}
+)
 _SECTION_FIELDS: Final[dict[tuple[str, ...], tuple[str, ...]]] = {
     (): tuple(WebConfig.model_fields),
     ("tls_server_config",): tuple(TlsServerConfig.model_fields),
@@ -488,8 +492,15 @@ def _describe(error: Any) -> str:
         loc = (*loc, str(ctx["field"]))
     where = ".".join(_shown(part) for part in loc) if loc else "(top level)"
     if error["type"] == "extra_forbidden":
-        allowed = _SECTION_FIELDS.get(loc[:-1])
+        allowed = _SECTION_FIELDS.get(loc[:-1], ())
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        known = {name for names in _SECTION_FIELDS.values() for name in names} | _UNSUPPORTED
+        close = did_you_mean(loc[-1], allowed or known, cutoff=0.6)
+        if close is not None and loc[-1] not in _UNSUPPORTED:
+            hint = f", did you mean {close!r}?{hint}"
+        elif loc[-1] not in known:
+            # Not a field name nor close to one: maybe a value in the wrong place (a password).
+            where = ".".join((*(_shown(part) for part in loc[:-1]), "<unknown key>"))
         return f"{where}: unknown or unsupported field{hint}"
     return f"{where}: {plain_message(error)}"
 

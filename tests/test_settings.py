@@ -580,3 +580,24 @@ def test_every_bad_environment_has_its_expected_error() -> None:
     names = {path.stem for path in BAD_ENVIRONMENTS.glob("*.env")}
     assert names == {path.stem for path in BAD_ENVIRONMENTS.glob("*.err")}
     assert len(names) >= 10
+
+
+def test_an_unknown_key_far_from_any_field_is_not_repeated(tmp_path: Path) -> None:
+    # An AccessKey secret is letters and digits: pasted without its field name, it is a key.
+    secret = "Xk29dkKdA8sLqP0zT3vN7mB1cR5wYq"
+    path = write_config(
+        tmp_path,
+        "targets: [{name: a, region_id: cn-hangzhou, credentials: "
+        f"{{source: static, access_key_id: LTAI5tExample, {secret}}}}}]\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    assert str(caught.value).endswith(
+        "targets[0].credentials.<unknown key>: not a field name (the key is not shown; "
+        "check spelling and indentation)"
+    )
+    assert secret not in str(caught.value)
+    # A typo close to a field is repeated, with the field it is close to.
+    typo = write_config(tmp_path, "targets: [{name: a, region_id: cn-hangzhou, page_capp: 5}]\n")
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.page_capp: unknown field, did you mean"):
+        load_config_file(typo)

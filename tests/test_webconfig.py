@@ -759,6 +759,12 @@ BAD_WEB_CONFIGS = [
         id="password-written-as-a-key",
     ),
     pytest.param(
+        "basic_auth_users: {{alice: '{hash}'}}\nXk29dkKdA8sLqP0zT3vN7mB1cR5wYq:\n",
+        "<unknown key>: unknown or unsupported field (allowed: tls_server_config",
+        True,
+        id="password-pasted-as-a-key",
+    ),
+    pytest.param(
         "http_server_config:\n  http2: perhaps\n",
         "http_server_config.http2: must be true or false",
         True,
@@ -790,6 +796,7 @@ def test_bad_web_configs_give_a_clear_error(
     assert message.startswith(f"web config {path}: ")
     assert expected in message
     assert "hunter2" not in message, "a secret must never appear in an error"
+    assert "Xk29dkKdA8sLqP0zT3vN7mB1cR5wYq" not in message
     assert "Input should" not in message, "pydantic's wording must not reach a user"
     assert "Traceback" not in message
     if promtool_rejects_too and PROMTOOL is not None:

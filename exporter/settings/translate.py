@@ -68,17 +68,23 @@ _SECTIONS: Final[dict[type[BaseModel], str]] = {
 _KNOWN_FIELDS: Final = sorted({name for section in _SECTIONS for name in section.model_fields})
 
 
-def _unknown_field_message(loc: Sequence[int | str]) -> str:
+def _unknown_field(loc: Sequence[int | str]) -> tuple[str, str]:
+    """The path and message of an unknown key.
+
+    The key is repeated only when it is a field name or close to one (a typo): any other key
+    may be a value written in the wrong place (``{access_key_id: x, Sup3rS3cret}``).
+    """
     name = shown_key(loc[-1]) if loc else None
-    if name is None:
-        return "unknown field (a key that is not a field name; check the indentation)"
+    parent = dotted_path(loc[:-1])
+    close = did_you_mean(name, _KNOWN_FIELDS) if name is not None else None
+    if name is None or (name not in _KNOWN_FIELDS and close is None):
+        where = f"{parent}.<unknown key>" if parent else "<unknown key>"
+        return where, "not a field name (the key is not shown; check spelling and indentation)"
+    path = f"{parent}.{name}" if parent else name
     places = sorted({where for section, where in _SECTIONS.items() if name in section.model_fields})
     if places:  # a real key in the wrong section
-        return f"not a field here: {name!r} belongs {' or '.join(places)}"
-    close = did_you_mean(name, _KNOWN_FIELDS)
-    if close:
-        return f"unknown field, did you mean {close!r}?"
-    return "unknown field (check the spelling)"
+        return path, f"not a field here: {name!r} belongs {' or '.join(places)}"
+    return path, f"unknown field, did you mean {close!r}?"
 
 
 def _source_message(detail: Mapping[str, Any]) -> str:
@@ -99,13 +105,13 @@ def problems_from(error: ValidationError, secrets: Sequence[str] = ()) -> list[C
     problems = []
     for detail in error.errors(include_url=False, include_input=False):
         kind = detail["type"]
+        path = dotted_path(detail["loc"])
         if kind == "extra_forbidden":
-            message = _unknown_field_message(detail["loc"])
+            path, message = _unknown_field(detail["loc"])
         elif kind.startswith("union_tag_"):
             message = _source_message(detail)
         else:
             message = plain_message(detail)
-        path = dotted_path(detail["loc"])
         problems.append(ConfigProblem(path=redact(path, secrets), message=redact(message, secrets)))
     return problems
 
