@@ -22,8 +22,7 @@ from exporter.ecs.models import (
 )
 from exporter.refresh import FAILURE_REASONS, RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.tracking import CommandBreakdown
-from tests.test_refresh import FakeApi, FakeClock, backlog
-from tests.test_tracking import T0, result
+from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
 
 P = "aliyun_cloudassistant_"
 

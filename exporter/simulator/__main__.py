@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from exporter.simulator.faults import FAULT_KINDS, FaultPlan, FaultRule, parse_fault_rule
+from exporter.simulator.faults import ALL_FAULT_KINDS, FaultPlan, FaultRule, parse_fault_rule
 from exporter.simulator.server import DEFAULT_REGIONS, ORDERS, Account, SimulatorServer
 from exporter.simulator.world import PROFILES, WallClock, World, spec_with
 
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KIND[,n=N][,p=P][,key=ID][,region=R][,page=N][,retry_after=MS|none][,delay=S]",
-        help=f"inject a fault (repeatable); kinds: {', '.join(FAULT_KINDS)}",
+        help=f"inject a fault (repeatable); kinds: {', '.join(ALL_FAULT_KINDS)}",
     )
     parser.add_argument(
         "--latency", type=_non_negative, default=0.0, help="seconds added to every answer"

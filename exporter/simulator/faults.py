@@ -21,7 +21,8 @@ The plan can be changed while the server runs (every method takes the plan's loc
 adds a delay to every answered request (per page, for realistic benchmarks), on top of any
 ``slow`` fault.
 
-Fault kinds (:data:`FAULT_KINDS`):
+Fault kinds (:data:`FAULT_KINDS`, which can fail any request, and :data:`TOKEN_FAULT_KINDS`,
+which only apply to requests that carry a ``NextToken``; :data:`ALL_FAULT_KINDS` is both):
 
 ====================  ==========================================================================
 ``throttling_user``   400 ``Throttling.User``
@@ -57,8 +58,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "malformed_json",
     "truncated_body",
     "wrong_types",
-    "invalid_next_token",
 )
+TOKEN_FAULT_KINDS: tuple[str, ...] = ("invalid_next_token",)
+ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + TOKEN_FAULT_KINDS
 
 # kind -> (HTTP status, Code, Message) for the faults that are API error answers.
 ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
@@ -92,8 +94,9 @@ class FaultRule:
     fired: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if self.kind not in ALL_FAULT_KINDS:
+            known = ", ".join(ALL_FAULT_KINDS)
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {known}")
         if self.count is not None and self.count < 0:
             raise ValueError("count must not be negative")
         if self.probability is not None and not 0.0 <= self.probability <= 1.0:
@@ -233,7 +236,7 @@ class FaultPlan:
                     continue
                 if rule.page is not None and rule.page != page:
                     continue
-                if rule.kind == "invalid_next_token" and not has_token:
+                if rule.kind in TOKEN_FAULT_KINDS and not has_token:
                     continue
                 if rule.probability is not None and self._rng.random() >= rule.probability:
                     continue

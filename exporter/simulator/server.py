@@ -44,6 +44,7 @@ Everything served is recorded in :attr:`SimulatorServer.served`.
 from __future__ import annotations
 
 import calendar
+import email.utils
 import hashlib
 import hmac
 import json
@@ -57,14 +58,13 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from exporter.ecs import signing
 from exporter.ecs.models import CONTENT_ENCODINGS, INVOKE_RECORD_STATUSES
 from exporter.simulator.faults import ERROR_FAULTS, Fault, FaultPlan
+from exporter.simulator.http import Answer, LoopbackServer, RecordedRequest
 from exporter.simulator.world import RecordFilter, RecordRef, TimeView, World
 
 API_VERSION = "2014-05-26"
@@ -123,18 +123,6 @@ class ApiError(Exception):
         self.message = message
 
 
-@dataclass
-class Answer:
-    """What the HTTP handler sends."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    drop: bool = False  # close without an answer
-    truncate: bool = False  # announce more bytes than sent, then close
-    date: float | None = None  # the Date header (epoch seconds); None: the wall clock
-
-
 @dataclass(eq=False)
 class _Walk:
     """The snapshot of one paging walk (see the module docstring)."""
@@ -154,7 +142,7 @@ class _Cursor:
     page: int  # the page of the walk this token asks for (2 for the first page's token)
 
 
-class SimulatorServer:
+class SimulatorServer(LoopbackServer):
     """A loopback HTTP server speaking DescribeInvocationResults; a context manager.
 
     ``world``: one :class:`World` serving every known region, or a mapping region -> world
@@ -207,49 +195,12 @@ class SimulatorServer:
         self._max_cursors = max_cursors
         self._nonces: OrderedDict[str, float] = OrderedDict()
         self._max_nonces = max_nonces
-        self._httpd = _HTTPServer((host, port), _Handler, self)
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().__init__(host, port)
 
     @property
     def endpoint(self) -> str:
         """``host:port``, as the official SDK's ``endpoint`` wants it."""
         return self.url.removeprefix("http://")
-
-    def start(self) -> SimulatorServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="ecs-simulator",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> SimulatorServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -325,6 +276,9 @@ class SimulatorServer:
 
     # -- request handling ---------------------------------------------------------------------
 
+    def answer(self, request: RecordedRequest) -> Answer:
+        return self.handle(request.method, request.target, request.headers, request.body)
+
     def handle(
         self,
         method: str,
@@ -360,15 +314,16 @@ class SimulatorServer:
         }
         if fault is not None and fault.kind == "drop_connection":
             self._record(entry, 0, "", 0, "")
-            return Answer(0, b"", drop=True)
+            return Answer(0, {}, b"", drop=True)
         if fault is not None and fault.kind in ERROR_FAULTS:
             status, code, message = ERROR_FAULTS[fault.kind]
-            answer = self._error_answer(ApiError(status, code, message), request_id, host_id)
-            answer.date = date
+            extra = {}
             if fault.kind == "throttling_api" and fault.retry_after_ms is not None:
-                answer.headers["x-acs-retry-after"] = str(fault.retry_after_ms)
+                extra["x-acs-retry-after"] = str(fault.retry_after_ms)
             self._record(entry, status, code, 0, "")
-            return answer
+            return self._error_answer(
+                ApiError(status, code, message), request_id, host_id, date, extra
+            )
         delay = self.faults.latency + (fault.delay if fault and fault.kind == "slow" else 0.0)
         if delay > 0:
             time.sleep(delay)
@@ -382,14 +337,12 @@ class SimulatorServer:
             )
         except ApiError as exc:
             self._record(entry, exc.status, exc.code, 0, "")
-            answer = self._error_answer(exc, request_id, host_id)
-            answer.date = date
+            answer = self._error_answer(exc, request_id, host_id, date)
             if fault is not None and fault.kind in ("malformed_json", "truncated_body"):
-                _corrupt(answer, fault)
+                answer = _corrupt(answer, fault)
             return answer
         self._record(entry, 200, "", results, next_token)
-        answer.date = date
-        return answer
+        return answer._replace(headers={**answer.headers, "Date": _http_date(date)})
 
     def _page_asked(self, params: Mapping[str, str]) -> tuple[int, bool]:
         """The page of its walk a request asks for, and whether it carries a NextToken."""
@@ -419,7 +372,13 @@ class SimulatorServer:
             self._request_count += 1
 
     @staticmethod
-    def _error_answer(exc: ApiError, request_id: str, host_id: str) -> Answer:
+    def _error_answer(
+        exc: ApiError,
+        request_id: str,
+        host_id: str,
+        date: float,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Answer:
         body = {
             "RequestId": request_id,
             "HostId": host_id,
@@ -427,11 +386,13 @@ class SimulatorServer:
             "Message": exc.message,
             "Recommend": f"https://api.aliyun.com/troubleshoot?q={exc.code}&product=Ecs",
         }
-        return Answer(
-            exc.status,
-            json.dumps(body).encode(),
-            {"Content-Type": "application/json;charset=utf-8", "x-acs-request-id": request_id},
-        )
+        headers = {
+            "Content-Type": "application/json;charset=utf-8",
+            "x-acs-request-id": request_id,
+            "Date": _http_date(date),
+            **(extra_headers or {}),
+        }
+        return Answer(exc.status, headers, json.dumps(body).encode())
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -643,11 +604,11 @@ class SimulatorServer:
         ).encode()
         answer = Answer(
             200,
-            body,
             {"Content-Type": "application/json;charset=utf-8", "x-acs-request-id": request_id},
+            body,
         )
         if fault is not None and fault.kind in ("malformed_json", "truncated_body"):
-            _corrupt(answer, fault)
+            answer = _corrupt(answer, fault)
         return answer, len(refs), next_token
 
     def _new_walk(
@@ -947,75 +908,13 @@ def _break_types(records: list[dict[str, Any]]) -> None:
         records[0]["InstanceId"] = None
 
 
-def _corrupt(answer: Answer, fault: Fault) -> None:
+def _corrupt(answer: Answer, fault: Fault) -> Answer:
     if fault.kind == "malformed_json":
-        answer.body = b'{"RequestId": "' + answer.body[:40] + b"<html>502 Bad Gateway</html>"
-    else:
-        answer.truncate = True
+        garbled = b'{"RequestId": "' + answer.body[:40] + b"<html>502 Bad Gateway</html>"
+        return answer._replace(body=garbled)
+    return answer._replace(truncate=True)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        simulator: SimulatorServer,
-    ) -> None:
-        self.simulator = simulator
-        super().__init__(address, handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "ecs-simulator"
-    sys_version = ""
-    timeout = 30.0  # idle keep-alive connections end after this
-    # One buffered write per answer (flushed by handle_one_request) and no Nagle delay: with
-    # headers and body in separate segments, delayed ACKs would cost ~40 ms per page.
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-    _answer_date: float | None = None
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        server = self.server
-        assert isinstance(server, _HTTPServer)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        body = self.rfile.read(length) if length > 0 else b""
-        answer = server.simulator.handle(self.command, self.path, list(self.headers.items()), body)
-        self._answer_date = answer.date
-        if answer.drop:
-            self.close_connection = True
-            return
-        self.send_response(answer.status)
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        if answer.truncate:
-            self.send_header("Content-Length", str(len(answer.body) + 1024))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(answer.body[: max(1, len(answer.body) // 2)])
-            self.close_connection = True
-            return
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.end_headers()
-        self.wfile.write(answer.body)
-
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        """The ``Date`` header: the API's clock (see ``SimulatorServer.clock_offset``)."""
-        if timestamp is None:
-            timestamp = self._answer_date
-        return super().date_time_string(timestamp)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: what was served is in ``SimulatorServer.served``."""
+def _http_date(epoch: float) -> str:
+    """The ``Date`` header value for ``epoch``."""
+    return email.utils.formatdate(epoch, usegmt=True)
