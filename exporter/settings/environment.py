@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from exporter.ecs.credentials import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN
 from exporter.files import (
     MAX_SECRET_FILE_BYTES,
-    check_secret_text,
     read_secret_file,
     read_text_file,
 )
@@ -36,6 +35,7 @@ from exporter.settings.models import (
     ExporterSettings,
     RefreshSettings,
     StaticCredentialsSettings,
+    check_secret,
     endpoint_choice_problem,
 )
 from exporter.settings.problems import ConfigError, ConfigProblem
@@ -112,11 +112,7 @@ class EnvironmentSettings(BaseModel):
         ):
             if value is not None and not self.access_key_id:
                 raise ValueError(f"{ENV_ACCESS_KEY_ID} is required when {name} is set")
-            if value is not None:
-                try:
-                    check_secret_text(value.get_secret_value())
-                except ValueError as exc:
-                    raise ValueError(f"{name} {exc}") from None
+            check_secret(name, value)
         return self
 
     def to_exporter_settings(self) -> ExporterSettings:

@@ -79,6 +79,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
+def check_secret(name: str, value: SecretStr | None) -> None:
+    """Raise ``ValueError`` naming ``name`` (a field or a variable) when ``value`` is set but
+    cannot be a secret (:func:`exporter.files.check_secret_text`); the value is never shown."""
+    if value is not None:
+        try:
+            check_secret_text(value.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"{name} {exc}") from None
+
+
 def _secret_from_file(path: Path, what: str) -> SecretStr:
     try:
         return SecretStr(read_secret_file(path))
@@ -114,12 +124,7 @@ class StaticCredentialsSettings(_Section):
             object.__setattr__(self, "security_token", token)
         # Inline values follow the rule of secret files (no value is shown).
         for name in SECRET_FIELDS:
-            value: SecretStr | None = getattr(self, name)
-            if value is not None:
-                try:
-                    check_secret_text(value.get_secret_value())
-                except ValueError as exc:
-                    raise ValueError(f"{name} {exc}") from None
+            check_secret(name, getattr(self, name))
         return self
 
     _origin: str = PrivateAttr(default="static")
