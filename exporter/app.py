@@ -390,7 +390,7 @@ class RedactingProvider:
     def get_credentials(self) -> Credentials:
         credentials = self._provider.get_credentials()
         if credentials is not self._last:
-            secrets = _secrets_of(credentials)
+            secrets = credentials.secret_values()
             self._redactor.add_all(secrets)
             # Keep the current and the previous set (a request signed with the previous one may
             # still be logging); older ones are forgotten, so the redactor stays small.
@@ -401,12 +401,6 @@ class RedactingProvider:
             self._previous = secrets
             self._last = credentials
         return credentials
-
-
-def _secrets_of(credentials: Credentials) -> tuple[str, ...]:
-    token = credentials.security_token
-    secret = credentials.access_key_secret.get_secret_value()
-    return (secret, token.get_secret_value()) if token is not None else (secret,)
 
 
 def describe_targets(targets: Sequence[Target]) -> str:

@@ -322,7 +322,7 @@ def test_periodic_task_history_counts_every_run(
         1, ["Success", "Failed"], repeat_mode="Period", period=10, duration=1, runs=20
     )
     with simulator_for(world) as simulator:
-        target = static_target(filters={"invoke_id": invoke_id, "include_history": True})
+        target = static_target(filters={"invoke_id": invoke_id}, include_history=True)
         config = write_config(tmp_path, simulator, targets=[target])
         exporter = start_exporter(["--config.file", str(config)])
         wait_for(exporter, lambda s: refreshes(s) >= 1)
