@@ -38,8 +38,7 @@ from exporter.ecs.errors import (
 from exporter.ecs.models import InvocationQuery
 from exporter.ecs.ratelimit import TokenBucket
 from exporter.ecs.request import parse_endpoint
-from exporter.simulator.metadata import Answer, RecordedRequest, error_answer, json_answer
-from tests.client_helpers import (
+from tests.support.fakes import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
     REGION,
@@ -57,6 +56,7 @@ from tests.client_helpers import (
     sequence,
     tried_codes,
 )
+from tests.support.http_fakes import Answer, RecordedRequest, error_answer, json_answer
 
 
 class MaxJitter(random.Random):
@@ -234,15 +234,20 @@ RETRIED: list[tuple[str, Any, type[EcsError], str]] = [
         ServerError,
         "InternalError",
     ),
-    ("500 without a body", sequence((500, {}, b"")), ServerError, "http_500"),
-    ("502 from a proxy", sequence((502, {}, b"<html>Bad Gateway</html>")), ServerError, "http_502"),
+    ("500 without a body", sequence(Answer(500, {}, b"")), ServerError, "http_500"),
+    (
+        "502 from a proxy",
+        sequence(Answer(502, {}, b"<html>Bad Gateway</html>")),
+        ServerError,
+        "http_502",
+    ),
     (
         "503 ServiceUnavailable",
         sequence(error_answer(503, "ServiceUnavailable", "x")),
         ServerError,
         "ServiceUnavailable",
     ),
-    ("504", sequence((504, {}, b"")), ServerError, "http_504"),
+    ("504", sequence(Answer(504, {}, b"")), ServerError, "http_504"),
     (
         "InternalError.Dispatch",
         sequence(error_answer(500, "InternalError.Dispatch", "x")),
@@ -279,7 +284,7 @@ NOT_RETRIED: list[tuple[str, Answer, type[EcsError]]] = [
         error_answer(404, "InvalidRegionId.NotFound", "x"),
         InvalidRequestError,
     ),
-    ("302 redirect", (302, {"Location": "https://elsewhere/"}, b""), MalformedResponseError),
+    ("302 redirect", Answer(302, {"Location": "https://elsewhere/"}, b""), MalformedResponseError),
 ]
 
 
@@ -315,7 +320,9 @@ def test_other_failures_are_not_retried(answer: Answer, error: type[EcsError]) -
 
 
 def test_a_retry_that_succeeds_returns_the_page() -> None:
-    http, _ = mock_http(sequence(error_answer(503, "ServiceUnavailable", "x"), (504, {}, b""), OK))
+    http, _ = mock_http(
+        sequence(error_answer(503, "ServiceUnavailable", "x"), Answer(504, {}, b""), OK)
+    )
     events: list[RequestEvent] = []
     with open_client(http, events=events) as client:
         results = all_results(client, InvocationQuery())
