@@ -13,6 +13,8 @@ help:
 	@echo "make demo    start the simulator and the exporter against it"
 	@echo "make test    lint, type-check and run every test (installs what it needs)"
 	@echo "make bench   compare this exporter with a naive official-SDK poller"
+	@echo "             (beside: BEFORE=figures.json, an earlier run's --json figures;"
+	@echo "              default bench/before-issue13.json, the version before issue 13)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,8 +72,9 @@ test: $(STAMP) $(APT_STAMP) lint typecheck
 demo: $(STAMP)
 	$(PY) -m exporter --demo
 
+BEFORE ?= bench/before-issue13.json
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py --before $(BEFORE)
 
 # Rules, dashboards and the Kubernetes PrometheusRule are generated from code; the output is
 # committed, and `make test` fails when it is stale.
