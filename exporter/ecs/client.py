@@ -23,7 +23,7 @@ import httpcore
 import httpx
 
 from exporter.ecs import signing
-from exporter.ecs.credentials import Credentials, CredentialsProvider
+from exporter.ecs.credentials_base import Credentials, CredentialsProvider
 from exporter.ecs.errors import (
     ApiError,
     EcsError,
