@@ -157,7 +157,7 @@ class EcsClient:
         self._clock = clock
         self._redact = redact
         # The cleaner for the current credentials' secrets (replaced when they rotate).
-        self._cleaner: tuple[tuple[str, str], TextCleaner] = (("", ""), TextCleaner(redact=redact))
+        self._cleaner: tuple[tuple[str, ...], TextCleaner] = ((), TextCleaner(redact=redact))
 
     def __repr__(self) -> str:
         return f"EcsClient(region_id={self.region_id!r}, endpoint={self.base_url!r})"
@@ -336,7 +336,7 @@ class EcsClient:
             access_key_secret=secret,
             security_token=token_value,
         )
-        text = self._text_cleaner((secret, token_value or ""))
+        text = self._text_cleaner(credentials.secret_values())
         answer = self._wire.post(
             target,
             headers,
@@ -363,7 +363,7 @@ class EcsClient:
             parse_retry_after(answer.headers),
         )
 
-    def _text_cleaner(self, secrets: tuple[str, str]) -> TextCleaner:
+    def _text_cleaner(self, secrets: tuple[str, ...]) -> TextCleaner:
         """The cleaner that hides these secrets; kept while the credentials stay the same."""
         known, cleaner = self._cleaner
         if known != secrets:
