@@ -41,8 +41,7 @@ from exporter.ecs.errors import (
 from exporter.ecs.models import ECS_API_VERSION, MAX_RESULTS_LIMIT, InvocationQuery, Page
 from exporter.ecs.parsing import parse_page
 from exporter.ecs.ratelimit import RateLimiter
-from exporter.ecs.request import default_endpoint, signed_request_headers
-from exporter.ecs.request import parse_endpoint as parse_endpoint  # re-exported: old importers
+from exporter.ecs.request import default_endpoint, parse_endpoint, signed_request_headers
 from exporter.ecs.transport import CoreWire, HttpxWire, Wire
 from exporter.ecs.untrusted import TextCleaner
 
