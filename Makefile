@@ -64,7 +64,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not e2e"
 
-test: $(STAMP) $(APT_STAMP) lint typecheck
+test: $(STAMP) $(APT_STAMP) lint typecheck check-generated
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
@@ -73,16 +73,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
-# Rules, dashboards and the Kubernetes PrometheusRule are generated from code; the output is
-# committed, and `make test` fails when it is stale.
+# Rules, dashboards and the Kubernetes PrometheusRule are rendered from the monitoring mixin
+# (mixin/, jsonnet through the gojsonnet wheel); the output is committed, and `make test` fails
+# when it is stale.
 generate: $(STAMP)
-	$(PY) -m alerts.generate
-	$(PY) -m dashboards.generate
+	$(PY) -m mixin.render
 	$(PY) deploy/kubernetes/generate.py
 
 check-generated: $(STAMP)
-	$(PY) -m alerts.generate --check
-	$(PY) -m dashboards.generate --check
+	$(PY) -m mixin.render --check
 	$(PY) deploy/kubernetes/generate.py --check
 
 clean:

@@ -1,5 +1,5 @@
-"""The Grafana dashboards: current with their generator, importable as they are, every query
-parses."""
+"""The Grafana dashboards rendered from the mixin: current, importable as they are, every query
+parses, thresholds agree with the alerts, the documented scrape interval is Grafana's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards.generate import SCHEMA_VERSION, rendered
+from mixin.render import DASHBOARDS_DIR, evaluate
 from tests.monitoring_queries import (
     DASHBOARD_FILES,
     ROOT,
@@ -27,14 +27,17 @@ EXPECTED_UIDS = {
     "cloudassistant-exporter.json": "cloudassistant-exporter",
 }
 PROVISIONING = ROOT / "dashboards" / "provisioning"
+SCHEMA_VERSION = 39
+EVALUATED = evaluate()
+CONFIG: dict[str, Any] = EVALUATED["config"]
 
 
-def test_committed_dashboards_are_generated_by_the_script() -> None:
-    expected = rendered()
-    assert {p.name for p in expected} == {p.name for p in DASHBOARD_FILES} == set(EXPECTED_UIDS)
-    for path, text in expected.items():
-        assert path.read_text(encoding="utf-8") == text, (
-            f"{path.name} is out of date: run `.venv/bin/python -m dashboards.generate`"
+def test_committed_dashboards_are_the_rendered_mixin() -> None:
+    expected = EVALUATED["dashboards"]
+    assert set(expected) == {p.name for p in DASHBOARD_FILES} == set(EXPECTED_UIDS)
+    for name, dashboard in expected.items():
+        assert load_dashboard(DASHBOARDS_DIR / name) == dashboard, (
+            f"{name} is out of date: run `.venv/bin/python -m mixin.render`"
         )
 
 
@@ -51,7 +54,7 @@ def test_dashboard_imports_without_edits(path: Path) -> None:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("account", "region_id"):
+    for name in ("job", "instance", "account", "region_id"):
         assert variables[name]["type"] == "query"
         assert variables[name]["definition"].startswith("label_values(")
         assert variables[name]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
@@ -92,6 +95,77 @@ def test_every_query_filters_by_the_selected_account_and_region() -> None:
             assert 'region_id=~"$region_id"' in selector, query.source
 
 
+def test_every_query_filters_by_the_selected_job_and_instance() -> None:
+    for query in dashboard_queries():
+        selectors = re.findall(r"\b[a-z_]+\{([^}]*)\}", query.expr)
+        assert selectors, query.source
+        for selector in selectors:
+            assert 'job=~"$job"' in selector, query.source
+            assert 'instance=~"$instance"' in selector, query.source
+
+
+def _stat(title: str) -> dict[str, Any]:
+    for path in DASHBOARD_FILES:
+        for panel in iter_panels(load_dashboard(path)):
+            if panel["title"] == title:
+                return panel
+    raise AssertionError(f"no panel {title!r}")
+
+
+def _steps(panel: dict[str, Any]) -> list[Any]:
+    return [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+
+
+def test_stat_panels_turn_colour_at_the_alert_thresholds() -> None:
+    """One config drives both: a threshold and the panel that shows it never disagree."""
+    assert _steps(_stat("Failed share")) == [None, CONFIG["failureRatio"]]
+    assert _steps(_stat("Success ratio")) == [None, 1 - CONFIG["failureRatio"]]
+    assert _steps(_stat("Oldest running run")) == [None, CONFIG["stuckRunningSeconds"]]
+    assert _steps(_stat("API throttling ratio")) == [None, CONFIG["apiThrottlingRatio"]]
+    assert _steps(_stat("Rate-limit wait")) == [None, CONFIG["rateLimitWaitRatio"]]
+    for path in DASHBOARD_FILES:
+        for panel in iter_panels(load_dashboard(path)):
+            if panel["type"] == "stat":
+                assert len(panel["fieldConfig"]["defaults"]["thresholds"]["steps"]) >= 1
+
+
+def test_ratios_are_percentages_and_the_table_has_units() -> None:
+    for title in ("Success ratio", "Failed share", "Rate-limit wait", "API throttling ratio"):
+        assert _stat(title)["fieldConfig"]["defaults"]["unit"] == "percentunit", title
+    table = _stat("Accounts and regions")
+    overrides = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in table["fieldConfig"]["overrides"]
+    }
+    assert overrides["Success ratio"]["unit"] == "percentunit"
+    assert overrides["Oldest running"]["unit"] == "s"
+    assert overrides["Last refresh"]["mappings"][0]["options"]["0"]["text"] == "failing"
+    assert _stat("Exporter version")["type"] == "table", "build_info is a label set, not a line"
+
+
+def test_per_command_process_and_api_cost_panels_exist() -> None:
+    titles = {p["title"] for path in DASHBOARD_FILES for p in iter_panels(load_dashboard(path))}
+    for title in (
+        "Finished runs by command",
+        "Failed share by command",
+        "Resident memory",
+        "CPU",
+        "API calls per hour",
+        "API cost per month at this rate",
+    ):
+        assert title in titles
+
+
+def test_multi_cluster_mode_adds_a_cluster_variable_and_matcher() -> None:
+    dashboards = evaluate({"showMultiCluster": True})["dashboards"]
+    for dashboard in dashboards.values():
+        names = [v["name"] for v in dashboard["templating"]["list"]]
+        assert "cluster" in names
+        for panel in iter_panels(dashboard):
+            for target in panel["targets"]:
+                assert 'cluster=~"$cluster"' in target["expr"], panel["title"]
+
+
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (make system-deps)")
 def test_every_query_parses(tmp_path: Path) -> None:
     """promtool has no offline "parse this query"; `check rules` parses every rule's expression,
@@ -128,3 +202,14 @@ def test_provisioning_files_point_grafana_at_prometheus_and_the_dashboards() -> 
     (provider,) = providers["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"]
+
+
+def test_provisioned_grafana_steps_at_the_documented_scrape_interval() -> None:
+    """$__rate_interval is at least 4x timeInterval: it must be the real scrape interval (the
+    README and the ServiceMonitor scrape every 60 s)."""
+    datasources = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    (datasource,) = datasources["datasources"]
+    assert datasource["jsonData"]["timeInterval"] == CONFIG["scrapeInterval"]
+    monitor = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "servicemonitor.yaml").read_text())
+    intervals = {e["interval"] for e in monitor["spec"]["endpoints"]}
+    assert intervals == {CONFIG["scrapeInterval"]}
