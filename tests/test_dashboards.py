@@ -3,6 +3,7 @@ parses, thresholds agree with the alerts, the documented scrape interval is Graf
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from mixin.render import DASHBOARDS_DIR, evaluate
+from tests.dashboard_lint import ALL_RULES, lint, load_exclusions
 from tests.monitoring_queries import (
     DASHBOARD_FILES,
     ROOT,
@@ -213,3 +215,75 @@ def test_provisioned_grafana_steps_at_the_documented_scrape_interval() -> None:
     monitor = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "servicemonitor.yaml").read_text())
     intervals = {e["interval"] for e in monitor["spec"]["endpoints"]}
     assert intervals == {CONFIG["scrapeInterval"]}
+
+
+# --- Grafana's dashboard-linter rules (ported: tests/dashboard_lint.py) --------------------------
+
+LINT_EXCLUSIONS = ROOT / "dashboards" / ".lint"
+
+
+def test_lint_exclusions_name_known_rules_and_say_why() -> None:
+    exclusions = load_exclusions(LINT_EXCLUSIONS)
+    for rule, reason in exclusions.items():
+        assert rule in ALL_RULES, f"unknown rule {rule} in dashboards/.lint"
+        assert len(reason) > 20, f"{rule}: say why it is excluded"
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_dashboard_passes_the_linter_rules(path: Path) -> None:
+    excluded = frozenset(load_exclusions(LINT_EXCLUSIONS))
+    findings = lint(load_dashboard(path), excluded)
+    assert not findings, "\n".join(map(str, findings))
+
+
+# rule -> (where, key, value): one defect the rule exists to catch. `where` is "dashboard",
+# "panel" or "target" (of the first time series panel) or "var:<name>", then dotted keys.
+_SELECTED = 'job=~"$job", instance=~"$instance"'
+MUTATIONS: dict[str, tuple[str, str, Any]] = {
+    "template-datasource-rule": ("var:datasource", "name", "ds"),
+    "template-job-rule": ("var:job", "allValue", ".*"),
+    "template-instance-rule": ("var:instance", "multi", False),
+    "template-on-time-change-reload-rule": ("var:account", "refresh", 1),
+    "template-label-promql-rule": ("var:account.query", "query", "label_values(up{job=, account)"),
+    "uneditable-dashboard": ("dashboard", "editable", True),
+    "panel-datasource-rule": ("panel", "datasource", {"type": "prometheus", "uid": "prometheus"}),
+    "panel-title-description-rule": ("panel", "description", ""),
+    "panel-units-rule": ("panel.fieldConfig.defaults", "unit", "seconds"),
+    "panel-no-targets-rule": ("panel", "targets", []),
+    "target-promql-rule": ("target", "expr", "sum(rate(up[5m]"),
+    "target-rate-interval-rule": (
+        "target",
+        "expr",
+        f"rate(process_cpu_seconds_total{{{_SELECTED}}}[5m])",
+    ),
+    "target-job-rule": ("target", "expr", 'up{instance=~"$instance"}'),
+    "target-instance-rule": ("target", "expr", 'up{job=~"$job"}'),
+    "target-counter-agg-rule": ("target", "expr", f"process_cpu_seconds_total{{{_SELECTED}}}"),
+}
+
+
+def _mutate(dashboard: dict[str, Any], rule: str) -> dict[str, Any]:
+    d: dict[str, Any] = json.loads(json.dumps(dashboard))
+    panel = next(p for p in d["panels"] if p["type"] == "timeseries")
+    roots = {"dashboard": d, "panel": panel, "target": panel["targets"][0]}
+    roots |= {f"var:{v['name']}": v for v in d["templating"]["list"]}
+    where, key, value = MUTATIONS[rule]
+    head, *path = where.split(".")
+    node = roots[head]
+    for part in path:
+        node = node[part]
+    node[key] = value
+    return d
+
+
+def test_every_ported_rule_has_a_mutation() -> None:
+    assert set(MUTATIONS) == ALL_RULES - {"target-logql-rule"}
+
+
+@pytest.mark.parametrize("rule", sorted(MUTATIONS))
+def test_each_ported_rule_catches_its_defect(rule: str) -> None:
+    """The port bites: each rule reports the defect it exists for, and only that rule does."""
+    good = load_dashboard(DASHBOARD_FILES[0])
+    assert not lint(good, frozenset({"target-logql-rule"}))
+    findings = lint(_mutate(good, rule))
+    assert {f.rule for f in findings} == {rule}, "\n".join(map(str, findings))

@@ -23,15 +23,15 @@ local g = import 'grafana.libsonnet';
   local variables(withTargets) =
     [g.datasourceVariable()]
     + (if c.showMultiCluster then [
-         g.queryVariable('cluster', 'cluster', 'label_values(%s{%s}, %s)' % [m.exporter_build_info, c.exporterSelector, c.clusterLabel]),
+         g.queryVariable('cluster', 'Cluster', 'label_values(%s{%s}, %s)' % [m.exporter_build_info, c.exporterSelector, c.clusterLabel]),
        ] else [])
     + [
-      g.queryVariable('job', 'job', 'label_values(%s{%s%s}, job)' % [m.exporter_build_info, cluster, c.exporterSelector]),
-      g.queryVariable('instance', 'instance', 'label_values(%s{%sjob=~"$job"}, instance)' % [m.exporter_build_info, cluster]),
+      g.queryVariable('job', 'Job', 'label_values(%s{%s%s}, job)' % [m.exporter_build_info, cluster, c.exporterSelector]),
+      g.queryVariable('instance', 'Instance', 'label_values(%s{%sjob=~"$job"}, instance)' % [m.exporter_build_info, cluster]),
     ]
     + (if withTargets then [
-         g.queryVariable('account', 'account', 'label_values(%s{%s}, account)' % [m.up, JOB]),
-         g.queryVariable('region_id', 'region', 'label_values(%s{%s, account=~"$account"}, region_id)' % [m.up, JOB]),
+         g.queryVariable('account', 'Account', 'label_values(%s{%s}, account)' % [m.up, JOB]),
+         g.queryVariable('region_id', 'Region', 'label_values(%s{%s, account=~"$account"}, region_id)' % [m.up, JOB]),
        ] else []),
 
   local successRange = 'sum(%s)' % finished('invocation_status="Success"', '$__range', 'increase'),
