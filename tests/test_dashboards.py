@@ -15,6 +15,7 @@ import yaml
 
 from mixin.render import DASHBOARDS_DIR, evaluate
 from tests.dashboard_lint import ALL_RULES, lint, load_exclusions
+from tests.dashboard_typecheck import TSC, typecheck
 from tests.monitoring_queries import (
     DASHBOARD_FILES,
     ROOT,
@@ -31,6 +32,7 @@ EXPECTED_UIDS = {
 PROVISIONING = ROOT / "dashboards" / "provisioning"
 SCHEMA_VERSION = 39
 EVALUATED = evaluate()
+DASHBOARD_NAME = "cloudassistant-overview.json"
 CONFIG: dict[str, Any] = EVALUATED["config"]
 
 
@@ -58,7 +60,7 @@ def test_dashboard_imports_without_edits(path: Path) -> None:
     assert variables["datasource"]["query"] == "prometheus"
     for name in ("job", "instance", "account", "region_id"):
         assert variables[name]["type"] == "query"
-        assert variables[name]["definition"].startswith("label_values(")
+        assert variables[name]["query"]["query"].startswith("label_values(")
         assert variables[name]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
 
 
@@ -287,3 +289,34 @@ def test_each_ported_rule_catches_its_defect(rule: str) -> None:
     assert not lint(good, frozenset({"target-logql-rule"}))
     findings = lint(_mutate(good, rule))
     assert {f.rule for f in findings} == {rule}, "\n".join(map(str, findings))
+
+
+# --- strict TypeScript typecheck against @grafana/schema (tests/dashboard_typecheck.py) ----------
+
+needs_tsc = pytest.mark.skipif(
+    not TSC.exists(), reason="typescript and @grafana/schema are not installed (make npm-deps)"
+)
+
+
+@needs_tsc
+def test_dashboards_typecheck_against_grafana_schema(tmp_path: Path) -> None:
+    result = typecheck(EVALUATED["dashboards"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_tsc
+def test_the_typecheck_catches_known_defects(tmp_path: Path) -> None:
+    """Five defects Grafana would choke on or silently drop; tsc must report each one."""
+    dashboard: dict[str, Any] = json.loads(json.dumps(EVALUATED["dashboards"][DASHBOARD_NAME]))
+    panels = dashboard["panels"]
+    stat = next(p for p in panels if p["type"] == "stat")
+    series = next(p for p in panels if p["type"] == "timeseries")
+    table = next(p for p in panels if p["type"] == "table")
+    stat["options"]["colorMode"] = "rainbow"  # not a BigValueColorMode
+    series["options"]["legend"]["placement"] = "top"  # not a LegendPlacement
+    series["gridPos"]["w"] = "12"  # a string where Grafana wants a number
+    table["options"]["showHeaders"] = True  # unknown key (a typo of showHeader)
+    dashboard["graphTooltip"] = 7  # not a DashboardCursorSync
+    result = typecheck({DASHBOARD_NAME: dashboard}, tmp_path)
+    errors = [line for line in result.stdout.splitlines() if ": error TS" in line]
+    assert len(errors) == 5, result.stdout

@@ -76,7 +76,7 @@ local GRID_WIDTH = 24;
     } else {
       showHeader: true,
       cellHeight: 'sm',
-      footer: { show: false, reducer: ['sum'], countRows: false, fields: '' },
+      frameIndex: 0,
     },
 
   local panelJson(p, id, x, y) = {
@@ -146,7 +146,6 @@ local GRID_WIDTH = 24;
     label: 'Data source',
     type: 'datasource',
     query: 'prometheus',
-    current: {},
     hide: 0,
     includeAll: false,
     multi: false,
@@ -162,13 +161,11 @@ local GRID_WIDTH = 24;
     label: label,
     type: 'query',
     datasource: DATASOURCE,
-    definition: query,
     query: { query: query, refId: 'PrometheusVariableQueryEditor-VariableQuery' },
     refresh: 2,
     includeAll: true,
     multi: true,
     allValue: '.+',
-    current: {},
     hide: 0,
     options: [],
     regex: '',
@@ -204,6 +201,9 @@ local GRID_WIDTH = 24;
     links: [{
       title: 'Cloud Assistant dashboards',
       type: 'dashboards',
+      icon: 'external link',
+      tooltip: '',
+      targetBlank: false,
       tags: ['cloud-assistant'],
       asDropdown: true,
       includeVars: true,
