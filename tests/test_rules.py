@@ -209,3 +209,50 @@ def test_counters_are_only_read_through_restart_safe_functions() -> None:
             r"\b(?:increase|rate|changes|resets)\(\s*aliyun_cloudassistant_\w+_total\b", expr
         )
         assert len(counters) == len(wrapped), f"raw counter in {rule.get('alert')}: {expr}"
+
+
+# --- the example Alertmanager configuration ------------------------------------------------------
+
+ALERTMANAGER_EXAMPLE = ROOT / "alerts" / "alertmanager.example.yml"
+AMTOOL = shutil.which("amtool")
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed (make system-deps)")
+def test_example_alertmanager_config_is_valid() -> None:
+    assert AMTOOL is not None
+    result = subprocess.run(
+        [AMTOOL, "check-config", str(ALERTMANAGER_EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _alertname_matchers(matchers: list[str]) -> list[re.Pattern[str]]:
+    patterns = []
+    for matcher in matchers:
+        match = re.fullmatch(r'alertname(=~|=)"(.*)"', matcher)
+        if match:
+            patterns.append(
+                re.compile(match.group(2) if match.group(1) == "=~" else re.escape(match.group(2)))
+            )
+    return patterns
+
+
+def test_example_inhibit_rules_name_real_alerts_and_kept_labels() -> None:
+    """Each inhibit rule matches alerts the mixin has, on labels those alerts keep."""
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text(encoding="utf-8"))
+    names = [a["alert"] for a in ALERTS]
+    kept = {*CONFIG["keepLabels"], "account", "region_id"}
+    assert config["inhibit_rules"]
+    for rule in config["inhibit_rules"]:
+        for side in ("source_matchers", "target_matchers"):
+            for pattern in _alertname_matchers(rule[side]):
+                assert any(pattern.fullmatch(n) for n in names), (side, pattern.pattern)
+        assert set(rule["equal"]) <= kept, rule["equal"]
+    critical = {a["alert"] for a in ALERTS if a["labels"]["severity"] == "critical"}
+    exporter_rule = config["inhibit_rules"][0]
+    assert 'severity!="critical"' in exporter_rule["target_matchers"], "never inhibit the page"
+    assert critical
