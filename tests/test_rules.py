@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.ecs.errors import FAILURE_REASONS
 from mixin.render import (
     RenderError,
     alert_rules,
@@ -256,3 +257,17 @@ def test_example_inhibit_rules_name_real_alerts_and_kept_labels() -> None:
     exporter_rule = config["inhibit_rules"][0]
     assert 'severity!="critical"' in exporter_rule["target_matchers"], "never inhibit the page"
     assert critical
+
+
+def test_every_refresh_failure_reason_has_exactly_one_alert() -> None:
+    """The reasons come from the error classes; a new reason must reach an alert (and a
+    runbook), and the four refresh-failure alerts stay disjoint."""
+    owners: dict[str, list[str]] = {reason: [] for reason in FAILURE_REASONS}
+    for alert in ALERTS:
+        match = re.search(r'refresh_failures_total\{[^}]*reason=~"([^"]+)"', alert["expr"])
+        if match is None:
+            continue
+        for reason in match.group(1).split("|"):
+            assert reason in owners, f"{alert['alert']} reads unknown reason {reason}"
+            owners[reason].append(alert["alert"])
+    assert {r: o for r, o in owners.items() if len(o) != 1} == {}
