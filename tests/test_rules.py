@@ -271,3 +271,29 @@ def test_every_refresh_failure_reason_has_exactly_one_alert() -> None:
             assert reason in owners, f"{alert['alert']} reads unknown reason {reason}"
             owners[reason].append(alert["alert"])
     assert {r: o for r, o in owners.items() if len(o) != 1} == {}
+
+
+@needs_promtool
+@pytest.mark.parametrize("test_file", UNIT_TEST_FILES, ids=lambda p: p.name)
+def test_unit_tests_keep_their_outcome_with_every_series_seen_by_two_replicas(
+    test_file: Path, tmp_path: Path
+) -> None:
+    """The HA probe, replayed over every unit test: each exporter series also reported by a
+    second replica (another instance and pod) changes no alert and no recorded value."""
+    document = yaml.safe_load(test_file.read_text(encoding="utf-8"))
+    for test in document["tests"]:
+        doubled = []
+        for series in test["input_series"]:
+            doubled.append(series)
+            if series["series"].startswith("aliyun_cloudassistant_"):
+                labels = 'instance="replica-2:9107", pod="replica-2", '
+                twin = re.sub(r'instance="[^"]*",\s*', "", series["series"])
+                twin = re.sub(r'pod="[^"]*",\s*', "", twin).replace("{", "{" + labels, 1)
+                doubled.append({**series, "series": twin})
+        test["input_series"] = doubled
+    (tmp_path / "tests").mkdir()
+    (tmp_path / RULES_FILE.name).write_text(RULES_FILE.read_text(encoding="utf-8"))
+    replayed = tmp_path / "tests" / test_file.name
+    replayed.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    result = _promtool("test", "rules", str(replayed))
+    assert result.returncode == 0, result.stdout + result.stderr
