@@ -103,10 +103,12 @@ bench: $(STAMP)
 generate: $(STAMP)
 	$(PY) -m mixin.render
 	$(PY) deploy/kubernetes/generate.py
+	$(PY) docs/generate_metrics.py
 
 check-generated: $(STAMP)
 	$(PY) -m mixin.render --check
 	$(PY) deploy/kubernetes/generate.py --check
+	$(PY) docs/generate_metrics.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info $(NPM_DIR)/node_modules
