@@ -1,6 +1,8 @@
 // The one place for every tunable of the alerts and dashboards. Override any key with
 //   (import 'mixin.libsonnet') + { _config+:: { exporterSelector: 'job="my-job"' } }
 // The rendered files in alerts/, dashboards/ and deploy/kubernetes/ use these defaults.
+local metrics = import 'lib/metrics.libsonnet';
+
 {
   _config+:: {
     // Selects the exporter's scrape job: `up`, the absence alert and the dashboards' $job list.
@@ -45,10 +47,12 @@
     invalidRecordsWindow: '1h',
     invalidRecordsFor: '15m',
     commandIdsFoldedFor: '1h',
+    labelValuesFoldedFor: '1h',
 
     // Finished runs: the window every run-based alert reads.
     finishedWindow: '15m',
-    failureStatuses: ['Failed', 'Error', 'Timeout', 'Aborted', 'Invalid'],
+    // The InvocationStatus values that count as failed (the exporter's contract by default).
+    failureStatuses: metrics.failureStatuses,
     failureRatio: 0.2,
     failureMinFinished: 10,
     failureRatioFor: '15m',

@@ -6,8 +6,6 @@ local PREFIX = 'CloudAssistant';
 local TARGET = 'account {{ $labels.account }} in region {{ $labels.region_id }}';
 // increase() extrapolates to the window's edges (2.6 for 3 events); a count reads better whole.
 local COUNT = '{{ printf "%.0f" $value }}';
-local AGENT_CODES = ['ClientNotRunning', 'ClientNotResponse', 'ClientIsUpgrading', 'ClientNeedUpgrade'];
-local GONE_CODES = ['InstanceNotRunning', 'InstanceReleased', 'InstanceNotExists'];
 
 {
   local c = $._config,
@@ -206,6 +204,16 @@ local GONE_CODES = ['InstanceNotRunning', 'InstanceReleased', 'InstanceNotExists
             keepFiring=true,
           ),
           alert(
+            'LabelValuesFolded',
+            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.label_values_folded, q.sel(c)],
+            c.labelValuesFoldedFor,
+            'info',
+            'Unknown or oversized API values of ' + TARGET + ' are counted as "' + m.other + '".',
+            '{{ $value }} distinct values the API returned for ' + TARGET + ' (statuses, error codes, API codes) were undocumented beyond the cap or too long, and are counted under "'
+            + m.other + '": the API may have new values; the exporter log names them.',
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
             'CommandIdsFolded',
             'max without (%s) (%s%s) > 0' % [q.replicas(c), m.command_ids_folded, q.sel(c)],
             c.commandIdsFoldedFor,
@@ -224,7 +232,7 @@ local GONE_CODES = ['InstanceNotRunning', 'InstanceReleased', 'InstanceNotExists
           { record: rec.finished, expr: q.replicaSafeSum(c, finishedIncrease()) },
           { record: rec.failed, expr: q.replicaSafeSum(c, finishedIncrease(failing)) },
           { record: rec.ratio, expr: '%s\n/\n%s' % [rec.failed, rec.finished] },
-          { record: rec.byCode, expr: q.replicaSafeSum(c, finishedIncrease('error_code!="none"'), ['error_code']) },
+          { record: rec.byCode, expr: q.replicaSafeSum(c, finishedIncrease('error_code!="%s"' % m.noErrorCode), ['error_code']) },
           {
             record: rec.cmdFinished,
             expr: q.replicaSafeSum(c, 'increase(%s%s[%s])' % [m.command_invocation_results_finished_total, q.sel(c), w], ['command_id', 'command_name']),
@@ -274,13 +282,13 @@ local GONE_CODES = ['InstanceNotRunning', 'InstanceReleased', 'InstanceNotExists
                          'Cloud Assistant commands time out', 'commands ran longer than their Timeout and were stopped.'),
           errorCodeAlert('DeliveryTimeouts', ['DeliveryTimeout'], c.deliveryTimeoutMin, 'warning',
                          'Cloud Assistant commands cannot be delivered', "the commands never reached the instances' agents."),
-          errorCodeAlert('AgentUnavailable', AGENT_CODES, c.agentUnavailableMin, 'warning',
+          errorCodeAlert('AgentUnavailable', m.agentErrorCodes, c.agentUnavailableMin, 'warning',
                          'The Cloud Assistant agent is unavailable on instances',
                          'the agent on those instances is stopped, hung, upgrading or too old.'),
           errorCodeAlert('SecurityGroupDenied', ['SecurityGroupRuleDenied'], c.securityGroupDeniedMin, 'warning',
                          'Security groups block Cloud Assistant',
                          'security group rules deny the instances access to the Cloud Assistant service.'),
-          errorCodeAlert('InstancesGone', GONE_CODES, c.instanceGoneMin, 'info',
+          errorCodeAlert('InstancesGone', m.instanceGoneErrorCodes, c.instanceGoneMin, 'info',
                          'Cloud Assistant commands target stopped or released instances',
                          'the instances were stopped, released or never existed when the command ran.',
                          keepFiring=false),
