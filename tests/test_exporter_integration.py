@@ -25,6 +25,7 @@ from exporter.ecs.models import (
     OSS_OUTPUT_STATUSES,
     TERMINAL_STATUSES,
 )
+from exporter.metrics import NO_ERROR_CODE
 from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import Account, SimulatorServer
 from exporter.simulator.world import FinishedRun, GroundTruth, ManualClock, World, WorldSpec
@@ -154,7 +155,7 @@ def expected_finished(
     world: World, truth: GroundTruth, since: float, *, history: bool = False
 ) -> Counter[tuple[str, str]]:
     runs = countable_runs(world, truth, since, history=history)
-    return Counter((run.status, run.error_code) for run in runs)
+    return Counter((run.status, run.error_code or NO_ERROR_CODE) for run in runs)
 
 
 def exported_counts(
@@ -287,7 +288,7 @@ def test_runs_are_counted_exactly_once_across_many_refreshes(
         expected = expected_finished(world, truth, baseline)
         counted = countable_runs(world, truth, baseline)
         deliveries = Counter(
-            (run.oss_status, run.oss_error_code)
+            (run.oss_status, run.oss_error_code or NO_ERROR_CODE)
             for run in counted
             if run.oss_status in OSS_TERMINAL
         )
