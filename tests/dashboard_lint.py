@@ -34,7 +34,7 @@ VALID_UNITS = frozenset(
         "none", "short", "percent", "percentunit", "bytes", "decbytes", "bits", "Bps", "bps",
         "binBps", "s", "ms", "µs", "ns", "m", "h", "d", "dtdurations", "dtdurationms",
         "ops", "reqps", "rps", "wps", "iops", "cps", "cpm", "opm", "rpm", "hertz", "bool",
-        "bool_yes_no", "bool_on_off", "currencyUSD", "currencyEUR", "currencyCNY", "dateTimeAsIso",
+        "bool_yes_no", "bool_on_off", "currencyUSD", "currencyEUR", "dateTimeAsIso",
         "dateTimeFromNow", "locale", "sci",
     }
 )  # fmt: skip
