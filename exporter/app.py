@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from exporter import __version__
 from exporter.collector import CloudAssistantCollector
+from exporter.connections import ConnectionLimits
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import (
     DEFAULT_METADATA_URL,
@@ -50,6 +51,7 @@ from exporter.ecs.credentials import (
     sts_endpoint_from_environment,
 )
 from exporter.ecs.ratelimit import TokenBucket
+from exporter.listeners import ListenError, systemd_sockets
 from exporter.logs import REDACTOR, SecretRedactor
 from exporter.refresh import RefreshOptions, TargetRefresher
 from exporter.server import ExporterHTTPServer, TargetStatus
@@ -224,11 +226,14 @@ def build_application(
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
     transport: httpx.BaseTransport | None = None,
+    exporter_metrics: bool = True,
 ) -> Application:
     """Build (but do not start) the exporter for ``settings``.
 
     ``environ`` is what the environment-reading credential sources see (``os.environ`` by
-    default); ``transport`` replaces the network for every HTTP client (tests).
+    default); ``transport`` replaces the network for every HTTP client (tests). Without
+    ``exporter_metrics`` (``--web.disable-exporter-metrics``) the process and platform
+    collectors are left out.
     """
     environ = os.environ if environ is None else environ
     workers = settings.refresh.workers
@@ -293,8 +298,9 @@ def build_application(
         refreshers.append(refresher)
 
     registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    if exporter_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
     # The scrape's wait is bounded by the server (Prometheus' scrape timeout) before collect()
     # runs, so the collector itself never waits.
     registry.register(
@@ -388,14 +394,21 @@ def describe_targets(targets: Sequence[Target]) -> str:
 def serve(
     app: Application,
     *,
-    listen_address: tuple[str, int],
+    listen_address: tuple[str, int] | None = None,
     telemetry_path: str = "/metrics",
     web_config: WebConfig | None = None,
     on_listening: Callable[[ExporterHTTPServer], None] | None = None,
     stop: threading.Event | None = None,
     grace_seconds: float = 10.0,
+    listen_addresses: Sequence[tuple[str, int]] = (),
+    systemd_socket: bool = False,
+    route_prefix: str = "",
+    limits: ConnectionLimits | None = None,
 ) -> int:
     """Serve ``app`` until SIGTERM/SIGINT (or ``stop`` is set); return the exit code.
+
+    It listens on ``listen_address`` and ``listen_addresses``, or on the sockets systemd
+    passed (``systemd_socket``), with every route under ``route_prefix``.
 
     Shutdown is graceful and prompt: stop accepting, let requests in flight finish (up to
     ``grace_seconds``; a scrape waiting for a refresh answers at once with the last snapshots),
@@ -404,21 +417,22 @@ def serve(
     it). Returns 1 when the address cannot be bound.
     """
     stop = stop if stop is not None else threading.Event()
+    addresses = [] if systemd_socket else [*filter(None, [listen_address]), *listen_addresses]
     try:
         server = ExporterHTTPServer(
-            listen_address,
+            addresses=addresses,
+            sockets=systemd_sockets() if systemd_socket else (),
             registry=app.registry,
             target_statuses=app.target_statuses,
             prepare_scrape=app.prepare_scrape,
             scrape_max_wait=app.settings.refresh.scrape_max_wait_seconds,
             telemetry_path=telemetry_path,
+            route_prefix=route_prefix,
             web_config=web_config,
+            limits=limits,
         )
-    except OSError as exc:
-        log.error(
-            "cannot listen",
-            extra={"address": format_listen_address(listen_address), "err": exc.strerror or exc},
-        )
+    except (ListenError, OSError) as exc:
+        _log_cannot_listen(exc, addresses)
         app.close()
         return 1
     except BaseException:
@@ -437,15 +451,17 @@ def serve(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     )
     thread.start()
-    log.info(
-        "listening",
-        extra={
-            "address": server.url,
-            "telemetry_path": telemetry_path,
-            "tls": server.ssl_context is not None,
-            "targets": describe_targets(app.targets),
-        },
-    )
+    for url in server.urls:
+        log.info(
+            "listening",
+            extra={
+                "address": url,
+                "telemetry_path": server.route_prefix + telemetry_path,
+                "tls": server.ssl_context is not None,
+                "max_connections": server.connections.max_connections,
+                "targets": describe_targets(app.targets),
+            },
+        )
     app.start_refreshes()
     if on_listening is not None:
         on_listening(server)
@@ -470,6 +486,15 @@ def serve(
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _log_cannot_listen(exc: ListenError | OSError, addresses: Sequence[tuple[str, int]]) -> None:
+    if isinstance(exc, ListenError):
+        address, err = exc.address, exc.reason
+    else:
+        address = ", ".join(format_listen_address(address) for address in addresses)
+        err = exc.strerror or str(exc)
+    log.error("cannot listen", extra={"address": address, "err": err})
 
 
 def format_listen_address(address: tuple[str, int]) -> str:

@@ -14,12 +14,13 @@ import os
 import platform
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from exporter import __version__
 from exporter.app import build_application, serve
+from exporter.connections import ConnectionLimits
 from exporter.ecs.errors import EcsError
 from exporter.logs import (
     LOG_FORMATS,
@@ -31,6 +32,7 @@ from exporter.logs import (
     describe_exception,
     log_uncaught_exceptions,
 )
+from exporter.server import normalize_route_prefix, route_prefix_of
 from exporter.settings import (
     MAX_CONFIG_FILE_BYTES,
     ConfigError,
@@ -50,6 +52,7 @@ EXIT_INTERRUPTED: Final = 130
 _SECRET_VARIABLES: Final = ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN")
 
 log = logging.getLogger("exporter")
+_T = TypeVar("_T")
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -83,6 +86,25 @@ def parse_telemetry_path(value: str) -> str:
     return value
 
 
+def parse_max_connections(value: str) -> int:
+    """A whole number of connections, at least 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{value!r} must be a whole number of connections, at least 1")
+    return int(value)
+
+
+def _checked(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """``parse`` as an argparse type: its ``ValueError`` becomes a one-line usage error."""
+
+    def checked(value: str) -> _T:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return checked
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags; see ``--help``."""
     parser = argparse.ArgumentParser(
@@ -99,13 +121,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--web.listen-address",
-        dest="listen_address",
+        dest="listen_addresses",
+        action="append",
         type=parse_listen_address,
         metavar="ADDRESS",
         help=(
-            f"address to listen on, host:port or :port (default {DEFAULT_LISTEN_ADDRESS}; "
+            "address to listen on, host:port, [v6]:port or :port (every address, IPv4 and "
+            f"IPv6); repeat it to listen on several (default {DEFAULT_LISTEN_ADDRESS}; "
             f"{DEFAULT_DEMO_LISTEN_ADDRESS} with --demo)"
         ),
+    )
+    parser.add_argument(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_true",
+        help="listen on the sockets systemd passes (socket activation) instead of addresses",
+    )
+    parser.add_argument(
+        "--web.external-url",
+        dest="external_url",
+        type=_checked(route_prefix_of),
+        metavar="URL",
+        help="the URL users reach the exporter at (behind a reverse proxy); its path is the "
+        "default route prefix",
+    )
+    parser.add_argument(
+        "--web.route-prefix",
+        dest="route_prefix",
+        type=_checked(normalize_route_prefix),
+        metavar="PATH",
+        help="prefix of every route (default: the path of --web.external-url, or none)",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_checked(parse_max_connections),
+        default=ConnectionLimits.max_connections,
+        metavar="N",
+        help="open HTTP connections at most; beyond, idle ones are closed first "
+        f"(default {ConnectionLimits.max_connections}, lowered to fit the open-files limit)",
+    )
+    parser.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_true",
+        help="leave out the process_* and python_* metrics about the exporter itself",
     )
     parser.add_argument(
         "--web.telemetry-path",
@@ -160,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
         version=f"{PROGRAM} {__version__} (python {platform.python_version()})",
     )
     return parser
+
+
+def _default_address(*, demo: bool) -> tuple[str, int]:
+    return parse_listen_address(DEFAULT_DEMO_LISTEN_ADDRESS if demo else DEFAULT_LISTEN_ADDRESS)
+
+
+def _route_prefix(args: argparse.Namespace) -> str:
+    """``--web.route-prefix``, else the path of ``--web.external-url``, as Prometheus has it."""
+    if args.route_prefix is not None:
+        return str(args.route_prefix)
+    return str(args.external_url or "")
 
 
 def _load_web_config(path: Path | None) -> WebConfig | None:
@@ -233,7 +304,7 @@ def _run(argv: Sequence[str] | None) -> int:
         from exporter.demo import run_demo  # the simulator is only imported for the demo
 
         return run_demo(
-            listen_address=args.listen_address or parse_listen_address(DEFAULT_DEMO_LISTEN_ADDRESS),
+            listen_address=(args.listen_addresses or [_default_address(demo=True)])[0],
             telemetry_path=args.telemetry_path,
             web_config=web_config,
         )
@@ -257,7 +328,9 @@ def _run(argv: Sequence[str] | None) -> int:
     REDACTOR.add_all(settings.secret_values())
     REDACTOR.add_all(os.environ.get(name, "") for name in _SECRET_VARIABLES)
     try:
-        application = build_application(settings)
+        application = build_application(
+            settings, exporter_metrics=not args.disable_exporter_metrics
+        )
     except (ValueError, EcsError) as exc:  # what validation let through but a constructor refused
         return _config_failure(exc, check=False)
     # Everything built so far lives as long as the process: moving it out of the collector's
@@ -267,7 +340,10 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         return serve(
             application,
-            listen_address=args.listen_address or parse_listen_address(DEFAULT_LISTEN_ADDRESS),
+            listen_addresses=args.listen_addresses or [_default_address(demo=False)],
+            systemd_socket=args.systemd_socket,
+            route_prefix=_route_prefix(args),
+            limits=ConnectionLimits(max_connections=args.max_connections),
             telemetry_path=args.telemetry_path,
             web_config=web_config,
         )
