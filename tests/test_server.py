@@ -8,12 +8,15 @@ import datetime as dt
 import gzip
 import http.client
 import json
+import re
+import select
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urljoin
 
 import bcrypt
 import httpx
@@ -25,6 +28,8 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from exporter import __version__
+from exporter.connections import ConnectionLimits
 from exporter.server import (
     SCRAPE_TIMEOUT_MARGIN_SECONDS,
     ExporterHTTPServer,
@@ -64,7 +69,15 @@ class GaugeCollector:
 class Exporter:
     """A server on a free port with a controllable collector, statuses and scrape hook."""
 
-    def __init__(self, web_config: WebConfig | None = None) -> None:
+    def __init__(
+        self,
+        web_config: WebConfig | None = None,
+        *,
+        address: tuple[str, int] | None = ("127.0.0.1", 0),
+        addresses: Sequence[tuple[str, int]] = (),
+        route_prefix: str = "",
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self.collector = GaugeCollector()
         registry = CollectorRegistry()
         registry.register(self.collector)
@@ -72,12 +85,15 @@ class Exporter:
         self.waits: list[float] = []
         self.hold: threading.Event | None = None
         self.server = ExporterHTTPServer(
-            ("127.0.0.1", 0),
+            address,
+            addresses=addresses,
             registry=registry,
             target_statuses=lambda: self.statuses,
             prepare_scrape=self._prepare,
             scrape_max_wait=9.0,
             web_config=web_config,
+            route_prefix=route_prefix,
+            limits=limits,
         )
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -228,6 +244,220 @@ def test_stop_lets_a_request_in_flight_finish(exporter: Exporter) -> None:
     assert results == [200]
 
 
+# --- HTTP/1.1, listening, route prefix ------------------------------------------------------
+
+
+def test_connections_are_kept_alive_and_the_server_header_is_clean(exporter: Exporter) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", _port(exporter), timeout=5)
+    try:
+        for path in ("/metrics", "/-/healthy", "/nope", "/metrics"):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            assert response.version == 11
+            assert response.getheader("Connection") != "close"
+            assert response.getheader("Server") == f"aliyun-cloudassistant-exporter/{__version__}"
+        local = connection.sock.getsockname()
+        connection.request("GET", "/metrics")
+        connection.getresponse().read()
+        assert connection.sock.getsockname() == local  # the same TCP connection throughout
+    finally:
+        connection.close()
+
+
+def test_a_request_with_a_body_is_answered_and_its_connection_closed(exporter: Exporter) -> None:
+    with socket.create_connection(("127.0.0.1", _port(exporter)), timeout=5) as connection:
+        # The body looks like a second request: it must not be served as one.
+        body = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        connection.sendall(
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        answer = _read_until_closed(connection)
+    assert answer.startswith(b"HTTP/1.1 405 ")
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
+
+
+@needs_ipv6
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "::"])
+def test_an_unspecified_host_serves_ipv4_and_ipv6(host: str) -> None:
+    running = Exporter(address=(host, 0))
+    try:
+        port = _port(running)
+        for url in (f"http://127.0.0.1:{port}", f"http://[::1]:{port}"):
+            assert httpx.get(url + "/metrics", timeout=5).status_code == 200, url
+    finally:
+        running.close()
+
+
+@needs_ipv6
+def test_several_listen_addresses_are_all_served() -> None:
+    running = Exporter(address=None, addresses=[("127.0.0.1", 0), ("::1", 0)])
+    try:
+        assert len(running.server.urls) == 2
+        assert running.server.urls[1].startswith("http://[::1]:")
+        for url in running.server.urls:
+            assert httpx.get(url + "/-/healthy", timeout=5).status_code == 200, url
+    finally:
+        running.close()
+
+
+@needs_ipv6
+def test_an_ipv4_address_is_not_served_on_ipv6(exporter: Exporter) -> None:
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.settimeout(2)
+        with pytest.raises(ConnectionRefusedError):
+            probe.connect(("::1", _port(exporter)))
+
+
+@pytest.mark.parametrize("prefix", ["/exporter", "exporter/", "/a/b"])
+def test_every_route_is_under_the_route_prefix(prefix: str) -> None:
+    running = Exporter(route_prefix=prefix)
+    base = running.url + "/" + prefix.strip("/")
+    try:
+        assert httpx.get(base + "/metrics").status_code == 200
+        assert httpx.get(base + "/-/healthy").text == "Healthy\n"
+        assert httpx.get(running.url + "/metrics").status_code == 404
+        for path in ("/", "/" + prefix.strip("/")):
+            response = httpx.get(running.url + path)
+            assert response.status_code == 302
+            assert response.headers["location"] == "/" + prefix.strip("/") + "/"
+        page = httpx.get(base + "/")
+        assert page.status_code == 200
+        links = re.findall(r'href="([^"]+)"', page.text)
+        assert len(links) == 3
+        for link in links:  # relative: resolved against the page, each one works
+            assert httpx.get(urljoin(base + "/", link)).status_code in (200, 503), link
+    finally:
+        running.close()
+
+
+# --- limits: connections, deadlines --------------------------------------------------------
+
+
+def test_a_slow_request_head_is_cut_at_the_deadline_however_it_trickles() -> None:
+    running = Exporter(limits=ConnectionLimits(header_timeout=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", _port(running)), timeout=5) as slow:
+            started = time.monotonic()
+            closed_after = None
+            for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+                try:
+                    slow.sendall(bytes([byte]))
+                    time.sleep(0.1)  # slowloris: a byte now and then, never the whole head
+                    if _closed(slow):
+                        closed_after = time.monotonic() - started
+                        break
+                except OSError:
+                    closed_after = time.monotonic() - started
+                    break
+            assert closed_after is not None
+            assert 0.9 <= closed_after < 2.5
+        assert httpx.get(running.url + "/metrics", timeout=5).status_code == 200
+    finally:
+        running.close()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> None:
+    running = Exporter(limits=ConnectionLimits(header_timeout=0.5, idle_timeout=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", _port(running)), timeout=5) as idle:
+            idle.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+            started = time.monotonic()
+            assert idle.recv(100) == b""  # blocks until the server closes it
+            assert 0.9 <= time.monotonic() - started < 2.5
+    finally:
+        running.close()
+
+
+def test_beyond_the_connection_cap_the_longest_idle_are_closed_and_scrapes_get_in() -> None:
+    running = Exporter(limits=ConnectionLimits(max_connections=20))
+    address = ("127.0.0.1", _port(running))
+    idle = [socket.create_connection(address, timeout=5) for _ in range(60)]
+    try:
+        _wait_until(lambda: running.server.connections.open_connections <= 20)
+        started = time.monotonic()
+        for _ in range(5):
+            assert httpx.get(running.url + "/metrics", timeout=5).status_code == 200
+        assert time.monotonic() - started < 2.0
+        assert running.server.connections.open_connections <= 20
+        # The oldest idle connections were closed to make room; the newest are still open.
+        assert _closed(idle[0])
+        assert not _closed(idle[-1])
+    finally:
+        for connection in idle:
+            connection.close()
+        running.close()
+
+
+def test_when_every_connection_is_busy_a_new_one_is_closed_at_once() -> None:
+    running = Exporter(limits=ConnectionLimits(max_connections=2))
+    running.hold = threading.Event()
+    address = ("127.0.0.1", _port(running))
+    busy = [socket.create_connection(address, timeout=5) for _ in range(2)]
+    try:
+        for connection in busy:
+            connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        _wait_until(lambda: len(running.waits) == 2)
+        started = time.monotonic()
+        with socket.create_connection(address, timeout=5) as refused:
+            assert _read_until_closed(refused) == b""
+        assert time.monotonic() - started < 1.0
+        running.hold.set()
+        for connection in busy:
+            assert connection.recv(100).startswith(b"HTTP/1.1 200 ")
+    finally:
+        running.hold.set()
+        for connection in busy:
+            connection.close()
+        running.close()
+
+
+def test_a_scrape_queued_for_a_worker_waits_less() -> None:
+    # Queue time counts against Prometheus' timeout: a scrape that waited 1 s for a worker
+    # may wait 1 s less for refreshes.
+    limits = ConnectionLimits(scrape_workers=1)
+    running = Exporter(limits=limits)
+    running.hold = threading.Event()
+    try:
+        headers = {"X-Prometheus-Scrape-Timeout-Seconds": "5"}
+        results: list[int] = []
+        scrapes = [
+            threading.Thread(
+                target=lambda: results.append(
+                    httpx.get(running.url + "/metrics", headers=headers, timeout=10).status_code
+                )
+            )
+            for _ in range(2)
+        ]
+        for scrape in scrapes:
+            scrape.start()
+        _wait_until(lambda: len(running.waits) == 1)
+        time.sleep(1.0)  # the time the second scrape spends queued (what is under test)
+        running.hold.set()
+        for scrape in scrapes:
+            scrape.join(10)
+        assert results == [200, 200]
+        first, second = running.waits
+        assert first == pytest.approx(4.5, abs=0.1)
+        assert second <= 3.6
+    finally:
+        running.hold.set()
+        running.close()
+
+
 # --- basic auth and TLS ------------------------------------------------------------------------
 
 
@@ -362,6 +592,27 @@ def test_sigterm_stops_a_real_exporter_cleanly(start_exporter: StartExporter) ->
 
 def _port(exporter: Exporter) -> int:
     return int(exporter.server.server_address[1])
+
+
+def _closed(connection: socket.socket) -> bool:
+    """Whether the server closed ``connection`` (without waiting for it to)."""
+    readable, _, _ = select.select([connection], [], [], 0.2)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def _read_until_closed(connection: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while chunk := connection.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
 
 
 def _refuses_connections(exporter: Exporter) -> bool:
