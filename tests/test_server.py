@@ -8,6 +8,7 @@ import datetime as dt
 import gzip
 import http.client
 import json
+import os
 import re
 import select
 import socket
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import bcrypt
@@ -37,7 +39,9 @@ from exporter.server import (
     scrape_wait_seconds,
 )
 from exporter.webconfig import WebConfig, load_web_config
+from tests import exporter_process
 from tests.conftest import StartExporter
+from tests.exporter_process import ExporterProcess
 
 UP = TargetStatus("prod", "cn-hangzhou", True, 1_767_225_600.0, "", results_in_view=812)
 DOWN = TargetStatus(
@@ -585,6 +589,118 @@ def test_sigterm_stops_a_real_exporter_cleanly(start_exporter: StartExporter) ->
     assert "msg=stopped" in exporter.log_text()
     assert "Traceback" not in exporter.log_text()
     assert "Sup3rS3cretValue-DoNotLeak" not in exporter.log_text()
+
+
+UNREACHABLE_API = {
+    "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+    "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:9",
+    "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sup3rS3cretValue-DoNotLeak",
+}
+
+
+def _started(args: Sequence[str], **options: Any) -> ExporterProcess:
+    return exporter_process.start(args, UNREACHABLE_API, **options)
+
+
+@needs_ipv6
+def test_a_real_exporter_on_an_unspecified_host_serves_ipv4_and_ipv6() -> None:
+    exporter = _started(["--web.listen-address", ":0"], listen_address=None)
+    try:
+        port = exporter.url.rsplit(":", 1)[1]
+        for url in (f"http://127.0.0.1:{port}", f"http://[::1]:{port}"):
+            assert httpx.get(url + "/-/healthy", timeout=5).status_code == 200, url
+    finally:
+        exporter_process.stop_all([exporter])
+
+
+@needs_ipv6
+def test_a_real_exporter_listens_on_every_listen_address() -> None:
+    exporter = _started(["--web.listen-address", "[::1]:0"])
+    try:
+        _wait_until(lambda: len(exporter.lines("listening")) == 2)
+        urls = [exporter_process.listening_url(line) or "" for line in exporter.lines("listening")]
+        assert urls[0].startswith("http://127.0.0.1:")
+        assert urls[1].startswith("http://[::1]:")
+        for url in urls:
+            assert httpx.get(url + "/-/healthy", timeout=5).status_code == 200, url
+    finally:
+        exporter_process.stop_all([exporter])
+
+
+def test_a_real_exporter_takes_its_socket_from_systemd() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def as_fd_3() -> None:  # where systemd puts the first socket
+            os.dup2(listener.fileno(), 3)
+
+        exporter = _started(
+            ["--web.systemd-socket"],
+            listen_address=None,
+            # LISTEN_PID must be the exporter's: the shell's, which exec keeps.
+            wrapper=["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"],
+            preexec_fn=as_fd_3,
+            pass_fds=(3,),
+        )
+    try:
+        assert exporter.url == f"http://127.0.0.1:{port}"
+        assert httpx.get(exporter.url + "/metrics", timeout=5).status_code == 200
+    finally:
+        exporter_process.stop_all([exporter])
+
+
+def test_without_a_socket_from_systemd_the_exporter_exits_1_with_one_line() -> None:
+    result = exporter_process.run_cli(["--web.systemd-socket"], UNREACHABLE_API)
+    assert result.code == 1
+    [line] = result.stderr.splitlines()
+    assert 'msg="cannot listen"' in line
+    assert "systemd passed no socket" in line
+
+
+def test_a_real_exporter_under_an_external_url_and_without_exporter_metrics() -> None:
+    exporter = _started(
+        [
+            "--web.external-url",
+            "https://proxy.example/monitoring/ca/",
+            "--web.disable-exporter-metrics",
+        ]
+    )
+    try:
+        base = exporter.url + "/monitoring/ca"
+        metrics = httpx.get(base + "/metrics", timeout=5)
+        assert metrics.status_code == 200
+        assert "aliyun_cloudassistant_up{" in metrics.text
+        assert "process_" not in metrics.text
+        assert "python_info" not in metrics.text
+        assert httpx.get(exporter.url + "/metrics", timeout=5).status_code == 404
+        assert httpx.get(exporter.url + "/", timeout=5).headers["location"] == "/monitoring/ca/"
+    finally:
+        exporter_process.stop_all([exporter])
+
+
+def test_a_real_exporter_has_exporter_metrics_by_default(start_exporter: StartExporter) -> None:
+    exporter = start_exporter([], env=UNREACHABLE_API)
+    text = httpx.get(exporter.url + "/metrics", timeout=5).text
+    assert "process_cpu_seconds_total" in text
+    assert "python_info" in text
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--web.route-prefix", "/a?b", "no query"),
+        ("--web.external-url", "proxy.example/x", "absolute http(s) URL"),
+        ("--web.max-connections", "0", "at least 1"),
+    ],
+)
+def test_bad_web_flags_are_one_clear_error(flag: str, value: str, expected: str) -> None:
+    result = exporter_process.run_cli([flag, value], UNREACHABLE_API)
+    assert result.code == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --- helpers -----------------------------------------------------------------------------------
