@@ -180,6 +180,11 @@ class Application:
         for refresher in self.refreshers:
             refresher.start_if_due()
 
+    def snapshot_version(self) -> tuple[object, ...]:
+        """Every target's latest snapshot: a new object whenever a refresh publishes one, so
+        the server knows a rendering of the registry is still current."""
+        return tuple(refresher.latest() for refresher in self.refreshers)
+
     def target_statuses(self) -> list[TargetStatus]:
         """Per-target status for the landing page and ``/-/ready``."""
         return [
@@ -430,6 +435,7 @@ def serve(
             route_prefix=route_prefix,
             web_config=web_config,
             limits=limits,
+            data_version=app.snapshot_version,
         )
     except (ListenError, OSError) as exc:
         _log_cannot_listen(exc, addresses)
