@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import errno
 import gzip
 import http.client
 import json
@@ -31,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from exporter import __version__
-from exporter.connections import ConnectionLimits
+from exporter.connections import Answer, ConnectionLimits, ConnectionServer
 from exporter.server import (
     SCRAPE_TIMEOUT_MARGIN_SECONDS,
     ExporterHTTPServer,
@@ -471,6 +472,35 @@ def test_when_every_connection_is_busy_a_new_one_is_closed_at_once() -> None:
         for connection in busy:
             connection.close()
         running.close()
+
+
+class OutOfDescriptors(socket.socket):
+    """A listening socket whose accept() fails as in a process out of file descriptors."""
+
+    accepts = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        OutOfDescriptors.accepts += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_out_of_file_descriptors_accepting_backs_off_instead_of_spinning() -> None:
+    listener = OutOfDescriptors()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    server = ConnectionServer([listener], lambda request: Answer(b"", False), is_scrape=bool)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # A connection waits in the backlog: the listener stays readable the whole time.
+    with socket.create_connection(listener.getsockname(), timeout=5):
+        started = time.monotonic()
+        _wait_until(lambda: OutOfDescriptors.accepts >= 1)
+        while time.monotonic() - started < 1.5:  # the window in which accepts are counted
+            time.sleep(0.05)
+        # Back-off from 50 ms doubling: a handful of tries, where a busy loop makes thousands.
+        assert 3 <= OutOfDescriptors.accepts <= 10
+    server.stop(2)
+    thread.join(5)
 
 
 def test_a_scrape_queued_for_a_worker_waits_less() -> None:
