@@ -255,6 +255,12 @@ class ConnectionServer:
         return finished
 
     @property
+    def requests_in_flight(self) -> int:
+        """Requests read and not yet answered (queued for a worker or being answered)."""
+        with self._idle:
+            return self._in_flight
+
+    @property
     def open_connections(self) -> int:
         """Connections open now (approximate when read from another thread)."""
         return len(self._connections)

@@ -522,7 +522,8 @@ def test_a_scrape_queued_for_a_worker_waits_less() -> None:
         ]
         for scrape in scrapes:
             scrape.start()
-        _wait_until(lambda: len(running.waits) == 1)
+        _wait_until(lambda: running.server.connections.requests_in_flight == 2)
+        assert len(running.waits) == 1
         time.sleep(1.0)  # the time the second scrape spends queued (what is under test)
         running.hold.set()
         for scrape in scrapes:
