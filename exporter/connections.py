@@ -28,18 +28,17 @@ import asyncio
 import contextlib
 import errno
 import logging
-import queue
 import resource
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Final
 
 from exporter.logs import describe_exception
+from exporter.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -100,63 +99,6 @@ class Answer:
 Handler = Callable[[Request], Answer]
 
 
-class WorkerPool:
-    """At most ``size`` daemon threads running submitted calls; each ends after idling a while.
-
-    Daemon threads, so a call stuck at exit (a scrape waiting on a refresh) never holds the
-    process up.
-    """
-
-    IDLE_SECONDS: Final = 30.0
-
-    def __init__(self, size: int, name: str) -> None:
-        self._size = size
-        self._name = name
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Answer], Future[Answer]]] = (
-            queue.SimpleQueue()
-        )
-        self._lock = threading.Lock()
-        self._threads = 0  # started and not ended
-        self._waiting = 0  # threads waiting for a call
-        self._queued = 0  # calls not taken yet
-
-    def submit(self, call: Callable[[], Answer]) -> Future[Answer]:
-        """Run ``call`` on a worker thread; its future holds the answer."""
-        future: Future[Answer] = Future()
-        with self._lock:
-            self._queued += 1
-            self._queue.put((call, future))
-            if self._queued > self._waiting and self._threads < self._size:
-                self._threads += 1
-                name = f"{self._name}-{self._threads}"
-                threading.Thread(target=self._work, name=name, daemon=True).start()
-        return future
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._waiting += 1
-            try:
-                call, future = self._queue.get(timeout=self.IDLE_SECONDS)
-            except queue.Empty:
-                with self._lock:
-                    self._waiting -= 1
-                    # A call queued meanwhile may count on this thread: stay for it.
-                    if self._queued <= self._waiting:
-                        self._threads -= 1
-                        return
-                continue
-            with self._lock:
-                self._waiting -= 1
-                self._queued -= 1
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(call())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-
 @dataclass(eq=False)
 class _Connection:
     """One open connection, as the cap sees it."""
@@ -203,8 +145,8 @@ class ConnectionServer:
         self._handler = handler
         self._is_scrape = is_scrape
         self._ssl_context = ssl_context
-        self._scrape_workers = WorkerPool(limits.scrape_workers, "scrape")
-        self._other_workers = WorkerPool(limits.other_workers, "http")
+        self._scrape_workers: WorkerPool[Answer] = WorkerPool(limits.scrape_workers, "scrape")
+        self._other_workers: WorkerPool[Answer] = WorkerPool(limits.other_workers, "http")
         # Insertion-ordered; touched only in the loop's thread.
         self._connections: dict[_Connection, None] = {}
         self._in_flight = 0

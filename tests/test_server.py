@@ -6,6 +6,7 @@ import base64
 import contextlib
 import datetime as dt
 import errno
+import functools
 import gzip
 import http.client
 import json
@@ -41,6 +42,7 @@ from exporter.server import (
     scrape_wait_seconds,
 )
 from exporter.webconfig import WebConfig, load_web_config
+from exporter.workers import WorkerPool
 from tests import exporter_process
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess
@@ -474,6 +476,29 @@ def test_when_every_connection_is_busy_a_new_one_is_closed_at_once() -> None:
         running.close()
 
 
+def test_the_worker_pool_runs_at_most_its_size_at_once_and_every_call() -> None:
+    pool: WorkerPool[int] = WorkerPool(2, "test")
+    running, most = 0, 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def call(number: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        release.wait(5)
+        with lock:
+            running -= 1
+        return number
+
+    futures = [pool.submit(functools.partial(call, number)) for number in range(6)]
+    _wait_until(lambda: running == 2)
+    release.set()
+    assert [future.result(5) for future in futures] == list(range(6))
+    assert most == 2
+
+
 class OutOfDescriptors(socket.socket):
     """A listening socket whose accept() fails as in a process out of file descriptors."""
 
@@ -642,6 +667,18 @@ def test_tls_serves_https_and_a_bad_handshake_does_not_stop_it(tmp_path: Path) -
         response = httpx.get(running.url + "/metrics", verify=context)
         assert response.status_code == 200
         assert "test_value" in response.text
+        # Keep-alive over TLS: one handshake for several scrapes.
+        tls = http.client.HTTPSConnection("127.0.0.1", _port(running), context=context, timeout=5)
+        try:
+            for _ in range(3):
+                tls.request("GET", "/metrics")
+                assert tls.getresponse().read().count(b"test_value") >= 1
+            local = tls.sock.getsockname()
+            tls.request("GET", "/-/healthy")
+            assert tls.getresponse().read() == b"Healthy\n"
+            assert tls.sock.getsockname() == local
+        finally:
+            tls.close()
     finally:
         running.close()
 
