@@ -13,8 +13,9 @@ or slow connection costs a file descriptor and a coroutine, nothing more:
   for the telemetry path), one for every other request, so a flood of other requests
   never delays a scrape. Threads are started when needed and end when idle.
 * Limits (:class:`ConnectionLimits`): at most ``max_connections`` open connections; a new
-  one beyond it closes the connection that has waited longest for a request, or, when every
-  connection is busy answering, is closed at once. A request head must arrive in full within
+  one beyond it closes the connection that has waited longest for a request (or whose
+  request, not a scrape, still waits for a worker), or, when every connection is being
+  answered, is closed at once. A request head must arrive in full within
   ``header_timeout`` (a total deadline, not per read), must fit in ``max_header_bytes``, and
   a keep-alive connection may wait ``idle_timeout`` for its next request. An answer must be
   written within ``write_timeout``.
@@ -47,6 +48,8 @@ RESERVED_FDS: Final = 64
 # Accepting after EMFILE pauses this long at first, doubling up to the maximum.
 ACCEPT_BACKOFF_SECONDS: Final = 0.05
 ACCEPT_BACKOFF_MAX_SECONDS: Final = 1.0
+# How long closing a TLS connection waits for the client's close_notify.
+TLS_SHUTDOWN_SECONDS: Final = 2.0
 # The longest request target quoted in a log line.
 MAX_LOGGED_PATH: Final = 200
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -353,8 +356,7 @@ class ConnectionServer:
                     return
                 head = bytes(buffer[:end])
                 del buffer[:end]
-                conn.busy = True
-                answer = await self._answer(writer, Request(head, client, time.monotonic()))
+                answer = await self._answer(conn, writer, Request(head, client, time.monotonic()))
                 if answer is None or not answer.keep_alive or self._stopping:
                     return
                 wait_deadline = loop.time() + limits.idle_timeout
@@ -363,6 +365,8 @@ class ConnectionServer:
             pass  # a silent, slow or vanished client: its connection is closed, nothing else
         except OSError as exc:
             log.debug("connection error", extra={"client": client, "err": describe_exception(exc)})
+        except Exception as exc:  # a bug: this connection ends, the server goes on
+            log.error("error while serving a connection", extra={"err": describe_exception(exc)})
         finally:
             self._connections.pop(conn, None)
             if writer is None:
@@ -393,13 +397,15 @@ class ConnectionServer:
                     return None
             reader = asyncio.StreamReader(loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            tls = self._ssl_context is not None
             transport, _ = await loop.connect_accepted_socket(
                 lambda: protocol,
                 sock,
                 ssl=self._ssl_context,
-                ssl_handshake_timeout=(
-                    max(0.001, deadline - loop.time()) if self._ssl_context is not None else None
-                ),
+                ssl_handshake_timeout=max(0.001, deadline - loop.time()) if tls else None,
+                # Not the default 30 s: a client that never answers our close_notify would
+                # hold its file descriptor that long, uncounted.
+                ssl_shutdown_timeout=TLS_SHUTDOWN_SECONDS if tls else None,
             )
         # drain() then waits until the whole answer is handed to the kernel, so the write
         # deadline covers all of it.
@@ -442,13 +448,27 @@ class ConnectionServer:
     def _request_line_fits(self, buffer: bytearray) -> bool:
         return 0 <= buffer.find(b"\n") <= self.limits.max_header_bytes
 
-    async def _answer(self, writer: asyncio.StreamWriter, request: Request) -> Answer | None:
+    async def _answer(
+        self, conn: _Connection, writer: asyncio.StreamWriter, request: Request
+    ) -> Answer | None:
+        """Have a worker answer ``request`` and send the answer; None when the connection
+        must close (the client went away, or a bug)."""
+        scrape = self._is_scrape(request.head)
+        # A scrape's connection is never closed to make room. Another request's is, until a
+        # worker takes it: a flood of other requests queued for their few workers must not
+        # hold every connection a scrape could use.
+        conn.busy = scrape
+
+        def run() -> Answer:
+            conn.busy = True
+            return self._handler(request)
+
         with self._idle:
             self._in_flight += 1
         try:
-            workers = self._scrape_workers if self._is_scrape(request.head) else self._other_workers
+            workers = self._scrape_workers if scrape else self._other_workers
             try:
-                answer = await asyncio.wrap_future(workers.submit(lambda: self._handler(request)))
+                answer = await asyncio.wrap_future(workers.submit(run))
             except Exception as exc:  # a bug in the handler, which answers every error itself
                 log.error(
                     "error while answering a request",

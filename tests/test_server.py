@@ -453,6 +453,31 @@ def test_beyond_the_connection_cap_the_longest_idle_are_closed_and_scrapes_get_i
         running.close()
 
 
+def test_a_flood_of_slow_landing_page_requests_leaves_room_for_scrapes() -> None:
+    running = Exporter(limits=ConnectionLimits(max_connections=10, other_workers=1))
+    release = threading.Event()
+
+    def slow_statuses() -> list[TargetStatus]:
+        release.wait(10)
+        return [UP]
+
+    running.server.target_statuses = slow_statuses
+    address = ("127.0.0.1", _port(running))
+    flood = [socket.create_connection(address, timeout=5) for _ in range(30)]
+    try:
+        for connection in flood:
+            with contextlib.suppress(OSError):
+                connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        _wait_until(lambda: running.server.connections.requests_in_flight >= 5)
+        for _ in range(3):
+            assert httpx.get(running.url + "/metrics", timeout=5).status_code == 200
+    finally:
+        release.set()
+        for connection in flood:
+            connection.close()
+        running.close()
+
+
 def test_when_every_connection_is_busy_a_new_one_is_closed_at_once() -> None:
     running = Exporter(limits=ConnectionLimits(max_connections=2))
     running.hold = threading.Event()
