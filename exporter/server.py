@@ -11,7 +11,8 @@
 
 Only GET and HEAD are allowed (405 otherwise); unknown paths are 404. With a web config, TLS
 and basic auth apply to every path, health endpoints included (as exporter-toolkit does),
-except the paths listed in the web config's ``auth_excluded_paths`` (for probes). An
+except the paths listed in the web config's ``auth_excluded_paths`` (for probes; with or
+without the route prefix). An
 exception while answering is logged on one line (no traceback) and becomes a 500; a client that
 goes away mid-answer is only noted at debug level. The server keeps serving either way.
 
@@ -384,7 +385,15 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
 
     def _authorized(self, *, send_body: bool) -> bool:
         web_config = self.exporter.web_config
-        if web_config is None or not web_config.auth_required_for(self.path):
+        prefix = self.exporter.route_prefix
+        # auth_excluded_paths may name a path with the route prefix or without it.
+        under_prefix = self.path[len(prefix) :] if prefix else self.path
+        if web_config is None or not (
+            web_config.auth_required_for(self.path)
+            and (
+                not self.path.startswith(prefix + "/") or web_config.auth_required_for(under_prefix)
+            )
+        ):
             return True
         if web_config.check_basic_auth(self.headers.get("Authorization")):
             return True

@@ -642,6 +642,21 @@ def test_probes_can_be_excluded_from_basic_auth() -> None:
         running.close()
 
 
+@pytest.mark.parametrize("excluded", ["/-/healthy", "/x/-/healthy"])
+def test_auth_excluded_paths_apply_under_a_route_prefix(excluded: str) -> None:
+    password_hash = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
+    config = WebConfig.model_validate(
+        {"basic_auth_users": {"prometheus": password_hash}, "auth_excluded_paths": [excluded]}
+    )
+    running = Exporter(web_config=config, route_prefix="/x")
+    try:
+        assert httpx.get(running.url + "/x/-/healthy").status_code == 200
+        assert httpx.get(running.url + "/x/metrics").status_code == 401
+        assert httpx.get(running.url + "/x/-/ready").status_code == 401
+    finally:
+        running.close()
+
+
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
