@@ -129,9 +129,12 @@ class ExpositionCache:
         self,
         registry: CollectorRegistry,
         data_version: Callable[[], Sequence[object]] | None = None,
+        render_metrics: Callable[[str], tuple[bytes, str]] | None = None,
     ) -> None:
         self._registry = registry
         self._data_version = data_version
+        # (Accept header) -> (body, content type); without it the registry is encoded.
+        self._render_metrics = render_metrics
         self._lock = threading.Lock()
         self._latest: dict[str, _Rendering] = {}
 
@@ -148,7 +151,11 @@ class ExpositionCache:
         assert rendering is not None
         if mine:
             try:
-                rendering.body = encoder(self._registry)
+                if self._render_metrics is not None:
+                    rendering.body, content_type = self._render_metrics(accept)
+                    rendering.content_type = content_type
+                else:
+                    rendering.body = encoder(self._registry)
             finally:
                 rendering.done.set()
         else:
@@ -156,6 +163,7 @@ class ExpositionCache:
             if rendering.body is None:  # that rendering failed: render afresh
                 return self.render(accept, time.monotonic(), compress=compress)
         assert rendering.body is not None
+        content_type = rendering.content_type or content_type
         if not compress:
             return rendering.body, content_type
         with rendering.lock:
@@ -185,6 +193,7 @@ class _Rendering:
     started: float
     version: tuple[object, ...] | None
     body: bytes | None = None
+    content_type: str = ""
     compressed: bytes | None = None
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -195,8 +204,9 @@ class ExporterHTTPServer:
 
     Listens on ``address`` and ``addresses`` (bound here: ``ListenError`` when one cannot be),
     plus already listening ``sockets`` (systemd socket activation). Every route is under
-    ``route_prefix``. ``data_version`` tells when the data behind the registry changed (see
-    :class:`ExpositionCache`). Connections are served by
+    ``route_prefix``. ``render_metrics`` (Accept header -> body and content type) renders
+    ``/metrics`` instead of encoding ``registry``; ``data_version`` tells when the data behind
+    it changed (see :class:`ExpositionCache`). Connections are served by
     :class:`~exporter.connections.ConnectionServer` within ``limits``.
     """
 
@@ -209,6 +219,7 @@ class ExporterHTTPServer:
         registry: CollectorRegistry,
         target_statuses: Callable[[], Sequence[TargetStatus]],
         prepare_scrape: Callable[[float], None] = lambda max_wait: None,
+        render_metrics: Callable[[str], tuple[bytes, str]] | None = None,
         scrape_max_wait: float = 9.0,
         telemetry_path: str = "/metrics",
         route_prefix: str = "",
@@ -217,7 +228,7 @@ class ExporterHTTPServer:
         data_version: Callable[[], Sequence[object]] | None = None,
     ) -> None:
         self.registry = registry
-        self.exposition = ExpositionCache(registry, data_version)
+        self.exposition = ExpositionCache(registry, data_version, render_metrics)
         self.target_statuses = target_statuses
         self.prepare_scrape = prepare_scrape
         self.scrape_max_wait = scrape_max_wait
