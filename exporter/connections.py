@@ -48,6 +48,8 @@ RESERVED_FDS: Final = 64
 # Accepting after EMFILE pauses this long at first, doubling up to the maximum.
 ACCEPT_BACKOFF_SECONDS: Final = 0.05
 ACCEPT_BACKOFF_MAX_SECONDS: Final = 1.0
+# What one read takes from a connection (its reader buffers twice this at most).
+READ_CHUNK_BYTES: Final = 16384
 # How long closing a TLS connection waits for the client's close_notify.
 TLS_SHUTDOWN_SECONDS: Final = 2.0
 # The longest request target quoted in a log line.
@@ -69,7 +71,9 @@ class ConnectionLimits:
     header_timeout: float = 10.0
     idle_timeout: float = 120.0
     write_timeout: float = 30.0
-    max_header_bytes: int = 65536
+    # Prometheus sends well under 1 KiB; 16 KiB leaves room for browsers' cookies and keeps
+    # what max_connections slow clients can make the exporter hold to a few tens of MB.
+    max_header_bytes: int = 16384
     scrape_workers: int = 128
     other_workers: int = 8
 
@@ -395,7 +399,7 @@ class ConnectionServer:
                     with contextlib.suppress(OSError):
                         sock.send(_PLAIN_HTTP_TO_TLS_ANSWER)
                     return None
-            reader = asyncio.StreamReader(loop=loop)
+            reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES, loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
             tls = self._ssl_context is not None
             transport, _ = await loop.connect_accepted_socket(
@@ -427,7 +431,7 @@ class ConnectionServer:
         loop = asyncio.get_running_loop()
         if not buffer:
             async with asyncio.timeout_at(wait_deadline):
-                chunk = await reader.read(65536)
+                chunk = await reader.read(READ_CHUNK_BYTES)
             if not chunk:
                 return None
             buffer += chunk
@@ -437,7 +441,7 @@ class ConnectionServer:
             while (end := head_length(buffer)) is None:
                 if len(buffer) > self.limits.max_header_bytes:
                     raise _HeadTooLarge(self._request_line_fits(buffer))
-                chunk = await reader.read(65536)
+                chunk = await reader.read(READ_CHUNK_BYTES)
                 if not chunk:
                     return None
                 buffer += chunk
@@ -562,7 +566,7 @@ async def _linger(
     with contextlib.suppress(TimeoutError, ConnectionError, OSError):
         async with asyncio.timeout(seconds):
             read = 0
-            while read < 1 << 20 and (chunk := await reader.read(65536)):
+            while read < 1 << 20 and (chunk := await reader.read(READ_CHUNK_BYTES)):
                 read += len(chunk)
 
 
