@@ -420,6 +420,25 @@ def test_a_slow_request_head_is_cut_at_the_deadline_however_it_trickles() -> Non
         running.close()
 
 
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n", b" 414 "),
+        (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", b" 431 "),
+    ],
+    ids=["request-line", "headers"],
+)
+def test_a_request_head_beyond_the_limit_is_refused(
+    exporter: Exporter, head: bytes, status: bytes
+) -> None:
+    assert len(head) > ConnectionLimits().max_header_bytes
+    with socket.create_connection(("127.0.0.1", _port(exporter)), timeout=5) as connection:
+        connection.sendall(head)
+        answer = _read_until_closed(connection)
+    assert status in answer.split(b"\r\n", 1)[0]
+    assert httpx.get(exporter.url + "/metrics", timeout=5).status_code == 200
+
+
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> None:
     running = Exporter(limits=ConnectionLimits(header_timeout=0.5, idle_timeout=1.0))
     try:
