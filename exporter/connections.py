@@ -68,14 +68,22 @@ class ConnectionLimits:
     """What one client, or many, may hold of the server; see the module docstring."""
 
     max_connections: int = 512
+    """Open connections at most (``--web.max-connections``), lowered to fit RLIMIT_NOFILE."""
     header_timeout: float = 10.0
+    """Seconds from connect (or from a keep-alive request's first byte) to a whole request
+    head, TLS handshake included."""
     idle_timeout: float = 120.0
+    """Seconds a keep-alive connection may wait for its next request: above the usual scrape
+    intervals, so Prometheus keeps its connection (and TLS session) between scrapes."""
     write_timeout: float = 30.0
-    # Prometheus sends well under 1 KiB; 16 KiB leaves room for browsers' cookies and keeps
-    # what max_connections slow clients can make the exporter hold to a few tens of MB.
+    """Seconds to hand a whole answer to the kernel."""
     max_header_bytes: int = 16384
+    """Prometheus sends well under 1 KiB; 16 KiB leaves room for browsers' cookies and keeps
+    what ``max_connections`` slow clients can make the exporter hold to a few tens of MB."""
     scrape_workers: int = 128
+    """Scrapes answered at once (each may wait for refreshes up to its timeout)."""
     other_workers: int = 8
+    """Other requests answered at once (landing page, health, errors)."""
 
     def effective_max_connections(self) -> int:
         """``max_connections``, lowered to fit the process's file-descriptor limit."""
