@@ -98,8 +98,14 @@ def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
 def normalize_route_prefix(value: str) -> str:
     """``--web.route-prefix`` as Prometheus reads it: a leading ``/`` added, the trailing one
     dropped (``/`` and ``""`` mean no prefix). Raises ``ValueError`` for a query or fragment."""
-    if any(mark in value for mark in "?#") or any(ord(char) < 33 for char in value):
-        raise ValueError(f"{value!r} must be a path like /exporter (no query, no spaces)")
+    if (
+        not value.isascii()
+        or any(mark in value for mark in "?#%")
+        or any(ord(char) < 33 or ord(char) == 127 for char in value)
+    ):
+        raise ValueError(
+            f"{value!r} must be a path like /exporter (ASCII, no query, no spaces, no %)"
+        )
     return ("/" + value.strip("/")) if value.strip("/") else ""
 
 

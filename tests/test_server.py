@@ -863,6 +863,8 @@ def test_a_real_exporter_has_exporter_metrics_by_default(start_exporter: StartEx
     ("flag", "value", "expected"),
     [
         ("--web.route-prefix", "/a?b", "no query"),
+        ("--web.route-prefix", "/caf\u00e9", "ASCII"),
+        ("--web.route-prefix", "/a b", "no spaces"),
         ("--web.external-url", "proxy.example/x", "absolute http(s) URL"),
         ("--web.max-connections", "0", "at least 1"),
     ],
