@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the built-in API simulator with a lively workload and export it",
     )
     parser.add_argument(
+        "--demo.profile",
+        dest="demo_profile",
+        metavar="NAME",
+        help="with --demo: the simulator's workload (demo, steady, bench, quiet; default demo)",
+    )
+    parser.add_argument(
         "--version",
         action="version",
         version=f"{PROGRAM} {__version__} (python {platform.python_version()})",
@@ -221,6 +227,8 @@ def _run(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.demo and (args.config_file is not None or args.config_check):
         parser.error("--demo cannot be combined with --config.file or --config.check")
+    if args.demo_profile is not None and not args.demo:
+        parser.error("--demo.profile needs --demo")
     configure_logging(args.log_level, args.log_format)
     log_uncaught_exceptions()
 
@@ -230,12 +238,17 @@ def _run(argv: Sequence[str] | None) -> int:
         return _config_failure(exc, check=args.config_check)
 
     if args.demo:
-        from exporter.demo import run_demo  # the simulator is only imported for the demo
+        from exporter.demo import DEMO_PROFILE, run_demo, unknown_profile  # only for the demo
 
+        profile = args.demo_profile or DEMO_PROFILE
+        problem = unknown_profile(profile)
+        if problem is not None:
+            parser.error(problem)
         return run_demo(
             listen_address=args.listen_address or parse_listen_address(DEFAULT_DEMO_LISTEN_ADDRESS),
             telemetry_path=args.telemetry_path,
             web_config=web_config,
+            profile=profile,
         )
 
     try:
