@@ -5,19 +5,36 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.stamp-installed
+RUNTIME_STAMP := $(VENV)/.stamp-runtime
 APT_STAMP := $(VENV)/.stamp-apt
+VENV_CFG  := $(VENV)/pyvenv.cfg
 
-.PHONY: help venv system-deps lint typecheck unit test demo bench generate check-generated clean
+# `make demo` options: DEMO_PORT (default 9907), DEMO_PROFILE (the simulator's workload: demo,
+# steady, bench or quiet; default demo) and ARGS (any exporter flags, e.g.
+# ARGS=--web.config.file=web/web-config.yml). `make demo-stack` takes ARGS too (--help lists them).
+DEMO_PORT    ?=
+DEMO_PROFILE ?=
+ARGS         ?=
+
+.PHONY: help venv system-deps lint typecheck unit test demo demo-stack bench generate check-generated clean
 
 help:
-	@echo "make demo    start the simulator and the exporter against it"
+	@echo "make demo    start the simulator and the exporter against it (DEMO_PORT=, DEMO_PROFILE=, ARGS=)"
+	@echo "make demo-stack  the demo with Prometheus (the project's alert rules) and Alertmanager"
 	@echo "make test    lint, type-check and run every test (installs what it needs)"
 	@echo "make bench   compare this exporter with a naive official-SDK poller"
 
-$(STAMP): pyproject.toml
+$(VENV_CFG):
 	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV_CFG)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(RUNTIME_STAMP)
+
+# The demo needs only the runtime dependencies (a few seconds), not the test toolchain.
+$(RUNTIME_STAMP): pyproject.toml | $(VENV_CFG)
+	$(PY) -m pip install --quiet -e .
 	touch $@
 
 venv: $(STAMP)
@@ -29,7 +46,7 @@ venv: $(STAMP)
 E2E_BINARIES := prometheus promtool prometheus-alertmanager amtool
 POLICY_RC_D  ?= /usr/sbin/policy-rc.d
 
-$(APT_STAMP): | $(STAMP)
+$(APT_STAMP): | $(VENV_CFG)
 	@missing=""; for tool in $(E2E_BINARIES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian's prometheus and prometheus-alertmanager (missing:$$missing)"; \
@@ -67,8 +84,14 @@ unit: $(STAMP)
 test: $(STAMP) $(APT_STAMP) lint typecheck
 	$(BIN)/pytest -q
 
-demo: $(STAMP)
-	$(PY) -m exporter --demo
+demo: $(RUNTIME_STAMP)
+	$(PY) -m exporter --demo $(if $(DEMO_PORT),--web.listen-address=127.0.0.1:$(DEMO_PORT)) \
+	  $(if $(DEMO_PROFILE),--demo.profile=$(DEMO_PROFILE)) $(ARGS)
+
+# The simulator, the exporter, Prometheus with alerts/*.rules.yml and Alertmanager, on loopback
+# with free ports, until Ctrl-C. Prometheus and Alertmanager are Debian's, as for `make test`.
+demo-stack: $(RUNTIME_STAMP) $(APT_STAMP)
+	$(PY) -m demo.stack $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
