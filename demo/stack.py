@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -36,10 +37,11 @@ import httpx
 
 from demo import configs
 from demo.processes import STOP_GRACE_SECONDS, Children, StackError, free_port
-from exporter.simulator.__main__ import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
 from exporter.simulator.world import PROFILES
 
 START_TIMEOUT_SECONDS: Final = 60.0
+# The simulator's only account: a throwaway key made for each run.
+ACCESS_KEY_ID: Final = "demo-stack"
 POLL_SECONDS: Final = 5.0
 _SIMULATOR_URL = re.compile(r"simulator listening on (http://\S+)")
 _EXPORTER_URL = re.compile(r'msg="?listening"?\s.*?\baddress="?(http://[^\s"]+)')
@@ -182,6 +184,7 @@ class Stack:
         if not rules:
             raise StackError(f"no rule files match {configs.ROOT / configs.RULES_GLOB}")
         python = sys.executable
+        secret = secrets.token_urlsafe(16)
         simulator = self.children.spawn(
             "simulator",
             [
@@ -191,15 +194,15 @@ class Stack:
                 "--listen=127.0.0.1:0",
                 f"--profile={self.args.profile}",
                 f"--seed={self.args.seed}",
+                f"--access-key-id={ACCESS_KEY_ID}",
+                f"--access-key-secret={secret}",
                 *(f"--region={region}" for region in configs.REGIONS),
             ],
         )
         simulator_url = self.children.wait_for_log(simulator, _SIMULATOR_URL, START_TIMEOUT_SECONDS)
         config = self.workdir / "exporter.yml"
         config.write_text(
-            configs.exporter_config(
-                simulator_url, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
-            ),
+            configs.exporter_config(simulator_url, ACCESS_KEY_ID, secret),
             encoding="utf-8",
         )
         exporter = self.children.spawn(
