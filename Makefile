@@ -42,7 +42,8 @@ venv: $(STAMP)
 # Real Prometheus, promtool and Alertmanager from Debian, for the end-to-end tests (without them
 # those tests skip). Installed only when one of the binaries is missing, as root or with sudo.
 # While apt runs, a policy-rc.d that exits 101 keeps the packages from starting their own daemons
-# on 9090/9093; it is removed afterwards unless it was there before.
+# on 9090/9093; it is removed afterwards unless it was there before. The systemd units the
+# packages enable are disabled again, so nothing starts at the next boot either.
 E2E_BINARIES := prometheus promtool prometheus-alertmanager amtool
 POLICY_RC_D  ?= /usr/sbin/policy-rc.d
 
@@ -63,6 +64,8 @@ $(APT_STAMP): | $(VENV_CFG)
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    prometheus prometheus-alertmanager >/dev/null; status=$$?; \
+	  if command -v systemctl >/dev/null; then for unit in prometheus prometheus-alertmanager; do \
+	    $$SUDO systemctl disable --quiet $$unit.service 2>/dev/null || true; done; fi; \
 	  if [ -n "$$created" ]; then $$SUDO rm -f $(POLICY_RC_D); fi; \
 	  [ $$status = 0 ] || { echo "error: apt-get install failed; or run 'make unit'" >&2; exit $$status; }; \
 	  for tool in $(E2E_BINARIES); do command -v $$tool >/dev/null || { echo "error: $$tool still missing" >&2; exit 1; }; done; \
