@@ -131,6 +131,16 @@ class AlertWatcher:
         self._states = states
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not between 0 and 65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="make demo-stack ARGS=...",
@@ -147,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("prometheus", "alertmanager"):
         parser.add_argument(
             f"--{name}-port",
-            type=int,
+            type=_port,
             default=0,
             metavar="PORT",
             help=f"{name.capitalize()}'s port on 127.0.0.1 (default: a free one)",
