@@ -16,11 +16,13 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from demo.configs import duration_seconds, grafana_provisioning, rule_files, shortest_for
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess, run_cli
 
@@ -221,3 +223,39 @@ def test_the_tls_demo_prints_curl_commands_that_work(
     assert run.returncode == 0, f"{curl_alone}: {run.stderr}"
     assert "aliyun_cloudassistant_up{" in run.stdout
     assert exporter.stop() == 0
+
+
+# -- the demo stack's files (the stack itself: tests/test_demo_stack.py) -----------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5m", 300.0), ("1h30m", 5400.0), ("0s", 0.0), ("0", 0.0), ("90s", 90.0), ("250ms", 0.25)],
+)
+def test_prometheus_durations(text: str, seconds: float) -> None:
+    assert duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "-5m", "5x", "1.5m"])
+def test_bad_prometheus_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a Prometheus duration"):
+        duration_seconds(text)
+
+
+def test_the_stack_waits_for_the_shipped_rules_shortest_for() -> None:
+    rules = rule_files(ROOT)
+    assert rules, "no alerts/*.rules.yml"
+    assert 0 < shortest_for(rules) <= 15 * 60
+
+
+def test_grafana_provisioning_points_at_the_demo_prometheus(tmp_path: Path) -> None:
+    assert grafana_provisioning(tmp_path, "http://127.0.0.1:19090")
+    sources = [
+        source
+        for path in (tmp_path / "datasources").iterdir()
+        for source in yaml.safe_load(path.read_text())["datasources"]
+        if source["type"] == "prometheus"
+    ]
+    assert sources
+    assert all(source["url"] == "http://127.0.0.1:19090" for source in sources)
+    assert any((tmp_path / "dashboards").iterdir())
