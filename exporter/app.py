@@ -7,8 +7,8 @@ For every target (one account in one region) the application builds, in this ord
 * a token bucket per Alibaba account (as far as the config tells: AccessKey id or role) and
   region, shared by every target reading that pair, since the API's quota is per account and
   region;
-* an :class:`~exporter.ecs.client.EcsClient` whose ``on_request`` hook feeds the refresher's
-  self-metrics;
+* an :class:`~exporter.refresh.ApiStatistics` (the target's API self-metrics), then an
+  :class:`~exporter.ecs.client.EcsClient` whose ``on_request`` hook feeds it;
 * a :class:`~exporter.refresh.TargetRefresher` running on a shared thread pool.
 
 One :class:`CloudAssistantCollector` renders every refresher's snapshot and is registered on a
@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from exporter import __version__
 from exporter.collector import CloudAssistantCollector
-from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
+from exporter.ecs.client import EcsClient, RetryPolicy
 from exporter.ecs.credentials import (
     DEFAULT_METADATA_URL,
     DEFAULT_STS_ENDPOINT,
@@ -51,7 +51,7 @@ from exporter.ecs.credentials import (
 )
 from exporter.ecs.ratelimit import TokenBucket
 from exporter.logs import REDACTOR, SecretRedactor
-from exporter.refresh import RefreshOptions, TargetRefresher
+from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import (
     EcsRamRoleCredentialsSettings,
@@ -268,7 +268,7 @@ def build_application(
             buckets[bucket_key] = TokenBucket(
                 settings.api.rate_limit_per_second, settings.api.burst
             )
-        hook = _RequestHook()
+        api_stats = ApiStatistics()
         client = EcsClient(
             region_id=target.region_id,
             credentials=providers[key],
@@ -278,7 +278,8 @@ def build_application(
             retry=retry,
             timeout=settings.api.timeout_seconds,
             rate_limiter=buckets[bucket_key],
-            on_request=hook,
+            on_request=api_stats.record_request,
+            redact=REDACTOR.redact,  # every secret the exporter loaded, beyond the call's own
         )
         refresher = TargetRefresher(
             target.account,
@@ -288,8 +289,8 @@ def build_application(
             refresh_options(settings, target),
             executor,
             clock=clock,
+            api_stats=api_stats,
         )
-        hook.refresher = refresher
         refreshers.append(refresher)
 
     registry = CollectorRegistry()
@@ -367,17 +368,6 @@ def _secrets_of(credentials: Credentials) -> tuple[str, ...]:
     token = credentials.security_token
     secret = credentials.access_key_secret.get_secret_value()
     return (secret, token.get_secret_value()) if token is not None else (secret,)
-
-
-class _RequestHook:
-    """The client's ``on_request``, bound to the refresher built after the client."""
-
-    def __init__(self) -> None:
-        self.refresher: TargetRefresher | None = None
-
-    def __call__(self, event: RequestEvent) -> None:
-        if self.refresher is not None:
-            self.refresher.record_request(event)
 
 
 def describe_targets(targets: Sequence[Target]) -> str:

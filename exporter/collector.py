@@ -9,8 +9,8 @@ of every target, so rendering takes a few milliseconds whatever the API is doing
 from __future__ import annotations
 
 import platform
-import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import wait as wait_futures
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -86,13 +86,10 @@ class CloudAssistantCollector:
             # The caller (the exporter's HTTP server) already started the due refreshes and
             # waited for them: only render.
             return [refresher.latest() for refresher in self._refreshers]
-        for refresher in self._refreshers:
-            refresher.start_if_due()
-        deadline = time.monotonic() + self._max_wait
-        return [
-            refresher.snapshot(max(0.0, deadline - time.monotonic()))
-            for refresher in self._refreshers
-        ]
+        futures = [f for f in (r.start_if_due() for r in self._refreshers) if f is not None]
+        if futures:
+            wait_futures(futures, timeout=self._max_wait)
+        return [refresher.latest() for refresher in self._refreshers]
 
     def _families(self, snapshots: Sequence[TargetSnapshot]) -> Iterator[Metric]:
         yield from self._view_families(snapshots)

@@ -188,7 +188,7 @@ class Target:
         )
 
     def close(self) -> None:
-        self.client.close()
+        self.http.close()
 
 
 def world_spec(rng: random.Random, scenario: Scenario) -> WorldSpec:
@@ -424,6 +424,64 @@ def test_the_tracking_cap_bounds_the_state_and_never_double_counts(
     scenario = Scenario(seed=500, faults=False, tracking_cap=30, include_history=True)
     snap, expectation, _ = run_scenario(scenario, executor)
     assert snap.view.tracked_runs <= 30
+    assert nonzero(snap.counters.finished) <= Counter(
+        (r.status, r.error_code) for r in expectation.finished(True)
+    )
+
+
+# --- include_history edge cases ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seed", "order", "sweep_interval", "first_fails"),
+    [
+        (600, "newest", 0.0, False),  # the history alone, no sweep to catch up
+        (601, "shuffled", 300.0, False),
+        (602, "newest", 300.0, True),  # the baseline itself fails once
+        (603, "shuffled", 600.0, True),
+    ],
+)
+def test_history_counts_every_periodic_run_once_under_faults(
+    seed: int,
+    order: str,
+    sweep_interval: float,
+    first_fails: bool,
+    executor: ThreadPoolExecutor,
+) -> None:
+    scenario = Scenario(
+        seed=seed,
+        order=order,
+        include_history=True,
+        max_results=5,
+        sweep_interval=sweep_interval,
+        first_refresh_fails=first_fails,
+    )
+    snap, expectation, truth = run_scenario(scenario, executor)
+    assert snap.up
+    assert_counts_match(snap, expectation, include_history=True)
+    if sweep_interval:
+        assert_view_matches(snap, truth)
+
+
+@pytest.mark.parametrize("order", ["newest", "shuffled"])
+def test_history_with_a_page_cap_never_counts_more_than_happened(
+    order: str, executor: ThreadPoolExecutor
+) -> None:
+    scenario = Scenario(
+        seed=610, order=order, include_history=True, max_results=5, page_cap=2, faults=True
+    )
+    snap, expectation, _ = run_scenario(scenario, executor)
+    assert nonzero(snap.counters.finished) <= Counter(
+        (r.status, r.error_code) for r in expectation.finished(True)
+    )
+
+
+def test_history_with_a_tiny_tracking_cap_under_faults_never_double_counts(
+    executor: ThreadPoolExecutor,
+) -> None:
+    scenario = Scenario(seed=620, tracking_cap=12, include_history=True, max_results=5)
+    snap, expectation, _ = run_scenario(scenario, executor)
+    assert snap.view.tracked_runs <= 12
     assert nonzero(snap.counters.finished) <= Counter(
         (r.status, r.error_code) for r in expectation.finished(True)
     )

@@ -26,12 +26,12 @@ from exporter.ecs.models import (
     TERMINAL_STATUSES,
 )
 from exporter.simulator.faults import FaultPlan
-from exporter.simulator.metadata import FakeMetadataServer, FakeStsServer
 from exporter.simulator.server import Account, SimulatorServer
 from exporter.simulator.world import FinishedRun, GroundTruth, ManualClock, World, WorldSpec
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess
 from tests.exposition import PREFIX, Samples, parse_samples, sample_key
+from tests.support.http_fakes import FakeMetadataServer, FakeStsServer
 
 pytestmark = pytest.mark.slow
 

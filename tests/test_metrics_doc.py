@@ -14,7 +14,7 @@ from exporter.collector import TARGET_LABELS, CloudAssistantCollector
 from exporter.ecs.models import InvocationQuery
 from exporter.refresh import RefreshOptions, TargetRefresher
 from exporter.tracking import CommandBreakdown
-from tests.test_refresh import FakeApi, FakeClock, backlog
+from tests.support.fakes import FakeApi, FakeClock, backlog
 
 METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 UNLABELLED = "aliyun_cloudassistant_exporter_build_info"

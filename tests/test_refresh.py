@@ -17,91 +17,19 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
+from exporter.app import Application
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider
 from exporter.ecs.errors import AuthenticationError, InvalidRequestError, ThrottledError
-from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult, Page
-from exporter.refresh import RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult
+from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.settings import ExporterSettings
 from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.world import GroundTruth, ManualClock, World, WorldSpec
-from tests.test_tracking import T0, result
-
-# --- a fake of the client's paging contract ------------------------------------------------
-
-
-class FakeApi:
-    """Imitates ``EcsClient.iter_pages``: the records matching a query, in list order (index 0
-    is the newest, as the service appears to answer), ``page_size`` per page, with offset
-    tokens. Every page is one call, recorded in ``calls``; ``errors`` maps a call number
-    (1-based) to the error that call raises; the pages of the call numbers in ``garbled`` have
-    every record unusable (in ``Page.invalid``); while ``gate`` is set, calls wait for it."""
-
-    def __init__(self, records: list[InvocationResult] | None = None, page_size: int = 50) -> None:
-        self.records: list[InvocationResult] = list(records or [])
-        self.history: list[InvocationResult] = []
-        self.invalid: list[InvalidRecord] = []
-        self.page_size = page_size
-        self.calls: list[InvocationQuery] = []
-        self.errors: dict[int, Exception] = {}
-        self.garbled: set[int] = set()
-        self.gate: threading.Event | None = None
-        self._lock = threading.Lock()
-
-    def iter_pages(
-        self, query: InvocationQuery, *, max_results: int = 50, max_pages: int | None = None
-    ) -> Iterator[Page]:
-        size = min(max_results, self.page_size)
-        offset = 0
-        pages = 0
-        while True:
-            with self._lock:
-                self.calls.append(query)
-                number = len(self.calls)
-                error = self.errors.pop(number, None)
-            if self.gate is not None:
-                self.gate.wait(10)
-            if error is not None:
-                raise error
-            rows = self._select(query)
-            chunk = rows[offset : offset + size]
-            offset += size
-            token = str(offset) if offset < len(rows) else ""
-            invalid, self.invalid = self.invalid, []
-            if number in self.garbled:
-                invalid = [*invalid, *(InvalidRecord(r.invoke_id, "", "garbled") for r in chunk)]
-                chunk = []
-            yield Page(chunk, token, len(rows), f"REQ-{number}", invalid)
-            pages += 1
-            if not token or (max_pages is not None and pages >= max_pages):
-                return
-
-    def _select(self, query: InvocationQuery) -> list[InvocationResult]:
-        rows = self.history if query.include_history else self.records
-        if query.invoke_id is not None:
-            rows = [r for r in rows if r.invoke_id == query.invoke_id]
-        if query.instance_id is not None:
-            rows = [r for r in rows if r.instance_id == query.instance_id]
-        if query.invoke_record_status is not None:
-            rows = [r for r in rows if r.invoke_record_status == query.invoke_record_status]
-        return rows
-
-    def set(self, record: InvocationResult) -> None:
-        """Replace the record with the same key (or add it as the newest)."""
-        for index, old in enumerate(self.records):
-            if old.key == record.key:
-                self.records[index] = record
-                return
-        self.records.insert(0, record)
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
 
 
 @pytest.fixture
@@ -128,6 +56,30 @@ def make_refresher(
     )
 
 
+SETTINGS = ExporterSettings.model_validate(
+    {
+        "targets": [
+            {"name": "prod", "region_id": "cn-hangzhou", "credentials": {"source": "environment"}}
+        ]
+    }
+)
+
+
+def scrape(refresher: TargetRefresher, *, max_wait: float) -> TargetSnapshot:
+    """What a scrape of ``refresher``'s target shows: the production path
+    (``Application.prepare_scrape``, then the newest snapshot)."""
+    app = Application(
+        settings=SETTINGS,
+        targets=[],
+        refreshers=[refresher],
+        registry=CollectorRegistry(),
+        executor=ThreadPoolExecutor(max_workers=1),
+        http_clients=[],
+    )
+    app.prepare_scrape(max_wait)
+    return refresher.latest()
+
+
 def finished(snapshot: TargetSnapshot) -> Counter[tuple[str, str]]:
     return Counter({label: n for label, n in snapshot.counters.finished if n})
 
@@ -142,10 +94,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.005)
-
-
-def backlog(n: int) -> list[InvocationResult]:
-    return [result(f"t-{i:04d}", start=T0 - 1000 - i) for i in range(n)]
 
 
 # --- fake-driven tests -----------------------------------------------------------------------
@@ -344,11 +292,16 @@ def test_no_refresh_starts_once_stopping(executor: ThreadPoolExecutor) -> None:
 def test_a_filter_that_matches_nothing_is_logged_at_the_first_refresh(
     executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    api = FakeApi(backlog(3))
     quiet = make_refresher(FakeApi([]), executor, FakeClock())
-    filtered = make_refresher(api, executor, FakeClock())
-    filtered.query = InvocationQuery(tags=(("team", "nobody"),))
-    api.records = []
+    filtered = TargetRefresher(
+        "prod",
+        "cn-hangzhou",
+        FakeApi([]),
+        InvocationQuery(tags=(("team", "nobody"),)),
+        RefreshOptions(),
+        executor,
+        clock=FakeClock(),
+    )
     with caplog.at_level(logging.INFO):
         quiet.refresh_now()
         filtered.refresh_now()
@@ -378,12 +331,12 @@ def test_refresh_waits_for_the_minimum_interval(executor: ThreadPoolExecutor) ->
     clock = FakeClock()
     api = FakeApi(backlog(3))
     refresher = make_refresher(api, executor, clock, min_refresh_interval=30.0)
-    refresher.snapshot(max_wait=5)
+    scrape(refresher, max_wait=5)
     clock.now += 10
-    refresher.snapshot(max_wait=5)
+    scrape(refresher, max_wait=5)
     assert len(api.calls) == 1
     clock.now += 20
-    snap = refresher.snapshot(max_wait=5)
+    snap = scrape(refresher, max_wait=5)
     assert len(api.calls) == 2
     assert snap.refreshes == 2
 
@@ -399,7 +352,7 @@ def test_a_throttled_target_spaces_its_refreshes_out_until_it_recovers(
     started_at = []
     for _ in range(20):  # a scrape every 15 s for 5 minutes
         calls = len(api.calls)
-        refresher.snapshot(max_wait=5)
+        scrape(refresher, max_wait=5)
         if len(api.calls) > calls:
             started_at.append(clock.now - T0)
         clock.now += 15
@@ -413,10 +366,10 @@ def test_concurrent_scrapes_share_one_refresh(executor: ThreadPoolExecutor) -> N
     refresher = make_refresher(api, executor, FakeClock())
     snapshots: list[TargetSnapshot] = []
 
-    def scrape() -> None:
-        snapshots.append(refresher.snapshot(max_wait=10))
+    def one_scrape() -> None:
+        snapshots.append(scrape(refresher, max_wait=10))
 
-    threads = [threading.Thread(target=scrape) for _ in range(8)]
+    threads = [threading.Thread(target=one_scrape) for _ in range(8)]
     for thread in threads:
         thread.start()
     wait_until(lambda: len(api.calls) == 1)
@@ -434,13 +387,13 @@ def test_a_slow_refresh_returns_the_previous_snapshot_and_keeps_running(
     api.gate = threading.Event()
     refresher = make_refresher(api, executor, FakeClock())
     started = time.monotonic()
-    snap = refresher.snapshot(max_wait=0.05)
+    snap = scrape(refresher, max_wait=0.05)
     assert time.monotonic() - started < 2
     assert not snap.attempted
     assert not snap.up
     api.gate.set()
     wait_until(lambda: refresher.attempted)
-    snap = refresher.snapshot(max_wait=0)  # within the interval: no new refresh
+    snap = scrape(refresher, max_wait=0)  # within the interval: no new refresh
     assert snap.up
     assert len(api.calls) == 1
 
@@ -475,7 +428,7 @@ def test_request_events_become_self_metrics(executor: ThreadPoolExecutor) -> Non
         RequestEvent("DescribeInvocationResults", "cn-hangzhou", "", 7.0, 200, 2, 1.5),
     ]
     for event in events:
-        refresher.record_request(event)
+        refresher.api_stats.record_request(event)
     snap = refresher.refresh_now()
     assert dict(snap.api_requests) == {"": 2, "Throttling.User": 1}
     assert snap.api_rate_limit_wait_seconds == pytest.approx(1.5)
@@ -540,13 +493,14 @@ class SimTarget:
         **options: object,
     ) -> None:
         self.http = httpx.Client()
+        self.api_stats = ApiStatistics()
         self.client = EcsClient(
             region_id="cn-hangzhou",
             credentials=StaticProvider(*key),
             http=self.http,
             endpoint=server.url,
             retry=RetryPolicy(max_attempts=1),
-            on_request=lambda event: self.refresher.record_request(event),
+            on_request=self.api_stats.record_request,
         )
         self.refresher = TargetRefresher(
             name,
@@ -556,10 +510,10 @@ class SimTarget:
             RefreshOptions(**options),  # type: ignore[arg-type]
             executor,
             clock=clock.now,
+            api_stats=self.api_stats,
         )
 
     def close(self) -> None:
-        self.client.close()
         self.http.close()
 
 
@@ -664,7 +618,8 @@ def test_concurrent_scrapes_over_http_share_one_refresh(executor: ThreadPoolExec
         target = SimTarget(server, executor, clock)
         try:
             threads = [
-                threading.Thread(target=target.refresher.snapshot, args=(10.0,)) for _ in range(6)
+                threading.Thread(target=scrape, args=(target.refresher,), kwargs={"max_wait": 10.0})
+                for _ in range(6)
             ]
             for thread in threads:
                 thread.start()
@@ -770,7 +725,7 @@ def test_a_scrape_after_the_pool_shut_down_serves_the_last_snapshot() -> None:
     refresher = make_refresher(FakeApi(backlog(2)), pool, FakeClock(), min_refresh_interval=0.0)
     refresher.refresh_now()
     pool.shutdown(wait=True)
-    snap = refresher.snapshot(max_wait=1)
+    snap = scrape(refresher, max_wait=1)
     assert snap.up
     assert snap.refreshes == 1
 
@@ -917,13 +872,13 @@ def test_a_wall_clock_set_back_does_not_stop_the_refreshes(executor: ThreadPoolE
     refresher = make_refresher(
         api, executor, clock, min_refresh_interval=30.0, sweep_interval=600.0
     )
-    refresher.snapshot(max_wait=5)
+    scrape(refresher, max_wait=5)
     clock.now -= 3600  # NTP (or an operator) sets the clock back an hour
-    snap = refresher.snapshot(max_wait=5)
+    snap = scrape(refresher, max_wait=5)
     assert snap.refreshes == 2
     assert len(api.calls) == 3  # the fast path and the sweep, not an hour later
     clock.now += 10
-    assert refresher.snapshot(max_wait=5).refreshes == 2  # the interval holds again
+    assert scrape(refresher, max_wait=5).refreshes == 2  # the interval holds again
 
 
 def test_a_target_filtered_on_another_record_status_never_reads_outside_its_filter(
@@ -985,3 +940,35 @@ def test_history_reads_that_do_not_read_well_never_give_a_run_up(
     clock.now += 30
     snap = refresher.refresh_now()
     assert finished(snap) == Counter({("Failed", ""): 1})
+
+
+def test_prepare_scrape_waits_for_every_due_refresh_together_and_not_past_shutdown(
+    executor: ThreadPoolExecutor,
+) -> None:
+    apis = [FakeApi(backlog(2)), FakeApi(backlog(3))]
+    refreshers = [make_refresher(api, executor, FakeClock()) for api in apis]
+    app = Application(
+        settings=SETTINGS,
+        targets=[],
+        refreshers=refreshers,
+        registry=CollectorRegistry(),
+        executor=executor,
+        http_clients=[],
+    )
+    app.prepare_scrape(5.0)
+    assert [r.latest().up for r in refreshers] == [True, True]
+    # A slow API: the scrape waits no longer than it may, then shows the last snapshots.
+    gate = threading.Event()
+    for api in apis:
+        api.gate = gate
+    refreshers[0].refresh_now(timeout=0)
+    started = time.monotonic()
+    app.prepare_scrape(0.2)
+    assert time.monotonic() - started < 2
+    # Shutdown begun: a scrape waiting for a refresh answers at once.
+    app.begin_stop()
+    started = time.monotonic()
+    app.prepare_scrape(30.0)
+    assert time.monotonic() - started < 2
+    gate.set()
+    assert refreshers[1].start_if_due() is None  # no new refresh after the stop

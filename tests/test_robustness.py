@@ -31,13 +31,13 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from exporter.cli import main
 from exporter.logs import REDACTOR, configure_logging, log_uncaught_exceptions
 from exporter.server import CONNECTION_TIMEOUT_SECONDS, ExporterHTTPServer, ExporterRequestHandler
-from exporter.simulator.faults import FAULT_KINDS, FaultPlan
-from exporter.simulator.metadata import FakeMetadataServer, FakeStsServer
+from exporter.simulator.faults import ALL_FAULT_KINDS, FaultPlan
 from exporter.simulator.server import Account, SimulatorServer
 from exporter.simulator.world import ManualClock, World, WorldSpec
 from tests.conftest import StartExporter
 from tests.exporter_process import PROJECT_ROOT, ExporterProcess, run_cli, taken_loopback_port
 from tests.exposition import PREFIX, Samples, parse_samples, sample_key
+from tests.support.http_fakes import FakeMetadataServer, FakeStsServer
 
 REGION = "cn-hangzhou"
 KEY_ID = "LTAI5tKey"  # the AccessKey ID of the targets start_reading configures
@@ -171,11 +171,12 @@ FAULT_REASONS: dict[str, str | None] = {
     "malformed_json": "malformed",
     "truncated_body": "transport",
     "wrong_types": None,  # the bad record is skipped, the rest is served
+    "invalid_next_token": "invalid_request",  # every token refused: no walk can finish
 }
 
 
 def test_the_fault_table_covers_every_fault_of_the_simulator() -> None:
-    assert set(FAULT_REASONS) == set(FAULT_KINDS)
+    assert set(FAULT_REASONS) == set(ALL_FAULT_KINDS)
 
 
 @pytest.mark.parametrize("log_format", ["logfmt", "json"])
@@ -194,7 +195,7 @@ def test_every_api_fault_fails_only_its_target_and_nothing_leaks(
         "LTAI5tFlakyKey": CONFIG_SECRET,
     }
     faults = FaultPlan(seed=1)
-    for kind in FAULT_KINDS:
+    for kind in ALL_FAULT_KINDS:
         accounts[f"LTAI5t-{kind}"] = CONFIG_SECRET
         faults.always(kind, access_key_id=f"LTAI5t-{kind}", delay=0.5, retry_after_ms=50)
     # Some pages only: about one request in three fails, mid-walk as often as not.
@@ -216,7 +217,7 @@ def test_every_api_fault_fails_only_its_target_and_nothing_leaks(
             },
             {"name": "env", "credentials": {"source": "environment"}},
             {"name": "flaky", "credentials": static("LTAI5tFlakyKey")},
-            *({"name": kind, "credentials": static(f"LTAI5t-{kind}")} for kind in FAULT_KINDS),
+            *({"name": kind, "credentials": static(f"LTAI5t-{kind}")} for kind in ALL_FAULT_KINDS),
         ]
         for target in targets:
             target.update(region_id=REGION, endpoint=simulator.url)

@@ -1,0 +1,342 @@
+"""What one refresh reads, and in which order (the read plan of one target).
+
+1. *Baseline* (until the first walk is done): every page up to the page cap; the backlog is
+   recorded without being counted.
+2. *Fast path*: pages from the first one, stopping after a page that brings nothing new or
+   changed, or whose last record is known and unchanged (newest-first, nothing new follows).
+   The API's order is undocumented; when a new record follows an unchanged known one, the
+   order is not newest-first: that is logged once and the sweep covers it.
+3. *In-flight follow-up*, only when the view holds records the service may still change (not
+   terminal, a periodic task, an OSS delivery in progress): one ``InvokeRecordStatus=Running``
+   walk for all of them; records absent from it have left Running and are looked up by
+   ``InvokeId`` (one paged call per distinct id). A target whose own filter is another
+   ``InvokeRecordStatus`` looks each of them up (a Running walk would read outside the target).
+4. *History* (``include_history``): ``IncludeHistory=true&InvokeId=..&InstanceId=..`` for each
+   periodic task and instance with ended runs not yet counted; each read stops once it has seen
+   the runs it needs. Every run is counted once.
+5. *Sweep*, every ``sweep_interval`` seconds: every page up to the page cap. Runs it counts were
+   missed by the steps above and also go to ``results_found_by_sweep_total``.
+
+Steady state with no news: one call (two with tasks in flight or periodic tasks). API calls are
+counted in :attr:`ReadPlan.pages`; unusable records are logged once each.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TypeVar
+
+from exporter.ecs.errors import InvalidRequestError
+from exporter.ecs.models import TERMINAL_STATUSES, InvocationQuery, Page
+from exporter.refresh.options import PageSource, RefreshOptions
+from exporter.refresh.scheduling import due
+from exporter.tracking import Change, ResultKey, RunTracker, run_number
+
+_MAX_INVALID_LOGGED = 10_000
+_MAX_HISTORY_REFUSED = 10_000
+_T = TypeVar("_T")
+
+
+class PageLog:
+    """Counts the pages of a refresh and logs each unusable record once."""
+
+    def __init__(self, log: logging.Logger, fields: dict[str, object]) -> None:
+        self._log = log
+        self._fields = fields
+        self.pages = 0
+        self.invalid_records = 0
+        self._invalid_seen: set[tuple[str, str, str]] = set()
+
+    def new_refresh(self) -> None:
+        """Start counting the pages of a new refresh."""
+        self.pages = 0
+
+    def note(self, page: Page) -> None:
+        """Account for one page an API call returned."""
+        self.pages += 1
+        for record in page.invalid:
+            marker = (record.invoke_id, record.instance_id, record.reason)
+            if marker in self._invalid_seen:
+                continue
+            if len(self._invalid_seen) < _MAX_INVALID_LOGGED:
+                self._invalid_seen.add(marker)
+            self.invalid_records += 1
+            self._log.warning(
+                "skipped a record that could not be parsed",
+                extra={
+                    **self._fields,
+                    "invoke_id": record.invoke_id,
+                    "instance_id": record.instance_id,
+                    "reason": record.reason,
+                    "request_id": page.request_id,
+                },
+            )
+
+
+class Walk:
+    """The pages of one query, at most ``page_cap`` of them; ``truncated`` tells if it stopped
+    early, ``invalid`` how many records it skipped because they could not be parsed."""
+
+    def __init__(
+        self, source: PageSource, query: InvocationQuery, options: RefreshOptions, log: PageLog
+    ) -> None:
+        self._source = source
+        self._query = query
+        self._options = options
+        self._log = log
+        self.truncated = False
+        self.invalid = 0
+
+    @property
+    def saw_everything(self) -> bool:
+        """True when the walk returned every record of its query, each one usable: only then
+        does the absence of a record mean that the API no longer has it."""
+        return not self.truncated and self.invalid == 0
+
+    def __iter__(self) -> Iterator[Page]:
+        cap = self._options.page_cap
+        pages = self._source.iter_pages(
+            self._query, max_results=self._options.max_results, max_pages=cap
+        )
+        for count, page in enumerate(pages, start=1):
+            self._log.note(page)
+            self.invalid += len(page.invalid)
+            yield page
+            if count >= cap:
+                self.truncated = bool(page.next_token)
+                return
+
+
+class ReadPlan:
+    """Reads one target's API into its tracker (see the module docstring).
+
+    Runs one refresh at a time (the scheduler sees to it); ``fields`` name the target in logs.
+    """
+
+    def __init__(
+        self,
+        source: PageSource,
+        query: InvocationQuery,
+        options: RefreshOptions,
+        tracker: RunTracker,
+        log: logging.Logger,
+        fields: dict[str, object],
+    ) -> None:
+        self._source = source
+        self._query = query
+        self._options = options
+        self._tracker = tracker
+        self._log = log
+        self._fields = fields
+        self._max_lookups = options.max_lookups or options.page_cap
+        self.pages = PageLog(log, fields)
+        self.truncated = False
+        self._last_sweep = 0.0
+        self._order_warned = False
+        # Set while a fast path is in flight, to when it (or the interrupted one before it)
+        # started: a fast path that failed half-way has not seen what lay beyond its last page.
+        self._fast_path_since: float | None = None
+        self._history_refused: set[str] = set()
+        self._turn = 0
+
+    def _walk(self, query: InvocationQuery) -> Walk:
+        return Walk(self._source, query, self._options, self.pages)
+
+    def refresh(self, now: float) -> None:
+        """Read what this refresh needs; raises the API's error when a call fails (everything
+        read until then is applied)."""
+        tracker = self._tracker
+        if not tracker.baseline_done:
+            self._full_walk(now, sweep=False)
+            tracker.complete_baseline(at=now)
+            self._last_sweep = now
+            self._log_baseline()
+        else:
+            self._fast_path(now)
+            self._follow_in_flight(now)
+            if self._options.include_history:
+                self._read_histories(now)
+            interval = self._options.sweep_interval
+            if interval > 0 and due(self._last_sweep, now, interval):
+                self._last_sweep = now  # a failing sweep waits for the next interval too
+                self._full_walk(now, sweep=True)
+        tracker.expire(now)
+
+    def _log_baseline(self) -> None:
+        # A filter that matches nothing looks exactly like a quiet account: say what was found.
+        in_view = len(self._tracker)
+        fields = {**self._fields, "results": in_view, "pages": self.pages.pages}
+        if in_view == 0 and self._query != InvocationQuery():
+            self._log.warning(
+                "the first refresh found no results: check the target's filters", extra=fields
+            )
+        else:
+            self._log.info(
+                "first refresh done: results in view recorded, not counted", extra=fields
+            )
+
+    def _warn_order(self) -> None:
+        if not self._order_warned:
+            self._order_warned = True
+            self._log.warning(
+                "results do not come newest-first: the fast path may miss new results until "
+                "the next full sweep",
+                extra=self._fields,
+            )
+
+    def _full_walk(self, now: float, *, sweep: bool) -> None:
+        walk = self._walk(self._query)
+        seen: set[ResultKey] = set()
+        saw_unchanged = False
+        for page in walk:
+            for result in page.results:
+                change = self._tracker.observe(result, now=now, from_sweep=sweep)
+                seen.add(result.key)
+                if change is Change.UNCHANGED:
+                    saw_unchanged = True
+                elif change is Change.NEW and saw_unchanged and sweep:
+                    self._warn_order()
+        self.truncated = walk.truncated
+        # A record that could not be parsed is not in ``seen``: forgetting it would count it
+        # again when it reads well next time.
+        if walk.saw_everything:
+            self._tracker.evict_missing(seen, seen_before=now)
+
+    def _fast_path(self, now: float) -> None:
+        # After a fast path that failed half-way, the records beyond its last page were never
+        # read (new ones among them are not newer than what it saw): read on until a page ends
+        # on a record known from before it, even through pages of records it saw.
+        interrupted = self._fast_path_since
+        self._fast_path_since = now if interrupted is None else interrupted
+        saw_unchanged = False
+        for page in self._walk(self._query):
+            news = False
+            last_change = Change.UNCHANGED
+            last_key: ResultKey | None = None
+            for result in page.results:
+                last_change = self._tracker.observe(result, now=now)
+                last_key = result.key
+                if last_change is Change.UNCHANGED:
+                    saw_unchanged = True
+                elif last_change is Change.NEW or last_change is Change.CHANGED:
+                    news = True
+                    # (Resuming, the pages the interrupted walk read come before new ones.)
+                    if last_change is Change.NEW and saw_unchanged and interrupted is None:
+                        self._warn_order()
+            if interrupted is not None:
+                known_since = None if last_key is None else self._tracker.first_seen(last_key)
+                if known_since is None or known_since >= interrupted:
+                    continue
+            # Newest-first, a page that ends on a known, unchanged record has shown every new
+            # one; older records that change are the in-flight follow-up's (or the sweep's).
+            if not news or (last_change is Change.UNCHANGED and not self._order_warned):
+                break
+        self._fast_path_since = None
+
+    def _follow_in_flight(self, now: float) -> None:
+        in_flight = self._tracker.follow_up_keys()  # one pass over the mirror per refresh
+        if not in_flight:
+            return
+        returned: set[ResultKey] = set()
+        if self._query.invoke_record_status in (None, "Running"):
+            walk = self._walk(replace(self._query, invoke_record_status="Running"))
+            for page in walk:
+                for result in page.results:
+                    self._tracker.observe(result, now=now)
+                    returned.add(result.key)
+            if walk.truncated:
+                return  # absence from an incomplete walk means nothing
+        # else: the target reads invocations in another InvokeRecordStatus; a Running walk
+        # would read outside the target. Each result in flight is looked up by its InvokeId.
+        left_running: dict[str, list[ResultKey]] = {}
+        for key in in_flight:  # those the walk returned were observed; the others are as before
+            if key not in returned:
+                left_running.setdefault(key[0], []).append(key)
+        for invoke_id in self._take_turns(sorted(left_running)):
+            lookup = self._walk(replace(self._query, invoke_id=invoke_id))
+            found: set[ResultKey] = set()
+            for page in lookup:
+                for result in page.results:
+                    self._tracker.observe(result, now=now)
+                    found.add(result.key)
+            if lookup.saw_everything:
+                # Not returned for its own InvokeId: it left the API's retention.
+                self._tracker.evict_keys(k for k in left_running[invoke_id] if k not in found)
+
+    def _take_turns(self, items: list[_T]) -> list[_T]:
+        """At most ``max_lookups`` of ``items``, starting further on at each call, so that
+        reads that never settle cannot starve the others."""
+        if len(items) <= self._max_lookups:
+            return items
+        start = self._turn % len(items)
+        self._turn += self._max_lookups
+        return (items[start:] + items[:start])[: self._max_lookups]
+
+    def _read_histories(self, now: float) -> None:
+        """Read ``IncludeHistory=true`` per periodic task and instance whose runs ended.
+
+        One read per (InvokeId, InstanceId): it stops as soon as every run it needs was seen,
+        whatever the order, so a long history costs one page, not all of it.
+        """
+        groups: dict[tuple[str, str], list[ResultKey]] = {}
+        for key in self._tracker.history_due():
+            groups.setdefault((key[0], key[1]), []).append(key)
+        for invoke_id, instance_id in self._take_turns(sorted(groups)):
+            keys = groups[(invoke_id, instance_id)]
+            if invoke_id in self._history_refused:
+                for key in keys:
+                    self._tracker.history_abandoned(key)
+                continue
+            try:
+                self._read_history(invoke_id, instance_id, keys, now)
+            except InvalidRequestError as exc:
+                # Not a periodic task after all: the API refuses IncludeHistory for it. The set
+                # is bounded: past the bound a refused task is simply asked (and refused) again.
+                if len(self._history_refused) >= _MAX_HISTORY_REFUSED:
+                    self._history_refused.clear()
+                self._history_refused.add(invoke_id)
+                for key in keys:
+                    self._tracker.history_abandoned(key)
+                self._log.warning(
+                    "the API refused the history of a task",
+                    extra={**self._fields, "invoke_id": invoke_id, "code": exc.code},
+                )
+
+    def _read_history(
+        self, invoke_id: str, instance_id: str, keys: list[ResultKey], now: float
+    ) -> None:
+        needed = {key: set(self._tracker.history_needed(key)) for key in keys}
+        seen: dict[ResultKey, set[int]] = {key: set() for key in keys}
+        settled: dict[ResultKey, set[int]] = {key: set() for key in keys}
+        query = replace(
+            self._query, invoke_id=invoke_id, instance_id=instance_id, include_history=True
+        )
+        walk = self._walk(query)
+        complete = True
+        unnamed = False  # records without a usable Repeats: a run may hide among them
+        for page in walk:
+            for result in page.results:
+                self._tracker.observe_history_run(result, now=now)
+                runs = seen.get(result.key)
+                if runs is None:
+                    continue
+                if result.repeats < 1:
+                    unnamed = True
+                    continue
+                run = run_number(result)
+                runs.add(run)
+                if (
+                    result.invocation_status in TERMINAL_STATUSES
+                    and result.oss_output_status != "InProgress"
+                ):
+                    settled[result.key].add(run)
+            if all(needed[key] <= seen[key] for key in keys):
+                complete = False  # stopped early: everything needed was seen
+                break
+        else:
+            # A run missing from a read with unusable records may just not have read well.
+            complete = walk.saw_everything and not unnamed
+        for key in keys:
+            self._tracker.history_read(key, settled=settled[key], seen=seen[key], complete=complete)

@@ -1,0 +1,254 @@
+"""One target's refresher: schedules refreshes, runs the read plan, hands out snapshots.
+
+A *target* is one account in one region with one set of filters. :class:`TargetRefresher`
+owns its :class:`~exporter.tracking.RunTracker` and turns the API's answers into immutable
+:class:`TargetSnapshot` objects that the collector renders without waiting on anything.
+
+When a refresh happens
+  A scrape (``Application.prepare_scrape``) calls :meth:`TargetRefresher.start_if_due`, which
+  starts a refresh when the last one started at least ``min_refresh_interval`` seconds ago,
+  waits for the refreshes it got (bounded by Prometheus' scrape timeout) and renders
+  :meth:`TargetRefresher.latest`. One refresh at most is in flight per target (see
+  :mod:`exporter.refresh.scheduling`); what it reads is :mod:`exporter.refresh.plan`'s.
+
+Failures
+  A failing refresh sets ``up`` to 0 and keeps everything already applied: applying a record is
+  idempotent and counts are keyed, so nothing is counted twice when the target recovers. A fast
+  path that failed half-way is resumed by the next one (which reads on past the pages it saw).
+  A bug in a refresh or in building a snapshot is logged and shows as ``up`` 0; the previous
+  values keep being served. Failures of one target never touch another; a wall clock set back
+  does not hold the refreshes up.
+
+Self-metrics
+  The target's :class:`~exporter.refresh.apistats.ApiStatistics` is created before its client
+  (whose ``on_request`` hook it is) and handed to the refresher.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, replace
+
+from exporter.ecs.errors import FAILURE_REASONS, EcsError, failure_reason
+from exporter.ecs.models import InvocationQuery
+from exporter.logs import raised_at
+from exporter.refresh.apistats import ApiStatistics
+from exporter.refresh.options import PageSource, RefreshOptions
+from exporter.refresh.plan import ReadPlan
+from exporter.refresh.scheduling import RefreshScheduler
+from exporter.tracking import CounterTotals, HistogramValue, RunTracker, ViewSummary
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSnapshot:
+    """Everything the collector shows for one target, as of its last refresh.
+
+    ``attempted`` is False until the first refresh finished (successfully or not).
+    """
+
+    name: str
+    region_id: str
+    attempted: bool
+    up: bool
+    refresh_duration_seconds: float
+    last_success_timestamp_seconds: float
+    refreshes: int
+    refresh_failures: tuple[tuple[str, int], ...]
+    refresh_pages: int
+    results_truncated: bool
+    invalid_records: int
+    api_requests: tuple[tuple[str, int], ...]
+    api_request_duration: HistogramValue
+    api_rate_limit_wait_seconds: float
+    view: ViewSummary
+    counters: CounterTotals
+    command_breakdown: bool
+    last_failure_reason: str  # the failure reason of the last refresh, "" when it succeeded
+    last_failure_detail: str  # its code and message (never a secret), "" when it succeeded
+
+
+class TargetRefresher:
+    """Refreshes one target and hands out immutable snapshots (see the module docstring).
+
+    ``executor`` runs the refreshes (shared by all targets; its size bounds the concurrency);
+    ``clock`` gives the wall-clock time in epoch seconds; ``api_stats`` is what the client's
+    ``on_request`` hook feeds (a new one when not given). A ``query`` with ``include_history``
+    is read without it and turns ``options.include_history`` on (see
+    :mod:`exporter.refresh.plan`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        region_id: str,
+        client: PageSource,
+        query: InvocationQuery,
+        options: RefreshOptions,
+        executor: Executor,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | None = None,
+        api_stats: ApiStatistics | None = None,
+    ) -> None:
+        self.name = name
+        self.region_id = region_id
+        self.client = client
+        # History is read per periodic task, never as the target's view: a query asking for it
+        # turns the option on instead.
+        if query.include_history:
+            options = replace(options, include_history=True)
+            query = replace(query, include_history=False)
+        self.query = query
+        self.options = options
+        self.api_stats = api_stats if api_stats is not None else ApiStatistics()
+        self._clock = clock
+        self._log = logger or logging.getLogger("exporter.refresh")
+        self._tracker = RunTracker(
+            include_history=options.include_history,
+            tracking_cap=options.tracking_cap,
+            command_breakdown=options.command_breakdown,
+        )
+        self._plan = ReadPlan(client, query, options, self._tracker, self._log, self._fields())
+        self._scheduler = RefreshScheduler(
+            self._run, executor, min_interval=options.min_refresh_interval, clock=clock
+        )
+        # Written only by the refresh in flight (one at a time).
+        self._refreshes = 0
+        self._failures = dict.fromkeys(FAILURE_REASONS, 0)
+        self._last_failure_reason = ""
+        self._last_failure_detail = ""
+        self._failed_in_a_row = 0
+        self._last_success = 0.0
+        self._attempted = False
+        self._snapshot = self._build_snapshot(up=False, duration=0.0)
+
+    # --- scheduling --------------------------------------------------------------------------
+
+    @property
+    def attempted(self) -> bool:
+        """True once a refresh finished, successfully or not (for readiness)."""
+        return self._attempted
+
+    def stop_refreshing(self) -> None:
+        """Start no new refresh from now on (shutdown); the one in flight, if any, goes on."""
+        self._scheduler.stop()
+
+    def start_if_due(self) -> Future[None] | None:
+        """Start a refresh if none is in flight and the last one is old enough.
+
+        Returns the refresh in flight (new or shared), or None when the snapshot is fresh (or
+        the worker pool is shut down, or :meth:`stop_refreshing` was called).
+        """
+        return self._scheduler.start_if_due()
+
+    def latest(self) -> TargetSnapshot:
+        """The newest snapshot, without starting anything."""
+        return self._snapshot
+
+    def refresh_now(self, timeout: float | None = None) -> TargetSnapshot:
+        """Refresh now whatever the interval (after the one in flight, if any) and wait for it."""
+        self._scheduler.run_now(timeout)
+        return self._snapshot
+
+    # --- one refresh -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        self._plan.pages.new_refresh()
+        up = False
+        self._last_failure_reason = ""
+        self._last_failure_detail = ""
+        try:
+            self._plan.refresh(self._clock())
+            up = True
+        except EcsError as exc:
+            reason = failure_reason(exc)
+            self._failures[reason] += 1
+            self._last_failure_reason = reason
+            if reason == "throttled":
+                self._scheduler.throttled()
+            self._last_failure_detail = str(exc)  # the client scrubs secrets from API messages
+            self._log.warning(
+                "refresh failed",
+                extra={
+                    **self._fields(),
+                    "reason": reason,
+                    "error": type(exc).__name__,
+                    "detail": exc.message,
+                    "code": exc.code,
+                    "http_status": exc.http_status,
+                    "request_id": exc.request_id,
+                },
+            )
+        except Exception as exc:  # a bug must not take the exporter down: up=0, logged
+            self._failures["internal"] += 1
+            self._last_failure_reason = "internal"
+            self._last_failure_detail = f"{type(exc).__name__} at {raised_at(exc)} (see the log)"
+            self._log.error(
+                "refresh failed with an unexpected error",
+                extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
+            )
+        duration = time.monotonic() - started
+        self._refreshes += 1
+        if up:
+            if self._failed_in_a_row:
+                self._log.info(
+                    "refresh recovered",
+                    extra={**self._fields(), "failed_refreshes": self._failed_in_a_row},
+                )
+            self._failed_in_a_row = 0
+            self._scheduler.recovered()
+            self._last_success = self._clock()
+        else:
+            self._failed_in_a_row += 1
+        self._attempted = True
+        try:
+            self._snapshot = self._build_snapshot(up=up, duration=duration)
+        except Exception as exc:  # keep serving the previous values, marked down
+            self._log.error(
+                "building the snapshot failed",
+                extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
+            )
+            self._snapshot = replace(
+                self._snapshot,
+                attempted=True,
+                up=False,
+                refresh_duration_seconds=duration,
+                refreshes=self._refreshes,
+                refresh_failures=tuple(self._failures.items()),
+                last_failure_reason=self._last_failure_reason or "internal",
+                last_failure_detail=self._last_failure_detail or "building the snapshot failed",
+            )
+
+    def _fields(self) -> dict[str, object]:
+        """The log fields naming this target (structured fields travel in ``extra``)."""
+        return {"target": self.name, "region_id": self.region_id}
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def _build_snapshot(self, *, up: bool, duration: float) -> TargetSnapshot:
+        api = self.api_stats.totals()
+        plan = self._plan
+        return TargetSnapshot(
+            name=self.name,
+            region_id=self.region_id,
+            attempted=self._attempted,
+            up=up,
+            refresh_duration_seconds=duration,
+            last_success_timestamp_seconds=self._last_success,
+            refreshes=self._refreshes,
+            refresh_failures=tuple(self._failures.items()),
+            refresh_pages=plan.pages.pages,
+            results_truncated=plan.truncated,
+            invalid_records=plan.pages.invalid_records,
+            api_requests=api.requests,
+            api_request_duration=api.duration,
+            api_rate_limit_wait_seconds=api.rate_limit_wait_seconds,
+            view=self._tracker.view_summary(self._clock()),
+            counters=self._tracker.counter_totals(),
+            command_breakdown=self.options.command_breakdown.enabled,
+            last_failure_reason=self._last_failure_reason,
+            last_failure_detail=self._last_failure_detail,
+        )
