@@ -37,7 +37,7 @@ import httpx
 
 from demo import configs
 from demo.processes import STOP_GRACE_SECONDS, Children, StackError, free_port
-from exporter.simulator.world import PROFILES
+from exporter.simulator.spec import PROFILES
 
 START_TIMEOUT_SECONDS: Final = 60.0
 # The simulator's only account: a throwaway key made for each run.

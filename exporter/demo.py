@@ -27,8 +27,10 @@ from urllib.parse import urlsplit
 from exporter.app import Application, build_application, serve
 from exporter.server import ExporterHTTPServer
 from exporter.settings import ExporterSettings
+from exporter.simulator.clock import WallClock
 from exporter.simulator.server import SimulatorServer
-from exporter.simulator.world import PROFILES, WallClock, World
+from exporter.simulator.spec import PROFILES
+from exporter.simulator.world import World
 from exporter.webconfig import WebConfig
 
 DEMO_REGIONS: Final = ("cn-hangzhou", "cn-beijing")

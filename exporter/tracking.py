@@ -58,6 +58,8 @@ from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvocationResult,
 )
+from exporter.metrics import DURATION_BUCKETS, MAX_LABEL_VALUE_CHARS, MAX_UNKNOWN_VALUES
+from exporter.metrics import OTHER as OTHER
 
 ResultKey = tuple[str, str, str]
 """``(invoke_id, instance_id, container_id)``: one result in the API's view."""
@@ -66,29 +68,13 @@ RunKey = tuple[str, str, str, int]
 
 RETENTION_SECONDS = 30 * 86400.0
 """The API keeps results for 30 days."""
-DURATION_BUCKETS: tuple[float, ...] = (
-    1,
-    5,
-    10,
-    30,
-    60,
-    120,
-    300,
-    600,
-    1800,
-    3600,
-    7200,
-    21600,
-    86400,
-)
 BASELINE_TOLERANCE_SECONDS = 60.0
 """How much earlier than the baseline a run must have finished to be taken as backlog when the
 baseline did not see it (the API's times have whole seconds; clocks drift a little)."""
 HISTORY_MISSES_ALLOWED = 3
 """Complete history reads that may miss an ended run before it is taken as gone."""
-OTHER = "other"
-"""The label value that unknown values fold into beyond the cap."""
-DEFAULT_MAX_UNKNOWN_VALUES = 20
+DEFAULT_MAX_UNKNOWN_VALUES = MAX_UNKNOWN_VALUES
+_MAX_FOLDED_COUNTED = 10_000
 
 _TERMINAL = frozenset(TERMINAL_STATUSES)
 _NON_TERMINAL = frozenset(NON_TERMINAL_STATUSES)
@@ -136,21 +122,32 @@ def needs_follow_up(result: InvocationResult) -> bool:
 class ValueFolder:
     """Keeps a label's values bounded: known values pass, the first ``max_unknown`` unknown
     values pass as they are, later ones become ``"other"``. Admission is permanent, so a series
-    never moves from its own label value to ``"other"``."""
+    never moves from its own label value to ``"other"``. A value longer than
+    :data:`~exporter.metrics.MAX_LABEL_VALUE_CHARS` is never admitted: it becomes ``"other"``
+    too. :attr:`folded` is how many distinct values became ``"other"`` (bounded)."""
 
     def __init__(self, known: Iterable[str], max_unknown: int = DEFAULT_MAX_UNKNOWN_VALUES) -> None:
         self._known = frozenset(known)
         self._admitted: set[str] = set()
         self._max_unknown = max_unknown
+        # Hashes only: a folded value may be long, and their number is bounded by the cap.
+        self._folded: set[int] = set()
 
     def fold(self, value: str) -> str:
         """Return the label value to use for ``value``."""
         if value in self._known or value in self._admitted:
             return value
-        if len(self._admitted) < self._max_unknown:
+        if len(self._admitted) < self._max_unknown and len(value) <= MAX_LABEL_VALUE_CHARS:
             self._admitted.add(value)
             return value
+        if len(self._folded) < _MAX_FOLDED_COUNTED:
+            self._folded.add(hash(value))
         return OTHER
+
+    @property
+    def folded(self) -> int:
+        """Distinct values folded into ``"other"`` so far (at most 10,000 are told apart)."""
+        return len(self._folded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +297,7 @@ class _CommandCounts:
         return True
 
     def count(self, command_id: str, status: str) -> None:
-        if self._admit(command_id):
+        if len(command_id) <= MAX_LABEL_VALUE_CHARS and self._admit(command_id):
             label = (command_id, self._names.get(command_id, ""), status)
         else:
             # Bounded like the rest of the state; past it the gauge stops growing.
@@ -385,6 +382,17 @@ class RunTracker:
         self._baseline_done = True
         if at is not None:
             self._baseline_time = at
+
+    @property
+    def values_folded(self) -> int:
+        """Distinct API values its labels counted under ``"other"`` (see :class:`ValueFolder`)."""
+        folders = (
+            self._status_folder,
+            self._error_folder,
+            self._oss_status_folder,
+            self._oss_error_folder,
+        )
+        return sum(folder.folded for folder in folders)
 
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""

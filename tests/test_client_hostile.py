@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import msgspec
 import pytest
 
 from exporter.ecs.client import RequestEvent, RetryPolicy
@@ -294,7 +295,7 @@ def assert_strings_safe(result: InvocationResult) -> None:
 
 
 def vars_of(result: InvocationResult) -> list[object]:
-    return [getattr(result, name) for name in InvocationResult.__slots__]
+    return list(msgspec.structs.astuple(result))
 
 
 def test_a_huge_message_is_bounded() -> None:

@@ -13,10 +13,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import httpx
 import pytest
+from msgspec.structs import replace
 from prometheus_client import CollectorRegistry
 
 from exporter.app import Application

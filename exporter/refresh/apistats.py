@@ -11,9 +11,8 @@ import threading
 from dataclasses import dataclass
 
 from exporter.ecs.client import RequestEvent
+from exporter.metrics import API_DURATION_BUCKETS as API_DURATION_BUCKETS
 from exporter.tracking import Histogram, HistogramValue, ValueFolder
-
-API_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +23,8 @@ class ApiTotals:
     """Tries per outcome code ("" for success)."""
     duration: HistogramValue
     rate_limit_wait_seconds: float
+    codes_folded: int = 0
+    """Distinct outcome codes counted under "other" (see :class:`ValueFolder`)."""
 
 
 class ApiStatistics:
@@ -48,5 +49,8 @@ class ApiStatistics:
         """A consistent copy of the statistics."""
         with self._lock:
             return ApiTotals(
-                tuple(self._requests.items()), self._durations.value(), self._rate_limit_wait
+                tuple(self._requests.items()),
+                self._durations.value(),
+                self._rate_limit_wait,
+                self._code_folder.folded,
             )

@@ -207,7 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with server:
         shown_secret = secret if args.access_key_secret is None else "(the one you passed)"
         print(f"ECS API simulator listening on {server.url}", flush=True)
-        print(f"  endpoint:          {server.endpoint}")
+        # The exporter's endpoint names its scheme (without one, https is assumed); the
+        # official SDK takes host:port and the protocol apart.
+        print(f"  endpoint:          {server.url}")
+        print(f"  SDK endpoint:      {server.endpoint} (protocol http)")
         print(f"  profile:           {args.profile} (seed {args.seed}, order {args.order})")
         print(f"  regions:           {', '.join(server.regions)}")
         if args.clock_offset or args.time_resolution != 1:

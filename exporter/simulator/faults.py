@@ -47,6 +47,9 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.simulator.http import Answer
 
 FAULT_KINDS: tuple[str, ...] = (
     "throttling_user",
@@ -284,3 +287,22 @@ def parse_fault_rule(text: str) -> FaultRule:
             raise ValueError(f"fault option {key}={value!r} is not a number") from None
     FaultRule.__post_init__(rule)
     return rule
+
+
+def break_types(records: list[dict[str, Any]]) -> None:
+    """The ``wrong_types`` fault: fields with the wrong JSON types."""
+    for record in records:
+        record["ExitCode"] = str(record["ExitCode"])
+        record["Repeats"] = None
+        record["Dropped"] = str(record["Dropped"])
+    if records:
+        records[0]["InvokeId"] = 12345
+        records[0]["InstanceId"] = None
+
+
+def corrupt(answer: Answer, fault: Fault) -> Answer:
+    """``answer`` as the ``malformed_json`` or ``truncated_body`` fault sends it."""
+    if fault.kind == "malformed_json":
+        garbled = b'{"RequestId": "' + answer.body[:40] + b"<html>502 Bad Gateway</html>"
+        return answer._replace(body=garbled)
+    return answer._replace(truncate=True)

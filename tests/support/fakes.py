@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 
 from exporter.ecs import signing
@@ -247,7 +248,7 @@ class FakeClock:
 
 
 def make_client(
-    http: httpx.Client,
+    http: httpcore.ConnectionPool | httpx.Client | httpx.BaseTransport,
     *,
     endpoint: str | None = "https://ecs.cn-hangzhou.aliyuncs.com",
     clock: FakeClock | None = None,
@@ -273,7 +274,9 @@ def make_client(
 
 
 @contextmanager
-def open_client(http: httpx.Client, **kwargs: Any) -> Iterator[EcsClient]:
+def open_client(
+    http: httpcore.ConnectionPool | httpx.Client | httpx.BaseTransport, **kwargs: Any
+) -> Iterator[EcsClient]:
     """:func:`make_client` for a ``with`` block that closes ``http`` (the caller owns it)."""
     try:
         yield make_client(http, **kwargs)

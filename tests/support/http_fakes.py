@@ -30,8 +30,9 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
 
 from exporter.ecs import signing
+from exporter.simulator.errors import ApiError
 from exporter.simulator.http import Answer, LoopbackServer, RecordedRequest
-from exporter.simulator.server import ApiError, verify_v3_signature
+from exporter.simulator.validation import verify_v3_signature
 
 __all__ = [
     "Answer",
