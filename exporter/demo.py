@@ -162,7 +162,9 @@ def https_options(base_url: str, cert_file: Path) -> tuple[str, list[str], str]:
     dns, ips = names
     if any(_same_ip(host, ip) for ip in ips) or host in dns:
         return base_url, options, ""
-    usable = [name.replace("*.", "demo.", 1) for name in dns if "*" not in name[2:]]
+    # A wildcard name stands for any one label: "demo." makes it a name curl accepts.
+    usable = [f"demo.{name[2:]}" if name.startswith("*.") else name for name in dns]
+    usable = [name for name in usable if "*" not in name]
     if not usable:
         note = f"(the certificate names neither {host} nor a DNS name: curl will refuse it)"
         return base_url, options, note

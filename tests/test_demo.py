@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from demo.configs import duration_seconds, grafana_provisioning, rule_files, shortest_for
+from exporter.demo import https_options
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess, run_cli
 
@@ -259,3 +260,21 @@ def test_grafana_provisioning_points_at_the_demo_prometheus(tmp_path: Path) -> N
     assert sources
     assert all(source["url"] == "http://127.0.0.1:19090" for source in sources)
     assert any((tmp_path / "dashboards").iterdir())
+
+
+def test_a_wildcard_certificate_gets_a_name_it_covers_resolved_to_the_listener(
+    tmp_path: Path,
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate("exporter", [x509.DNSName("*.monitoring.internal")], key, ca=True)
+    cert_file = tmp_path / "tls.crt"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    url, options, note = https_options("https://127.0.0.1:9907", cert_file)
+    assert url == "https://demo.monitoring.internal:9907"
+    assert options == [
+        "--cacert",
+        str(cert_file.absolute()),
+        "--resolve",
+        "demo.monitoring.internal:9907:127.0.0.1",
+    ]
+    assert note == ""
