@@ -9,6 +9,7 @@ shipped one).
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -137,12 +138,19 @@ def alertmanager_config(webhook_url: str) -> str:
 
 
 def grafana_provisioning(destination: Path, prometheus_url: str) -> bool:
-    """Copy the shipped Grafana provisioning files to ``destination``, the data source's
-    ``url`` pointing at ``prometheus_url``; False when the repository has none."""
+    """Copy the shipped Grafana provisioning files to ``destination/provisioning``, the data
+    source's ``url`` pointing at ``prometheus_url``, and the dashboards (``dashboards/*.json``
+    only: Grafana reads every JSON file under the provider's path) to
+    ``destination/dashboards``; False when the repository has none."""
     datasources = sorted((GRAFANA_PROVISIONING / "datasources").glob("*.y*ml"))
     providers = sorted((GRAFANA_PROVISIONING / "dashboards").glob("*.y*ml"))
-    if not datasources or not providers:
+    dashboards = sorted(DASHBOARDS_DIR.glob("*.json"))
+    if not datasources or not providers or not dashboards:
         return False
+    (destination / "dashboards").mkdir(parents=True, exist_ok=True)
+    for path in dashboards:
+        shutil.copyfile(path, destination / "dashboards" / path.name)
+    destination = destination / "provisioning"
     for kind, paths in (("datasources", datasources), ("dashboards", providers)):
         (destination / kind).mkdir(parents=True, exist_ok=True)
         for path in paths:

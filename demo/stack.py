@@ -286,9 +286,10 @@ Press Ctrl-C to stop everything.
 """
 
     def _grafana_hint(self) -> str:
-        provisioning = self.workdir / "grafana-provisioning"
+        grafana = self.workdir / "grafana"
+        provisioning = grafana / "provisioning"
         mount = configs.dashboards_mount_point()
-        if not configs.grafana_provisioning(provisioning, self.prometheus_url) or mount is None:
+        if not configs.grafana_provisioning(grafana, self.prometheus_url) or mount is None:
             return "Grafana: see docs/alerts-and-dashboards.md (no provisioning files found)."
         command = shlex.join(
             [
@@ -299,13 +300,13 @@ Press Ctrl-C to stop everything.
                 "-v",
                 f"{provisioning}:/etc/grafana/provisioning:ro",
                 "-v",
-                f"{configs.DASHBOARDS_DIR}:{mount}:ro",
+                f"{grafana / 'dashboards'}:{mount}:ro",
                 "grafana/grafana",
             ]
         )
         return (
             "Grafana (not included): the shipped provisioning files, pointed at this Prometheus,\n"
-            f"are in {provisioning}; for example\n  {command}\n"
+            f"and the dashboards are in {grafana}; for example\n  {command}\n"
             "then http://127.0.0.1:3000/ (admin/admin), folder 'Alibaba Cloud Assistant'.\n"
         )
 

@@ -253,13 +253,15 @@ def test_grafana_provisioning_points_at_the_demo_prometheus(tmp_path: Path) -> N
     assert grafana_provisioning(tmp_path, "http://127.0.0.1:19090")
     sources = [
         source
-        for path in (tmp_path / "datasources").iterdir()
+        for path in (tmp_path / "provisioning" / "datasources").iterdir()
         for source in yaml.safe_load(path.read_text())["datasources"]
         if source["type"] == "prometheus"
     ]
     assert sources
     assert all(source["url"] == "http://127.0.0.1:19090" for source in sources)
-    assert any((tmp_path / "dashboards").iterdir())
+    assert any((tmp_path / "provisioning" / "dashboards").iterdir())
+    copied = sorted(path.name for path in (tmp_path / "dashboards").iterdir())
+    assert copied == sorted(path.name for path in (ROOT / "dashboards").glob("*.json"))
 
 
 def test_a_wildcard_certificate_gets_a_name_it_covers_resolved_to_the_listener(

@@ -40,7 +40,7 @@ if not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")):
 START_TIMEOUT = 90.0
 # Beyond the shortest `for:`: the first failures reach a scrape, the alert goes pending, then
 # evaluation intervals, all on 2 busy cores.
-FIRING_MARGIN = 150.0
+FIRING_MARGIN = 240.0
 STOP_TIMEOUT = 30.0
 
 
