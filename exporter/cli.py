@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the built-in API simulator with a lively workload and export it",
     )
     parser.add_argument(
+        "--demo.profile",
+        dest="demo_profile",
+        metavar="NAME",
+        help="with --demo: the simulator's workload (demo, steady, bench, quiet; default demo)",
+    )
+    parser.add_argument(
         "--version",
         action="version",
         version=f"{PROGRAM} {__version__} (python {platform.python_version()})",
@@ -357,11 +363,13 @@ def _run(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.demo and (args.config_file is not None or args.config_check):
         parser.error("--demo cannot be combined with --config.file or --config.check")
+    if args.demo_profile is not None and not args.demo:
+        parser.error("--demo.profile needs --demo")
     configure_logging(args.log_level, args.log_format)
     log_uncaught_exceptions()
 
     if args.demo:
-        return _run_demo(args)
+        return _run_demo(args, parser)
     try:
         prepared = prepare(
             args.config_file,
@@ -398,9 +406,14 @@ def _run(argv: Sequence[str] | None) -> int:
         return _config_failure(exc)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from exporter.demo import run_demo  # the simulator is only imported for the demo
+def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # The simulator is only imported for the demo.
+    from exporter.demo import DEMO_PROFILE, run_demo, unknown_profile
 
+    profile = args.demo_profile or DEMO_PROFILE
+    problem = unknown_profile(profile)
+    if problem is not None:
+        parser.error(problem)
     try:
         web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except WebConfigError as exc:
@@ -409,6 +422,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         listen_address=(args.listen_addresses or [_default_address(demo=True)])[0],
         telemetry_path=args.telemetry_path,
         web_config=web_config,
+        profile=profile,
     )
 
 
