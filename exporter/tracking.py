@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 
 from exporter.ecs.models import (
     ERROR_CODES,
@@ -255,6 +256,13 @@ class _ViewEntry:
     result_claims: list[tuple[int, float, bool]] | None = None
     """With include_history: ``(run, time, oss)`` of what the record itself counted before the
     task was known to be periodic; its ``Repeats`` may have been garbled, the time is not."""
+    seen_at: float = float("-inf")
+    """When the record was last read (by the exporter's clock)."""
+    baseline_state: bool = False
+    """The baseline read this record: its state then says what is backlog, no clock does."""
+    watched_run: float = float("inf")
+    """Runs from this one on are known to end after the baseline: the exporter saw them (or
+    the record) unfinished after it, or the run started after everything the baseline saw."""
 
     def last_ended_run(self) -> int:
         """The newest run of a periodic task known to have ended (0 when none)."""
@@ -268,6 +276,14 @@ class _ViewEntry:
             # The record went back to a pending run: every run shown before has ended.
             last = max(last, self.max_repeats)
         return max(0, last)
+
+
+@dataclass(order=True, frozen=True, slots=True)
+class _Aged:
+    """An entry of the tracking state by age, and how to drop it (for the size cap)."""
+
+    time: float
+    drop: Callable[[], object] = field(compare=False)
 
 
 @dataclass(slots=True)
@@ -352,7 +368,14 @@ class RunTracker:
         self._view: dict[ResultKey, _ViewEntry] = {}
         self._runs: dict[RunKey, _RunEntry] = {}
         self._baseline_done = False
+        # The baseline's time by the API's clock (estimated), for the only judgement that needs
+        # a clock: a record the baseline did not see, first read finished after it.
         self._baseline_time = float("-inf")
+        self._baseline_consistent = False
+        self._newest_baseline_start = float("-inf")
+        # Results that left the view (a walk or a look-up no longer returned them), kept until
+        # the retention or the cap forgets them: if one comes back, it is not counted again.
+        self._ghosts: dict[ResultKey, _ViewEntry] = {}
         # Everything at or before this time may have been dropped by the cap: ignore it.
         self._dropped_until = float("-inf")
         self._history_due: set[ResultKey] = set()
@@ -376,15 +399,27 @@ class RunTracker:
         """True once the first successful refresh has recorded the backlog."""
         return self._baseline_done
 
-    def complete_baseline(self, at: float | None = None) -> None:
+    def complete_baseline(
+        self, at: float | None = None, *, api_at: float | None = None, consistent: bool = False
+    ) -> None:
         """Mark the backlog as recorded: from now on terminal runs are counted.
 
-        ``at`` is when the baseline's walk started: a record it missed that turns up later,
-        finished well before that, is backlog too (see the module docstring).
+        ``at`` is when the baseline's last walk started (by the exporter's clock), ``api_at``
+        the same moment by the API's clock (estimated; ``at`` when not given). Records read
+        since ``at`` are known as they were then: what was finished is backlog, what was not is
+        counted when it finishes, whatever the clocks say. ``consistent``: one walk returned
+        every record; a record it did not see that started after the newest one it saw is new.
+        A record the baseline did not see otherwise, finished well before ``api_at``, is backlog
+        (see the module docstring).
         """
         self._baseline_done = True
+        self._baseline_consistent = consistent
         if at is not None:
-            self._baseline_time = at
+            self._baseline_time = at if api_at is None else api_at
+        starts = [e.result.start_time for e in self._view.values() if e.result.start_time]
+        self._newest_baseline_start = max(starts, default=float("-inf"))
+        for entry in self._view.values():
+            entry.baseline_state = at is None or entry.seen_at >= at
 
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""
@@ -467,33 +502,54 @@ class RunTracker:
     def _forgotten(self, time: float, now: float) -> bool:
         return time <= self._dropped_until or time < now - self._retention
 
+    def _take_in(
+        self, result: InvocationResult, run: int, now: float
+    ) -> tuple[_ViewEntry, Change, bool] | None:
+        """The view entry for ``result`` (updated), what changed, and whether a record first
+        read now is backlog; None when it is too old to remember."""
+        key = result.key
+        entry = self._view.get(key)
+        if entry is not None:
+            if entry.result == result:
+                entry.seen_at = now
+                return entry, Change.UNCHANGED, False
+            entry.result = result
+            return entry, Change.CHANGED, False
+        entry = self._ghosts.pop(key, None)
+        if entry is not None:
+            # Back in the view: what it counted before still stands.
+            self._view[key] = entry
+            entry.result = result
+            return entry, Change.CHANGED, False
+        if self._baseline_done and self._forgotten(result_time(result, now), now):
+            return None
+        entry = self._view[key] = _ViewEntry(result, now)
+        missed = self._baseline_done and self._first_seen_as_backlog(entry, run)
+        return entry, Change.NEW, missed
+
     def observe(self, result: InvocationResult, *, now: float, from_sweep: bool = False) -> Change:
         """Take one record of the target's view into account and count what it finished.
 
         Idempotent: observing the same record again changes nothing.
         """
-        key = result.key
-        entry = self._view.get(key)
-        missed_by_baseline = False
-        if entry is None:
-            if self._baseline_done and self._forgotten(result_time(result, now), now):
-                return Change.IGNORED
-            entry = _ViewEntry(result, now)
-            self._view[key] = entry
-            change = Change.NEW
-            missed_by_baseline = self._baseline_done and self._before_baseline(result)
-        elif entry.result == result:
-            return Change.UNCHANGED
-        else:
-            entry.result = result
-            change = Change.CHANGED
         run = run_number(result)
+        taken = self._take_in(result, run, now)
+        if taken is None:
+            return Change.IGNORED
+        entry, change, missed_by_baseline = taken
+        if change is Change.UNCHANGED:
+            return change
+        entry.seen_at = now
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)
         if not self._baseline_done or missed_by_baseline:
             self._record_without_counting(entry, result, run, now)
             return change
+        if result.invocation_status not in _TERMINAL:
+            # Seen unfinished after the baseline: the runs after the last one that ended end
+            # after it, whatever the clocks say.
+            entry.watched_run = min(entry.watched_run, entry.last_ended_run() + 1)
         if (
             self._include_history
             and entry.periodic
@@ -502,7 +558,7 @@ class RunTracker:
         ):
             # A run ended that the history has not settled: the record itself shows Scheduled
             # between runs, the history has every run with its own status.
-            self._history_due.add(key)
+            self._history_due.add(result.key)
         # With include_history the runs of a periodic task are counted from its history, where
         # each run has its own record and number; the result itself only says a run ended (and
         # its Repeats may be garbled). A task without any numbered run (stopped before its first
@@ -529,7 +585,7 @@ class RunTracker:
             # Not counted here: a run the history counts, the run already counted read with
             # another Repeats, or a run that ended before the baseline: by its FinishedTime, or
             # by its number when the Repeats is not garbled (smaller than one seen before).
-            backlog = self._before_baseline(result, entry) or (
+            backlog = self._is_backlog(result, entry, run) or (
                 run <= entry.floor_run and result.repeats >= entry.max_repeats
             )
             if not (by_history or same_run or backlog) and self._claim_run(
@@ -559,14 +615,30 @@ class RunTracker:
             claims.append((run, result_time(result, now), oss))
             entry.result_claims = claims
 
-    def _before_baseline(self, result: InvocationResult, entry: _ViewEntry | None = None) -> bool:
-        """True when the record's run finished before the baseline (backlog): by the time its
-        result showed then, or well before the baseline by the exporter's clock."""
+    def _first_seen_as_backlog(self, entry: _ViewEntry, run: int) -> bool:
+        """For a result first read after the baseline: True when its run ended before it."""
+        start = entry.result.start_time
+        if self._baseline_consistent and start is not None and start > self._newest_baseline_start:
+            # The baseline returned every result and none had started yet: this run is new.
+            entry.watched_run = run
+        return self._is_backlog(entry.result, entry, run)
+
+    def _is_backlog(self, result: InvocationResult, entry: _ViewEntry | None, run: int) -> bool:
+        """True when the record's run ``run`` finished before the baseline.
+
+        Decided by what the exporter saw, not by clocks: by the time the result showed at the
+        baseline, and never for a record the baseline read or a run seen unfinished after it.
+        Only a record the baseline did not see is judged by time: finished well before the
+        baseline by the API's clock (estimated).
+        """
         finished = result.finished_time
         if finished is None:
             return False
-        if entry is not None and finished <= entry.floor_time:
-            return True
+        if entry is not None:
+            if finished <= entry.floor_time:
+                return True
+            if entry.baseline_state or run >= entry.watched_run:
+                return False
         return finished < self._baseline_time - BASELINE_TOLERANCE_SECONDS
 
     def _record_without_counting(
@@ -631,7 +703,7 @@ class RunTracker:
         before_baseline = (
             not self._baseline_done
             or (entry is not None and run <= entry.floor_run)
-            or self._before_baseline(result, entry)
+            or self._is_backlog(result, entry, run)
         )
         counted = False
         # The claim comes first: a run before the baseline is remembered, just not counted.
@@ -715,23 +787,37 @@ class RunTracker:
 
     # --- forgetting --------------------------------------------------------------------------
 
-    def evict_missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> int:
-        """Drop view entries first seen before ``seen_before`` that a complete walk did not
-        return: they left the API's retention. Returns how many were dropped."""
+    def missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> list[ResultKey]:
+        """Keys of the view first seen before ``seen_before`` that a walk did not return."""
         seen_keys = seen if isinstance(seen, set | frozenset) else set(seen)
-        gone = [
+        return [
             key
             for key, entry in self._view.items()
             if key not in seen_keys and entry.first_seen < seen_before
         ]
-        for key in gone:
-            del self._view[key]
+
+    def start_time(self, key: ResultKey) -> float | None:
+        """The ``StartTime`` the view holds for ``key`` (None when unknown)."""
+        entry = self._view.get(key)
+        return None if entry is None else entry.result.start_time
+
+    def evict_missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> int:
+        """Take out of the view the entries first seen before ``seen_before`` that a complete
+        walk did not return (see :meth:`evict_keys`). Returns how many left the view."""
+        gone = self.missing(seen, seen_before=seen_before)
+        self.evict_keys(gone)
         return len(gone)
 
     def evict_keys(self, keys: Iterable[ResultKey]) -> None:
-        """Drop the given view entries (a lookup by InvokeId no longer returned them)."""
+        """Take the given entries out of the view (the API no longer returns them).
+
+        What they counted is remembered until the retention or the cap forgets it: a result
+        that comes back (an API that missed it once) is never counted again.
+        """
         for key in keys:
-            self._view.pop(key, None)
+            entry = self._view.pop(key, None)
+            if entry is not None:
+                self._ghosts[key] = entry
 
     def expire(self, now: float) -> int:
         """Drop entries older than the retention, then the oldest beyond the size cap.
@@ -739,32 +825,38 @@ class RunTracker:
         Returns how many entries were dropped.
         """
         horizon = now - self._retention
-        old_view = [
-            key for key, e in self._view.items() if result_time(e.result, e.first_seen) < horizon
-        ]
-        for key in old_view:
-            del self._view[key]
+        dropped = 0
+        for entries in (self._view, self._ghosts):
+            old = [
+                key for key, e in entries.items() if result_time(e.result, e.first_seen) < horizon
+            ]
+            for key in old:
+                del entries[key]
+            dropped += len(old)
         old_runs = [key for key, e in self._runs.items() if e.time < horizon]
         for run_key in old_runs:
             del self._runs[run_key]
-        dropped = len(old_view) + len(old_runs)
-        excess = len(self) - self._cap
+        dropped += len(old_runs)
+        excess = len(self._view) + len(self._runs) + len(self._ghosts) - self._cap
         if excess > 0:
             dropped += self._drop_oldest(excess)
         return dropped
 
     def _drop_oldest(self, excess: int) -> int:
-        aged: list[tuple[float, int, ResultKey | RunKey]] = [
-            (result_time(e.result, e.first_seen), 0, key) for key, e in self._view.items()
-        ]
-        aged.extend((e.time, 1, key) for key, e in self._runs.items())
+        aged: list[_Aged] = []
+        for entries in (self._view, self._ghosts):
+            aged.extend(
+                _Aged(result_time(e.result, e.first_seen), partial(entries.pop, key, None))
+                for key, e in entries.items()
+            )
+        aged.extend(
+            _Aged(e.time, partial(self._runs.pop, run_key, None))
+            for run_key, e in self._runs.items()
+        )
         oldest = heapq.nsmallest(excess, aged)
-        for time, kind, key in oldest:
-            if kind == 0:
-                self._view.pop(key, None)  # type: ignore[arg-type]  # a ResultKey
-            else:
-                self._runs.pop(key, None)  # type: ignore[arg-type]  # a RunKey
-            self._dropped_until = max(self._dropped_until, time)
+        for item in oldest:
+            item.drop()
+            self._dropped_until = max(self._dropped_until, item.time)
         return len(oldest)
 
     # --- summaries ---------------------------------------------------------------------------

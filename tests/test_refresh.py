@@ -8,6 +8,7 @@ and compares its counters with the simulator's ground truth.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -50,23 +51,40 @@ class FakeApi:
         self.errors: dict[int, Exception] = {}
         self.garbled: set[int] = set()
         self.gate: threading.Event | None = None
+        # Quirks the real API may show (issue 9): calls whose NextToken is refused (the client
+        # then restarts from the first page: that call answers page 1), records of equal
+        # StartTime in a new order at every call, and calls throttled at random.
+        self.refuse_token: set[int] = set()
+        self.unstable: random.Random | None = None
+        self.throttle: tuple[random.Random, float] | None = None
         self._lock = threading.Lock()
 
     def iter_pages(
-        self, query: InvocationQuery, *, max_results: int = 50, max_pages: int | None = None
+        self,
+        query: InvocationQuery,
+        *,
+        max_results: int = 50,
+        max_pages: int | None = None,
+        next_token: str = "",
     ) -> Iterator[Page]:
         size = min(max_results, self.page_size)
-        offset = 0
+        offset = int(next_token or 0)
         pages = 0
         while True:
             with self._lock:
                 self.calls.append(query)
                 number = len(self.calls)
                 error = self.errors.pop(number, None)
+                if error is None and self.throttle is not None:
+                    rng, share = self.throttle
+                    if rng.random() < share:
+                        error = ThrottledError("slow down", code="Throttling.User")
             if self.gate is not None:
                 self.gate.wait(10)
             if error is not None:
                 raise error
+            if number in self.refuse_token and offset:
+                offset = 0
             rows = self._select(query)
             chunk = rows[offset : offset + size]
             offset += size
@@ -88,6 +106,11 @@ class FakeApi:
             rows = [r for r in rows if r.instance_id == query.instance_id]
         if query.invoke_record_status is not None:
             rows = [r for r in rows if r.invoke_record_status == query.invoke_record_status]
+        if self.unstable is not None:
+            # Sorted by StartTime only: among equal ones, any order, a new one at every call.
+            keyed = [(r.start_time or 0.0, self.unstable.random(), r) for r in rows]
+            keyed.sort(key=lambda item: (-item[0], item[1]))
+            rows = [r for _, _, r in keyed]
         return rows
 
     def set(self, record: InvocationResult) -> None:
@@ -1052,3 +1075,104 @@ def test_prepare_scrape_waits_for_every_due_refresh_together_and_not_past_shutdo
     assert time.monotonic() - started < 2
     gate.set()
     assert refreshers[1].start_if_due() is None  # no new refresh after the stop
+
+
+# --- quirks the API may show (issue 9): exact counts whichever way it behaves -----------------
+
+
+def burst(prefix: str, n: int, start: float, **fields: object) -> list[InvocationResult]:
+    """``n`` finished one-time runs, newest first."""
+    runs = [result(f"{prefix}-{i:04d}", start=start + i, **fields) for i in range(n)]  # type: ignore[arg-type]
+    return runs[::-1]
+
+
+def test_a_refused_next_token_is_not_mistaken_for_the_end_of_the_news(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(50), page_size=50)
+    refresher = make_refresher(api, executor, clock, sweep_interval=0.0)
+    refresher.refresh_now()
+    for round_, prefix in enumerate(("a", "b")):
+        api.records[:0] = burst(prefix, 120, T0 + 100 * (round_ + 1))
+        clock.now += 30
+        api.refuse_token = {len(api.calls) + 2}  # the fast path's second page
+        snap = refresher.refresh_now()
+        assert snap.up
+        assert sum(finished(snap).values()) == 120 * (round_ + 1)
+
+
+def test_an_unstable_order_among_equal_start_times_never_counts_a_run_twice(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    old = [result(f"old-{i:03d}", start=T0 - 1000 - i // 30) for i in range(100)]
+    api = FakeApi(old, page_size=20)
+    api.unstable = random.Random(9)
+    refresher = make_refresher(api, executor, clock, sweep_interval=60.0, min_refresh_interval=0)
+    refresher.refresh_now()
+    # 200 runs in groups of 30 of equal StartTime (pages of 20), arriving over 10 refreshes.
+    new = [result(f"new-{i:03d}", start=T0 + 10 + i // 30) for i in range(200)]
+    for step in range(12):
+        api.records[:0] = new[step * 20 : (step + 1) * 20] if step < 10 else []
+        clock.now += 61  # a sweep every refresh
+        snap = refresher.refresh_now()
+        assert snap.up
+        assert sum(finished(snap).values()) <= 200
+    assert sum(finished(snap).values()) == 200
+    assert snap.view.tracked_runs == 300  # nothing the API still has was forgotten
+
+
+def test_an_api_clock_behind_the_hosts_loses_no_run(executor: ThreadPoolExecutor) -> None:
+    # The API's timestamps are 300 s behind the exporter host's clock.
+    clock = FakeClock(T0 + 300)
+    running = [result(f"r-{i:02d}", status="Running", start=T0 - 5) for i in range(50)]
+    api = FakeApi([*running, *backlog(20)])
+    refresher = make_refresher(api, executor, clock)
+    refresher.refresh_now()
+    # Seen Running by the baseline, they end just after it (by the API's clock).
+    for record in running:
+        api.set(result(record.invoke_id, start=T0 - 5, finished=T0 + 5))
+    # New runs that start and end between two refreshes.
+    api.records[:0] = burst("short", 30, T0 + 10, finished=T0 + 45)
+    clock.now += 60
+    snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 80
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5])
+def test_the_first_walk_makes_progress_under_sustained_throttling(
+    share: float, executor: ThreadPoolExecutor
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(2000), page_size=50)  # 40 pages
+    api.throttle = (random.Random(int(share * 100)), share)
+    refresher = make_refresher(api, executor, clock, min_refresh_interval=0.0)
+    for _ in range(200):
+        snap = refresher.refresh_now()
+        if snap.baseline_done:
+            break
+        clock.now += 30
+    assert snap.baseline_done
+    assert snap.baseline_results == 2000
+    assert sum(finished(snap).values()) == 0  # the backlog is recorded, not counted
+    # Counting goes on under the same throttling.
+    api.records[:0] = burst("n", 30, clock.now + 10)
+    for _ in range(50):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 30
+
+
+def test_a_first_walk_cut_short_reports_how_far_it_got(executor: ThreadPoolExecutor) -> None:
+    api = FakeApi(backlog(200), page_size=50)
+    api.errors[3] = ThrottledError("slow down", code="Throttling.User")
+    refresher = make_refresher(api, executor, FakeClock())
+    snap = refresher.refresh_now()
+    assert not snap.up
+    assert not snap.baseline_done
+    assert (snap.baseline_pages, snap.baseline_results) == (2, 100)
+    snap = refresher.refresh_now()
+    assert snap.baseline_done
+    assert (snap.baseline_pages, snap.baseline_results) == (4, 200)
+    assert len(api.calls) == 5  # resumed at page 3, not started over

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from exporter.ecs.errors import InvalidRequestError
 from exporter.ecs.models import TERMINAL_STATUSES, InvocationQuery, Page
+from exporter.refresh.apistats import ApiClock
 from exporter.refresh.options import PageSource, RefreshOptions
 from exporter.refresh.scheduling import due
 from exporter.tracking import Change, ResultKey, RunTracker, run_number
@@ -39,12 +40,30 @@ _MAX_HISTORY_REFUSED = 10_000
 _T = TypeVar("_T")
 
 
+@dataclass
+class BaselineProgress:
+    """How far the first walk got (it may take several refreshes under throttling)."""
+
+    done: bool = False
+    pages: int = 0
+    """Pages the first walk read (all its attempts)."""
+    results: int = 0
+    """Results it recorded so far."""
+    next_token: str = ""
+    """Where it goes on from."""
+    walk_done: bool = False
+    attempts: int = 0
+    consistent: bool = False
+    """One attempt returned every record (nothing missed, nothing changed in between)."""
+
+
 class PageLog:
     """Counts the pages of a refresh and logs each unusable record once."""
 
-    def __init__(self, log: logging.Logger, fields: dict[str, object]) -> None:
+    def __init__(self, log: logging.Logger, fields: dict[str, object], api_clock: ApiClock) -> None:
         self._log = log
         self._fields = fields
+        self._api_clock = api_clock
         self.pages = 0
         self.invalid_records = 0
         self._invalid_seen: set[tuple[str, str, str]] = set()
@@ -56,6 +75,9 @@ class PageLog:
     def note(self, page: Page) -> None:
         """Account for one page an API call returned."""
         self.pages += 1
+        starts = [r.start_time for r in page.results if r.start_time is not None]
+        if starts:
+            self._api_clock.observe_start(max(starts))
         for record in page.invalid:
             marker = (record.invoke_id, record.instance_id, record.reason)
             if marker in self._invalid_seen:
@@ -80,12 +102,21 @@ class Walk:
     early, ``invalid`` how many records it skipped because they could not be parsed."""
 
     def __init__(
-        self, source: PageSource, query: InvocationQuery, options: RefreshOptions, log: PageLog
+        self,
+        source: PageSource,
+        query: InvocationQuery,
+        options: RefreshOptions,
+        log: PageLog,
+        *,
+        next_token: str = "",
+        page_cap: int | None = None,
     ) -> None:
         self._source = source
         self._query = query
         self._options = options
         self._log = log
+        self._next_token = next_token
+        self._cap = options.page_cap if page_cap is None else page_cap
         self.truncated = False
         self.invalid = 0
 
@@ -96,10 +127,14 @@ class Walk:
         return not self.truncated and self.invalid == 0
 
     def __iter__(self) -> Iterator[Page]:
-        cap = self._options.page_cap
-        pages = self._source.iter_pages(
-            self._query, max_results=self._options.max_results, max_pages=cap
-        )
+        cap = self._cap
+        max_results = self._options.max_results
+        if self._next_token:  # resuming a walk where it stopped
+            pages = self._source.iter_pages(
+                self._query, max_results=max_results, max_pages=cap, next_token=self._next_token
+            )
+        else:
+            pages = self._source.iter_pages(self._query, max_results=max_results, max_pages=cap)
         for count, page in enumerate(pages, start=1):
             self._log.note(page)
             self.invalid += len(page.invalid)
@@ -121,18 +156,24 @@ class ReadPlan:
         query: InvocationQuery,
         options: RefreshOptions,
         tracker: RunTracker,
+        api_clock: ApiClock,
         log: logging.Logger,
         fields: dict[str, object],
     ) -> None:
         self._source = source
+        self._api_clock = api_clock
         self._query = query
         self._options = options
         self._tracker = tracker
         self._log = log
         self._fields = fields
         self._max_lookups = options.max_lookups or options.page_cap
-        self.pages = PageLog(log, fields)
+        self.pages = PageLog(log, fields, api_clock)
+        self.baseline = BaselineProgress()
         self.truncated = False
+        # Results a complete sweep did not return although older ones it did: looked up by
+        # their InvokeId before they leave the view (one walk is not proof enough).
+        self._suspects: set[ResultKey] = set()
         self._last_sweep = 0.0
         self._order_warned = False
         # Set while a fast path is in flight, to when it (or the interrupted one before it)
@@ -146,13 +187,10 @@ class ReadPlan:
 
     def refresh(self, now: float) -> None:
         """Read what this refresh needs; raises the API's error when a call fails (everything
-        read until then is applied)."""
+        read until then is applied, and the first walk goes on where it stopped)."""
         tracker = self._tracker
         if not tracker.baseline_done:
-            self._full_walk(now, sweep=False)
-            tracker.complete_baseline(at=now)
-            self._last_sweep = now
-            self._log_baseline()
+            self._baseline(now)
         else:
             self._fast_path(now)
             self._follow_in_flight(now)
@@ -161,8 +199,49 @@ class ReadPlan:
             interval = self._options.sweep_interval
             if interval > 0 and due(self._last_sweep, now, interval):
                 self._last_sweep = now  # a failing sweep waits for the next interval too
-                self._full_walk(now, sweep=True)
+                self._sweep(now)
+            if self._suspects:
+                self._check_suspects(now)
         tracker.expire(now)
+
+    def _baseline(self, now: float) -> None:
+        """The first walk: records the backlog without counting it.
+
+        A long walk that fails (throttling, a server error) keeps what it read and goes on from
+        the page where it stopped at the next refresh, so it ends whatever share of calls fail.
+        Records read by an earlier attempt may have changed since: those the service may still
+        change are read again (the in-flight follow-up) before the baseline is complete.
+        """
+        progress = self.baseline
+        progress.attempts += 1
+        if not progress.walk_done:
+            walk = Walk(
+                self._source,
+                self._query,
+                self._options,
+                self.pages,
+                next_token=progress.next_token,
+                page_cap=max(1, self._options.page_cap - progress.pages),
+            )
+            for page in walk:
+                for result in page.results:
+                    self._tracker.observe(result, now=now)
+                progress.pages += 1
+                progress.next_token = page.next_token
+                progress.results = len(self._tracker)
+            progress.walk_done = True
+            progress.consistent = progress.attempts == 1 and walk.saw_everything
+            self.truncated = walk.truncated
+        if progress.attempts > 1:
+            self._follow_in_flight(now)
+        offset = self._api_clock.offset()
+        self._tracker.complete_baseline(
+            at=now, api_at=now + (offset or 0.0), consistent=progress.consistent
+        )
+        progress.results = len(self._tracker)
+        progress.done = True
+        self._last_sweep = now
+        self._log_baseline()
 
     def _log_baseline(self) -> None:
         # A filter that matches nothing looks exactly like a quiet account: say what was found.
@@ -186,23 +265,58 @@ class ReadPlan:
                 extra=self._fields,
             )
 
-    def _full_walk(self, now: float, *, sweep: bool) -> None:
+    def _sweep(self, now: float) -> None:
         walk = self._walk(self._query)
         seen: set[ResultKey] = set()
+        oldest_start: float | None = None
         saw_unchanged = False
         for page in walk:
             for result in page.results:
-                change = self._tracker.observe(result, now=now, from_sweep=sweep)
+                change = self._tracker.observe(result, now=now, from_sweep=True)
                 seen.add(result.key)
+                start = result.start_time
+                if start is not None and (oldest_start is None or start < oldest_start):
+                    oldest_start = start
                 if change is Change.UNCHANGED:
                     saw_unchanged = True
-                elif change is Change.NEW and saw_unchanged and sweep:
+                elif change is Change.NEW and saw_unchanged:
                     self._warn_order()
         self.truncated = walk.truncated
-        # A record that could not be parsed is not in ``seen``: forgetting it would count it
-        # again when it reads well next time.
-        if walk.saw_everything:
-            self._tracker.evict_missing(seen, seen_before=now)
+        # A record that could not be parsed is not in ``seen``: it is not taken as gone.
+        if not walk.saw_everything:
+            return
+        # The API drops its oldest results (30 days, or beyond its own size cap): a result
+        # older than every one the sweep returned is gone. A younger one may just have been
+        # missed (an order that is not stable between pages): it is looked up first.
+        gone: list[ResultKey] = []
+        for key in self._tracker.missing(seen, seen_before=now):
+            start = self._tracker.start_time(key)
+            if start is not None and oldest_start is not None and start < oldest_start:
+                gone.append(key)
+            else:
+                self._suspects.add(key)
+        self._tracker.evict_keys(gone)
+
+    def _check_suspects(self, now: float) -> None:
+        """Look up by ``InvokeId`` the results a sweep missed: only a complete look-up that
+        does not return a result takes it out of the view."""
+        by_invocation: dict[str, list[ResultKey]] = {}
+        for key in self._suspects:
+            if key in self._tracker:
+                by_invocation.setdefault(key[0], []).append(key)
+        self._suspects.intersection_update(k for keys in by_invocation.values() for k in keys)
+        for invoke_id in self._take_turns(sorted(by_invocation)):
+            lookup = self._walk(replace(self._query, invoke_id=invoke_id))
+            found: set[ResultKey] = set()
+            for page in lookup:
+                for result in page.results:
+                    self._tracker.observe(result, now=now)
+                    found.add(result.key)
+            if not lookup.saw_everything:
+                continue
+            keys = by_invocation[invoke_id]
+            self._tracker.evict_keys(k for k in keys if k not in found)
+            self._suspects.difference_update(keys)
 
     def _fast_path(self, now: float) -> None:
         # After a fast path that failed half-way, the records beyond its last page were never
@@ -211,6 +325,10 @@ class ReadPlan:
         interrupted = self._fast_path_since
         self._fast_path_since = now if interrupted is None else interrupted
         saw_unchanged = False
+        # What this walk found new or changed: read again, it is still news. A service that
+        # refuses a NextToken makes the client start over from the first page, and new results
+        # shift the pages: neither is the end of the news.
+        touched: set[ResultKey] = set()
         for page in self._walk(self._query):
             news = False
             last_change = Change.UNCHANGED
@@ -219,9 +337,13 @@ class ReadPlan:
                 last_change = self._tracker.observe(result, now=now)
                 last_key = result.key
                 if last_change is Change.UNCHANGED:
-                    saw_unchanged = True
+                    if result.key in touched:
+                        news = True
+                    else:
+                        saw_unchanged = True
                 elif last_change is Change.NEW or last_change is Change.CHANGED:
                     news = True
+                    touched.add(result.key)
                     # (Resuming, the pages the interrupted walk read come before new ones.)
                     if last_change is Change.NEW and saw_unchanged and interrupted is None:
                         self._warn_order()
@@ -231,7 +353,11 @@ class ReadPlan:
                     continue
             # Newest-first, a page that ends on a known, unchanged record has shown every new
             # one; older records that change are the in-flight follow-up's (or the sweep's).
-            if not news or (last_change is Change.UNCHANGED and not self._order_warned):
+            if not news or (
+                last_change is Change.UNCHANGED
+                and last_key not in touched
+                and not self._order_warned
+            ):
                 break
         self._fast_path_since = None
 

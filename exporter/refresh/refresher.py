@@ -80,6 +80,15 @@ class TargetSnapshot:
     command_breakdown: bool
     last_failure_reason: str  # the failure reason of the last refresh, "" when it succeeded
     last_failure_detail: str  # its code and message (never a secret), "" when it succeeded
+    baseline_done: bool = False
+    """The first walk is complete: runs are counted from then on."""
+    baseline_pages: int = 0
+    """Pages the first walk read so far (over all its attempts)."""
+    baseline_results: int = 0
+    """Results the first walk recorded so far (the tracked results once it is done)."""
+    api_clock_offset_seconds: float | None = None
+    """How far the API's clock is ahead of this host's (negative: behind); None while no
+    answer told (see :class:`~exporter.refresh.apistats.ApiClock`)."""
 
 
 class TargetRefresher:
@@ -114,7 +123,7 @@ class TargetRefresher:
             query = replace(query, include_history=False)
         self.query = query
         self.options = options
-        self.api_stats = api_stats if api_stats is not None else ApiStatistics()
+        self.api_stats = api_stats if api_stats is not None else ApiStatistics(clock)
         self._clock = clock
         self._log = logger or logging.getLogger("exporter.refresh")
         self._tracker = RunTracker(
@@ -122,7 +131,15 @@ class TargetRefresher:
             tracking_cap=options.tracking_cap,
             command_breakdown=options.command_breakdown,
         )
-        self._plan = ReadPlan(client, query, options, self._tracker, self._log, self._fields())
+        self._plan = ReadPlan(
+            client,
+            query,
+            options,
+            self._tracker,
+            self.api_stats.api_clock,
+            self._log,
+            self._fields(),
+        )
         self._scheduler = RefreshScheduler(
             self._run, executor, min_interval=options.min_refresh_interval, clock=clock
         )
@@ -169,6 +186,7 @@ class TargetRefresher:
     def _run(self) -> None:
         started = time.monotonic()
         self._plan.pages.new_refresh()
+        baseline_pages = self._plan.baseline.pages
         up = False
         self._last_failure_reason = ""
         self._last_failure_detail = ""
@@ -179,7 +197,10 @@ class TargetRefresher:
             reason = failure_reason(exc)
             self._failures[reason] += 1
             self._last_failure_reason = reason
-            if reason == "throttled":
+            # A first walk that advanced keeps its pace: backing off would only make it
+            # longer, and it goes on where it stopped.
+            advanced = self._plan.baseline.pages > baseline_pages
+            if reason == "throttled" and not advanced:
                 self._scheduler.throttled()
             self._last_failure_detail = str(exc)  # the client scrubs secrets from API messages
             self._log.warning(
@@ -263,4 +284,8 @@ class TargetRefresher:
             command_breakdown=self.options.command_breakdown.enabled,
             last_failure_reason=self._last_failure_reason,
             last_failure_detail=self._last_failure_detail,
+            baseline_done=plan.baseline.done,
+            baseline_pages=plan.baseline.pages,
+            baseline_results=plan.baseline.results,
+            api_clock_offset_seconds=self.api_stats.api_clock.offset(),
         )
