@@ -279,6 +279,7 @@ def build_application(
             timeout=settings.api.timeout_seconds,
             rate_limiter=buckets[bucket_key],
             on_request=api_stats.record_request,
+            redact=REDACTOR.redact,  # every secret the exporter loaded, beyond the call's own
         )
         refresher = TargetRefresher(
             target.account,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 from exporter.ecs import signing
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider
+from exporter.ecs.models import InvocationQuery, InvocationResult
 from exporter.simulator.metadata import (
     Answer,
     LoopbackServer,
@@ -255,6 +257,20 @@ def make_client(
         clock=clock,
         **kwargs,
     )
+
+
+@contextmanager
+def open_client(http: httpx.Client, **kwargs: Any) -> Iterator[EcsClient]:
+    """:func:`make_client` for a ``with`` block that closes ``http`` (the caller owns it)."""
+    try:
+        yield make_client(http, **kwargs)
+    finally:
+        http.close()
+
+
+def all_results(client: EcsClient, query: InvocationQuery) -> list[InvocationResult]:
+    """Every usable result of every page of ``query``."""
+    return [result for page in client.iter_pages(query) for result in page.results]
 
 
 def tried_codes(events: Iterable[RequestEvent]) -> list[str]:

@@ -15,9 +15,10 @@ from exporter.simulator.metadata import error_answer
 from tests.client_helpers import (
     PagedResults,
     StubEcsServer,
+    all_results,
     api_record,
-    make_client,
     mock_http,
+    open_client,
     page_answer,
     sequence,
 )
@@ -26,10 +27,11 @@ from tests.client_helpers import (
 @pytest.mark.parametrize("total", [0, 1, 50, 51, 149])
 def test_every_result_is_returned_once_over_loopback(total: int) -> None:
     script = PagedResults([api_record(n) for n in range(total)])
-    with StubEcsServer(script) as server:
-        client = make_client(httpx.Client(), endpoint=server.url)
-        with client:
-            results = list(client.describe_invocation_results(InvocationQuery()))
+    with (
+        StubEcsServer(script) as server,
+        open_client(httpx.Client(), endpoint=server.url) as client,
+    ):
+        results = all_results(client, InvocationQuery())
     assert [r.instance_id for r in results] == [f"i-{n:08d}" for n in range(total)]
     assert server.checks.problems == []
     expected_pages = max(1, -(-total // 50))
@@ -38,10 +40,11 @@ def test_every_result_is_returned_once_over_loopback(total: int) -> None:
 
 def test_first_page_sends_max_results_only_then_the_token() -> None:
     script = PagedResults([api_record(n) for n in range(120)])
-    with StubEcsServer(script) as server:
-        client = make_client(httpx.Client(), endpoint=server.url)
-        with client:
-            list(client.iter_pages(InvocationQuery(instance_id="i-1"), max_results=50))
+    with (
+        StubEcsServer(script) as server,
+        open_client(httpx.Client(), endpoint=server.url) as client,
+    ):
+        list(client.iter_pages(InvocationQuery(instance_id="i-1"), max_results=50))
     params = [r.params for r in server.requests]
     assert params[0] == {"RegionId": "cn-hangzhou", "InstanceId": "i-1", "MaxResults": "50"}
     assert [p.get("NextToken") for p in params] == [None, "tok-50", "tok-100"]
@@ -52,7 +55,7 @@ def test_ten_thousand_results_in_two_hundred_pages() -> None:
     records = [api_record(n) for n in range(10_000)]
     http, checks = mock_http(PagedResults(records))
     events: list[RequestEvent] = []
-    with make_client(http, events=events) as client:
+    with open_client(http, events=events) as client:
         pages = list(client.iter_pages(InvocationQuery()))
     assert len(pages) == 200
     assert sum(len(p.results) for p in pages) == 10_000
@@ -64,7 +67,7 @@ def test_ten_thousand_results_in_two_hundred_pages() -> None:
 
 def test_absent_next_token_ends_paging() -> None:
     http, _ = mock_http(sequence(page_answer([api_record(1)], None)))
-    with make_client(http) as client:
+    with open_client(http) as client:
         pages = list(client.iter_pages(InvocationQuery()))
     assert len(pages) == 1
 
@@ -73,7 +76,7 @@ def test_empty_page_with_a_token_is_refused() -> None:
     http, checks = mock_http(
         sequence(page_answer([api_record(1)], "t1"), page_answer([], "t2"), page_answer([], ""))
     )
-    with make_client(http) as client:
+    with open_client(http) as client:
         pages = client.iter_pages(InvocationQuery())
         first = next(pages)
         with pytest.raises(MalformedResponseError, match="empty page still carries a NextToken"):
@@ -91,14 +94,14 @@ def test_repeated_token_is_refused() -> None:
             page_answer([api_record(4)], ""),
         )
     )
-    with make_client(http) as client, pytest.raises(MalformedResponseError, match="loop"):
+    with open_client(http) as client, pytest.raises(MalformedResponseError, match="loop"):
         list(client.iter_pages(InvocationQuery()))
     assert len(checks.seen) == 3
 
 
 def test_same_token_twice_in_a_row_is_refused() -> None:
     http, checks = mock_http(sequence(page_answer([api_record(1)], "same")))
-    with make_client(http) as client, pytest.raises(MalformedResponseError):
+    with open_client(http) as client, pytest.raises(MalformedResponseError):
         list(client.iter_pages(InvocationQuery()))
     assert len(checks.seen) == 2
 
@@ -106,7 +109,7 @@ def test_same_token_twice_in_a_row_is_refused() -> None:
 def test_rejected_token_restarts_from_the_first_page_once(caplog: pytest.LogCaptureFixture) -> None:
     script = PagedResults([api_record(n) for n in range(120)], tokens_rejected=1)
     http, checks = mock_http(script)
-    with make_client(http) as client, caplog.at_level(logging.WARNING):
+    with open_client(http) as client, caplog.at_level(logging.WARNING):
         pages = list(client.iter_pages(InvocationQuery()))
     # page 1, rejected token, then pages 1-3 again
     assert [p.params.get("NextToken") for p in checks.seen] == [
@@ -124,7 +127,7 @@ def test_rejected_token_restarts_from_the_first_page_once(caplog: pytest.LogCapt
 def test_token_rejected_again_after_the_restart_fails_clearly() -> None:
     script = PagedResults([api_record(n) for n in range(120)], tokens_rejected=2)
     http, checks = mock_http(script)
-    with make_client(http) as client, pytest.raises(InvalidRequestError) as caught:
+    with open_client(http) as client, pytest.raises(InvalidRequestError) as caught:
         list(client.iter_pages(InvocationQuery()))
     assert caught.value.code == "InvalidParameter.NextToken"
     assert "refused again after restarting" in str(caught.value)
@@ -139,7 +142,7 @@ def test_any_4xx_naming_next_token_restarts() -> None:
             page_answer([api_record(1)], ""),
         )
     )
-    with make_client(http) as client:
+    with open_client(http) as client:
         pages = list(client.iter_pages(InvocationQuery()))
     assert len(pages) == 2
     assert len(checks.seen) == 3
@@ -147,7 +150,7 @@ def test_any_4xx_naming_next_token_restarts() -> None:
 
 def test_max_pages_stops_early() -> None:
     http, checks = mock_http(PagedResults([api_record(n) for n in range(500)]))
-    with make_client(http) as client:
+    with open_client(http) as client:
         pages = list(client.iter_pages(InvocationQuery(), max_results=10, max_pages=3))
     assert [len(p.results) for p in pages] == [10, 10, 10]
     assert pages[-1].next_token == "tok-30"
@@ -157,24 +160,26 @@ def test_max_pages_stops_early() -> None:
 @pytest.mark.parametrize("max_results", [0, 51, -1, True, 10.0])
 def test_max_results_out_of_range_is_refused_before_sending(max_results: object) -> None:
     http, checks = mock_http(PagedResults([]))
-    with make_client(http) as client, pytest.raises(InvalidRequestError, match="max_results"):
+    with open_client(http) as client, pytest.raises(InvalidRequestError, match="max_results"):
         client.iter_pages(InvocationQuery(), max_results=max_results)  # type: ignore[arg-type]
     assert checks.seen == []
 
 
 def test_invalid_query_is_refused_before_sending() -> None:
     http, checks = mock_http(PagedResults([]))
-    with make_client(http) as client, pytest.raises(InvalidRequestError, match="include_history"):
-        client.describe_invocation_results(InvocationQuery(include_history=True))
+    with open_client(http) as client, pytest.raises(InvalidRequestError, match="include_history"):
+        all_results(client, InvocationQuery(include_history=True))
     assert checks.seen == []
 
 
-def test_bad_records_are_reported_on_the_page_and_logged_once(
+def test_bad_records_are_reported_on_the_page_for_the_caller_to_count_and_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The client reports unusable records on every page and logs nothing about them: the
+    refresher counts and logs each once (tests/test_refresh.py), in one place."""
     bad = api_record(2, InstanceId=None, Output="SECRET-OUTPUT")
     http, _ = mock_http(sequence(page_answer([api_record(1), bad, "junk"], "")))
-    with make_client(http) as client, caplog.at_level(logging.DEBUG):
+    with open_client(http) as client, caplog.at_level(logging.DEBUG, logger="exporter"):
         first = list(client.iter_pages(InvocationQuery()))
         second = list(client.iter_pages(InvocationQuery()))
     for pages in (first, second):
@@ -183,10 +188,8 @@ def test_bad_records_are_reported_on_the_page_and_logged_once(
             ("t-000000", ""),
             ("", ""),
         ]
-    warnings = [r for r in caplog.records if "unusable record" in r.getMessage()]
-    assert len(warnings) == 2  # one per bad record, not one per refresh
-    assert "t-000000" in caplog.text
-    assert "SECRET-OUTPUT" not in caplog.text
+        assert "SECRET-OUTPUT" not in repr(pages[0].invalid)
+    assert not [r for r in caplog.records if r.name.startswith("exporter")]
 
 
 def test_ten_thousand_results_from_the_simulator() -> None:
@@ -201,7 +204,7 @@ def test_ten_thousand_results_from_the_simulator() -> None:
             http=http,
             endpoint=server.url,
         )
-        results = list(client.describe_invocation_results(InvocationQuery()))
+        results = all_results(client, InvocationQuery())
         served = server.served
     truth = world.ground_truth()
     assert len(results) == truth.records == 10_000

@@ -188,7 +188,7 @@ class Target:
         )
 
     def close(self) -> None:
-        self.client.close()
+        self.http.close()
 
 
 def world_spec(rng: random.Random, scenario: Scenario) -> WorldSpec:

@@ -29,7 +29,7 @@ from exporter.ecs.credentials import (
 from exporter.ecs.errors import CredentialsError
 from exporter.ecs.models import InvocationQuery
 from exporter.simulator.metadata import FakeMetadataServer, FakeStsServer, IssuedCredentials
-from tests.client_helpers import PagedResults, StubEcsServer, api_record
+from tests.client_helpers import PagedResults, StubEcsServer, all_results, api_record
 
 VECTORS = Path(__file__).parent / "vectors"
 ROLE_ARN = "acs:ram::1234567890:role/cloudassistant-reader"
@@ -494,7 +494,7 @@ def test_assume_role_chained_on_temporary_credentials(
     with StubEcsServer(PagedResults([api_record(1)]), secrets=secrets, tokens=tokens) as ecs:
         client = EcsClient(region_id="cn-hangzhou", credentials=cross, http=http, endpoint=ecs.url)
         with caplog.at_level(logging.DEBUG):
-            assert len(list(client.describe_invocation_results(InvocationQuery()))) == 1
+            assert len(all_results(client, InvocationQuery())) == 1
         assert ecs.checks.problems == []
     _assert_no_secret([caplog.text, repr(cross), repr(creds)], sts.issued)
 

@@ -10,9 +10,11 @@ import pytest
 
 from exporter.ecs import errors
 from exporter.ecs.errors import (
+    FAILURE_REASONS,
     AccessDeniedError,
     ApiError,
     AuthenticationError,
+    ClockSkewError,
     CredentialsError,
     EcsError,
     InvalidRequestError,
@@ -29,8 +31,9 @@ from exporter.ecs.errors import (
     parse_retry_after,
 )
 from exporter.ecs.models import InvocationQuery
+from exporter.ecs.untrusted import TextCleaner
 from exporter.simulator.metadata import json_answer
-from tests.client_helpers import make_client, mock_http, sequence
+from tests.client_helpers import mock_http, open_client, sequence
 
 VECTORS = Path(__file__).parent / "vectors"
 SDK_ERRORS = sorted(VECTORS.glob("sdk_err_*.json"))
@@ -59,7 +62,9 @@ SDK_TYPES: dict[str, type[EcsError]] = {
         (400, "IncompleteSignature", AuthenticationError, False, "auth"),
         (404, "InvalidAccessKeyId.NotFound", AuthenticationError, False, "auth"),
         (400, "InvalidAccessKeyId.Inactive", AuthenticationError, False, "auth"),
-        (400, "InvalidTimeStamp.Expired", AuthenticationError, False, "auth"),
+        (400, "InvalidTimeStamp.Expired", ClockSkewError, False, "clock_skew"),
+        (403, "RequestTimeTooSkewed", ClockSkewError, False, "clock_skew"),
+        (400, "InvalidTimeStamp.Format", AuthenticationError, False, "auth"),
         (400, "SignatureNonceUsed", AuthenticationError, False, "auth"),
         (400, "InvalidSecurityToken.Expired", AuthenticationError, False, "auth"),
         (403, "Forbidden.RAM", AccessDeniedError, False, "permission"),
@@ -117,6 +122,7 @@ def test_every_class_has_a_one_line_docstring_and_the_tree_is_drawn() -> None:
         ThrottledError,
         ServerError,
         AuthenticationError,
+        ClockSkewError,
         AccessDeniedError,
         InvalidRequestError,
         MalformedResponseError,
@@ -128,6 +134,23 @@ def test_every_class_has_a_one_line_docstring_and_the_tree_is_drawn() -> None:
         assert cls.__name__ in (errors.__doc__ or "")
     assert issubclass(RequestTimeoutError, TransportError)
     assert issubclass(ThrottledError, ApiError)
+
+
+def test_failure_reasons_are_the_reasons_of_the_classes() -> None:
+    assert set(FAILURE_REASONS) == {cls.reason for cls in _tree(EcsError)}
+    assert len(set(FAILURE_REASONS)) == len(FAILURE_REASONS)
+    assert FAILURE_REASONS[-1] == "internal"
+    assert "clock_skew" in FAILURE_REASONS
+    # Anything that is not an EcsError, or the bare base class, is an exporter bug.
+    assert failure_reason(RuntimeError("bug")) == "internal"
+    assert failure_reason(EcsError("untyped")) == "internal"
+    from exporter.refresh import FAILURE_REASONS as OLD_HOME
+
+    assert OLD_HOME is FAILURE_REASONS
+
+
+def _tree(cls: type[EcsError]) -> list[type[EcsError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _tree(direct))]
 
 
 def test_str_carries_code_message_status_and_request_id() -> None:
@@ -171,9 +194,14 @@ def test_retry_after_is_read_in_seconds(headers: dict[str, str], seconds: float 
     assert parse_retry_after(headers) == seconds
 
 
-def test_scrub_hides_secrets_and_bounds_length() -> None:
-    assert errors.scrub("key s3cr3t in text", ["s3cr3t", ""]) == "key *** in text"
-    assert len(errors.scrub("x" * 5000, [])) < 600
+def test_error_bodies_are_cleaned_of_secrets_and_bounded() -> None:
+    body = json.dumps(
+        {"Code": "X.s3cr3t", "Message": "key s3cr3t in text " + "x" * 5000, "RequestId": "s3cr3t"}
+    ).encode()
+    code, message, request_id = parse_error_body(body, TextCleaner(["s3cr3t", ""]))
+    assert (code, request_id) == ("X.***", "***")
+    assert message.startswith("key *** in text ")
+    assert len(message) <= 1024
 
 
 def _vector(path: Path) -> dict[str, Any]:
@@ -190,7 +218,7 @@ def test_sdk_error_vectors_classify_as_the_sdk_did(path: Path) -> None:
     if sdk["retry_after"] is not None:
         headers["x-acs-retry-after"] = str(sdk["retry_after"])
     http, checks = mock_http(sequence(json_answer(sdk["status_code"], sdk["data"], headers)))
-    with make_client(http) as client, pytest.raises(ApiError) as caught:
+    with open_client(http) as client, pytest.raises(ApiError) as caught:
         list(
             client.iter_pages(
                 InvocationQuery(invoke_record_status="Finished", tags=(("env", "prod"),))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from exporter.ecs import models
 from exporter.ecs.errors import InvalidRequestError, MalformedResponseError
 from exporter.ecs.models import (
     ERROR_CODES,
@@ -19,6 +22,7 @@ from exporter.ecs.models import (
     parse_record,
     parse_time,
 )
+from exporter.ecs.untrusted import MAX_NAME_CHARS, TextCleaner, clean
 
 CONTAINER_ID = "ab141ddfbacfe02d9dbc25966ed971536124527097398d419a6746873fea****"
 REFERENCE_EXAMPLE: dict[str, Any] = {
@@ -330,3 +334,71 @@ def test_invalid_queries_are_refused_with_a_clear_message(
 )
 def test_queries_at_the_limits_are_accepted(query: InvocationQuery) -> None:
     query.validate()
+
+
+# --- strings from the API are made safe once, where they are parsed -------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Success", "Success"),
+        ("ExitCodeNonzero", "ExitCodeNonzero"),
+        ("\ud800", "\ufffd"),
+        ("a\x00b\x1b[31mc\x7f", "a\ufffdb\ufffd[31mc\ufffd"),
+        ("line\nbreak\ttab", "line\ufffdbreak\ufffdtab"),
+        ("rtl\u202eoverride", "rtl\ufffdoverride"),
+        ("no\u00a0break\u3000space", "no break space"),
+        ("命令执行超时", "命令执行超时"),
+    ],
+)
+def test_clean_replaces_what_cannot_be_shown(raw: str, expected: str) -> None:
+    assert clean(raw, 100) == expected
+    clean(raw, 100).encode("utf-8")
+
+
+def test_clean_bounds_the_length() -> None:
+    assert clean("x" * 10, 10) == "x" * 10
+    assert clean("x" * 11, 10) == "x" * 7 + "..."
+
+
+def test_text_cleaner_redacts_before_cutting_and_never_caches_huge_values() -> None:
+    secret = "S3CR3T-VALUE"
+    cleaner = TextCleaner([secret, "ab", ""])  # too-short secrets would redact words
+    assert cleaner.name(f"{'x' * 250}{secret}") == "x" * 250 + "***"
+    assert cleaner.name("about") == "about"
+    assert cleaner.message(f"the key {secret}!") == "the key ***!"
+    assert cleaner.name(5) == "5"
+    assert cleaner.name(None) == ""
+    huge = "E" * 100_000
+    assert len(cleaner.name(huge)) == MAX_NAME_CHARS
+    assert huge not in cleaner._cache
+
+
+def test_the_ecs_package_has_no_import_cycle() -> None:
+    """Not even under TYPE_CHECKING: each module imports only modules below it."""
+    package = Path(models.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "exporter.ecs":
+                    imported.update(alias.name for alias in node.names)
+                elif node.module.startswith("exporter.ecs."):
+                    imported.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = imported - {path.stem}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, " -> ".join((*path, module))
+        if module in done:
+            return
+        for dependency in graph.get(module, ()):
+            visit(dependency, (*path, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
+    assert "client" not in graph["credentials"]

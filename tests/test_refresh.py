@@ -23,7 +23,12 @@ from prometheus_client import CollectorRegistry
 from exporter.app import Application
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider
-from exporter.ecs.errors import AuthenticationError, InvalidRequestError, ThrottledError
+from exporter.ecs.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ThrottledError,
+    classify_api_error,
+)
 from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult, Page
 from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.settings import ExporterSettings
@@ -616,7 +621,6 @@ class SimTarget:
         )
 
     def close(self) -> None:
-        self.client.close()
         self.http.close()
 
 
@@ -1176,3 +1180,14 @@ def test_a_first_walk_cut_short_reports_how_far_it_got(executor: ThreadPoolExecu
     assert snap.baseline_done
     assert (snap.baseline_pages, snap.baseline_results) == (4, 200)
     assert len(api.calls) == 5  # resumed at page 3, not started over
+
+
+def test_a_request_clock_the_api_refuses_is_reported_as_clock_skew(
+    executor: ThreadPoolExecutor,
+) -> None:
+    api = FakeApi(backlog(3))
+    api.errors[1] = classify_api_error(400, "InvalidTimeStamp.Expired", "too old", "R-1", None)
+    snap = make_refresher(api, executor, FakeClock()).refresh_now()
+    assert not snap.up
+    assert snap.last_failure_reason == "clock_skew"
+    assert failures(snap) == {"clock_skew": 1}

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,90 +23,19 @@ from exporter.ecs import signing
 from exporter.simulator.faults import FaultPlan, FaultRule, parse_fault_rule
 from exporter.simulator.server import Account, SimulatorServer
 from exporter.simulator.world import DEFAULT_START, ManualClock, RecordFilter, World, WorldSpec
+from tests.support.simulator_calls import (
+    ACTION,
+    KEY,
+    SECRET,
+    call,
+    error,
+    request_headers,
+    results,
+    walk,
+)
 
 T0 = DEFAULT_START
-KEY, SECRET = "testid", "testsecret"
 STS_KEY, STS_SECRET = "STS.temporary", "sts-secret"
-ACTION = "DescribeInvocationResults"
-
-
-def request_headers(server: SimulatorServer, **overrides: str) -> dict[str, str]:
-    headers = {
-        "host": server.endpoint,
-        "x-acs-action": ACTION,
-        "x-acs-version": "2014-05-26",
-        "x-acs-date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "x-acs-signature-nonce": uuid.uuid4().hex,
-        "x-acs-content-sha256": signing.EMPTY_BODY_SHA256,
-    }
-    headers.update(overrides)
-    return headers
-
-
-def sign_all(
-    secret: str, key: str, method: str, query: Mapping[str, str], headers: dict[str, str]
-) -> str:
-    """Sign every header, as the official Python SDK does."""
-    canonical, names = signing.canonical_request(method, "/", query, headers.items(), headers)
-    sig = signing.signature(secret, canonical)
-    return f"{signing.ALGORITHM} Credential={key},SignedHeaders={names},Signature={sig}"
-
-
-def call(
-    client: httpx.Client,
-    server: SimulatorServer,
-    params: Mapping[str, str] | None = None,
-    *,
-    key: str = KEY,
-    secret: str = SECRET,
-    method: str = "POST",
-    region: str | None = "cn-hangzhou",
-    headers: Mapping[str, str] | None = None,
-    all_headers: bool = False,
-) -> httpx.Response:
-    """Send one V3-signed request (minimal signed header set unless ``all_headers``)."""
-    query = dict(params or {})
-    if region is not None:
-        query.setdefault("RegionId", region)
-    hdrs = request_headers(server, **dict(headers or {}))
-    if all_headers:
-        hdrs["accept"] = "application/json"
-        hdrs["user-agent"] = "AlibabaCloud (Linux; x86_64) Python/3.11 Core/0.4 TeaDSL/2"
-        hdrs["Authorization"] = sign_all(secret, key, method, query, hdrs)
-    else:
-        hdrs["Authorization"] = signing.authorization(key, secret, method, "/", query, hdrs)
-    url = f"{server.url}/?{signing.canonical_query_string(query)}"
-    return client.request(method, url, headers=hdrs)
-
-
-def results(response: httpx.Response) -> list[dict[str, Any]]:
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["Invocation"]["InvocationResults"][
-        "InvocationResult"
-    ]
-    return items
-
-
-def error(response: httpx.Response) -> tuple[int, str]:
-    body = response.json()
-    assert set(body) == {"RequestId", "HostId", "Code", "Message", "Recommend"}
-    return response.status_code, str(body["Code"])
-
-
-def walk(
-    client: httpx.Client, server: SimulatorServer, params: Mapping[str, str], page: int = 50
-) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    token = ""
-    while True:
-        query = {**params, "MaxResults": str(page)}
-        if token:
-            query["NextToken"] = token
-        response = call(client, server, query)
-        out.extend(results(response))
-        token = response.json()["Invocation"]["NextToken"]
-        if not token:
-            return out
 
 
 @pytest.fixture

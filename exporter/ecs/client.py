@@ -16,17 +16,14 @@ import email.utils
 import logging
 import random
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import httpx
 
-from exporter import __version__
 from exporter.ecs import signing
+from exporter.ecs.credentials import Credentials, CredentialsProvider
 from exporter.ecs.errors import (
     ApiError,
     EcsError,
@@ -40,101 +37,25 @@ from exporter.ecs.errors import (
     outcome_code,
     parse_error_body,
     parse_retry_after,
-    scrub,
 )
 from exporter.ecs.models import (
     ECS_API_VERSION,
     MAX_RESULTS_LIMIT,
-    InvalidRecord,
     InvocationQuery,
-    InvocationResult,
     Page,
     parse_page,
 )
-
-if TYPE_CHECKING:
-    from exporter.ecs.credentials import Credentials, CredentialsProvider
-    from exporter.ecs.ratelimit import RateLimiter
+from exporter.ecs.ratelimit import RateLimiter, RateLimitWaitError
+from exporter.ecs.request import default_endpoint, signed_request_headers
+from exporter.ecs.request import parse_endpoint as parse_endpoint  # re-exported: old importers
+from exporter.ecs.untrusted import TextCleaner
 
 log = logging.getLogger(__name__)
 
 ACTION = "DescribeInvocationResults"
-USER_AGENT = f"aliyun-cloudassistant-exporter/{__version__}"
-_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # 50 results with 24 KB of Output each make about 1.3 MB: an answer far larger is not one.
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 _REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_MAX_LOGGED_INVALID = 4096
-
-
-def parse_endpoint(url: str) -> tuple[str, str]:
-    """Return ``(base_url, host_header)`` for an endpoint given as a URL or a bare host.
-
-    ``https://`` is assumed without a scheme; ``http://`` is allowed (proxies, the simulator).
-    The host header is the URL's ``host[:port]``, which is also what gets signed.
-    """
-    text = url.strip()
-    if "://" not in text:
-        text = "https://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"endpoint {url!r}: the scheme must be http or https")
-    if not parts.hostname or parts.username is not None or parts.password is not None:
-        raise ValueError(f"endpoint {url!r}: needs a host and no user information")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"endpoint {url!r}: must not have a path, query or fragment")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"endpoint {url!r}: the port is not a number in 0-65535") from None
-    host = parts.netloc.lower()
-    if port is None and host.endswith(":"):
-        host = host[:-1]
-    return f"{parts.scheme}://{host}/", host
-
-
-def default_endpoint(region_id: str, *, use_vpc_endpoint: bool = False) -> str:
-    """Return the public (or VPC) ECS endpoint URL of a region."""
-    prefix = "ecs-vpc" if use_vpc_endpoint else "ecs"
-    return f"https://{prefix}.{region_id}.aliyuncs.com"
-
-
-def signed_request_headers(
-    *,
-    host: str,
-    action: str,
-    version: str,
-    query: Mapping[str, str],
-    credentials: Credentials,
-    user_agent: str = USER_AGENT,
-) -> dict[str, str]:
-    """Return the headers of one V3 ``POST /`` with an empty body, ``Authorization`` included.
-
-    The date (UTC, second precision) and the nonce are new on every call, so every try is
-    signed afresh.
-    """
-    headers = {
-        "host": host,
-        "x-acs-action": action,
-        "x-acs-version": version,
-        "x-acs-date": time.strftime(_DATE_FORMAT, time.gmtime()),
-        "x-acs-signature-nonce": secrets.token_hex(16),
-        "x-acs-content-sha256": signing.EMPTY_BODY_SHA256,
-    }
-    token = credentials.security_token
-    if token is not None:
-        headers["x-acs-security-token"] = token.get_secret_value()
-    headers["Authorization"] = signing.authorization(
-        credentials.access_key_id,
-        credentials.access_key_secret.get_secret_value(),
-        "POST",
-        "/",
-        query,
-        headers,
-    )
-    headers["user-agent"] = user_agent
-    headers["accept"] = "application/json"
-    return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,13 +78,19 @@ class RetryPolicy:
 
     Before try ``n + 1`` the client sleeps ``uniform(0, min(max_delay, base_delay * 2**(n-1)))``,
     and at least the ``retry_after`` the service asked for. ``deadline`` bounds the whole call
-    (tries, sleeps and rate-limit waits); a retry that cannot finish before it is not made.
+    (tries, sleeps and rate-limit waits: the limiter is told how long it may make a try wait);
+    a retry that cannot finish before it is not made.
+
+    Throttling, server errors and transport failures are retried. So is a success answer that
+    cannot be used (not JSON, truncated, wrong shape), but at most ``malformed_retries`` times
+    per call: one garbled answer is a glitch on the way, the same one again is the service's.
     """
 
     max_attempts: int = 4
     base_delay: float = 0.5
     max_delay: float = 20.0
     deadline: float = 60.0
+    malformed_retries: int = 1
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -172,6 +99,8 @@ class RetryPolicy:
             raise ValueError("base_delay and max_delay must be >= 0")
         if not self.deadline > 0:
             raise ValueError(f"deadline must be > 0, got {self.deadline}")
+        if self.malformed_retries < 0:
+            raise ValueError(f"malformed_retries must be >= 0, got {self.malformed_retries}")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Return the jittered sleep after the failed try number ``attempt`` (1-based)."""
@@ -187,8 +116,11 @@ def _rejects_token(exc: ApiError) -> bool:
 class EcsClient:
     """Calls DescribeInvocationResults for one region with one set of credentials.
 
-    Thread-safe: one instance may serve concurrent refreshes. ``sleep``, ``rng`` and ``clock``
-    (monotonic seconds, used for the deadline and durations) are injectable so tests never wait.
+    Thread-safe: one instance may serve concurrent refreshes. ``http`` is shared and owned by
+    the caller (who closes it). ``sleep``, ``rng`` and ``clock`` (monotonic seconds, used for the
+    deadline and durations) are injectable so tests never wait. ``redact`` hides secrets the
+    caller knows of (beyond the call's own credentials, always hidden) in every string of an
+    answer (:mod:`exporter.ecs.untrusted`).
     """
 
     def __init__(
@@ -206,6 +138,7 @@ class EcsClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         if not _REGION_RE.match(region_id):
             raise ValueError(f"region_id {region_id!r} is not a region id like 'cn-hangzhou'")
@@ -224,20 +157,12 @@ class EcsClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._clock = clock
-        self._logged_invalid: set[tuple[str, str, str]] = set()
+        self._redact = redact
+        # The cleaner for the current credentials' secrets (replaced when they rotate).
+        self._cleaner: tuple[tuple[str, str], TextCleaner] = (("", ""), TextCleaner(redact=redact))
 
     def __repr__(self) -> str:
         return f"EcsClient(region_id={self.region_id!r}, endpoint={self.base_url!r})"
-
-    def __enter__(self) -> EcsClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the ``httpx.Client`` this client was given."""
-        self._http.close()
 
     # --- paging ------------------------------------------------------------------------------
 
@@ -268,17 +193,6 @@ class EcsClient:
             raise InvalidRequestError(f"max_pages must be a positive integer, got {max_pages!r}")
         params = {"RegionId": self.region_id, **query.to_params(), "MaxResults": str(max_results)}
         return self._pages(params, max_pages, next_token)
-
-    def describe_invocation_results(
-        self,
-        query: InvocationQuery,
-        *,
-        max_results: int = MAX_RESULTS_LIMIT,
-        max_pages: int | None = None,
-    ) -> Iterator[InvocationResult]:
-        """Yield every usable result of every page (see :meth:`iter_pages`)."""
-        pages = self.iter_pages(query, max_results=max_results, max_pages=max_pages)
-        return (result for page in pages for result in page.results)
 
     def _pages(
         self, first: dict[str, str], max_pages: int | None, token: str = ""
@@ -312,8 +226,6 @@ class EcsClient:
                 token = ""
                 continue
             count += 1
-            if page.invalid:
-                self._log_invalid(page.invalid)
             next_token = page.next_token
             if next_token:
                 if not page.results and not page.invalid:
@@ -335,25 +247,6 @@ class EcsClient:
             seen.add(next_token)
             token = next_token
 
-    def _log_invalid(self, invalid: list[InvalidRecord]) -> None:
-        for record in invalid:
-            key = (record.invoke_id, record.instance_id, record.reason)
-            if key in self._logged_invalid:
-                continue
-            if len(self._logged_invalid) >= _MAX_LOGGED_INVALID:
-                self._logged_invalid.clear()
-            self._logged_invalid.add(key)
-            # The exporter logs each bad record once at warning level with its target; the
-            # client's own line is for debugging the client alone.
-            log.debug(
-                "skipping an unusable record of %s in %s: InvokeId=%r InstanceId=%r: %s",
-                ACTION,
-                self.region_id,
-                record.invoke_id,
-                record.instance_id,
-                record.reason,
-            )
-
     # --- one call, with retries --------------------------------------------------------------
 
     def call(self, params: Mapping[str, str]) -> Page:
@@ -364,9 +257,21 @@ class EcsClient:
         clock = self._clock
         start = clock()
         attempt = 0
+        malformed = 0
+        error: EcsError | None = None
         while True:
             attempt += 1
-            waited = self._rate_limiter.acquire() if self._rate_limiter is not None else 0.0
+            waited = 0.0
+            if self._rate_limiter is not None:
+                # The limiter refuses at once rather than wait past the deadline; a wait within
+                # it still counts against it below. A retry it refuses fails with the error
+                # that made the retry necessary: that is what the user must fix.
+                try:
+                    waited = self._rate_limiter.acquire(policy.deadline - (clock() - start))
+                except RateLimitWaitError:
+                    if error is not None:
+                        raise error from None
+                    raise
             remaining = policy.deadline - (clock() - start)
             if remaining <= 0:
                 raise RequestTimeoutError(
@@ -382,7 +287,12 @@ class EcsClient:
                 self._emit(began, None, 200, attempt, waited, server_time)
                 return page
             self._emit(began, error, error.http_status, attempt, waited)
-            if not is_retryable(error) or attempt >= policy.max_attempts:
+            if isinstance(error, MalformedResponseError) and error.http_status == 200:
+                malformed += 1
+                retryable = malformed <= policy.malformed_retries
+            else:
+                retryable = is_retryable(error)
+            if not retryable or attempt >= policy.max_attempts:
                 raise error
             delay = policy.backoff(attempt, self._rng)
             if isinstance(error, ThrottledError) and error.retry_after is not None:
@@ -425,13 +335,19 @@ class EcsClient:
     def _try_once(
         self, url: str, params: Mapping[str, str], credentials: Credentials, remaining: float
     ) -> tuple[Page, float | None]:
+        secret = credentials.access_key_secret.get_secret_value()
+        token = credentials.security_token
+        token_value = token.get_secret_value() if token is not None else None
         headers = signed_request_headers(
             host=self.host,
             action=ACTION,
             version=ECS_API_VERSION,
             query=params,
-            credentials=credentials,
+            access_key_id=credentials.access_key_id,
+            access_key_secret=secret,
+            security_token=token_value,
         )
+        text = self._text_cleaner((secret, token_value or ""))
         timeout = self._timeout_config if remaining >= self._timeout else httpx.Timeout(remaining)
         # httpx's read timeout bounds the wait between two reads, not the whole answer: a
         # server trickling bytes would hold the call (and a refresh worker) for ever. The body
@@ -445,28 +361,37 @@ class EcsClient:
                 f"{type(exc).__name__} talking to {self.host} (timeout {timeout.read:g}s)"
             ) from None
         except httpx.RequestError as exc:
-            text = scrub(str(exc), _secret_values(credentials))
+            detail = text.message(str(exc))
             raise TransportError(
-                f"{type(exc).__name__} talking to {self.host}: {text}".rstrip(": ")
+                f"{type(exc).__name__} talking to {self.host}: {detail}".rstrip(": ")
             ) from None
         status = response.status_code
         if status == 200:
             try:
-                return parse_page(body), _server_time(response.headers.get("date", ""))
+                return parse_page(body, text), _server_time(response.headers.get("date", ""))
             except MalformedResponseError as exc:
                 raise MalformedResponseError(
                     exc.message,
-                    request_id=exc.request_id or response.headers.get("x-acs-request-id", ""),
+                    request_id=exc.request_id
+                    or text.name(response.headers.get("x-acs-request-id", "")),
                     http_status=200,
                 ) from None
-        code, message, request_id = parse_error_body(body)
+        code, message, request_id = parse_error_body(body, text)
         raise classify_api_error(
             status,
             code,
-            scrub(message, _secret_values(credentials)),
-            request_id or response.headers.get("x-acs-request-id", ""),
+            message,
+            request_id or text.name(response.headers.get("x-acs-request-id", "")),
             parse_retry_after(response.headers),
         )
+
+    def _text_cleaner(self, secrets: tuple[str, str]) -> TextCleaner:
+        """The cleaner that hides these secrets; kept while the credentials stay the same."""
+        known, cleaner = self._cleaner
+        if known != secrets:
+            cleaner = TextCleaner(secrets, redact=self._redact)
+            self._cleaner = (secrets, cleaner)
+        return cleaner
 
     def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
         chunks: list[bytes] = []
@@ -504,9 +429,3 @@ def _complete(response: httpx.Response, decoded_size: int) -> bool:
     if "content-encoding" not in response.headers:
         arrived = max(arrived, decoded_size)
     return arrived >= int(length)
-
-
-def _secret_values(credentials: Credentials) -> tuple[str, ...]:
-    token = credentials.security_token
-    secret = credentials.access_key_secret.get_secret_value()
-    return (secret, token.get_secret_value()) if token is not None else (secret,)

@@ -26,7 +26,6 @@ import os
 import re
 import stat
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,8 +37,9 @@ import httpx
 from pydantic import SecretStr
 
 from exporter.ecs import signing
-from exporter.ecs.client import USER_AGENT, parse_endpoint, signed_request_headers
-from exporter.ecs.errors import CredentialsError, parse_error_body, scrub
+from exporter.ecs.errors import CredentialsError, parse_error_body
+from exporter.ecs.request import USER_AGENT, acs_date, parse_endpoint, signed_request_headers
+from exporter.ecs.untrusted import PLAIN, TextCleaner
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +246,9 @@ def _sts_answer(
 ) -> Credentials:
     source = f"STS {action}"
     if response.status_code != 200:
-        code, message, request_id = parse_error_body(response.content)
+        code, message, request_id = parse_error_body(response.content, TextCleaner(hide))
         raise CredentialsError(
-            f"{source} was refused: {scrub(message, hide) or 'no message'}",
+            f"{source} was refused: {message or 'no message'}",
             code=code,
             request_id=request_id,
             http_status=response.status_code,
@@ -359,7 +359,7 @@ class OidcRoleProvider(_RefreshingProvider):
             "Action": "AssumeRoleWithOIDC",
             "Format": "JSON",
             "Version": STS_API_VERSION,
-            "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "Timestamp": acs_date(),
         }
         form = {
             "RoleArn": self.role_arn,
@@ -467,8 +467,8 @@ class EcsRamRoleProvider(_RefreshingProvider):
                 "no RAM role is attached to this ECS instance",
                 http_status=response.status_code,
             )
-        self._discovered_role = lines[0]
-        return lines[0]
+        self._discovered_role = PLAIN.name(lines[0])
+        return self._discovered_role
 
     def _fetch(self) -> Credentials:
         role = self._role()
@@ -485,10 +485,10 @@ class EcsRamRoleProvider(_RefreshingProvider):
         except (ValueError, UnicodeDecodeError):
             raise CredentialsError(f"{source}: the answer is not JSON") from None
         if not isinstance(data, dict) or data.get("Code") != "Success":
-            code = data.get("Code") if isinstance(data, dict) else None
+            code = PLAIN.name(data.get("Code")) if isinstance(data, dict) else ""
             raise CredentialsError(
                 f"{source}: the metadata service answered Code {code!r}, not 'Success'",
-                code=code if isinstance(code, str) else "",
+                code=code,
             )
         return _temporary_credentials(data, source, self.name)
 
@@ -553,7 +553,9 @@ class AssumeRoleProvider(_RefreshingProvider):
             action="AssumeRole",
             version=STS_API_VERSION,
             query=params,
-            credentials=base,
+            access_key_id=base.access_key_id,
+            access_key_secret=base.access_key_secret.get_secret_value(),
+            security_token=base.security_token.get_secret_value() if base.security_token else None,
         )
         url = f"{self._base_url}?{signing.canonical_query_string(params)}"
         try:

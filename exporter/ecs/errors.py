@@ -10,34 +10,49 @@
      │    ├── ServerError          HTTP 5xx, ServiceUnavailable, InternalError*, UnknownError
      │    │                        (retried)
      │    ├── AuthenticationError  InvalidAccessKeyId*, SignatureDoesNotMatch, IncompleteSignature,
-     │    │                        InvalidTimeStamp*, SignatureNonceUsed, InvalidSecurityToken*
+     │    │    │                   InvalidTimeStamp.Format, SignatureNonceUsed,
+     │    │    │                   InvalidSecurityToken*
+     │    │    └── ClockSkewError  InvalidTimeStamp.Expired, RequestTimeTooSkewed: the host's clock
+     │    │                        is too far from the service's (fixed by NTP, not credentials)
      │    ├── AccessDeniedError    Forbidden*, NoPermission*, Operation.Forbidden
      │    └── InvalidRequestError  any other 4xx (InvalidParameter.*, MissingParameter.*, ...),
      │                             and a query refused before it is sent
      ├── MalformedResponseError    not JSON, wrong shape, empty page with a token, repeated token
      └── CredentialsError          no credentials found, or a provider failed
 
+Each class has a ``reason``: the ``reason`` label of a failed refresh (:func:`failure_reason`).
+:data:`FAILURE_REASONS` is every reason of the tree, plus ``internal`` for a bug in the exporter.
+
 ``str()`` of an error is ``"<Code>: <message> (HTTP <status>, RequestId <id>)"`` without the
-empty parts. Messages never hold a secret: the client scrubs known secrets from the server's text
-with :func:`scrub` before it builds an error, and no error ever formats a credential.
+empty parts. Every part that came from an answer (code, message, request id) was cleaned where it
+was parsed (:mod:`exporter.ecs.untrusted`: printable, bounded, secrets redacted), and no error ever
+formats a credential.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from typing import ClassVar
+
+from exporter.ecs.untrusted import PLAIN, TextCleaner
 
 # Codes the service uses for transient failures whatever the HTTP status says.
 _SERVER_CODES = frozenset({"ServiceUnavailable", "UnknownError"})
 _AUTH_CODES = frozenset({"SignatureDoesNotMatch", "IncompleteSignature", "SignatureNonceUsed"})
 _AUTH_PREFIXES = ("InvalidAccessKeyId", "InvalidTimeStamp", "InvalidSecurityToken")
+# The request's date is too far from the service's clock (15 minutes for ECS).
+_CLOCK_SKEW_CODES = frozenset({"InvalidTimeStamp.Expired", "RequestTimeTooSkewed"})
 _PERMISSION_PREFIXES = ("Forbidden", "NoPermission")
 _PERMISSION_CODES = frozenset({"Operation.Forbidden"})
-_MAX_MESSAGE_CHARS = 512
 
 
 class EcsError(Exception):
     """Base of every error raised by ``exporter.ecs``."""
+
+    # The ``reason`` label of a refresh that failed with this error. The base class is never
+    # raised on purpose: meeting it means a bug in the exporter.
+    reason: ClassVar[str] = "internal"
 
     def __init__(
         self,
@@ -69,6 +84,8 @@ class EcsError(Exception):
 class TransportError(EcsError):
     """The request or its answer was lost on the way (connection, DNS, TLS, truncated body)."""
 
+    reason = "transport"
+
 
 class RequestTimeoutError(TransportError):
     """A connect or read timeout, or the call's total deadline ran out."""
@@ -77,9 +94,13 @@ class RequestTimeoutError(TransportError):
 class ApiError(EcsError):
     """The API answered with an error (a JSON body with ``Code`` and ``Message``)."""
 
+    reason = "invalid_request"
+
 
 class ThrottledError(ApiError):
     """The API refused the request because of flow control; ``retry_after`` is in seconds."""
+
+    reason = "throttled"
 
     def __init__(
         self,
@@ -97,13 +118,25 @@ class ThrottledError(ApiError):
 class ServerError(ApiError):
     """A transient failure on the service side (HTTP 5xx or a server error code)."""
 
+    reason = "server"
+
 
 class AuthenticationError(ApiError):
     """The service did not accept the credentials or the signature."""
 
+    reason = "auth"
+
+
+class ClockSkewError(AuthenticationError):
+    """The service refused the request's date: the host's clock is off (fix NTP, not keys)."""
+
+    reason = "clock_skew"
+
 
 class AccessDeniedError(ApiError):
     """The credentials are valid but not allowed to call the API (RAM policy)."""
+
+    reason = "permission"
 
 
 class InvalidRequestError(ApiError):
@@ -113,10 +146,28 @@ class InvalidRequestError(ApiError):
 class MalformedResponseError(EcsError):
     """A success answer that cannot be used: not JSON, wrong shape, or a paging loop."""
 
+    reason = "malformed"
+
 
 class CredentialsError(EcsError):
     """No credentials could be found, or a credentials provider failed."""
 
+    reason = "credentials"
+
+
+def _reasons(cls: type[EcsError]) -> list[str]:
+    found = [cls.reason]
+    for sub in cls.__subclasses__():
+        found.extend(_reasons(sub))
+    return found
+
+
+# Every reason the tree can give, in the order the classes are defined, and "internal" (the base
+# class's: a bug in the exporter) last. The label values the exporter pre-initialises.
+FAILURE_REASONS: tuple[str, ...] = (
+    *(reason for reason in dict.fromkeys(_reasons(EcsError)) if reason != EcsError.reason),
+    EcsError.reason,
+)
 
 RETRYABLE_ERRORS: tuple[type[EcsError], ...] = (TransportError, ThrottledError, ServerError)
 
@@ -124,16 +175,6 @@ RETRYABLE_ERRORS: tuple[type[EcsError], ...] = (TransportError, ThrottledError, 
 def is_retryable(exc: EcsError) -> bool:
     """Tell whether a failed try may be repeated (throttling, server errors, transport)."""
     return isinstance(exc, RETRYABLE_ERRORS)
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Return ``text`` with every non-empty secret replaced by ``***`` and bounded in length."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    if len(text) > _MAX_MESSAGE_CHARS:
-        text = text[:_MAX_MESSAGE_CHARS] + "..."
-    return text
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -163,10 +204,11 @@ def _field(body: Mapping[str, object], *names: str) -> str:
     return ""
 
 
-def parse_error_body(body: bytes) -> tuple[str, str, str]:
+def parse_error_body(body: bytes, text: TextCleaner = PLAIN) -> tuple[str, str, str]:
     """Return ``(code, message, request_id)`` of an error answer; empty strings when unknown.
 
     Accepts ``Code``/``Message``/``RequestId`` and the lower-case variants some gateways send.
+    Each is cleaned by ``text`` (give it the call's secrets): safe for any surface.
     """
     try:
         data = json.loads(body)
@@ -175,9 +217,9 @@ def parse_error_body(body: bytes) -> tuple[str, str, str]:
     if not isinstance(data, dict):
         return "", "", ""
     return (
-        _field(data, "Code", "code"),
-        _field(data, "Message", "message", "Msg", "msg"),
-        _field(data, "RequestId", "requestId", "request_id"),
+        text.name(_field(data, "Code", "code")),
+        text.message(_field(data, "Message", "message", "Msg", "msg")),
+        text.name(_field(data, "RequestId", "requestId", "request_id")),
     )
 
 
@@ -200,7 +242,9 @@ def classify_api_error(
             retry_after=retry_after,
         )
     cls: type[ApiError]
-    if code in _AUTH_CODES or code.startswith(_AUTH_PREFIXES):
+    if code in _CLOCK_SKEW_CODES:
+        cls = ClockSkewError
+    elif code in _AUTH_CODES or code.startswith(_AUTH_PREFIXES):
         cls = AuthenticationError
     elif code in _PERMISSION_CODES or code.startswith(_PERMISSION_PREFIXES):
         cls = AccessDeniedError
@@ -242,20 +286,9 @@ def outcome_code(exc: EcsError | None) -> str:
     return "error"
 
 
-def failure_reason(exc: EcsError) -> str:
-    """Return the ``reason`` label of a failed refresh (a small, fixed set of values)."""
-    if isinstance(exc, ThrottledError):
-        return "throttled"
-    if isinstance(exc, ServerError):
-        return "server"
-    if isinstance(exc, AuthenticationError):
-        return "auth"
-    if isinstance(exc, AccessDeniedError):
-        return "permission"
-    if isinstance(exc, ApiError):
-        return "invalid_request"
-    if isinstance(exc, MalformedResponseError):
-        return "malformed"
-    if isinstance(exc, CredentialsError):
-        return "credentials"
-    return "transport"
+def failure_reason(exc: BaseException) -> str:
+    """Return the ``reason`` label of a failed refresh: one of :data:`FAILURE_REASONS`.
+
+    Anything that is not an :class:`EcsError` is a bug in the exporter: ``internal``.
+    """
+    return exc.reason if isinstance(exc, EcsError) else EcsError.reason

@@ -7,11 +7,12 @@ The API may add values; code that reads a record keeps unknown values as they ar
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from sys import intern
 
 from exporter.ecs.errors import InvalidRequestError, MalformedResponseError
+from exporter.ecs.untrusted import MAX_NAME_CHARS, PLAIN, TextCleaner
 
 NON_TERMINAL_STATUSES: tuple[str, ...] = ("Pending", "Scheduled", "Running", "Stopping")
 TERMINAL_STATUSES: tuple[str, ...] = (
@@ -76,14 +77,15 @@ MAX_TAGS = 20
 MAX_TAG_KEY_CHARS = 64
 MAX_TAG_VALUE_CHARS = 128
 _RESERVED_TAG_KEY_PREFIXES = ("aliyun", "acs:")
-_ID_REPORT_CHARS = 128
 
 
 @dataclass(slots=True, frozen=True)
 class InvocationResult:
     """One execution result on one instance (or container), as the exporter keeps it.
 
-    Strings are the raw API values ("" when absent); unknown enum values are kept as they are.
+    Strings are the API values ("" when absent) made safe for any surface by
+    :class:`exporter.ecs.untrusted.TextCleaner` (printable, at most 256 characters, secrets
+    redacted); unknown enum values are kept as they are.
     Times are epoch seconds (UTC) or ``None``. ``Output`` is never kept. Values repeated across
     records (ids, statuses, codes, times and tags of one invocation) are shared, not copied.
     """
@@ -255,24 +257,6 @@ def parse_time(value: object) -> float | None:
     return parsed.timestamp()
 
 
-def _text(value: object) -> str:
-    """A string field: strings as they are, numbers as text, anything else as ``""``."""
-    if type(value) is str:
-        return value
-    if type(value) is int or type(value) is float:
-        return str(value)
-    return ""
-
-
-def _name(value: object) -> str:
-    """A string field whose values repeat across records (ids, statuses, codes), interned.
-
-    ``json.loads`` makes a new string object for every occurrence; the mirror keeps up to
-    10,000 records per target, so repeated values are shared instead.
-    """
-    return intern(value if type(value) is str else _text(value))
-
-
 def _integer(value: object) -> int | None:
     """An integer field: ints, integral floats and decimal strings; ``None`` otherwise."""
     if type(value) is int:
@@ -299,7 +283,7 @@ _TAG_SETS: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 _MAX_TAG_SETS = 1024
 
 
-def _tags(value: object) -> tuple[tuple[str, str], ...]:
+def _tags(value: object, name: Callable[[object], str]) -> tuple[tuple[str, str], ...]:
     """The record's tags as ``(key, value)`` pairs; one shared tuple per distinct tag set.
 
     An invocation's tags are the same on each of its records, and a deployment has few tag
@@ -318,13 +302,13 @@ def _tags(value: object) -> tuple[tuple[str, str], ...]:
         if type(item) is dict:
             key = item.get("TagKey")
             if type(key) is str and key:
-                pairs.append((key, _text(item.get("TagValue"))))
+                pairs.append((name(key), name(item.get("TagValue"))))
     tags = tuple(pairs)
     shared = _TAG_SETS.get(tags)
     if shared is None:
         if len(_TAG_SETS) >= _MAX_TAG_SETS:
             _TAG_SETS.clear()
-        shared = _TAG_SETS[tags] = tuple((intern(k), intern(v)) for k, v in tags)
+        shared = _TAG_SETS[tags] = tags
     return shared
 
 
@@ -338,53 +322,67 @@ def _time(value: object, memo: dict[str, float | None]) -> float | None:
     return parsed
 
 
-def _id_for_report(value: object) -> str:
-    text = _text(value)
-    return text[:_ID_REPORT_CHARS]
+def _id_problem(record: dict[str, object]) -> str | None:
+    """Why the record's identity is unusable (missing, empty, not a string, far too long)."""
+    for field_name in ("InvokeId", "InstanceId", "ContainerId"):
+        value = record.get(field_name)
+        if field_name == "ContainerId" and (value is None or value == ""):
+            continue
+        if type(value) is not str or not value:
+            return f"missing or empty {field_name}"
+        # Cutting an id would merge distinct results: refuse it instead.
+        if len(value) > MAX_NAME_CHARS:
+            return f"{field_name} is longer than {MAX_NAME_CHARS} characters"
+    return None
 
 
 def parse_record(
-    record: object, memo: dict[str, float | None] | None = None
+    record: object,
+    memo: dict[str, float | None] | None = None,
+    text: TextCleaner = PLAIN,
 ) -> InvocationResult | InvalidRecord:
     """Turn one API record into an :class:`InvocationResult`, or say why it cannot be used.
 
     ``memo`` caches parsed times across the records of one page (:func:`parse_page` passes
-    one); without it each call uses its own.
+    one); without it each call uses its own. ``text`` cleans every string kept.
     """
+    name = text.name
     if type(record) is not dict:
         return InvalidRecord("", "", f"record is a {type(record).__name__}, not an object")
     get = record.get
-    invoke_id = get("InvokeId")
-    instance_id = get("InstanceId")
-    if type(invoke_id) is not str or not invoke_id:
-        return InvalidRecord(
-            _id_for_report(invoke_id), _id_for_report(instance_id), "missing or empty InvokeId"
-        )
-    if type(instance_id) is not str or not instance_id:
-        return InvalidRecord(
-            _id_for_report(invoke_id), _id_for_report(instance_id), "missing or empty InstanceId"
-        )
+    problem = _id_problem(record)
+    if problem is not None:
+        return InvalidRecord(name(get("InvokeId")), name(get("InstanceId")), problem)
     if memo is None:
         memo = {}
-    # Every string kept is interned (see _name): an invocation's id is on each of its records.
+    # Every string kept is cleaned once and shared (TextCleaner.name): an invocation's id,
+    # status and times are on each of its records.
     return InvocationResult(
-        intern(invoke_id),
-        intern(instance_id),
-        _name(get("ContainerId", "")),
-        _name(get("CommandId", "")),
-        _name(get("InvocationStatus", "")),
-        _name(get("InvokeRecordStatus", "")),
-        _name(get("ErrorCode", "")),
+        name(get("InvokeId")),
+        name(get("InstanceId")),
+        name(get("ContainerId", "")),
+        name(get("CommandId", "")),
+        name(get("InvocationStatus", "")),
+        name(get("InvokeRecordStatus", "")),
+        name(get("ErrorCode", "")),
         _integer(get("ExitCode")),
         _time(get("StartTime"), memo),
         _time(get("FinishedTime"), memo),
         _time(get("StopTime"), memo),
         _count(get("Repeats")),
         _count(get("Dropped")),
-        _name(get("OssOutputStatus", "")),
-        _name(get("OssOutputErrorCode", "")),
-        _tags(get("Tags")),
+        name(get("OssOutputStatus", "")),
+        name(get("OssOutputErrorCode", "")),
+        _tags(get("Tags"), name),
     )
+
+
+def _token(value: object) -> str:
+    if type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    return ""
 
 
 def _records(invocation: dict[str, object]) -> list[object]:
@@ -410,11 +408,12 @@ def _records(invocation: dict[str, object]) -> list[object]:
     return records
 
 
-def parse_page(body: bytes) -> Page:
+def parse_page(body: bytes, text: TextCleaner = PLAIN) -> Page:
     """Parse one answer of DescribeInvocationResults.
 
     Raises :class:`MalformedResponseError` when the body is not JSON or has no ``Invocation``
-    object; a record that cannot be used goes to ``Page.invalid`` and never raises.
+    object; a record that cannot be used goes to ``Page.invalid`` and never raises. Every
+    string kept is cleaned by ``text`` (give it the call's secrets).
     """
     try:
         data = json.loads(body)
@@ -422,7 +421,7 @@ def parse_page(body: bytes) -> Page:
         raise MalformedResponseError(f"the answer is not JSON ({exc.__class__.__name__})") from None
     if type(data) is not dict:
         raise MalformedResponseError(f"the answer is a JSON {type(data).__name__}, not an object")
-    request_id = _text(data.get("RequestId"))
+    request_id = text.name(data.get("RequestId"))
     invocation = data.get("Invocation")
     if type(invocation) is not dict:
         raise MalformedResponseError(
@@ -436,14 +435,16 @@ def parse_page(body: bytes) -> Page:
     invalid: list[InvalidRecord] = []
     memo: dict[str, float | None] = {}
     for record in records:
-        parsed = parse_record(record, memo)
+        parsed = parse_record(record, memo, text)
         if type(parsed) is InvocationResult:
             results.append(parsed)
         else:
             invalid.append(parsed)  # type: ignore[arg-type]  # the only other case
     return Page(
         results=results,
-        next_token=_text(invocation.get("NextToken")),
+        # The token is only sent back (never shown), so it is kept as it came, unless it is
+        # not text at all.
+        next_token=_token(invocation.get("NextToken")),
         total_count=_integer(invocation.get("TotalCount")),
         request_id=request_id,
         invalid=invalid,

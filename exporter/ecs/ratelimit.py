@@ -11,12 +11,22 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from exporter.ecs.errors import RequestTimeoutError
+
+
+class RateLimitWaitError(RequestTimeoutError):
+    """The rate limit would make a request wait longer than its call has left."""
+
 
 class RateLimiter(Protocol):
     """Something that paces requests."""
 
-    def acquire(self) -> float:
-        """Block until one request may be sent; return the seconds waited."""
+    def acquire(self, max_wait: float | None = None) -> float:
+        """Block until one request may be sent; return the seconds waited.
+
+        When the wait would be longer than ``max_wait`` seconds, take nothing and raise
+        :class:`RateLimitWaitError` at once instead of blocking past the caller's deadline.
+        """
         ...
 
 
@@ -51,16 +61,28 @@ class TokenBucket:
     def __repr__(self) -> str:
         return f"TokenBucket(rate_per_second={self.rate_per_second}, burst={self.burst})"
 
-    def acquire(self) -> float:
-        """Take one token, waiting for it if needed; return the seconds waited (0.0 if none)."""
+    def acquire(self, max_wait: float | None = None) -> float:
+        """Take one token, waiting for it if needed; return the seconds waited (0.0 if none).
+
+        If the token would come later than ``max_wait`` seconds from now, none is taken (later
+        callers do not wait behind a request that will not be sent) and
+        :class:`RateLimitWaitError` is raised without waiting.
+        """
         with self._lock:
             now = self._clock()
             elapsed = max(0.0, now - self._updated)
             self._updated = now
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate_per_second)
             # The token may go negative: a debt that later callers wait behind.
-            self._tokens -= 1.0
-            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_second
+            tokens = self._tokens - 1.0
+            wait = 0.0 if tokens >= 0 else -tokens / self.rate_per_second
+            if max_wait is not None and wait > max_wait:
+                raise RateLimitWaitError(
+                    f"the client-side rate limit ({self.rate_per_second:g} requests/s shared by "
+                    f"every target of this account and region) would delay this request by "
+                    f"{wait:.1f}s, more than the {max(max_wait, 0.0):.1f}s its call has left"
+                )
+            self._tokens = tokens
         if wait > 0:
             self._sleep(wait)
         return wait

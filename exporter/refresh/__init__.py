@@ -11,9 +11,10 @@ The parts, each in its own module:
   target's :class:`~exporter.tracking.RunTracker` and hands out :class:`TargetSnapshot`.
 """
 
+from exporter.ecs.errors import FAILURE_REASONS
 from exporter.refresh.apistats import API_DURATION_BUCKETS, ApiStatistics, ApiTotals
 from exporter.refresh.options import PageSource, RefreshOptions
-from exporter.refresh.refresher import FAILURE_REASONS, TargetRefresher, TargetSnapshot
+from exporter.refresh.refresher import TargetRefresher, TargetSnapshot
 
 __all__ = [
     "API_DURATION_BUCKETS",

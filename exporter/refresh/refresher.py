@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 
-from exporter.ecs.errors import EcsError, failure_reason
+from exporter.ecs.errors import FAILURE_REASONS, EcsError
 from exporter.ecs.models import InvocationQuery
 from exporter.logs import raised_at
 from exporter.refresh.apistats import ApiStatistics
@@ -40,18 +40,6 @@ from exporter.refresh.options import PageSource, RefreshOptions
 from exporter.refresh.plan import ReadPlan
 from exporter.refresh.scheduling import RefreshScheduler
 from exporter.tracking import CounterTotals, HistogramValue, RunTracker, ViewSummary
-
-FAILURE_REASONS: tuple[str, ...] = (
-    "throttled",
-    "server",
-    "auth",
-    "permission",
-    "invalid_request",
-    "malformed",
-    "transport",
-    "credentials",
-    "internal",  # a bug in the exporter (logged with where it was raised), never the API's fault
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +182,7 @@ class TargetRefresher:
             self._plan.refresh(self._clock())
             up = True
         except EcsError as exc:
-            reason = failure_reason(exc)
+            reason = exc.reason
             self._failures[reason] += 1
             self._last_failure_reason = reason
             # A first walk that advanced keeps its pace: backing off would only make it

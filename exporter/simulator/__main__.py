@@ -21,6 +21,8 @@ from exporter.simulator.world import PROFILES, WallClock, World, spec_with
 DEFAULT_ACCESS_KEY_ID = "simulator-access-key-id"
 DEFAULT_ACCESS_KEY_SECRET = "simulator-access-key-secret"
 MAX_BACKLOG = 1_000_000
+MAX_CLOCK_OFFSET = 30 * 86_400.0  # a month: past that the API's retention makes no sense
+MAX_TIME_RESOLUTION = 86_400.0
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -58,6 +60,27 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _offset(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or abs(value) > MAX_CLOCK_OFFSET:
+        raise argparse.ArgumentTypeError(
+            f"{text} must be between -{MAX_CLOCK_OFFSET:.0f} and {MAX_CLOCK_OFFSET:.0f} seconds"
+        )
+    return value
+
+
+def _resolution(text: str) -> float:
+    value = _non_negative(text)
+    if not 1 <= value <= MAX_TIME_RESOLUTION:
+        raise argparse.ArgumentTypeError(
+            f"{text} must be between 1 and {MAX_TIME_RESOLUTION:.0f} seconds"
+        )
+    return value
+
+
 def _backlog(text: str) -> int:
     try:
         value = int(text)
@@ -82,7 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", choices=sorted(PROFILES), default="demo", help="workload (default demo)"
     )
     parser.add_argument("--backlog", type=_backlog, help="finished records generated at start")
-    parser.add_argument("--order", choices=ORDERS, default="newest", help="result order")
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="newest",
+        help="result order; unstable: equal coarse keys in a new order on every call",
+    )
+    parser.add_argument(
+        "--clock-offset",
+        type=_offset,
+        default=0.0,
+        metavar="SECONDS",
+        help="the API's clock ahead of the host's (negative: behind): result times and Date",
+    )
+    parser.add_argument(
+        "--time-resolution",
+        type=_resolution,
+        default=1.0,
+        metavar="SECONDS",
+        help="result times cut to whole multiples (60: whole minutes; default 1)",
+    )
     parser.add_argument("--access-key-id", default=DEFAULT_ACCESS_KEY_ID)
     parser.add_argument("--access-key-secret", default=None, help="default: a fixed demo secret")
     parser.add_argument(
@@ -104,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_fault_rule,
         action="append",
         default=[],
-        metavar="KIND[,n=N][,p=P][,key=ID][,region=R][,retry_after=MS][,delay=S]",
+        metavar="KIND[,n=N][,p=P][,key=ID][,region=R][,page=N][,retry_after=MS|none][,delay=S]",
         help=f"inject a fault (repeatable); kinds: {', '.join(FAULT_KINDS)}",
     )
     parser.add_argument(
@@ -116,6 +158,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_server(args: argparse.Namespace, world: World) -> SimulatorServer:
+    """The server the parsed flags ask for, over ``world`` (not started; raises ``OSError``
+    when it cannot listen)."""
+    secret = args.access_key_secret or DEFAULT_ACCESS_KEY_SECRET
+    accounts: dict[str, str | Account] = {args.access_key_id: secret}
+    for sts_id in args.sts_access_key_id:
+        accounts[sts_id] = Account(secret, sts=True)
+    host, port = args.listen
+    return SimulatorServer(
+        world,
+        accounts=accounts,
+        faults=FaultPlan(args.faults, seed=args.seed, latency=args.latency),
+        order=args.order,
+        regions=args.region,
+        host=host,
+        port=port,
+        token_ttl=args.token_ttl,
+        seed=args.seed,
+        clock_offset=args.clock_offset,
+        time_resolution=args.time_resolution,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -125,23 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
     secret = args.access_key_secret or DEFAULT_ACCESS_KEY_SECRET
-    accounts: dict[str, str | Account] = {args.access_key_id: secret}
-    for sts_id in args.sts_access_key_id:
-        accounts[sts_id] = Account(secret, sts=True)
     world = World(args.seed, WallClock(), spec)
     host, port = args.listen
     try:
-        server = SimulatorServer(
-            world,
-            accounts=accounts,
-            faults=FaultPlan(args.faults, seed=args.seed, latency=args.latency),
-            order=args.order,
-            regions=args.region,
-            host=host,
-            port=port,
-            token_ttl=args.token_ttl,
-            seed=args.seed,
-        )
+        server = build_server(args, world)
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -158,12 +210,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  endpoint:          {server.endpoint}")
         print(f"  profile:           {args.profile} (seed {args.seed}, order {args.order})")
         print(f"  regions:           {', '.join(server.regions)}")
+        if args.clock_offset or args.time_resolution != 1:
+            print(
+                f"  API clock:         {args.clock_offset:+g} s from the host's, "
+                f"times in whole {args.time_resolution:g} s"
+            )
+        for rule in args.faults:
+            print(f"  fault:             {_describe_rule(rule)}")
         print(f"  access key id:     {args.access_key_id}")
         print(f"  access key secret: {shown_secret}", flush=True)
         while not stop.wait(0.5):
             pass
     print("simulator stopped", flush=True)
     return 0
+
+
+def _describe_rule(rule: FaultRule) -> str:
+    when = (
+        f"next {rule.count} calls"
+        if rule.count is not None
+        else f"{rule.probability:.0%} of calls"
+        if rule.probability is not None
+        else "every call"
+    )
+    where = "" if rule.page is None else f" at page {rule.page}"
+    return f"{rule.kind}, {when}{where}"
 
 
 if __name__ == "__main__":

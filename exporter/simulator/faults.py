@@ -8,7 +8,14 @@ that applies decides the fault of that request. A rule applies
   ``probability`` (seeded: the same plan and the same request sequence give the same faults), or
   to every matching request when neither is given;
 * only to requests signed with ``access_key_id`` / for ``region_id`` when those are set (so one
-  target fails while another works).
+  target fails while another works);
+* only to requests for page ``page`` of a walk when that is set (page 1 is the request without a
+  ``NextToken``; page N the one whose token the answer of page N-1 gave; with the legacy paging,
+  ``PageNumber``). ``invalid_next_token`` applies only to requests that carry a ``NextToken``.
+
+Sustained throttling is a throttling rule with a probability: ``throttling_user,p=0.4`` refuses
+about 40% of the calls without ``x-acs-retry-after``, ``throttling_api,p=0.3,retry_after=2000``
+with it (``retry_after=none``: a 429 without the header).
 
 The plan can be changed while the server runs (every method takes the plan's lock). ``latency``
 adds a delay to every answered request (per page, for realistic benchmarks), on top of any
@@ -18,7 +25,8 @@ Fault kinds (:data:`FAULT_KINDS`):
 
 ====================  ==========================================================================
 ``throttling_user``   400 ``Throttling.User``
-``throttling_api``    429 ``Throttling.Api`` with ``x-acs-retry-after`` (milliseconds)
+``throttling_api``    429 ``Throttling.Api`` with ``x-acs-retry-after`` (milliseconds; none when
+                      ``retry_after`` is None)
 ``internal_error``    500 ``InternalError``
 ``service_unavailable`` 503 ``ServiceUnavailable``
 ``slow``              the normal answer, after ``delay`` seconds
@@ -27,6 +35,9 @@ Fault kinds (:data:`FAULT_KINDS`):
 ``truncated_body``    200 whose ``Content-Length`` is larger than what is sent, then close
 ``wrong_types``       200 with wrong field types: ExitCode as a string, Repeats null, Dropped a
                       string, and the first record's InvokeId a number and InstanceId null
+``invalid_next_token`` 400 ``InvalidParameter.NextToken`` for a valid token (after the signature
+                      checks), as for an expired one; the token is forgotten, so a replay of it
+                      is refused too and the walk must start again from page 1
 ====================  ==========================================================================
 """
 
@@ -34,7 +45,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 FAULT_KINDS: tuple[str, ...] = (
@@ -47,6 +57,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "malformed_json",
     "truncated_body",
     "wrong_types",
+    "invalid_next_token",
 )
 
 # kind -> (HTTP status, Code, Message) for the faults that are API error answers.
@@ -75,8 +86,9 @@ class FaultRule:
     probability: float | None = None
     access_key_id: str | None = None
     region_id: str | None = None
-    retry_after_ms: int = 1500  # throttling_api: the x-acs-retry-after header
+    retry_after_ms: int | None = 1500  # throttling_api: x-acs-retry-after (None: no header)
     delay: float = 1.0  # slow: seconds
+    page: int | None = None  # only this page of a walk (1: the request without a NextToken)
     fired: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -86,8 +98,12 @@ class FaultRule:
             raise ValueError("count must not be negative")
         if self.probability is not None and not 0.0 <= self.probability <= 1.0:
             raise ValueError("probability must be between 0 and 1")
-        if self.delay < 0 or self.retry_after_ms < 0:
+        if self.delay < 0 or (self.retry_after_ms is not None and self.retry_after_ms < 0):
             raise ValueError("delay and retry_after must not be negative")
+        if self.page is not None and self.page < 1:
+            raise ValueError("page must be at least 1")
+        if self.kind == "invalid_next_token" and self.page == 1:
+            raise ValueError("invalid_next_token needs page 2 or later (page 1 has no token)")
 
     @property
     def spent(self) -> bool:
@@ -99,7 +115,7 @@ class Fault:
     """The fault chosen for one request."""
 
     kind: str
-    retry_after_ms: int = 1500
+    retry_after_ms: int | None = 1500
     delay: float = 0.0
 
 
@@ -137,10 +153,26 @@ class FaultPlan:
         *,
         access_key_id: str | None = None,
         region_id: str | None = None,
-        **options: float,
+        page: int | None = None,
+        retry_after_ms: int | None = 1500,
+        delay: float = 1.0,
     ) -> FaultRule:
-        """Fail the next ``count`` matching requests with ``kind``."""
-        return self._add_rule(kind, access_key_id, region_id, options, count=count)
+        """Fail the next ``count`` matching requests with ``kind``.
+
+        ``page``: see the module docstring (``next("invalid_next_token", page=3)`` refuses the
+        token of page 3 once); ``retry_after_ms``: None sends no header.
+        """
+        return self.add(
+            FaultRule(
+                kind,
+                count=count,
+                access_key_id=access_key_id,
+                region_id=region_id,
+                retry_after_ms=retry_after_ms,
+                delay=delay,
+                page=page,
+            )
+        )
 
     def always(
         self,
@@ -149,30 +181,24 @@ class FaultPlan:
         *,
         access_key_id: str | None = None,
         region_id: str | None = None,
-        **options: float,
+        page: int | None = None,
+        retry_after_ms: int | None = 1500,
+        delay: float = 1.0,
     ) -> FaultRule:
-        """Fail every matching request (or each with ``probability``) with ``kind``."""
-        return self._add_rule(kind, access_key_id, region_id, options, probability=probability)
+        """Fail every matching request (or each with ``probability``) with ``kind``.
 
-    def _add_rule(
-        self,
-        kind: str,
-        access_key_id: str | None,
-        region_id: str | None,
-        options: Mapping[str, float],
-        *,
-        count: int | None = None,
-        probability: float | None = None,
-    ) -> FaultRule:
+        ``always("throttling_user", 0.4)`` is sustained throttling; ``always("invalid_next_token",
+        page=3)`` refuses every walk's token of page 3.
+        """
         return self.add(
             FaultRule(
                 kind,
-                count=count,
                 probability=probability,
                 access_key_id=access_key_id,
                 region_id=region_id,
-                retry_after_ms=int(options.get("retry_after_ms", 1500)),
-                delay=float(options.get("delay", 1.0)),
+                retry_after_ms=retry_after_ms,
+                delay=delay,
+                page=page,
             )
         )
 
@@ -189,8 +215,14 @@ class FaultPlan:
         with self._lock:
             return list(self._rules)
 
-    def choose(self, access_key_id: str, region_id: str) -> Fault | None:
-        """Decide the fault of one request (None: answer normally) and spend counted rules."""
+    def choose(
+        self, access_key_id: str, region_id: str, *, page: int = 1, has_token: bool = False
+    ) -> Fault | None:
+        """Decide the fault of one request (None: answer normally) and spend counted rules.
+
+        ``page``: the page of its walk the request asks for; ``has_token``: it carries a
+        ``NextToken``.
+        """
         with self._lock:
             for rule in self._rules:
                 if rule.spent:
@@ -198,6 +230,10 @@ class FaultPlan:
                 if rule.access_key_id is not None and rule.access_key_id != access_key_id:
                     continue
                 if rule.region_id is not None and rule.region_id != region_id:
+                    continue
+                if rule.page is not None and rule.page != page:
+                    continue
+                if rule.kind == "invalid_next_token" and not has_token:
                     continue
                 if rule.probability is not None and self._rng.random() >= rule.probability:
                     continue
@@ -208,8 +244,9 @@ class FaultPlan:
 
 
 def parse_fault_rule(text: str) -> FaultRule:
-    """Parse ``KIND[,key=value...]`` (keys: ``n``, ``p``, ``key``, ``region``, ``retry_after``
-    in ms, ``delay`` in s), e.g. ``throttling_api,p=0.1,retry_after=2000``.
+    """Parse ``KIND[,key=value...]`` (keys: ``n``, ``p``, ``key``, ``region``, ``page``,
+    ``retry_after`` in ms or ``none``, ``delay`` in s), e.g.
+    ``throttling_api,p=0.1,retry_after=2000`` or ``invalid_next_token,page=3,n=1``.
 
     Raises ``ValueError`` with a message fit for a command line.
     """
@@ -228,13 +265,15 @@ def parse_fault_rule(text: str) -> FaultRule:
                 rule.access_key_id = value
             elif key == "region":
                 rule.region_id = value
+            elif key == "page":
+                rule.page = int(value)
             elif key == "retry_after":
-                rule.retry_after_ms = int(value)
+                rule.retry_after_ms = None if value == "none" else int(value)
             elif key == "delay":
                 rule.delay = float(value)
             else:
                 raise ValueError(
-                    f"unknown fault option {key!r} (n, p, key, region, retry_after, delay)"
+                    f"unknown fault option {key!r} (n, p, key, region, page, retry_after, delay)"
                 )
         except ValueError as exc:
             if "fault option" in str(exc):

@@ -26,8 +26,17 @@
   records) and expires ``token_ttl`` seconds (world clock) after it was issued; an unknown,
   expired or foreign token is ``400 InvalidParameter.NextToken``. The legacy
   ``PageNumber``/``PageSize`` paging works too (no ``NextToken`` then).
-* order: ``newest`` (newest invocation first, by creation time: stable while statuses change) or
-  ``shuffled`` (a random order fixed for each walk).
+* order: ``newest`` (newest invocation first, by creation time: stable while statuses change),
+  ``shuffled`` (a random order fixed for each walk) or ``unstable`` (newest first by a coarse key,
+  the invocation's creation time, or a history run's start, cut to ``time_resolution``; results
+  with equal keys come in a new random order on *every* call, so a walk whose page boundary cuts a
+  group of equals can show one of them twice and miss another, as a service that sorts by a
+  coarse key and pages by offset does).
+* the API's clock: ``clock_offset`` seconds ahead of the world's clock (negative: behind). Times
+  in results (``StartTime``, ``FinishedTime``, ``StopTime``) and the ``Date`` header of every
+  answer are shown on the API's clock, and the request date is checked against the wall clock
+  plus the offset; the world, and so its ground truth, keeps the world's clock.
+  ``time_resolution`` cuts shown times down to whole multiples (60: whole minutes).
 
 Everything served is recorded in :attr:`SimulatorServer.served`.
 """
@@ -38,6 +47,7 @@ import calendar
 import hashlib
 import hmac
 import json
+import math
 import random
 import re
 import secrets
@@ -55,7 +65,7 @@ from urllib.parse import unquote, urlsplit
 from exporter.ecs import signing
 from exporter.ecs.models import CONTENT_ENCODINGS, INVOKE_RECORD_STATUSES
 from exporter.simulator.faults import ERROR_FAULTS, Fault, FaultPlan
-from exporter.simulator.world import RecordFilter, RecordRef, World
+from exporter.simulator.world import RecordFilter, RecordRef, TimeView, World
 
 API_VERSION = "2014-05-26"
 ACTION = "DescribeInvocationResults"
@@ -69,7 +79,7 @@ DEFAULT_REGIONS: tuple[str, ...] = (
     "us-west-1",
 )
 DEFAULT_ACCOUNTS: dict[str, str] = {"testid": "testsecret"}
-ORDERS = ("newest", "shuffled")
+ORDERS = ("newest", "shuffled", "unstable")
 MAX_CLOCK_SKEW = 900.0
 MAX_RESULTS_LIMIT = 50
 DEFAULT_MAX_RESULTS = 10
@@ -122,6 +132,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close without an answer
     truncate: bool = False  # announce more bytes than sent, then close
+    date: float | None = None  # the Date header (epoch seconds); None: the wall clock
 
 
 @dataclass(eq=False)
@@ -132,6 +143,7 @@ class _Walk:
     fingerprint: tuple[object, ...]
     snapshot: float
     refs: list[RecordRef] | None  # materialised list, or None: the creation-time index
+    keys: list[float] | None = None  # order "unstable": the coarse key of each ref, descending
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,7 @@ class _Cursor:
     walk: _Walk
     offset: int
     issued: float
+    page: int  # the page of the walk this token asks for (2 for the first page's token)
 
 
 class SimulatorServer:
@@ -162,12 +175,12 @@ class SimulatorServer:
         port: int = 0,
         token_ttl: float = 600.0,
         seed: int = 0,
+        clock_offset: float = 0.0,
+        time_resolution: float = 1.0,
         wall_clock: Callable[[], float] = time.time,
         max_cursors: int = 4096,
         max_nonces: int = 100_000,
     ) -> None:
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}")
         if isinstance(world, World):
             self._worlds: dict[str, World] = {}
             self._default_world: World | None = world
@@ -184,6 +197,7 @@ class SimulatorServer:
             self.add_account(key_id, value)
         self.faults = faults if faults is not None else FaultPlan(seed=seed)
         self.order = order
+        self._times = TimeView(clock_offset, time_resolution)
         self.token_ttl = token_ttl
         self._wall_clock = wall_clock
         self._shuffle_seed = random.Random(f"shuffle/{seed}")
@@ -250,6 +264,48 @@ class SimulatorServer:
         with self._lock:
             self._accounts.pop(access_key_id, None)
 
+    @property
+    def order(self) -> str:
+        """The result order (:data:`ORDERS`); a change applies to walks started after it."""
+        return self._order
+
+    @order.setter
+    def order(self, order: str) -> None:
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}")
+        self._order = order
+
+    @property
+    def clock_offset(self) -> float:
+        """Seconds the API's clock is ahead of the world's (negative: behind); settable."""
+        return self._times.offset
+
+    @clock_offset.setter
+    def clock_offset(self, seconds: float) -> None:
+        self._times = TimeView(seconds, self._times.resolution)
+
+    @property
+    def time_resolution(self) -> float:
+        """Shown times are whole multiples of this many seconds (default 1); settable."""
+        return self._times.resolution
+
+    @time_resolution.setter
+    def time_resolution(self, seconds: float) -> None:
+        self._times = TimeView(self._times.offset, seconds)
+
+    @property
+    def times(self) -> TimeView:
+        """How answers show the world's times (offset and resolution together)."""
+        return self._times
+
+    def api_now(self, region_id: str = "") -> float:
+        """The API's clock for ``region_id``: its world's clock plus :attr:`clock_offset`."""
+        world = self._default_world or self._worlds.get(region_id)
+        if world is None and self._worlds:
+            world = next(iter(self._worlds.values()))
+        now = world.now() if world is not None else self._wall_clock()
+        return now + self._times.offset
+
     # -- the record of what was served --------------------------------------------------------
 
     @property
@@ -291,8 +347,10 @@ class SimulatorServer:
         request_id = str(uuid.uuid4()).upper()
         host_id = lower.get("host", "") or f"ecs.{region_id or 'cn-hangzhou'}.aliyuncs.com"
 
-        fault = self.faults.choose(access_key_id, region_id)
+        page, has_token = self._page_asked(params)
+        fault = self.faults.choose(access_key_id, region_id, page=page, has_token=has_token)
         fault_kind = fault.kind if fault else ""
+        date = self.api_now(region_id)
         entry = {
             "action": action,
             "access_key_id": access_key_id,
@@ -306,7 +364,8 @@ class SimulatorServer:
         if fault is not None and fault.kind in ERROR_FAULTS:
             status, code, message = ERROR_FAULTS[fault.kind]
             answer = self._error_answer(ApiError(status, code, message), request_id, host_id)
-            if fault.kind == "throttling_api":
+            answer.date = date
+            if fault.kind == "throttling_api" and fault.retry_after_ms is not None:
                 answer.headers["x-acs-retry-after"] = str(fault.retry_after_ms)
             self._record(entry, status, code, 0, "")
             return answer
@@ -324,11 +383,25 @@ class SimulatorServer:
         except ApiError as exc:
             self._record(entry, exc.status, exc.code, 0, "")
             answer = self._error_answer(exc, request_id, host_id)
+            answer.date = date
             if fault is not None and fault.kind in ("malformed_json", "truncated_body"):
                 _corrupt(answer, fault)
             return answer
         self._record(entry, 200, "", results, next_token)
+        answer.date = date
         return answer
+
+    def _page_asked(self, params: Mapping[str, str]) -> tuple[int, bool]:
+        """The page of its walk a request asks for, and whether it carries a NextToken."""
+        token = params.get("NextToken", "")
+        if token:
+            with self._lock:
+                cursor = self._cursors.get(token)
+            return (cursor.page if cursor is not None else 0), True
+        number = params.get("PageNumber", "")
+        if number.isdigit() and "MaxResults" not in params:
+            return max(1, int(number)), False
+        return 1, False
 
     def _record(
         self, entry: dict[str, Any], status: int, code: str, results: int, next_token: str
@@ -437,7 +510,7 @@ class SimulatorServer:
                 "InvalidTimeStamp.Format",
                 f"Specified time stamp {stamp!r} is not in the format YYYY-MM-DDThh:mm:ssZ.",
             ) from None
-        now = self._wall_clock()
+        now = self._wall_clock() + self._times.offset  # the API's clock
         if abs(now - when) > MAX_CLOCK_SKEW:
             raise ApiError(
                 400,
@@ -527,21 +600,31 @@ class SimulatorServer:
                     MAX_RESULTS_LIMIT,
                 )
                 token = params.get("NextToken", "")
+                walk_page = 1
+                if token and fault is not None and fault.kind == "invalid_next_token":
+                    with self._lock:
+                        self._cursors.pop(token, None)  # refused for good: a replay fails too
+                    raise ApiError(
+                        400,
+                        "InvalidParameter.NextToken",
+                        "The specified parameter NextToken is not valid.",
+                    )
                 if token:
-                    walk, offset = self._resume(token, fingerprint, now)
+                    walk, offset, walk_page = self._resume(token, fingerprint, now)
                 else:
                     walk, offset = self._new_walk(world, fingerprint, record_filter, now), 0
                 page_number = offset // max_results + 1
             refs, total = self._page(world, walk, offset, max_results, now)
             next_token = ""
             if not legacy and offset + max_results < total:
-                next_token = self._issue(walk, offset + max_results, now)
+                next_token = self._issue(walk, offset + max_results, now, walk_page + 1)
+            times = self._times
             if fault is not None and fault.kind == "wrong_types":
-                records = [world.render(ref, now, encoding) for ref in refs]
+                records = [world.render(ref, now, encoding, times) for ref in refs]
                 _break_types(records)
                 items = [json.dumps(r, separators=(",", ":")) for r in records]
             else:
-                items = [world.render_json(ref, now, encoding) for ref in refs]
+                items = [world.render_json(ref, now, encoding, times) for ref in refs]
         head = json.dumps(
             {
                 "RequestId": request_id,
@@ -578,12 +661,23 @@ class SimulatorServer:
             return _Walk(world, fingerprint, now, None)
         refs = world.select(now, record_filter)
         if self.order == "shuffled":
-            with self._lock:
-                seed = self._shuffle_seed.getrandbits(64)
-            random.Random(seed).shuffle(refs)
+            random.Random(self._random_seed()).shuffle(refs)
+        if self.order == "unstable":
+            resolution = self._times.resolution
+            keyed = sorted(
+                ((_coarse(_sort_time(ref), resolution), ref) for ref in refs),
+                key=lambda pair: -pair[0],
+            )
+            return _Walk(world, fingerprint, now, [r for _, r in keyed], [k for k, _ in keyed])
         return _Walk(world, fingerprint, now, refs)
 
-    def _resume(self, token: str, fingerprint: tuple[object, ...], now: float) -> tuple[_Walk, int]:
+    def _random_seed(self) -> int:
+        with self._lock:
+            return self._shuffle_seed.getrandbits(64)
+
+    def _resume(
+        self, token: str, fingerprint: tuple[object, ...], now: float
+    ) -> tuple[_Walk, int, int]:
         with self._lock:
             cursor = self._cursors.get(token)
         if cursor is None or cursor.walk.fingerprint != fingerprint:
@@ -598,25 +692,28 @@ class SimulatorServer:
                 "InvalidParameter.NextToken",
                 "The specified parameter NextToken is not valid: it has expired.",
             )
-        return cursor.walk, cursor.offset
+        return cursor.walk, cursor.offset, cursor.page
 
-    def _issue(self, walk: _Walk, offset: int, now: float) -> str:
+    def _issue(self, walk: _Walk, offset: int, now: float, page: int) -> str:
         token = "AAAAA" + secrets.token_urlsafe(18)
         with self._lock:
-            self._cursors[token] = _Cursor(walk, offset, now)
+            self._cursors[token] = _Cursor(walk, offset, now, page)
             while len(self._cursors) > self._max_cursors:
                 self._cursors.popitem(last=False)
         return token
 
-    @staticmethod
     def _page(
-        world: World, walk: _Walk, offset: int, limit: int, now: float
+        self, world: World, walk: _Walk, offset: int, limit: int, now: float
     ) -> tuple[list[RecordRef], int]:
         """The records at ``offset`` of a walk and the walk's current size."""
         if walk.refs is not None:
             alive = walk.refs
             total = len(alive)
-            page = [r for r in alive[offset : offset + limit] if not r.invocation.pruned]
+            if walk.keys is not None:
+                window = self._reshuffled_window(walk.refs, walk.keys, offset, limit)
+            else:
+                window = alive[offset : offset + limit]
+            page = [r for r in window if not r.invocation.pruned]
             return page, total
         lo, hi = world.visible_span(now, walk.snapshot)
         total = max(0, hi - lo)
@@ -628,6 +725,43 @@ class SimulatorServer:
                 out.append(ref)
             position -= 1
         return out, total
+
+    def _reshuffled_window(
+        self, refs: list[RecordRef], keys: list[float], offset: int, limit: int
+    ) -> list[RecordRef]:
+        """``refs[offset:offset + limit]`` after a fresh shuffle of every group of equal keys
+        the window touches (order ``unstable``: each call sorts the ties anew)."""
+        end = min(offset + limit, len(refs))
+        if offset >= end:
+            return []
+        lo = offset
+        while lo > 0 and keys[lo - 1] == keys[offset]:
+            lo -= 1
+        hi = end
+        while hi < len(refs) and keys[hi] == keys[end - 1]:
+            hi += 1
+        span = refs[lo:hi]
+        rng = random.Random(self._random_seed())
+        start = 0
+        for i in range(1, len(span) + 1):  # shuffle each run of equal keys in place
+            if i == len(span) or keys[lo + i] != keys[lo + start]:
+                group = span[start:i]
+                rng.shuffle(group)
+                span[start:i] = group
+                start = i
+        return span[offset - lo : end - lo]
+
+
+def _sort_time(ref: RecordRef) -> float:
+    """The ``unstable`` order's key before coarsening: a history run's start, else the
+    invocation's creation time."""
+    if ref.run is not None:
+        return ref.invocation.targets[ref.target_index].runs[ref.run].start
+    return ref.invocation.created
+
+
+def _coarse(epoch: float, resolution: float) -> float:
+    return float(math.floor(epoch / resolution) * resolution)
 
 
 def verify_v3_signature(
@@ -842,6 +976,7 @@ class _Handler(BaseHTTPRequestHandler):
     # headers and body in separate segments, delayed ACKs would cost ~40 ms per page.
     wbufsize = 1 << 16
     disable_nagle_algorithm = True
+    _answer_date: float | None = None
 
     def do_POST(self) -> None:
         self._serve()
@@ -858,6 +993,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = 0
         body = self.rfile.read(length) if length > 0 else b""
         answer = server.simulator.handle(self.command, self.path, list(self.headers.items()), body)
+        self._answer_date = answer.date
         if answer.drop:
             self.close_connection = True
             return
@@ -874,6 +1010,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(answer.body)))
         self.end_headers()
         self.wfile.write(answer.body)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header: the API's clock (see ``SimulatorServer.clock_offset``)."""
+        if timestamp is None:
+            timestamp = self._answer_date
+        return super().date_time_string(timestamp)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: what was served is in ``SimulatorServer.served``."""

@@ -432,7 +432,8 @@ class Target:
     scripted: tuple[Outcome, ...] = ()  # periodic runs given by a test, cycled
     # Periodic runs given by a test: duration, exit code, dropped bytes, OSS delay.
     script: tuple[float, int | None, int, float] = (10.0, None, 0, 5.0)
-    cache: dict[str, tuple[object, str]] = field(default_factory=dict)  # JSON per encoding
+    # JSON per (encoding, time view): (state key, text)
+    cache: dict[tuple[str, TimeView], tuple[object, str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True, eq=False)
@@ -542,6 +543,33 @@ def format_time(epoch: float | None) -> str:
     if epoch is None:
         return ""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+@dataclass(frozen=True, slots=True)
+class TimeView:
+    """How the API shows the world's times (``StartTime``, ``FinishedTime``, ``StopTime``).
+
+    ``offset``: seconds the API's clock is ahead of the world's clock (negative: behind);
+    ``resolution``: shown times are cut down to a multiple of it (1: whole seconds, as the API
+    shows them; 60: whole minutes, so many results share a ``StartTime``).
+    """
+
+    offset: float = 0.0
+    resolution: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.offset):
+            raise ValueError("the clock offset must be a finite number of seconds")
+        if not (math.isfinite(self.resolution) and self.resolution >= 1):
+            raise ValueError("the time resolution must be at least 1 second")
+
+    def shift(self, epoch: float) -> float:
+        """``epoch`` (world clock) as the API's clock shows it, at the view's resolution."""
+        shifted = math.floor(epoch + self.offset)
+        return float(shifted - shifted % self.resolution)
+
+    def format(self, epoch: float | None) -> str:
+        return "" if epoch is None else format_time(self.shift(epoch))
 
 
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -812,12 +840,13 @@ class World:
         *,
         record_filter: RecordFilter | None = None,
         content_encoding: str = "Base64",
+        times: TimeView = TimeView(),
     ) -> list[dict[str, Any]]:
         """Every record in view at ``now`` as API dicts, newest invocation first."""
         with self._lock:
             when = self._sync(now)
             refs = self.select(when, record_filter or RecordFilter())
-            return [self.render(ref, when, content_encoding) for ref in refs]
+            return [self.render(ref, when, content_encoding, times) for ref in refs]
 
     def ground_truth(self, now: float | None = None) -> GroundTruth:
         """Counts over the records in view at ``now`` and every retained run finished by then."""
@@ -929,24 +958,30 @@ class World:
             # walk (positions descending) lists targets in their own order.
             return RecordRef(inv, len(inv.targets) - 1 - (position - base))
 
-    def render(self, ref: RecordRef, now: float, content_encoding: str) -> dict[str, Any]:
-        """The API dict of ``ref`` at ``now``."""
+    def render(
+        self, ref: RecordRef, now: float, content_encoding: str, times: TimeView = TimeView()
+    ) -> dict[str, Any]:
+        """The API dict of ``ref`` at ``now``, its times shown through ``times``."""
         with self._lock:
-            return self._render(ref, now, content_encoding)
+            return self._render(ref, now, content_encoding, times)
 
-    def render_json(self, ref: RecordRef, now: float, content_encoding: str) -> str:
+    def render_json(
+        self, ref: RecordRef, now: float, content_encoding: str, times: TimeView = TimeView()
+    ) -> str:
         """The record as compact JSON, cached while its state does not change."""
         with self._lock:
             inv = ref.invocation
             target = inv.targets[ref.target_index]
             if ref.run is not None:
-                return json.dumps(self._render(ref, now, content_encoding), separators=(",", ":"))
+                record = self._render(ref, now, content_encoding, times)
+                return json.dumps(record, separators=(",", ":"))
             key = self._state_key(inv, ref.target_index, now)
-            cached = target.cache.get(content_encoding)
+            cached = target.cache.get((content_encoding, times))
             if cached is not None and cached[0] == key:
                 return cached[1]
-            text = json.dumps(self._render(ref, now, content_encoding), separators=(",", ":"))
-            target.cache[content_encoding] = (key, text)
+            record = self._render(ref, now, content_encoding, times)
+            text = json.dumps(record, separators=(",", ":"))
+            target.cache[(content_encoding, times)] = (key, text)
             return text
 
     def invoke_record_status(self, inv: Invocation, now: float) -> str:
@@ -1444,7 +1479,9 @@ class World:
             return status == f.invoke_record_status
         return True
 
-    def _render(self, ref: RecordRef, now: float, encoding: str) -> dict[str, Any]:
+    def _render(
+        self, ref: RecordRef, now: float, encoding: str, times: TimeView = TimeView()
+    ) -> dict[str, Any]:
         inv = ref.invocation
         target = inv.targets[ref.target_index]
         run: RunPlan | None
@@ -1490,12 +1527,12 @@ class World:
             "InstanceId": target.instance_id,
             "ExitCode": run.exit_code if run is not None and (terminal or scheduled) else 0,
             "ErrorInfo": ERROR_INFO.get(error_code, ""),
-            "StartTime": format_time(run.start) if started and run is not None else "",
+            "StartTime": times.format(run.start) if started and run is not None else "",
             "Repeats": (run.repeats if run is not None and phase >= 1 else 0)
             if inv.periodic
             else (1 if started else 0),
             "InvokeRecordStatus": record_status,
-            "FinishedTime": format_time(run.end) if run is not None and phase >= 3 else "",
+            "FinishedTime": times.format(run.end) if run is not None and phase >= 3 else "",
             "OssOutputUri": oss_uri,
             "OssOutputStatus": oss_status,
             "OssOutputErrorCode": oss_code,
@@ -1510,7 +1547,7 @@ class World:
             "InvokeId": inv.invoke_id,
             "TerminationMode": inv.termination_mode,
             "Tags": {"Tag": [{"TagKey": k, "TagValue": v} for k, v in inv.tags]},
-            "StopTime": format_time(stop_time),
+            "StopTime": times.format(stop_time),
         }
 
     def _finished_runs(self, ref: RecordRef, now: float) -> Iterator[FinishedRun]:

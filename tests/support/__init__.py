@@ -1,0 +1,1 @@
+"""Test support: fakes, clocks, builders and request helpers shared by the test modules."""
