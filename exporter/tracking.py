@@ -372,6 +372,7 @@ class RunTracker:
         # a clock: a record the baseline did not see, first read finished after it.
         self._baseline_time = float("-inf")
         self._baseline_consistent = False
+        self._tolerance = BASELINE_TOLERANCE_SECONDS
         self._newest_baseline_start = float("-inf")
         # Results that left the view (a walk or a look-up no longer returned them), kept until
         # the retention or the cap forgets them: if one comes back, it is not counted again.
@@ -400,7 +401,12 @@ class RunTracker:
         return self._baseline_done
 
     def complete_baseline(
-        self, at: float | None = None, *, api_at: float | None = None, consistent: bool = False
+        self,
+        at: float | None = None,
+        *,
+        api_at: float | None = None,
+        consistent: bool = False,
+        tolerance: float | None = None,
     ) -> None:
         """Mark the backlog as recorded: from now on terminal runs are counted.
 
@@ -409,10 +415,13 @@ class RunTracker:
         since ``at`` are known as they were then: what was finished is backlog, what was not is
         counted when it finishes, whatever the clocks say. ``consistent``: one walk returned
         every record; a record it did not see that started after the newest one it saw is new.
-        A record the baseline did not see otherwise, finished well before ``api_at``, is backlog
-        (see the module docstring).
+        A record the baseline did not see otherwise, finished more than ``tolerance`` seconds
+        (:data:`BASELINE_TOLERANCE_SECONDS` when not given) before ``api_at``, is backlog (see
+        the module docstring).
         """
         self._baseline_done = True
+        if tolerance is not None:
+            self._tolerance = tolerance
         self._baseline_consistent = consistent
         if at is not None:
             self._baseline_time = at if api_at is None else api_at
@@ -639,7 +648,7 @@ class RunTracker:
                 return True
             if entry.baseline_state or run >= entry.watched_run:
                 return False
-        return finished < self._baseline_time - BASELINE_TOLERANCE_SECONDS
+        return finished < self._baseline_time - self._tolerance
 
     def _record_without_counting(
         self, entry: _ViewEntry, result: InvocationResult, run: int, now: float

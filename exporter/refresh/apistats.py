@@ -59,6 +59,12 @@ class ApiClock:
         with self._lock:
             self._floors.append(sample)
 
+    @property
+    def measured(self) -> bool:
+        """True when answers carried a ``Date`` (the estimate is good to a second or two)."""
+        with self._lock:
+            return bool(self._dates)
+
     def offset(self) -> float | None:
         """The estimated offset in seconds, or None while nothing tells."""
         with self._lock:

@@ -52,7 +52,6 @@ class BaselineProgress:
     next_token: str = ""
     """Where it goes on from."""
     walk_done: bool = False
-    attempts: int = 0
     consistent: bool = False
     """One attempt returned every record (nothing missed, nothing changed in between)."""
 
@@ -209,12 +208,16 @@ class ReadPlan:
 
         A long walk that fails (throttling, a server error) keeps what it read and goes on from
         the page where it stopped at the next refresh, so it ends whatever share of calls fail.
-        Records read by an earlier attempt may have changed since: those the service may still
-        change are read again (the in-flight follow-up) before the baseline is complete.
+        Records read by an earlier attempt may have changed since, and new ones came in at the
+        top: the pages from the first one are read again until known records (a fast path),
+        and those the service may still change (the in-flight follow-up), before the baseline
+        is complete. It takes effect as of its last attempt.
         """
         progress = self.baseline
-        progress.attempts += 1
+        # An attempt that read nothing (it failed at the first page) leaves nothing to resume.
+        resumed = progress.pages > 0
         if not progress.walk_done:
+            returned = 0
             walk = Walk(
                 self._source,
                 self._query,
@@ -226,22 +229,41 @@ class ReadPlan:
             for page in walk:
                 for result in page.results:
                     self._tracker.observe(result, now=now)
+                returned += len(page.results)
                 progress.pages += 1
                 progress.next_token = page.next_token
                 progress.results = len(self._tracker)
             progress.walk_done = True
-            progress.consistent = progress.attempts == 1 and walk.saw_everything
+            progress.consistent = not resumed and walk.saw_everything
             self.truncated = walk.truncated
-        if progress.attempts > 1:
+            if progress.consistent and returned > len(self._tracker):
+                # A result came twice: the order moved between pages, so another may have been
+                # missed. Reading again finds most of those (each walk misses others).
+                self._walk_again(now)
+        if resumed:
+            self._fast_path(now)
             self._follow_in_flight(now)
         offset = self._api_clock.offset()
         self._tracker.complete_baseline(
-            at=now, api_at=now + (offset or 0.0), consistent=progress.consistent
+            at=now,
+            api_at=now + (offset or 0.0),
+            consistent=progress.consistent,
+            # Measured from the answers' Date, the offset is good to a second or two.
+            tolerance=2.0 if self._api_clock.measured else None,
         )
         progress.results = len(self._tracker)
         progress.done = True
         self._last_sweep = now
         self._log_baseline()
+
+    def _walk_again(self, now: float, times: int = 2) -> None:
+        for _ in range(times):
+            before = len(self._tracker)
+            for page in self._walk(self._query):
+                for result in page.results:
+                    self._tracker.observe(result, now=now)
+            if len(self._tracker) == before:
+                return
 
     def _log_baseline(self) -> None:
         # A filter that matches nothing looks exactly like a quiet account: say what was found.
@@ -415,9 +437,14 @@ class ReadPlan:
                 for key in keys:
                     self._tracker.history_abandoned(key)
                 continue
+            pages = self.pages.pages
             try:
                 self._read_history(invoke_id, instance_id, keys, now)
             except InvalidRequestError as exc:
+                if self.pages.pages > pages:
+                    # Refused after a page was read (a NextToken refused twice): the query
+                    # itself is fine; this refresh fails and the read is tried again.
+                    raise
                 # Not a periodic task after all: the API refuses IncludeHistory for it. The set
                 # is bounded: past the bound a refused task is simply asked (and refused) again.
                 if len(self._history_refused) >= _MAX_HISTORY_REFUSED:
