@@ -59,11 +59,13 @@ from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvocationResult,
 )
-
-ResultKey = tuple[str, str, str]
-"""``(invoke_id, instance_id, container_id)``: one result in the API's view."""
-RunKey = tuple[str, str, str, int]
-"""``(invoke_id, instance_id, container_id, run)``: one run of a periodic task."""
+from exporter.runledger import (
+    HistoryLedger,
+    RecordLedger,
+    ResultClaim,
+    ResultKey,
+    RunLedger,
+)
 
 RETENTION_SECONDS = 30 * 86400.0
 """The API keeps results for 30 days."""
@@ -253,9 +255,8 @@ class _ViewEntry:
     floor_time: float = float("-inf")
     """The latest time the record showed before the baseline: runs that finished by then are
     backlog, whatever their (possibly garbled) ``Repeats``."""
-    result_claims: list[tuple[int, float, bool]] | None = None
-    """With include_history: ``(run, time, oss)`` of what the record itself counted before the
-    task was known to be periodic; its ``Repeats`` may have been garbled, the time is not."""
+    result_claims: list[ResultClaim] | None = None
+    """With include_history: what the record itself counted with a missing ``Repeats``."""
     seen_at: float = float("-inf")
     """When the record was last read (by the exporter's clock)."""
     baseline_state: bool = False
@@ -284,13 +285,6 @@ class _Aged:
 
     time: float
     drop: Callable[[], object] = field(compare=False)
-
-
-@dataclass(slots=True)
-class _RunEntry:
-    time: float
-    finish_done: bool = False
-    oss_done: bool = False
 
 
 class _CommandCounts:
@@ -362,11 +356,10 @@ class RunTracker:
         command_breakdown: CommandBreakdown | None = None,
         max_unknown_values: int = DEFAULT_MAX_UNKNOWN_VALUES,
     ) -> None:
-        self._include_history = include_history
+        self._ledger: RunLedger = HistoryLedger() if include_history else RecordLedger()
         self._cap = tracking_cap
         self._retention = retention_seconds
         self._view: dict[ResultKey, _ViewEntry] = {}
-        self._runs: dict[RunKey, _RunEntry] = {}
         self._baseline_done = False
         # The baseline's time by the API's clock (estimated), for the only judgement that needs
         # a clock: a record the baseline did not see, first read finished after it.
@@ -432,7 +425,7 @@ class RunTracker:
 
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""
-        return len(self._view) + len(self._runs)
+        return len(self._view) + len(self._ledger)
 
     def __contains__(self, key: object) -> bool:
         return key in self._view
@@ -559,12 +552,10 @@ class RunTracker:
             # Seen unfinished after the baseline: the runs after the last one that ended end
             # after it, whatever the clocks say.
             entry.watched_run = min(entry.watched_run, entry.last_ended_run() + 1)
-        if (
-            self._include_history
-            and entry.periodic
-            and not entry.history_refused
-            and entry.last_ended_run() > entry.history_through
-        ):
+        counts_history = (
+            self._ledger.counts_history and entry.periodic and not entry.history_refused
+        )
+        if counts_history and entry.last_ended_run() > entry.history_through:
             # A run ended that the history has not settled: the record itself shows Scheduled
             # between runs, the history has every run with its own status.
             self._history_due.add(result.key)
@@ -572,12 +563,7 @@ class RunTracker:
         # each run has its own record and number; the result itself only says a run ended (and
         # its Repeats may be garbled). A task without any numbered run (stopped before its first
         # one) has no history to read: its result is counted.
-        by_history = (
-            self._include_history
-            and entry.periodic
-            and not entry.history_refused
-            and entry.max_repeats >= 1
-        )
+        by_history = counts_history and entry.max_repeats >= 1
         terminal = result.invocation_status in _TERMINAL
         if terminal:
             # A terminal record shows the task's latest run: never an older one than seen before
@@ -597,8 +583,8 @@ class RunTracker:
             backlog = self._is_backlog(result, entry, run) or (
                 run <= entry.floor_run and result.repeats >= entry.max_repeats
             )
-            if not (by_history or same_run or backlog) and self._claim_run(
-                result, run, now, oss=False
+            if not (by_history or same_run or backlog) and self._ledger.claim(
+                result.key, run, result_time(result, now), oss=False
             ):
                 self._note_result_claim(entry, result, run, now, oss=False)
                 self._count_finish(result, from_sweep)
@@ -610,7 +596,9 @@ class RunTracker:
             )
             entry.oss_counted_run = run
             entry.oss_counted_finish = result.finished_time
-            if not (by_history or same_run) and self._claim_run(result, run, now, oss=True):
+            if not (by_history or same_run) and self._ledger.claim(
+                result.key, run, result_time(result, now), oss=True
+            ):
                 self._note_result_claim(entry, result, run, now, oss=True)
                 self._count_oss(result)
         return change
@@ -619,10 +607,10 @@ class RunTracker:
         self, entry: _ViewEntry, result: InvocationResult, run: int, now: float, *, oss: bool
     ) -> None:
         # Only a missing (garbled) Repeats can put a claim under the wrong number.
-        if self._include_history and result.repeats == 0:
+        if result.repeats == 0:
             claims = entry.result_claims if entry.result_claims is not None else []
-            claims.append((run, result_time(result, now), oss))
-            entry.result_claims = claims
+            self._ledger.note_result_claim(claims, run, result_time(result, now), oss=oss)
+            entry.result_claims = claims or None
 
     def _first_seen_as_backlog(self, entry: _ViewEntry, run: int) -> bool:
         """For a result first read after the baseline: True when its run ended before it."""
@@ -663,35 +651,12 @@ class RunTracker:
             if run > entry.counted_run:
                 entry.counted_run = run
                 entry.counted_finish = result.finished_time
-            self._claim_run(result, run, now, oss=False)
+            self._ledger.claim(result.key, run, result_time(result, now), oss=False)
         if result.oss_output_status in _OSS_TERMINAL:
             if run > entry.oss_counted_run:
                 entry.oss_counted_run = run
                 entry.oss_counted_finish = result.finished_time
-            self._claim_run(result, run, now, oss=True)
-
-    def _claim_run(self, result: InvocationResult, run: int, now: float, *, oss: bool) -> bool:
-        """Mark the run's finish (or OSS delivery) as done; False if it already was.
-
-        Only targets with ``include_history`` remember runs one by one: elsewhere the view
-        entry's counted run is enough, because a record only ever shows its latest run.
-        """
-        if not self._include_history:
-            return True
-        run_key = (*result.key, run)
-        run_entry = self._runs.get(run_key)
-        if run_entry is None:
-            run_entry = _RunEntry(result_time(result, now))
-            self._runs[run_key] = run_entry
-        if oss:
-            if run_entry.oss_done:
-                return False
-            run_entry.oss_done = True
-        else:
-            if run_entry.finish_done:
-                return False
-            run_entry.finish_done = True
-        return True
+            self._ledger.claim(result.key, run, result_time(result, now), oss=True)
 
     def observe_history_run(
         self, result: InvocationResult, *, now: float, from_sweep: bool = False
@@ -705,10 +670,11 @@ class RunTracker:
         if result.repeats < 1:
             return False
         run = run_number(result)
-        run_key = (*result.key, run)
-        if run_key not in self._runs and self._forgotten(result_time(result, now), now):
+        time = result_time(result, now)
+        if not self._ledger.remembers(result.key, run) and self._forgotten(time, now):
             return False
-        entry = self._view.get(result.key)
+        entry = self._view.get(result.key) or self._ghosts.get(result.key)
+        claims = entry.result_claims if entry is not None else None
         before_baseline = (
             not self._baseline_done
             or (entry is not None and run <= entry.floor_run)
@@ -718,59 +684,18 @@ class RunTracker:
         # The claim comes first: a run before the baseline is remembered, just not counted.
         if (
             result.invocation_status in _TERMINAL
-            and self._claim_history(entry, result, run, now, oss=False)
+            and self._ledger.claim_history(claims, result.key, run, time, oss=False)
             and not before_baseline
         ):
             self._count_finish(result, from_sweep)
             counted = True
         if (
             result.oss_output_status in _OSS_TERMINAL
-            and self._claim_history(entry, result, run, now, oss=True)
+            and self._ledger.claim_history(claims, result.key, run, time, oss=True)
             and not before_baseline
         ):
             self._count_oss(result)
         return counted
-
-    def _claim_history(
-        self,
-        entry: _ViewEntry | None,
-        result: InvocationResult,
-        run: int,
-        now: float,
-        *,
-        oss: bool,
-    ) -> bool:
-        """Claim a history run; the runs the record itself counted are matched by their time
-        (their ``Repeats`` may have been garbled), so each run is still counted once."""
-        if not self._include_history:
-            raise RuntimeError("history runs need a tracker created with include_history=True")
-        claims = entry.result_claims if entry is not None else None
-        if claims:
-            time = result_time(result, now)
-            for index, (claimed_run, claimed_time, claimed_oss) in enumerate(claims):
-                if claimed_oss is not oss:
-                    continue
-                if claimed_time == time and claimed_run != run:
-                    # The record counted this run under another number: move the claim, so
-                    # the run that number belongs to is counted when the history shows it.
-                    del claims[index]
-                    slot = self._runs.get((*result.key, claimed_run))
-                    if slot is not None:
-                        if oss:
-                            slot.oss_done = False
-                        else:
-                            slot.finish_done = False
-                    self._claim_run(result, run, now, oss=oss)
-                    return False
-                if claimed_run == run and claimed_time != time:
-                    # The record counted another run under this number: this one is new; the
-                    # other is recognised by its time when the history shows it.
-                    claims[index] = (0, claimed_time, oss)
-                    slot = self._runs.get((*result.key, run))
-                    if slot is not None:
-                        slot.time = time
-                    return True
-        return self._claim_run(result, run, now, oss=oss)
 
     # --- counting ----------------------------------------------------------------------------
 
@@ -842,11 +767,8 @@ class RunTracker:
             for key in old:
                 del entries[key]
             dropped += len(old)
-        old_runs = [key for key, e in self._runs.items() if e.time < horizon]
-        for run_key in old_runs:
-            del self._runs[run_key]
-        dropped += len(old_runs)
-        excess = len(self._view) + len(self._runs) + len(self._ghosts) - self._cap
+        dropped += self._ledger.expire(horizon)
+        excess = len(self._view) + len(self._ledger) + len(self._ghosts) - self._cap
         if excess > 0:
             dropped += self._drop_oldest(excess)
         return dropped
@@ -858,10 +780,7 @@ class RunTracker:
                 _Aged(result_time(e.result, e.first_seen), partial(entries.pop, key, None))
                 for key, e in entries.items()
             )
-        aged.extend(
-            _Aged(e.time, partial(self._runs.pop, run_key, None))
-            for run_key, e in self._runs.items()
-        )
+        aged.extend(_Aged(time, drop) for time, drop in self._ledger.aged())
         oldest = heapq.nsmallest(excess, aged)
         for item in oldest:
             item.drop()

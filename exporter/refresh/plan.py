@@ -33,7 +33,8 @@ from exporter.ecs.models import TERMINAL_STATUSES, InvocationQuery, Page
 from exporter.refresh.apistats import ApiClock
 from exporter.refresh.options import PageSource, RefreshOptions
 from exporter.refresh.scheduling import due
-from exporter.tracking import Change, ResultKey, RunTracker, run_number
+from exporter.runledger import ResultKey
+from exporter.tracking import Change, RunTracker, run_number
 
 _MAX_INVALID_LOGGED = 10_000
 _MAX_HISTORY_REFUSED = 10_000
