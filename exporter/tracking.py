@@ -273,7 +273,7 @@ class _ViewEntry:
             last = result.repeats
         else:
             last = result.repeats - 1
-        if result.repeats < self.max_repeats:
+        if self.periodic and result.repeats < self.max_repeats:
             # The record went back to a pending run: every run shown before has ended.
             last = max(last, self.max_repeats)
         return max(0, last)

@@ -38,6 +38,7 @@ from exporter.tracking import Change, RunTracker, run_number
 
 _MAX_INVALID_LOGGED = 10_000
 _MAX_HISTORY_REFUSED = 10_000
+_MAX_SWEEPS = 3  # walks of one sweep when the order moves between pages
 _T = TypeVar("_T")
 
 
@@ -176,6 +177,7 @@ class ReadPlan:
         self._suspects: set[ResultKey] = set()
         self._last_sweep = 0.0
         self._order_warned = False
+        self._order_moved = False  # the last sweep saw a result twice
         # Set while a fast path is in flight, to when it (or the interrupted one before it)
         # started: a fast path that failed half-way has not seen what lay beyond its last page.
         self._fast_path_since: float | None = None
@@ -289,25 +291,25 @@ class ReadPlan:
             )
 
     def _sweep(self, now: float) -> None:
-        walk = self._walk(self._query)
         seen: set[ResultKey] = set()
-        oldest_start: float | None = None
-        saw_unchanged = False
-        for page in walk:
-            for result in page.results:
-                change = self._tracker.observe(result, now=now, from_sweep=True)
-                seen.add(result.key)
-                start = result.start_time
-                if start is not None and (oldest_start is None or start < oldest_start):
-                    oldest_start = start
-                if change is Change.UNCHANGED:
-                    saw_unchanged = True
-                elif change is Change.NEW and saw_unchanged:
-                    self._warn_order()
-        self.truncated = walk.truncated
-        # A record that could not be parsed is not in ``seen``: it is not taken as gone.
-        if not walk.saw_everything:
-            return
+        oldest: list[float] = []  # the oldest StartTime returned
+        # A result returned twice means the order moved between pages (or new results pushed
+        # the pages on), so another may have been missed. When that keeps happening, the sweep
+        # reads again (twice at most) while that finds more.
+        for attempt in range(_MAX_SWEEPS):
+            known = len(seen)
+            returned = self._sweep_walk(now, seen, oldest)
+            if returned is None:
+                return  # incomplete: absence means nothing
+            if attempt == 0:
+                moved = returned > len(seen)
+                again = moved and self._order_moved
+                self._order_moved = moved
+                if not again:
+                    break
+            elif len(seen) == known:
+                break
+        oldest_start = min(oldest, default=None)
         # The API drops its oldest results (30 days, or beyond its own size cap): a result
         # older than every one the sweep returned is gone. A younger one may just have been
         # missed (an order that is not stable between pages): it is looked up first.
@@ -319,6 +321,27 @@ class ReadPlan:
             else:
                 self._suspects.add(key)
         self._tracker.evict_keys(gone)
+
+    def _sweep_walk(self, now: float, seen: set[ResultKey], oldest: list[float]) -> int | None:
+        """One walk of a sweep; returns how many results it returned, None when it did not
+        return every record (a page cap, or a record that could not be parsed)."""
+        walk = self._walk(self._query)
+        returned = 0
+        saw_unchanged = False
+        for page in walk:
+            for result in page.results:
+                change = self._tracker.observe(result, now=now, from_sweep=True)
+                seen.add(result.key)
+                returned += 1
+                start = result.start_time
+                if start is not None and (not oldest or start < oldest[0]):
+                    oldest[:] = [start]
+                if change is Change.UNCHANGED:
+                    saw_unchanged = True
+                elif change is Change.NEW and saw_unchanged:
+                    self._warn_order()
+        self.truncated = walk.truncated
+        return returned if walk.saw_everything else None
 
     def _check_suspects(self, now: float) -> None:
         """Look up by ``InvokeId`` the results a sweep missed: only a complete look-up that
