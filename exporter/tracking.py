@@ -8,12 +8,16 @@ State
   * the *view*: one entry per result the target's query returns, keyed
     ``(invoke_id, instance_id, container_id)``; the gauges are computed from it;
   * for targets with ``include_history``: one entry per run of a periodic task, keyed
-    ``(invoke_id, instance_id, container_id, repeats)``, that remembers what was counted.
+    ``(invoke_id, instance_id, container_id, repeats)``, that remembers what was counted (the
+    counting strategy is a :mod:`~exporter.runledger` ledger);
+  * results that left the view (a complete walk and a look-up no longer returned them): what
+    they counted is kept until the retention or the cap forgets it, so a result the API missed
+    once and shows again is never counted again.
 
 Counting rules
-  * Until :meth:`RunTracker.complete_baseline` is called (after the first successful refresh),
-    records are remembered as seen *without* being counted: counters start at exporter start,
-    the backlog shows in the gauges only.
+  * Until :meth:`RunTracker.complete_baseline` is called (after the first walk), records are
+    remembered as seen *without* being counted: counters start when the exporter has read the
+    target once, the backlog shows in the gauges only.
   * After that, each run is counted once in the finished counters when it is first seen with a
     terminal ``InvocationStatus``, whatever order the records come in. A run is identified by
     its key and its run number ``max(Repeats, 1)``: a one-time task has one run; a periodic task
@@ -21,9 +25,14 @@ Counting rules
     ``Repeats`` seen in a terminal status is a new run — unless it is a run that ended before
     the baseline (the record showed it ``Scheduled`` then), or the run already counted read
     again with another ``Repeats`` (same ``FinishedTime``: a garbled or missing ``Repeats``).
-  * A record the baseline did not see (a page cap with an order that is not newest-first, a
-    record that could not be parsed then) whose run finished more than
-    :data:`BASELINE_TOLERANCE_SECONDS` before the baseline is backlog: recorded, not counted.
+  * What is backlog is decided by what the exporter saw, not by clocks: a record the baseline
+    read is backlog up to the run (and the time) it showed then; a run the exporter saw
+    unfinished after the baseline, or that started after every result of a complete baseline,
+    is counted. Only a record the baseline did not see otherwise (a page cap with an order
+    that is not newest-first, a record that could not be parsed then, an order that moved
+    between pages) is judged by time: finished more than :data:`BASELINE_TOLERANCE_SECONDS`
+    (2 s when the API's clock was measured from its ``Date``) before the baseline by the API's
+    clock (the host's plus the estimated offset) is backlog.
   * An OSS delivery is counted once per run when ``OssOutputStatus`` is first seen ``Finished``
     or ``Failed``, independently of the run's own status.
   * Limitation without ``include_history``: a periodic task's record shows ``Scheduled``
@@ -43,9 +52,8 @@ Bounds
 
 from __future__ import annotations
 
-import bisect
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
@@ -66,31 +74,47 @@ from exporter.runledger import (
     ResultKey,
     RunLedger,
 )
+from exporter.summaries import (
+    DURATION_BUCKETS,
+    EMPTY_HISTOGRAM,
+    OTHER,
+    CommandBreakdown,
+    CommandCounts,
+    CounterTotals,
+    Histogram,
+    HistogramValue,
+    ViewSummary,
+)
+
+# What other modules import from here (the summaries are re-exported for them).
+__all__ = [
+    "BASELINE_TOLERANCE_SECONDS",
+    "DEFAULT_MAX_UNKNOWN_VALUES",
+    "DURATION_BUCKETS",
+    "HISTORY_MISSES_ALLOWED",
+    "OTHER",
+    "RETENTION_SECONDS",
+    "Change",
+    "CommandBreakdown",
+    "CounterTotals",
+    "Histogram",
+    "HistogramValue",
+    "ResultKey",
+    "RunTracker",
+    "ValueFolder",
+    "ViewSummary",
+    "needs_follow_up",
+    "result_time",
+    "run_number",
+]
 
 RETENTION_SECONDS = 30 * 86400.0
 """The API keeps results for 30 days."""
-DURATION_BUCKETS: tuple[float, ...] = (
-    1,
-    5,
-    10,
-    30,
-    60,
-    120,
-    300,
-    600,
-    1800,
-    3600,
-    7200,
-    21600,
-    86400,
-)
 BASELINE_TOLERANCE_SECONDS = 60.0
 """How much earlier than the baseline a run must have finished to be taken as backlog when the
 baseline did not see it (the API's times have whole seconds; clocks drift a little)."""
 HISTORY_MISSES_ALLOWED = 3
 """Complete history reads that may miss an ended run before it is taken as gone."""
-OTHER = "other"
-"""The label value that unknown values fold into beyond the cap."""
 DEFAULT_MAX_UNKNOWN_VALUES = 20
 
 _TERMINAL = frozenset(TERMINAL_STATUSES)
@@ -156,79 +180,6 @@ class ValueFolder:
         return OTHER
 
 
-@dataclass(frozen=True, slots=True)
-class HistogramValue:
-    """A histogram as of one moment: cumulative counts per upper bound (``+Inf`` excluded)."""
-
-    buckets: tuple[tuple[float, int], ...]
-    count: int
-    sum: float
-
-
-class Histogram:
-    """A plain, unsynchronised histogram (the owner serialises access)."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self._bounds = tuple(bounds)
-        self._counts = [0] * (len(self._bounds) + 1)
-        self._sum = 0.0
-
-    def observe(self, value: float) -> None:
-        """Add one observation."""
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
-        self._sum += value
-
-    def value(self) -> HistogramValue:
-        """Return the cumulative view."""
-        cumulative: list[tuple[float, int]] = []
-        running = 0
-        for bound, count in zip(self._bounds, self._counts, strict=False):
-            running += count
-            cumulative.append((bound, running))
-        return HistogramValue(tuple(cumulative), running + self._counts[-1], self._sum)
-
-
-@dataclass(frozen=True)
-class CommandBreakdown:
-    """Opt-in per-command counters; beyond ``max_command_ids`` ids fold into ``"other"``.
-
-    Ids named in ``command_names`` get their own series first (they count toward the cap).
-    """
-
-    enabled: bool = False
-    max_command_ids: int = 50
-    command_names: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ViewSummary:
-    """The gauges of one target, computed from the view. Every known enum value is present."""
-
-    by_status: tuple[tuple[str, int], ...]
-    by_error_code: tuple[tuple[str, int], ...]
-    running: int
-    running_oldest_age_seconds: float
-    oss_by_status: tuple[tuple[str, int], ...]
-    with_dropped_output: int
-    tracked_runs: int
-
-
-@dataclass(frozen=True, slots=True)
-class CounterTotals:
-    """The counters of one target since the exporter started. Known combinations are present."""
-
-    finished: tuple[tuple[tuple[str, str], int], ...]
-    durations: tuple[tuple[str, HistogramValue], ...]
-    oss_deliveries: tuple[tuple[tuple[str, str], int], ...]
-    dropped_bytes: int
-    found_by_sweep: int
-    commands: tuple[tuple[tuple[str, str, str], int], ...]
-    command_ids_folded: int
-
-
-EMPTY_HISTOGRAM = Histogram(DURATION_BUCKETS).value()
-
-
 @dataclass(slots=True)
 class _ViewEntry:
     result: InvocationResult
@@ -287,60 +238,6 @@ class _Aged:
     drop: Callable[[], object] = field(compare=False)
 
 
-class _CommandCounts:
-    def __init__(self, config: CommandBreakdown, cap: int) -> None:
-        self.enabled = config.enabled
-        self._names = dict(config.command_names)
-        self._max = config.max_command_ids
-        self._admitted: list[str] = []
-        self._admitted_set: set[str] = set()
-        for command_id in self._names:
-            self._admit(command_id)
-        self._folded: set[str] = set()
-        self._folded_cap = cap
-        self.counts: dict[tuple[str, str, str], int] = {}
-
-    def _admit(self, command_id: str) -> bool:
-        if command_id in self._admitted_set:
-            return True
-        if len(self._admitted) >= self._max:
-            return False
-        self._admitted.append(command_id)
-        self._admitted_set.add(command_id)
-        return True
-
-    def count(self, command_id: str, status: str) -> None:
-        if self._admit(command_id):
-            label = (command_id, self._names.get(command_id, ""), status)
-        else:
-            # Bounded like the rest of the state; past it the gauge stops growing.
-            if len(self._folded) < self._folded_cap:
-                self._folded.add(command_id)
-            label = (OTHER, "", status)
-        self.counts[label] = self.counts.get(label, 0) + 1
-
-    def totals(self) -> tuple[tuple[tuple[str, str, str], int], ...]:
-        rows: list[tuple[tuple[str, str, str], int]] = []
-        seen: set[tuple[str, str, str]] = set()
-        for command_id in self._admitted:
-            name = self._names.get(command_id, "")
-            for status in TERMINAL_STATUSES:
-                label = (command_id, name, status)
-                seen.add(label)
-                rows.append((label, self.counts.get(label, 0)))
-        if self._folded:
-            for status in TERMINAL_STATUSES:
-                label = (OTHER, "", status)
-                seen.add(label)
-                rows.append((label, self.counts.get(label, 0)))
-        rows.extend((label, n) for label, n in self.counts.items() if label not in seen)
-        return tuple(rows)
-
-    @property
-    def folded(self) -> int:
-        return len(self._folded)
-
-
 class RunTracker:
     """The mirror of one target's results and its counters (see the module docstring).
 
@@ -384,7 +281,7 @@ class RunTracker:
         self._oss: dict[tuple[str, str], int] = {}
         self._dropped_bytes = 0
         self._found_by_sweep = 0
-        self._commands = _CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
+        self._commands = CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
 
     # --- state ---------------------------------------------------------------------------
 

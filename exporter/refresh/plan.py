@@ -1,9 +1,12 @@
 """What one refresh reads, and in which order (the read plan of one target).
 
 1. *Baseline* (until the first walk is done): every page up to the page cap; the backlog is
-   recorded without being counted.
+   recorded without being counted. A walk that fails goes on where it stopped at the next
+   refresh (see :meth:`ReadPlan._baseline`); its progress is :attr:`ReadPlan.baseline`.
 2. *Fast path*: pages from the first one, stopping after a page that brings nothing new or
    changed, or whose last record is known and unchanged (newest-first, nothing new follows).
+   What this walk itself found new is still news when read again (a walk restarted from the
+   first page after a refused ``NextToken``, pages pushed on by new results).
    The API's order is undocumented; when a new record follows an unchanged known one, the
    order is not newest-first: that is logged once and the sweep covers it.
 3. *In-flight follow-up*, only when the view holds records the service may still change (not
@@ -15,7 +18,10 @@
    periodic task and instance with ended runs not yet counted; each read stops once it has seen
    the runs it needs. Every run is counted once.
 5. *Sweep*, every ``sweep_interval`` seconds: every page up to the page cap. Runs it counts were
-   missed by the steps above and also go to ``results_found_by_sweep_total``.
+   missed by the steps above and also go to ``results_found_by_sweep_total``. A result a
+   complete sweep did not return leaves the view when it is older than every result returned
+   (the API drops its oldest), else after a complete look-up by its ``InvokeId`` does not
+   return it either; what it counted is remembered anyway (see :mod:`exporter.tracking`).
 
 Steady state with no news: one call (two with tasks in flight or periodic tasks). API calls are
 counted in :attr:`ReadPlan.pages`; unusable records are logged once each.
