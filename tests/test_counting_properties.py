@@ -557,7 +557,18 @@ def check_quirk_scenario(scenario: Scenario, executor: ThreadPoolExecutor) -> No
     snap, expectation, truth = run_scenario(scenario, executor)
     assert snap.up
     assert snap.baseline_done
-    assert_counts_match(snap, expectation, scenario.include_history, scenario.time_resolution)
+    if scenario.time_resolution > 1:
+        # The documented limit: with times cut to whole minutes, a run the first walk missed
+        # (an order that moves between pages) that ended within that much of it may be taken
+        # as backlog. Never counted twice, never more than happened.
+        runs = expectation.finished(scenario.include_history)
+        assert expectation.baseline_time is not None
+        clear = expectation.baseline_time + 2 * scenario.time_resolution
+        certain = Counter((r.status, r.error_code) for r in runs if r.finished_time > clear)
+        counted = nonzero(snap.counters.finished)
+        assert certain <= counted <= expected_labels(expectation, scenario.include_history)
+    else:
+        assert_counts_match(snap, expectation, scenario.include_history)
     if scenario.sweep_interval:
         assert_view_matches(snap, truth)
 

@@ -1192,3 +1192,25 @@ def test_a_request_clock_the_api_refuses_is_reported_as_clock_skew(
     assert not snap.up
     assert snap.last_failure_reason == "clock_skew"
     assert failures(snap) == {"clock_skew": 1}
+
+
+def test_a_sweep_that_fails_half_way_goes_on_where_it_stopped(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(300), page_size=50)  # six pages
+    refresher = make_refresher(api, executor, clock, sweep_interval=600.0)
+    refresher.refresh_now()
+    # A new result the fast path cannot see (the API put it last).
+    api.records.append(result("t-late", start=T0 + 50))
+    clock.now += 600
+    calls = len(api.calls)
+    api.errors[calls + 5] = ThrottledError("slow down", code="Throttling.User")  # sweep page 4
+    assert not refresher.refresh_now().up
+    clock.now += 30  # long before the next sweep is due
+    snap = refresher.refresh_now()
+    assert snap.up
+    assert finished(snap) == Counter({("Success", ""): 1})
+    assert snap.counters.found_by_sweep == 1
+    # Fast path (1), then the sweep's pages 4 to 7 (301 results now): not all of them again.
+    assert len(api.calls) == calls + 5 + 1 + 4

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from exporter.ecs.errors import InvalidRequestError
@@ -62,6 +62,23 @@ class BaselineProgress:
     walk_done: bool = False
     consistent: bool = False
     """One attempt returned every record (nothing missed, nothing changed in between)."""
+
+
+@dataclass
+class SweepProgress:
+    """A sweep under way (it may take several refreshes when calls fail)."""
+
+    started: float
+    seen: set[ResultKey] = field(default_factory=set)
+    oldest_start: float | None = None
+    returned: int = 0
+    pages: int = 0
+    next_token: str = ""
+    walks: int = 0
+    resumed: bool = False
+    """A walk went on after a failure: its parts were read at different times."""
+    had_invalid: bool = False
+    """A part of it skipped a record that could not be parsed."""
 
 
 class PageLog:
@@ -184,6 +201,7 @@ class ReadPlan:
         self._last_sweep = 0.0
         self._order_warned = False
         self._order_moved = False  # the last sweep saw a result twice
+        self._sweeping: SweepProgress | None = None
         # Set while a fast path is in flight, to when it (or the interrupted one before it)
         # started: a fast path that failed half-way has not seen what lay beyond its last page.
         self._fast_path_since: float | None = None
@@ -205,9 +223,12 @@ class ReadPlan:
             if self._options.include_history:
                 self._read_histories(now)
             interval = self._options.sweep_interval
-            if interval > 0 and due(self._last_sweep, now, interval):
-                self._last_sweep = now  # a failing sweep waits for the next interval too
-                self._sweep(now)
+            if self._sweeping is None and interval > 0 and due(self._last_sweep, now, interval):
+                self._last_sweep = now
+                self._sweeping = SweepProgress(started=now)
+            if self._sweeping is not None:
+                # A sweep that failed goes on where it stopped, at the next refresh.
+                self._sweep(now, self._sweeping)
             if self._suspects:
                 self._check_suspects(now)
         tracker.expire(now)
@@ -296,58 +317,72 @@ class ReadPlan:
                 extra=self._fields,
             )
 
-    def _sweep(self, now: float) -> None:
-        seen: set[ResultKey] = set()
-        oldest: list[float] = []  # the oldest StartTime returned
-        # A result returned twice means the order moved between pages (or new results pushed
-        # the pages on), so another may have been missed. When that keeps happening, the sweep
-        # reads again (twice at most) while that finds more.
-        for attempt in range(_MAX_SWEEPS):
-            known = len(seen)
-            returned = self._sweep_walk(now, seen, oldest)
-            if returned is None:
-                return  # incomplete: absence means nothing
-            if attempt == 0:
-                moved = returned > len(seen)
+    def _sweep(self, now: float, sweep: SweepProgress) -> None:
+        while True:
+            known = len(sweep.seen)
+            complete = self._sweep_walk(now, sweep)
+            if not complete:
+                self._sweeping = None
+                return  # a page cap, or a record that could not be parsed: nothing is gone
+            if sweep.walks == 1:
+                # A result returned twice means the order moved between pages (or new results
+                # pushed the pages on), so another may have been missed. When that keeps
+                # happening, the sweep reads again (twice at most) while that finds more.
+                moved = sweep.returned > len(sweep.seen) and not sweep.resumed
                 again = moved and self._order_moved
                 self._order_moved = moved
                 if not again:
                     break
-            elif len(seen) == known:
+            elif len(sweep.seen) == known or sweep.walks >= _MAX_SWEEPS:
                 break
-        oldest_start = min(oldest, default=None)
+        self._sweeping = None
         # The API drops its oldest results (30 days, or beyond its own size cap): a result
         # older than every one the sweep returned is gone. A younger one may just have been
         # missed (an order that is not stable between pages): it is looked up first.
         gone: list[ResultKey] = []
-        for key in self._tracker.missing(seen, seen_before=now):
+        oldest = sweep.oldest_start
+        for key in self._tracker.missing(sweep.seen, seen_before=sweep.started):
             start = self._tracker.start_time(key)
-            if start is not None and oldest_start is not None and start < oldest_start:
+            if start is not None and oldest is not None and start < oldest:
                 gone.append(key)
             else:
                 self._suspects.add(key)
         self._tracker.evict_keys(gone)
 
-    def _sweep_walk(self, now: float, seen: set[ResultKey], oldest: list[float]) -> int | None:
-        """One walk of a sweep; returns how many results it returned, None when it did not
-        return every record (a page cap, or a record that could not be parsed)."""
-        walk = self._walk(self._query)
-        returned = 0
+    def _sweep_walk(self, now: float, sweep: SweepProgress) -> bool:
+        """One walk of a sweep (or the rest of one that failed); True when it returned every
+        record (no page cap, no record that could not be parsed)."""
+        if sweep.pages:
+            sweep.resumed = True
+        walk = Walk(
+            self._source,
+            self._query,
+            self._options,
+            self.pages,
+            next_token=sweep.next_token,
+            page_cap=max(1, self._options.page_cap - sweep.pages),
+        )
         saw_unchanged = False
         for page in walk:
             for result in page.results:
                 change = self._tracker.observe(result, now=now, from_sweep=True)
-                seen.add(result.key)
-                returned += 1
+                sweep.seen.add(result.key)
+                sweep.returned += 1
                 start = result.start_time
-                if start is not None and (not oldest or start < oldest[0]):
-                    oldest[:] = [start]
+                if start is not None and (sweep.oldest_start is None or start < sweep.oldest_start):
+                    sweep.oldest_start = start
                 if change is Change.UNCHANGED:
                     saw_unchanged = True
                 elif change is Change.NEW and saw_unchanged:
                     self._warn_order()
+            sweep.pages += 1
+            sweep.next_token = page.next_token
+            sweep.had_invalid = sweep.had_invalid or bool(page.invalid)
         self.truncated = walk.truncated
-        return returned if walk.saw_everything else None
+        sweep.walks += 1
+        sweep.pages = 0
+        sweep.next_token = ""
+        return not walk.truncated and not sweep.had_invalid
 
     def _check_suspects(self, now: float) -> None:
         """Look up by ``InvokeId`` the results a sweep missed: only a complete look-up that
