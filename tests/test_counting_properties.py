@@ -540,6 +540,7 @@ def quirk_scenario(seed: int, quirks: list[str], *, faults: bool) -> Scenario:
     scenario = Scenario(
         seed=seed,
         faults=faults,
+        steps=20,
         include_history=rng.random() < 0.5,
         max_results=rng.choice([5, 10]),
         sweep_interval=rng.choice([0.0, 300.0]),
