@@ -42,10 +42,12 @@ LABEL org.opencontainers.image.title="aliyun-cloudassistant-exporter" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
 
 # PYTHONDONTWRITEBYTECODE: the root filesystem may be read-only (pip compiled the .pyc files in
-# the builder). PYTHONUNBUFFERED: logs reach `docker logs` / kubectl at once.
+# the builder). PYTHONUNBUFFERED: logs reach `docker logs` / kubectl at once. EXPORTER_REVISION:
+# the `revision` label of aliyun_cloudassistant_exporter_build_info.
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    EXPORTER_REVISION="${REVISION}"
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -79,11 +79,13 @@ generate: $(STAMP)
 	$(PY) -m alerts.generate
 	$(PY) -m dashboards.generate
 	$(PY) deploy/kubernetes/generate.py
+	$(PY) docs/generate_metrics.py
 
 check-generated: $(STAMP)
 	$(PY) -m alerts.generate --check
 	$(PY) -m dashboards.generate --check
 	$(PY) deploy/kubernetes/generate.py --check
+	$(PY) docs/generate_metrics.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -1,8 +1,13 @@
 """Command-line flags, Prometheus style; everything else is in ``settings`` and ``app``.
 
 Exit codes: 0 after a clean shutdown or a good ``--config.check``; 2 for a bad flag, a bad
-config file, a bad environment or a bad web config (a one-line reason, never a traceback);
-1 when the listen address cannot be bound.
+config file, a bad environment or a bad web config (``PROGRAM: error: <reason>``, one line per
+problem, the same at start-up and under ``--config.check``, never a traceback); 1 when the
+listen address cannot be bound.
+
+``--config.check`` runs :func:`prepare`, exactly what a start runs before it listens (config,
+web config with its TLS files, credentials providers, clients: everything but the network),
+so a configuration that passes the check does not fail at start.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ import gc
 import logging
 import os
 import platform
-import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, NoReturn
 
 from exporter import __version__
-from exporter.app import build_application, serve
+from exporter.app import Application, build_application, serve
 from exporter.ecs.errors import EcsError
 from exporter.logs import (
     LOG_FORMATS,
@@ -32,11 +37,13 @@ from exporter.logs import (
     log_uncaught_exceptions,
 )
 from exporter.settings import (
-    MAX_CONFIG_FILE_BYTES,
+    SECRET_VARIABLES,
     ConfigError,
     ExporterSettings,
     load_settings,
+    variables_help,
 )
+from exporter.validation import did_you_mean
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 PROGRAM: Final = "aliyun-cloudassistant-exporter"
@@ -46,8 +53,6 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
-# Secrets the environment-reading credential sources will use, for the log redactor.
-_SECRET_VARIABLES: Final = ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN")
 
 log = logging.getLogger("exporter")
 
@@ -83,20 +88,50 @@ def parse_telemetry_path(value: str) -> str:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` with a did-you-mean for a misspelt flag (``--web.listen-adress``)."""
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            known = [option for action in self._actions for option in action.option_strings]
+            hints = []
+            for word in message.removeprefix(prefix).split():
+                flag = word.partition("=")[0]
+                close = did_you_mean(flag, known)
+                if flag.startswith("--") and close:
+                    hints.append(f"{flag}: did you mean {close}?")
+            if hints:
+                message = f"{message} ({'; '.join(hints)})"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags; see ``--help``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROGRAM,
         description="Prometheus exporter for Alibaba Cloud ECS Cloud Assistant invocation results.",
-        epilog=(
-            "Without --config.file, one account is read from the environment: "
-            "ALIYUN_CLOUDASSISTANT_REGIONS (comma-separated, required), "
-            "ALIYUN_CLOUDASSISTANT_ACCOUNT, ALIYUN_CLOUDASSISTANT_ENDPOINT and "
-            "ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET / "
-            "ALIBABA_CLOUD_SECURITY_TOKEN (or the default credentials chain)."
-        ),
+        epilog=variables_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
+    _add_web_flags(parser)
+    _add_config_flags(parser)
+    _add_log_flags(parser)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="start the built-in API simulator with a lively workload and export it",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{PROGRAM} {__version__} (python {platform.python_version()})",
+    )
+    return parser
+
+
+def _add_web_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web.listen-address",
         dest="listen_address",
@@ -122,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="exporter-toolkit web config: TLS and basic auth",
     )
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config.file",
         dest="config_file",
@@ -133,8 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--config.check",
         dest="config_check",
         action="store_true",
-        help="validate the configuration, print a summary of the targets and exit",
+        help=(
+            "validate the configuration and the web config as a start would (without "
+            "network), print a summary of the targets and exit"
+        ),
     )
+
+
+def _add_log_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log.level",
         dest="log_level",
@@ -149,44 +193,54 @@ def build_parser() -> argparse.ArgumentParser:
         default="logfmt",
         help="output format of log messages (default logfmt)",
     )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="start the built-in API simulator with a lively workload and export it",
-    )
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"{PROGRAM} {__version__} (python {platform.python_version()})",
-    )
-    return parser
 
 
-def _load_web_config(path: Path | None) -> WebConfig | None:
-    if path is None:
-        return None
+class StartupError(Exception):
+    """The exporter cannot start with this configuration; ``str()`` is the one-line reason."""
+
+
+@dataclass
+class Prepared:
+    """Everything a start builds before it listens."""
+
+    source: str
+    settings: ExporterSettings
+    web_config: WebConfig | None
+    application: Application
+    doubts: list[str] = field(default_factory=list)
+
+
+def prepare(
+    config_file: Path | None, web_config_file: Path | None, environ: Mapping[str, str]
+) -> Prepared:
+    """Load and check everything a start needs, and build the application (not started).
+
+    Raises :class:`StartupError`. The caller closes ``application``.
+    """
     try:
-        status = path.stat()
-    except OSError:
-        pass  # load_web_config names the problem (missing, permission denied ...)
-    else:
-        # A FIFO or a device (/dev/zero) would block start-up or be read forever.
-        if not (stat.S_ISREG(status.st_mode) or stat.S_ISDIR(status.st_mode)):
-            raise WebConfigError(f"web config {path}: is not a regular file")
-        if status.st_size > MAX_CONFIG_FILE_BYTES:
-            raise WebConfigError(f"web config {path}: is larger than {MAX_CONFIG_FILE_BYTES} bytes")
+        web_config = load_web_config(web_config_file) if web_config_file is not None else None
+        if web_config is not None:
+            web_config.ssl_context()  # the TLS files as they are now
+    except WebConfigError as exc:
+        raise StartupError(str(exc)) from None
     try:
-        return load_web_config(path)
-    except RecursionError:  # thousands of nested [ or {: PyYAML's composer recurses
-        raise WebConfigError(f"web config {path}: not valid YAML: nested too deeply") from None
+        settings = load_settings(config_file)
+    except ConfigError as exc:
+        hint = "" if config_file is not None else " (or give --config.file)"
+        raise StartupError(f"{exc}{hint}") from None
+    REDACTOR.add_all(settings.secret_values())
+    REDACTOR.add_all(environ.get(name, "") for name in SECRET_VARIABLES)
+    try:
+        application = build_application(settings, environ=environ)
+    except (ValueError, EcsError) as exc:  # what validation let through but a constructor refused
+        raise StartupError(str(exc)) from None
+    source = str(config_file) if config_file is not None else "environment"
+    return Prepared(source, settings, web_config, application, settings.warnings(environ))
 
 
-def _config_failure(error: Exception, *, check: bool, hint: str = "") -> int:
-    message = f"{error}{hint}"
-    if check:
-        print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    else:
-        log.error("invalid configuration", extra={"err": message})
+def _config_failure(error: Exception) -> int:
+    # The same line at start-up and under --config.check: what the README shows.
+    print(f"{PROGRAM}: error: {error}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -224,55 +278,48 @@ def _run(argv: Sequence[str] | None) -> int:
     configure_logging(args.log_level, args.log_format)
     log_uncaught_exceptions()
 
-    try:
-        web_config = _load_web_config(args.web_config_file)
-    except WebConfigError as exc:
-        return _config_failure(exc, check=args.config_check)
-
     if args.demo:
-        from exporter.demo import run_demo  # the simulator is only imported for the demo
-
-        return run_demo(
-            listen_address=args.listen_address or parse_listen_address(DEFAULT_DEMO_LISTEN_ADDRESS),
-            telemetry_path=args.telemetry_path,
-            web_config=web_config,
-        )
-
+        return _run_demo(args)
     try:
-        settings: ExporterSettings = load_settings(args.config_file)
-    except ConfigError as exc:
-        hint = "" if args.config_file is not None else " (or give --config.file)"
-        return _config_failure(exc, check=args.config_check, hint=hint)
+        prepared = prepare(args.config_file, args.web_config_file, os.environ)
+    except StartupError as exc:
+        return _config_failure(exc)
 
-    doubts = settings.warnings(os.environ)
     if args.config_check:
-        source = args.config_file if args.config_file is not None else "environment"
-        print(f"{source}: OK: {settings.summary()}")
-        for doubt in doubts:
+        prepared.application.close()
+        print(f"{prepared.source}: OK: {prepared.settings.summary()}")
+        for doubt in prepared.doubts:
             print(f"{PROGRAM}: warning: {doubt}", file=sys.stderr)
         return EXIT_OK
-    for doubt in doubts:
+    for doubt in prepared.doubts:
         log.warning("configuration looks wrong", extra={"problem": doubt})
-
-    REDACTOR.add_all(settings.secret_values())
-    REDACTOR.add_all(os.environ.get(name, "") for name in _SECRET_VARIABLES)
-    try:
-        application = build_application(settings)
-    except (ValueError, EcsError) as exc:  # what validation let through but a constructor refused
-        return _config_failure(exc, check=False)
     # Everything built so far lives as long as the process: moving it out of the collector's
     # generations spares the full collections the first refresh would otherwise trigger.
     gc.collect()
     gc.freeze()
     try:
         return serve(
-            application,
+            prepared.application,
             listen_address=args.listen_address or parse_listen_address(DEFAULT_LISTEN_ADDRESS),
             telemetry_path=args.telemetry_path,
-            web_config=web_config,
+            web_config=prepared.web_config,
         )
     except WebConfigError as exc:  # a TLS file that stopped loading since validation
-        return _config_failure(exc, check=False)
+        return _config_failure(exc)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from exporter.demo import run_demo  # the simulator is only imported for the demo
+
+    try:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    except WebConfigError as exc:
+        return _config_failure(exc)
+    return run_demo(
+        listen_address=args.listen_address or parse_listen_address(DEFAULT_DEMO_LISTEN_ADDRESS),
+        telemetry_path=args.telemetry_path,
+        web_config=web_config,
+    )
 
 
 if __name__ == "__main__":

@@ -1,41 +1,295 @@
-"""The Prometheus side: metric families built from target snapshots on every scrape.
+"""The Prometheus side: the families of :mod:`exporter.metrics`, rendered from target snapshots.
 
-:class:`CloudAssistantCollector` takes its refreshers in its constructor and is registered by the
-application on a registry it creates (never the global one). It holds no metric objects: each
-``collect()`` builds fresh families from the newest :class:`~exporter.refresh.TargetSnapshot`
-of every target, so rendering takes a few milliseconds whatever the API is doing.
+:class:`CloudAssistantCollector` takes a *source of snapshots* (a callable that returns the
+newest :class:`~exporter.refresh.TargetSnapshot` of every target; it must not wait on anything)
+and builds the families of the metric contract from them. It is a ``prometheus_client``
+collector (``registry.register(collector)``, ``registry.get_sample_value(...)``), and it also
+renders its own exposition text (:meth:`CloudAssistantCollector.render`): each target's text is
+rendered once per snapshot and kept (snapshots are immutable), so a scrape of hundreds of
+targets joins cached text instead of formatting every sample again. :class:`Exposition` puts
+that text together with a registry of the other collectors (process, platform) for ``/metrics``.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import wait as wait_futures
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.utils import floatToGoString
 
-from exporter.refresh import TargetRefresher, TargetSnapshot
-from exporter.tracking import HistogramValue
+from exporter import metrics as m
+from exporter.metrics import (
+    NO_ERROR_CODE,
+    SUCCESS_CODE,
+    BuildInfoKey,
+    LabelValues,
+    MetricSpec,
+    TargetInfoKey,
+    TargetKey,
+)
+from exporter.refresh import TargetSnapshot
+from exporter.tracking import CounterTotals, HistogramValue, ViewSummary
 
-PREFIX = "aliyun_cloudassistant_"
-TARGET_LABELS: tuple[str, ...] = ("account", "region_id")
+SnapshotSource = Callable[[], Sequence[TargetSnapshot]]
+"""Returns the newest snapshot of every target, without waiting (``refresher.latest()``)."""
+REVISION_VARIABLE = "EXPORTER_REVISION"
+"""The environment variable the container image sets to its VCS revision (build argument
+``REVISION``)."""
+UNKNOWN_REVISION = "unknown"
+_EOF = "# EOF\n"
+
+Samples = dict[tuple[str, ...], float]
+Encoder = Callable[[CollectorRegistry], bytes]
+"""An encoder of ``prometheus_client`` (``choose_encoder(accept)[0]``)."""
+
+
+def build_revision(environ: Mapping[str, str]) -> str:
+    """The VCS revision for ``build_info``: :data:`REVISION_VARIABLE`, else ``unknown``."""
+    value = environ.get(REVISION_VARIABLE, "").strip()
+    if not value or len(value) > m.MAX_LABEL_VALUE_CHARS or not value.isprintable():
+        return UNKNOWN_REVISION
+    return value
+
+
+def build_info(version: str, revision: str) -> BuildInfoKey:
+    """The ``build_info`` labels of this process."""
+    return BuildInfoKey(version, revision, platform.python_version())
+
+
+def clean_label_value(value: str) -> str:
+    """``value`` made encodable as UTF-8 (a lone surrogate becomes U+FFFD).
+
+    The API layer sanitises every string it parses; this is the last line of defence, so that
+    no string that reaches a label can make the exposition fail.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
+class _Families(CollectorRegistry):
+    """A registry of given families, for the encoders (they only call ``collect()``)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        super().__init__(auto_describe=False)
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
+
+
+def _family(spec: MetricSpec) -> Family:
+    labels = spec.label_names
+    if spec.type == "counter":
+        return CounterMetricFamily(spec.family, spec.help, labels=labels, unit=spec.unit)
+    if spec.type == "histogram":
+        return HistogramMetricFamily(spec.family, spec.help, labels=labels, unit=spec.unit)
+    return GaugeMetricFamily(spec.family, spec.help, labels=labels, unit=spec.unit)
 
 
 def _histogram_buckets(value: HistogramValue) -> list[tuple[str, float]]:
-    buckets: list[tuple[str, float]] = [
-        (str(float(bound)), float(count)) for bound, count in value.buckets
-    ]
+    buckets = [(_le(bound), float(count)) for bound, count in value.buckets]
     buckets.append(("+Inf", float(value.count)))
     return buckets
 
 
+def _le(bound: float) -> str:
+    return str(float(bound))
+
+
+def _series(spec: MetricSpec, data: Samples) -> Iterator[tuple[LabelValues, float]]:
+    """The series of one labelled family for one target: every pre-initialised key, then every
+    other key the data has with a non-zero value (a series that never moved is not shown). A
+    family without pre-initialised keys shows every key its data has."""
+    if not spec.preinitialised:
+        yield from data.items()
+        return
+    for key in spec.preinitialised:
+        yield key, data.get(key, 0)
+    known = set(spec.preinitialised)
+    for key, value in data.items():
+        if value and key not in known:
+            yield key, value
+
+
+def _merge(pairs: Iterable[tuple[LabelValues, int | float]]) -> Samples:
+    """Sum values whose label keys became equal (``""`` and a literal ``none`` from the API)."""
+    merged: Samples = {}
+    for key, value in pairs:
+        merged[key] = merged.get(key, 0) + value
+    return merged
+
+
+def _explicit(code: str, success: str) -> str:
+    return code if code else success
+
+
+# --- what one target shows ---------------------------------------------------------------------
+
+Rows = Sequence[tuple[LabelValues, float]]
+HistogramRows = Sequence[tuple[LabelValues, HistogramValue]]
+Series = dict[str, Rows | HistogramRows]
+"""Family name -> the label values (after ``account``, ``region_id``) and value of each series."""
+
+
+def _labelled(spec: MetricSpec, data: Samples) -> Rows:
+    return list(_series(spec, data))
+
+
+def _view_series(view: ViewSummary) -> Series:
+    """The families computed from the target's view (gauges)."""
+    return {
+        m.INVOCATION_RESULTS.name: _labelled(
+            m.INVOCATION_RESULTS, _merge(((s,), n) for s, n in view.by_status)
+        ),
+        m.INVOCATION_RESULTS_BY_ERROR_CODE.name: _labelled(
+            m.INVOCATION_RESULTS_BY_ERROR_CODE, _merge(((c,), n) for c, n in view.by_error_code)
+        ),
+        m.INVOCATION_RUNNING.name: [((), view.running)],
+        m.INVOCATION_RUNNING_OLDEST_AGE.name: [((), view.running_oldest_age_seconds)],
+        m.OSS_OUTPUT_RESULTS.name: _labelled(
+            m.OSS_OUTPUT_RESULTS, _merge(((s,), n) for s, n in view.oss_by_status)
+        ),
+        m.INVOCATION_RESULTS_WITH_DROPPED_OUTPUT.name: [((), view.with_dropped_output)],
+        m.TRACKED_RUNS.name: [((), view.tracked_runs)],
+    }
+
+
+def _counter_series(counters: CounterTotals, command_breakdown: bool) -> Series:
+    """The families counted since the exporter started."""
+    durations: dict[LabelValues, HistogramValue] = {
+        (status,): histogram for status, histogram in counters.durations
+    }
+    started = _series(m.INVOCATION_DURATION, {k: h.count for k, h in durations.items()})
+    series: Series = {
+        m.INVOCATION_RESULTS_FINISHED.name: _labelled(
+            m.INVOCATION_RESULTS_FINISHED,
+            _merge(((s, _explicit(c, NO_ERROR_CODE)), n) for (s, c), n in counters.finished),
+        ),
+        m.INVOCATION_DURATION.name: [
+            (key, durations.get(key) or _empty_histogram(m.INVOCATION_DURATION))
+            for key, _ in started
+        ],
+        m.OSS_OUTPUT_DELIVERIES.name: _labelled(
+            m.OSS_OUTPUT_DELIVERIES,
+            _merge(((s, _explicit(c, NO_ERROR_CODE)), n) for (s, c), n in counters.oss_deliveries),
+        ),
+        m.OUTPUT_DROPPED_BYTES.name: [((), counters.dropped_bytes)],
+        m.RESULTS_FOUND_BY_SWEEP.name: [((), counters.found_by_sweep)],
+    }
+    if command_breakdown:
+        series[m.COMMAND_INVOCATION_RESULTS_FINISHED.name] = list(
+            _merge((key, n) for key, n in counters.commands).items()
+        )
+        series[m.COMMAND_IDS_FOLDED.name] = [((), counters.command_ids_folded)]
+    return series
+
+
+def _refresh_series(snap: TargetSnapshot, info: TargetInfoKey | None) -> Series:
+    """The families about the refreshes and API calls (they change with every refresh)."""
+    series: Series = {
+        m.UP.name: [((), 1 if snap.up else 0)],
+        m.REFRESH_DURATION.name: [((), snap.refresh_duration_seconds)],
+        m.LAST_REFRESH_SUCCESS.name: [((), snap.last_success_timestamp_seconds)],
+        m.REFRESHES.name: [((), snap.refreshes)],
+        m.REFRESH_FAILURES.name: _labelled(
+            m.REFRESH_FAILURES, _merge(((r,), n) for r, n in snap.refresh_failures)
+        ),
+        m.REFRESH_PAGES.name: [((), snap.refresh_pages)],
+        m.RESULTS_TRUNCATED.name: [((), 1 if snap.results_truncated else 0)],
+        m.INVALID_RECORDS.name: [((), snap.invalid_records)],
+        m.LABEL_VALUES_FOLDED.name: [((), snap.label_values_folded)],
+        m.API_REQUESTS.name: _labelled(
+            m.API_REQUESTS,
+            _merge(((_explicit(c, SUCCESS_CODE),), n) for c, n in snap.api_requests),
+        ),
+        m.API_REQUEST_DURATION.name: [((), snap.api_request_duration)],
+        m.API_RATE_LIMIT_WAIT.name: [((), snap.api_rate_limit_wait_seconds)],
+    }
+    if info is not None:
+        series[m.TARGET_INFO.name] = [(tuple(info), 1)]
+    return series
+
+
+def _empty_histogram(spec: MetricSpec) -> HistogramValue:
+    return HistogramValue(tuple((bound, 0) for bound in spec.buckets), 0, 0.0)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _escape(value: str) -> str:
+    # The exposition formats' label value escapes: backslash, double quote, line feed.
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def _label_text(names: tuple[str, ...], values: Iterable[str]) -> str:
+    return ",".join(f'{name}="{_escape(value)}"' for name, value in zip(names, values, strict=True))
+
+
+def _family_text(spec: MetricSpec, target: str, rows: Rows | HistogramRows) -> str:
+    """The sample lines of one family of one target (the same in both text formats)."""
+    lines: list[str] = []
+    for key, value in rows:
+        labels = target + ("," + _label_text(spec.labels, key) if key else "")
+        if isinstance(value, HistogramValue):
+            name = spec.name
+            for bound, count in value.buckets:
+                lines.append(f'{name}_bucket{{{labels},le="{_le(bound)}"}} {_num(count)}\n')
+            lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {_num(value.count)}\n')
+            lines.append(f"{name}_count{{{labels}}} {_num(value.count)}\n")
+            lines.append(f"{name}_sum{{{labels}}} {_num(value.sum)}\n")
+        else:
+            lines.append(f"{spec.name}{{{labels}}} {_num(value)}\n")
+    return "".join(lines)
+
+
+def _num(value: float) -> str:
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
+class _Rendered(NamedTuple):
+    """One target's sample lines by family name (the same in both text formats), in three
+    groups: from the view, from the counters, from the refresh (see :meth:`_target_text`)."""
+
+    snapshot: TargetSnapshot
+    groups: tuple[dict[str, str], dict[str, str], dict[str, str]]
+
+    def chunk(self, name: str) -> str:
+        for group in self.groups:
+            text = group.get(name)
+            if text is not None:
+                return text
+        return ""
+
+
+def _header_lines(encoder: Encoder, spec: MetricSpec) -> str:
+    text = encoder(_Families((_family(spec),))).decode("utf-8")
+    return "".join(
+        line + "\n" for line in text.splitlines() if line.startswith(("# HELP", "# TYPE", "# UNIT"))
+    )
+
+
 class CloudAssistantCollector:
-    """Every ``aliyun_cloudassistant_*`` family, one series set per target.
+    """Every family of :data:`exporter.metrics.METRICS`, one series set per target.
 
     A scrape looks like this (one target; ``…`` stands for
     ``account="prod",region_id="cn-hangzhou"``; most series left out)::
@@ -45,263 +299,169 @@ class CloudAssistantCollector:
         aliyun_cloudassistant_up{account="prod",region_id="cn-hangzhou"} 1.0
         # TYPE aliyun_cloudassistant_invocation_results gauge
         aliyun_cloudassistant_invocation_results{…,invocation_status="Running"} 3.0
-        aliyun_cloudassistant_invocation_results{…,invocation_status="Success"} 812.0
         # TYPE aliyun_cloudassistant_invocation_results_finished_total counter
         aliyun_cloudassistant_invocation_results_finished_total{…,invocation_status="Failed",
             error_code="ExitCodeNonzero"} 2.0
+        aliyun_cloudassistant_invocation_results_finished_total{…,invocation_status="Success",
+            error_code="none"} 812.0
         # TYPE aliyun_cloudassistant_exporter_build_info gauge
-        aliyun_cloudassistant_exporter_build_info{version="0.1.0",python_version="3.11.9"} 1.0
+        aliyun_cloudassistant_exporter_build_info{version="0.1.0",revision="3f2c1e9",
+            python_version="3.11.9"} 1.0
 
-    ``collect()`` first starts the refreshes that are due for every target, then waits for all
-    of them together at most ``scrape_max_wait`` seconds, so a slow target delays the scrape by
-    no more than that and never holds up the others' refreshes. With 0 (what the exporter passes:
-    its HTTP server has already started and waited for the due refreshes, bounded by Prometheus'
-    scrape timeout) ``collect()`` only renders the newest snapshots.
+    ``snapshots`` returns the newest snapshot of every target and never waits (who starts the
+    refreshes and how long a scrape waits for them is the application's business);
+    ``target_info`` gives the ``target_info`` labels of each target (targets without an entry
+    have no ``target_info`` series).
     """
 
     def __init__(
         self,
-        refreshers: Sequence[TargetRefresher],
+        snapshots: SnapshotSource,
         *,
-        scrape_max_wait: float,
-        build_version: str,
+        build: BuildInfoKey,
+        target_info: Mapping[TargetKey, TargetInfoKey] | None = None,
     ) -> None:
-        self._refreshers = tuple(refreshers)
-        self._max_wait = scrape_max_wait
-        self._version = build_version
-        self._python_version = platform.python_version()
-        intervals = [r.options.min_refresh_interval for r in self._refreshers]
-        self._interval = max(intervals) if intervals else 30.0
+        self._snapshots = snapshots
+        self._build = build
+        self._target_info = dict(target_info or {})
+        self._specs = tuple(spec for spec in m.METRICS if spec.per_target)
+        self._lock = threading.Lock()
+        self._headers: dict[str, tuple[str, ...]] = {}  # by content type
+        self._rendered: dict[TargetKey, _Rendered] = {}
+
+    # --- the prometheus_client collector -----------------------------------------------------
 
     def describe(self) -> Iterable[Metric]:
-        """The families without samples (registration must not start a refresh)."""
-        return list(self._families(()))
+        """The families without samples (registration must not read anything)."""
+        return [_family(spec) for spec in m.METRICS]
 
     def collect(self) -> Iterable[Metric]:
-        """Build every family from the newest snapshots."""
-        return list(self._families(self._snapshots()))
+        """Every family, built from the newest snapshots."""
+        families = {spec.name: _family(spec) for spec in self._specs}
+        for snap in self._snapshots():
+            target = tuple(clean_label_value(v) for v in (snap.name, snap.region_id))
+            for name, rows in self._target_series(snap).items():
+                family = families[name]
+                for key, value in rows:
+                    labels = (*target, *(clean_label_value(v) for v in key))
+                    if isinstance(value, HistogramValue):
+                        assert isinstance(family, HistogramMetricFamily)
+                        family.add_metric(labels, _histogram_buckets(value), value.sum)
+                    else:
+                        assert not isinstance(family, HistogramMetricFamily)
+                        family.add_metric(labels, value)
+        return [*families.values(), self._build_family()]
 
-    def _snapshots(self) -> list[TargetSnapshot]:
-        if self._max_wait <= 0:
-            # The caller (the exporter's HTTP server) already started the due refreshes and
-            # waited for them: only render.
-            return [refresher.latest() for refresher in self._refreshers]
-        futures = [f for f in (r.start_if_due() for r in self._refreshers) if f is not None]
-        if futures:
-            wait_futures(futures, timeout=self._max_wait)
-        return [refresher.latest() for refresher in self._refreshers]
+    # --- the cached exposition ---------------------------------------------------------------
 
-    def _families(self, snapshots: Sequence[TargetSnapshot]) -> Iterator[Metric]:
-        yield from self._view_families(snapshots)
-        yield from self._counter_families(snapshots)
-        yield from self._refresh_families(snapshots)
-        yield from self._api_families(snapshots)
-        yield from self._command_families(snapshots)
-        build = GaugeMetricFamily(
-            PREFIX + "exporter_build_info",
-            "Version of the exporter and of Python it runs on (value 1).",
-            labels=("version", "python_version"),
-        )
-        build.add_metric((self._version, self._python_version), 1)
-        yield build
+    def render(self, accept: str = "") -> tuple[str, str]:
+        """The exposition text of every family, in the format ``accept`` (an HTTP ``Accept``
+        header) asks for, and its content type (OpenMetrics' ``# EOF`` left out).
 
-    def _as_of(self) -> str:
-        return f"as of the last refresh (at most every {self._interval:g} s)"
+        Each target's lines are rendered once per snapshot and reused until its next refresh
+        (:meth:`prerender` does it ahead of the scrape).
+        """
+        encoder, content_type = choose_encoder(accept)
+        headers = self._headers.get(content_type)
+        if headers is None:
+            headers = tuple(_header_lines(encoder, spec) for spec in self._specs)
+            self._headers[content_type] = headers
+        rendered = [self._rendered_target(snapshot) for snapshot in self._snapshots()]
+        parts: list[str] = []
+        for spec, header in zip(self._specs, headers, strict=True):
+            parts.append(header)
+            parts.extend(target.chunk(spec.name) for target in rendered)
+        build = encoder(_Families((self._build_family(),))).decode("utf-8")
+        parts.append(build.removesuffix(_EOF))
+        return "".join(parts), content_type
 
-    def _view_families(self, snapshots: Sequence[TargetSnapshot]) -> Iterator[Metric]:
-        as_of = self._as_of()
-        results = GaugeMetricFamily(
-            PREFIX + "invocation_results",
-            f"Results the API returns for the target, by InvocationStatus, {as_of}.",
-            labels=(*TARGET_LABELS, "invocation_status"),
-        )
-        by_error = GaugeMetricFamily(
-            PREFIX + "invocation_results_by_error_code",
-            f"Results with a non-empty ErrorCode, by ErrorCode, {as_of}.",
-            labels=(*TARGET_LABELS, "error_code"),
-        )
-        running = GaugeMetricFamily(
-            PREFIX + "invocation_running",
-            f"Results with InvocationStatus Running, {as_of}.",
-            labels=TARGET_LABELS,
-        )
-        oldest = GaugeMetricFamily(
-            PREFIX + "invocation_running_oldest_age_seconds",
-            f"Seconds since the StartTime of the oldest Running result (0 when none), {as_of}.",
-            labels=TARGET_LABELS,
-        )
-        oss = GaugeMetricFamily(
-            PREFIX + "oss_output_results",
-            f"Results with an OSS output delivery, by OssOutputStatus, {as_of}.",
-            labels=(*TARGET_LABELS, "oss_output_status"),
-        )
-        dropped = GaugeMetricFamily(
-            PREFIX + "invocation_results_with_dropped_output",
-            f"Results whose Output was cut (Dropped > 0), {as_of}.",
-            labels=TARGET_LABELS,
-        )
-        tracked = GaugeMetricFamily(
-            PREFIX + "tracked_runs",
-            f"Entries in the exporter's tracking state for the target, {as_of}.",
-            labels=TARGET_LABELS,
-        )
-        for snap in snapshots:
-            target = (snap.name, snap.region_id)
-            view = snap.view
-            for status, n in view.by_status:
-                results.add_metric((*target, status), n)
-            for code, n in view.by_error_code:
-                by_error.add_metric((*target, code), n)
-            running.add_metric(target, view.running)
-            oldest.add_metric(target, view.running_oldest_age_seconds)
-            for status, n in view.oss_by_status:
-                oss.add_metric((*target, status), n)
-            dropped.add_metric(target, view.with_dropped_output)
-            tracked.add_metric(target, view.tracked_runs)
-        yield from (results, by_error, running, oldest, oss, dropped, tracked)
+    def prerender(self, snapshot: TargetSnapshot) -> None:
+        """Render ``snapshot`` now (from the refresh that made it), so the scrape finds it ready."""
+        self._rendered_target(snapshot)
 
-    def _counter_families(self, snapshots: Sequence[TargetSnapshot]) -> Iterator[Metric]:
-        finished = CounterMetricFamily(
-            PREFIX + "invocation_results_finished",
-            "Runs (InvokeId, InstanceId, container, run) that reached a terminal "
-            "InvocationStatus since the exporter started, each counted once; the backlog found "
-            "by the first refresh is not counted.",
-            labels=(*TARGET_LABELS, "invocation_status", "error_code"),
-        )
-        durations = HistogramMetricFamily(
-            PREFIX + "invocation_duration_seconds",
-            "FinishedTime - StartTime of the runs counted in "
-            "aliyun_cloudassistant_invocation_results_finished_total (runs with both times).",
-            labels=(*TARGET_LABELS, "invocation_status"),
-        )
-        oss = CounterMetricFamily(
-            PREFIX + "oss_output_deliveries",
-            "OSS output deliveries that reached Finished or Failed, each counted once.",
-            labels=(*TARGET_LABELS, "oss_output_status", "oss_output_error_code"),
-        )
-        dropped = CounterMetricFamily(
-            PREFIX + "output_dropped_bytes",
-            "Bytes cut from the Output of counted runs (sum of Dropped).",
-            labels=TARGET_LABELS,
-        )
-        found = CounterMetricFamily(
-            PREFIX + "results_found_by_sweep",
-            "Runs the fast path missed and the periodic full sweep found (and counted).",
-            labels=TARGET_LABELS,
-        )
-        for snap in snapshots:
-            target = (snap.name, snap.region_id)
-            counters = snap.counters
-            for (status, code), n in counters.finished:
-                finished.add_metric((*target, status, code), n)
-            for status, histogram in counters.durations:
-                durations.add_metric(
-                    (*target, status), _histogram_buckets(histogram), histogram.sum
-                )
-            for (status, code), n in counters.oss_deliveries:
-                oss.add_metric((*target, status, code), n)
-            dropped.add_metric(target, counters.dropped_bytes)
-            found.add_metric(target, counters.found_by_sweep)
-        yield from (finished, durations, oss, dropped, found)
+    def _rendered_target(self, snapshot: TargetSnapshot) -> _Rendered:
+        target = TargetKey(snapshot.name, snapshot.region_id)
+        with self._lock:
+            cached = self._rendered.get(target)
+        if cached is not None and cached.snapshot is snapshot:
+            return cached
+        # Rendered outside the lock: two scrapes that race render the same text twice.
+        rendered = _Rendered(snapshot, self._target_text(snapshot, cached))
+        with self._lock:
+            self._rendered[target] = rendered
+        return rendered
 
-    def _refresh_families(self, snapshots: Sequence[TargetSnapshot]) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            PREFIX + "up",
-            "1 if the last refresh of the target succeeded.",
-            labels=TARGET_LABELS,
-        )
-        duration = GaugeMetricFamily(
-            PREFIX + "refresh_duration_seconds",
-            "Duration of the last refresh of the target.",
-            labels=TARGET_LABELS,
-        )
-        last_success = GaugeMetricFamily(
-            PREFIX + "last_refresh_success_timestamp_seconds",
-            "Unix time of the last successful refresh of the target (0 before the first).",
-            labels=TARGET_LABELS,
-        )
-        refreshes = CounterMetricFamily(
-            PREFIX + "refreshes",
-            "Refreshes of the target attempted.",
-            labels=TARGET_LABELS,
-        )
-        failures = CounterMetricFamily(
-            PREFIX + "refresh_failures",
-            "Refreshes of the target that failed, by reason.",
-            labels=(*TARGET_LABELS, "reason"),
-        )
-        pages = GaugeMetricFamily(
-            PREFIX + "refresh_pages",
-            "API pages (calls) fetched by the last refresh of the target.",
-            labels=TARGET_LABELS,
-        )
-        truncated = GaugeMetricFamily(
-            PREFIX + "results_truncated",
-            "1 if the last full walk (first refresh or sweep) stopped at the page cap.",
-            labels=TARGET_LABELS,
-        )
-        invalid = CounterMetricFamily(
-            PREFIX + "invalid_records",
-            "Distinct records skipped because they could not be parsed.",
-            labels=TARGET_LABELS,
-        )
-        for snap in snapshots:
-            target = (snap.name, snap.region_id)
-            up.add_metric(target, 1 if snap.up else 0)
-            duration.add_metric(target, snap.refresh_duration_seconds)
-            last_success.add_metric(target, snap.last_success_timestamp_seconds)
-            refreshes.add_metric(target, snap.refreshes)
-            for reason, n in snap.refresh_failures:
-                failures.add_metric((*target, reason), n)
-            pages.add_metric(target, snap.refresh_pages)
-            truncated.add_metric(target, 1 if snap.results_truncated else 0)
-            invalid.add_metric(target, snap.invalid_records)
-        yield from (up, duration, last_success, refreshes, failures, pages, truncated, invalid)
+    def _target_text(
+        self, snap: TargetSnapshot, previous: _Rendered | None
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        # Most refreshes change only the refresh families: the view's and the counters' text is
+        # reused when what they show is equal (cheaper to compare than to format).
+        target = _label_text(m.TARGET_LABELS, (snap.name, snap.region_id))
+        old = previous.snapshot if previous is not None else None
 
-    def _api_families(self, snapshots: Sequence[TargetSnapshot]) -> Iterator[Metric]:
-        as_of = self._as_of()
-        requests = CounterMetricFamily(
-            PREFIX + "api_requests",
-            "HTTP tries to the ECS API, by outcome code (empty on success, else the API Code or "
-            f"http_<status>, timeout, transport, malformed), {as_of}.",
-            labels=(*TARGET_LABELS, "code"),
-        )
-        durations = HistogramMetricFamily(
-            PREFIX + "api_request_duration_seconds",
-            f"Duration of each HTTP try to the ECS API, {as_of}.",
-            labels=TARGET_LABELS,
-        )
-        waits = CounterMetricFamily(
-            PREFIX + "api_rate_limit_wait_seconds",
-            f"Seconds spent waiting on the per-account/region token bucket, {as_of}.",
-            labels=TARGET_LABELS,
-        )
-        for snap in snapshots:
-            target = (snap.name, snap.region_id)
-            for code, n in snap.api_requests:
-                requests.add_metric((*target, code), n)
-            histogram = snap.api_request_duration
-            durations.add_metric(target, _histogram_buckets(histogram), histogram.sum)
-            waits.add_metric(target, snap.api_rate_limit_wait_seconds)
-        yield from (requests, durations, waits)
+        def text(series: Series) -> dict[str, str]:
+            return {
+                name: _family_text(m.BY_NAME[name], target, rows) for name, rows in series.items()
+            }
 
-    def _command_families(self, snapshots: Sequence[TargetSnapshot]) -> Iterator[Metric]:
-        commands = CounterMetricFamily(
-            PREFIX + "command_invocation_results_finished",
-            "Opt-in: runs counted in aliyun_cloudassistant_invocation_results_finished_total, by "
-            'CommandId (capped: beyond the cap command_id="other").',
-            labels=(*TARGET_LABELS, "command_id", "command_name", "invocation_status"),
+        if previous is not None and old is not None and old.view == snap.view:
+            view = previous.groups[0]
+        else:
+            view = text(_view_series(snap.view))
+        if (
+            previous is not None
+            and old is not None
+            and old.counters == snap.counters
+            and old.command_breakdown == snap.command_breakdown
+        ):
+            counters = previous.groups[1]
+        else:
+            counters = text(_counter_series(snap.counters, snap.command_breakdown))
+        info = self._target_info.get(TargetKey(snap.name, snap.region_id))
+        refresh = text(_refresh_series(snap, info))
+        groups = (view, counters, refresh)
+        try:
+            for group in groups:
+                "".join(group.values()).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate slipped through: never fail the scrape
+            groups = tuple(  # type: ignore[assignment]
+                {name: clean_label_value(chunk) for name, chunk in group.items()}
+                for group in groups
+            )
+        return groups
+
+    # --- building the families ---------------------------------------------------------------
+
+    def _build_family(self) -> Metric:
+        family = GaugeMetricFamily(
+            m.BUILD_INFO.family, m.BUILD_INFO.help, labels=m.BUILD_INFO.label_names
         )
-        folded = GaugeMetricFamily(
-            PREFIX + "command_ids_folded",
-            'Opt-in: distinct CommandIds counted under command_id="other".',
-            labels=TARGET_LABELS,
-        )
-        for snap in snapshots:
-            if not snap.command_breakdown:
-                continue
-            target = (snap.name, snap.region_id)
-            for (command_id, name, status), n in snap.counters.commands:
-                commands.add_metric((*target, command_id, name, status), n)
-            folded.add_metric(target, snap.counters.command_ids_folded)
-        yield from (commands, folded)
+        family.add_metric(self._build, 1)
+        return family
+
+    def _target_series(self, snap: TargetSnapshot) -> Series:
+        """Every per-target family of one snapshot."""
+        info = self._target_info.get(TargetKey(snap.name, snap.region_id))
+        return {
+            **_view_series(snap.view),
+            **_counter_series(snap.counters, snap.command_breakdown),
+            **_refresh_series(snap, info),
+        }
+
+
+class Exposition:
+    """The ``/metrics`` body: ``runtime`` (a registry of the process and platform collectors,
+    rendered by ``prometheus_client``) followed by the collector's cached text."""
+
+    def __init__(self, runtime: CollectorRegistry, collector: CloudAssistantCollector) -> None:
+        self._runtime = runtime
+        self._collector = collector
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """The body and its content type for a request's ``Accept`` header."""
+        encoder, _ = choose_encoder(accept)
+        runtime = encoder(self._runtime).decode("utf-8")
+        text, content_type = self._collector.render(accept)
+        if runtime.endswith(_EOF):  # OpenMetrics: the end marker goes after everything
+            return (runtime.removesuffix(_EOF) + text + _EOF).encode("utf-8"), content_type
+        return (runtime + text).encode("utf-8"), content_type

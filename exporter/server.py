@@ -107,6 +107,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         registry: CollectorRegistry,
         target_statuses: Callable[[], Sequence[TargetStatus]],
         prepare_scrape: Callable[[float], None] = lambda max_wait: None,
+        render_metrics: Callable[[str], tuple[bytes, str]] | None = None,
         scrape_max_wait: float = 9.0,
         telemetry_path: str = "/metrics",
         web_config: WebConfig | None = None,
@@ -115,6 +116,8 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         self.registry = registry
         self.target_statuses = target_statuses
         self.prepare_scrape = prepare_scrape
+        # (Accept header) -> (body, content type); without it the registry is rendered.
+        self.render_metrics = render_metrics
         self.scrape_max_wait = scrape_max_wait
         self.telemetry_path = telemetry_path
         self.web_config = web_config
@@ -313,8 +316,12 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             self.headers.get(SCRAPE_TIMEOUT_HEADER), self.server.scrape_max_wait
         )
         self.server.prepare_scrape(max_wait)
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        body = encoder(self.server.registry)
+        accept = self.headers.get("Accept", "")
+        if self.server.render_metrics is not None:
+            body, content_type = self.server.render_metrics(accept)
+        else:
+            encoder, content_type = choose_encoder(accept)
+            body = encoder(self.server.registry)
         headers: dict[str, str] = {}
         if gzip_accepted(self.headers.get("Accept-Encoding", "")):
             body = gzip.compress(body, compresslevel=6)

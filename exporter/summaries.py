@@ -13,24 +13,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exporter.ecs.models import TERMINAL_STATUSES
+from exporter.metrics import DURATION_BUCKETS, MAX_LABEL_VALUE_CHARS, OTHER
 
-OTHER = "other"
-"""The label value that unknown values fold into beyond the cap."""
-DURATION_BUCKETS: tuple[float, ...] = (
-    1,
-    5,
-    10,
-    30,
-    60,
-    120,
-    300,
-    600,
-    1800,
-    3600,
-    7200,
-    21600,
-    86400,
-)
+__all__ = [
+    "DURATION_BUCKETS",
+    "EMPTY_HISTOGRAM",
+    "OTHER",
+    "CommandBreakdown",
+    "CommandCounts",
+    "CounterTotals",
+    "Histogram",
+    "HistogramValue",
+    "ViewSummary",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +126,7 @@ class CommandCounts:
         return True
 
     def count(self, command_id: str, status: str) -> None:
-        if self._admit(command_id):
+        if len(command_id) <= MAX_LABEL_VALUE_CHARS and self._admit(command_id):
             label = (command_id, self._names.get(command_id, ""), status)
         else:
             # Bounded like the rest of the state; past it the gauge stops growing.

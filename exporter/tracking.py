@@ -67,6 +67,7 @@ from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvocationResult,
 )
+from exporter.metrics import MAX_LABEL_VALUE_CHARS, MAX_UNKNOWN_VALUES
 from exporter.runledger import (
     HistoryLedger,
     RecordLedger,
@@ -115,7 +116,8 @@ BASELINE_TOLERANCE_SECONDS = 60.0
 baseline did not see it (the API's times have whole seconds; clocks drift a little)."""
 HISTORY_MISSES_ALLOWED = 3
 """Complete history reads that may miss an ended run before it is taken as gone."""
-DEFAULT_MAX_UNKNOWN_VALUES = 20
+DEFAULT_MAX_UNKNOWN_VALUES = MAX_UNKNOWN_VALUES
+_MAX_FOLDED_COUNTED = 10_000
 
 _TERMINAL = frozenset(TERMINAL_STATUSES)
 _NON_TERMINAL = frozenset(NON_TERMINAL_STATUSES)
@@ -163,21 +165,32 @@ def needs_follow_up(result: InvocationResult) -> bool:
 class ValueFolder:
     """Keeps a label's values bounded: known values pass, the first ``max_unknown`` unknown
     values pass as they are, later ones become ``"other"``. Admission is permanent, so a series
-    never moves from its own label value to ``"other"``."""
+    never moves from its own label value to ``"other"``. A value longer than
+    :data:`~exporter.metrics.MAX_LABEL_VALUE_CHARS` is never admitted: it becomes ``"other"``
+    too. :attr:`folded` is how many distinct values became ``"other"`` (bounded)."""
 
     def __init__(self, known: Iterable[str], max_unknown: int = DEFAULT_MAX_UNKNOWN_VALUES) -> None:
         self._known = frozenset(known)
         self._admitted: set[str] = set()
         self._max_unknown = max_unknown
+        # Hashes only: a folded value may be long, and their number is bounded by the cap.
+        self._folded: set[int] = set()
 
     def fold(self, value: str) -> str:
         """Return the label value to use for ``value``."""
         if value in self._known or value in self._admitted:
             return value
-        if len(self._admitted) < self._max_unknown:
+        if len(self._admitted) < self._max_unknown and len(value) <= MAX_LABEL_VALUE_CHARS:
             self._admitted.add(value)
             return value
+        if len(self._folded) < _MAX_FOLDED_COUNTED:
+            self._folded.add(hash(value))
         return OTHER
+
+    @property
+    def folded(self) -> int:
+        """Distinct values folded into ``"other"`` so far (at most 10,000 are told apart)."""
+        return len(self._folded)
 
 
 @dataclass(slots=True)
@@ -319,6 +332,17 @@ class RunTracker:
         self._newest_baseline_start = max(starts, default=float("-inf"))
         for entry in self._view.values():
             entry.baseline_state = at is None or entry.seen_at >= at
+
+    @property
+    def values_folded(self) -> int:
+        """Distinct API values its labels counted under ``"other"`` (see :class:`ValueFolder`)."""
+        folders = (
+            self._status_folder,
+            self._error_folder,
+            self._oss_status_folder,
+            self._oss_error_folder,
+        )
+        return sum(folder.folded for folder in folders)
 
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""

@@ -60,7 +60,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from exporter.settings import MAX_CONFIG_FILE_BYTES, parse_yaml, read_text_file
+from exporter.files import load_yaml_file
+from exporter.validation import did_you_mean, plain_message, shown_key
 
 __all__ = [
     "BASIC_AUTH_CHALLENGE",
@@ -76,6 +77,11 @@ BASIC_AUTH_CHALLENGE: Final = 'Basic realm="aliyun-cloudassistant-exporter", cha
 
 AUTH_CACHE_SIZE: Final = 100
 """How many successful ``Authorization`` headers are remembered, so a scrape costs no bcrypt."""
+
+BCRYPT_MAX_COST: Final = 14
+"""The highest bcrypt cost accepted. Each check costs 2**cost rounds of CPU (cost 14: about a
+second, and every wrong password or unknown user pays it; cost 31 would take days): a hash above
+this would let any client stall the exporter, so the config is refused instead."""
 
 ClientAuthType = Literal[
     "NoClientCert",
@@ -108,6 +114,10 @@ _ALLOWED_HEADERS: Final[dict[str, frozenset[str] | None]] = {
 }
 _BCRYPT_HASH = re.compile(r"^\$2[abxy]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{53}$")
 _BCRYPT_MAX_PASSWORD_BYTES: Final = 72
+_NAME: Final = re.compile(r"[A-Za-z0-9][\w.@+-]{0,63}")
+# bcrypt is CPU bound and holds a core for its whole run: checks run one at a time (as the
+# exporter-toolkit does), so a burst of bad passwords cannot take every core from the scrapes.
+_BCRYPT_LOCK: Final = threading.Lock()
 
 
 class WebConfigError(Exception):
@@ -301,7 +311,7 @@ class WebConfig(BaseModel):
     """Paths served without basic auth (exact match, as in the toolkit), e.g. the probes'."""
 
     _password_hashes: dict[bytes, bytes] = PrivateAttr(default_factory=dict)
-    _dummy_hash: bytes = PrivateAttr(default=b"")
+    _costliest_hash: bytes = PrivateAttr(default=b"")
     _cache_secret: bytes = PrivateAttr(default_factory=lambda: os.urandom(32))
     _auth_cache: OrderedDict[bytes, None] = PrivateAttr(default_factory=OrderedDict)
     _auth_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -337,6 +347,13 @@ class WebConfig(BaseModel):
                     "not a bcrypt hash (the value must be the hash, never the password; "
                     "make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n')",
                 )
+            if int(match["cost"]) > BCRYPT_MAX_COST:
+                raise _field_error(
+                    user,
+                    f"bcrypt cost {int(match['cost'])} is above {BCRYPT_MAX_COST}, the most this "
+                    "exporter accepts (every login would take minutes of CPU); make the hash "
+                    "with a cost of 10 to 12: htpasswd -nBC 10 \"\" | tr -d ':\\n'",
+                )
         return users
 
     def model_post_init(self, context: Any, /) -> None:
@@ -345,12 +362,12 @@ class WebConfig(BaseModel):
             for user, password_hash in self.basic_auth_users.items()
         }
         if self._password_hashes:
-            import bcrypt  # only with basic auth users: a TLS-only config does without it
-
-            # An unknown user is checked against this hash, at the highest configured cost, so
-            # the answer takes as long as for a known user and does not reveal who exists.
-            cost = max(int(hashed[4:6]) for hashed in self._password_hashes.values())
-            self._dummy_hash = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=cost))
+            # An unknown user's password is checked against the configured hash of the highest
+            # cost (and refused whatever the result), so the answer takes as long as for a known
+            # user and does not reveal who exists. No hash is computed at load.
+            self._costliest_hash = max(
+                self._password_hashes.values(), key=lambda hashed: int(hashed[4:6])
+            )
 
     @property
     def requires_auth(self) -> bool:
@@ -414,7 +431,7 @@ class WebConfig(BaseModel):
         user, password = credentials
         stored_hash = self._password_hashes.get(user)
         if stored_hash is None:
-            _bcrypt_matches(password, self._dummy_hash)
+            _bcrypt_matches(password, self._costliest_hash)
             return False
         if not _bcrypt_matches(password, stored_hash):
             return False
@@ -441,15 +458,21 @@ def _parse_basic_credentials(header: str) -> tuple[bytes, bytes] | None:
 
 
 def _bcrypt_matches(password: bytes, password_hash: bytes) -> bool:
-    import bcrypt  # already loaded by WebConfig.model_post_init when there are users
+    import bcrypt  # only with basic auth users: a TLS-only config does without it
 
-    if len(password) > _BCRYPT_MAX_PASSWORD_BYTES:
-        # bcrypt only ever uses 72 bytes and the library refuses more: spend the same time, refuse.
-        bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD_BYTES], password_hash)
-        return False
-    return bcrypt.checkpw(password, password_hash)
+    with _BCRYPT_LOCK:
+        if len(password) > _BCRYPT_MAX_PASSWORD_BYTES:
+            # bcrypt only ever uses 72 bytes and the library refuses more: spend the same time,
+            # refuse.
+            bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD_BYTES], password_hash)
+            return False
+        return bcrypt.checkpw(password, password_hash)
 
 
+# exporter-toolkit fields this exporter refuses (see the module docstring): named when given.
+_UNSUPPORTED: Final = frozenset(
+    {"cipher_suites", "curve_preferences", "cert", "key", "client_allowed_sans", "rate_limit"}
+)
 _SECTION_FIELDS: Final[dict[tuple[str, ...], tuple[str, ...]]] = {
     (): tuple(WebConfig.model_fields),
     ("tls_server_config",): tuple(TlsServerConfig.model_fields),
@@ -458,19 +481,34 @@ _SECTION_FIELDS: Final[dict[tuple[str, ...], tuple[str, ...]]] = {
 
 
 def _describe(error: Any) -> str:
-    """One ``location: problem`` line for a pydantic error, without the offending value."""
+    """One ``location: problem`` line for a pydantic error, without the offending value.
+
+    A key that may be a value written in the wrong place (a password hash, key material) is not
+    repeated (:func:`exporter.validation.shown_key`).
+    """
     loc = tuple(str(part) for part in error["loc"])
     ctx = error.get("ctx") or {}
     if "field" in ctx:
         loc = (*loc, str(ctx["field"]))
-    where = ".".join(loc) if loc else "(top level)"
+    where = ".".join(_shown(part) for part in loc) if loc else "(top level)"
     if error["type"] == "extra_forbidden":
-        allowed = _SECTION_FIELDS.get(loc[:-1])
+        allowed = _SECTION_FIELDS.get(loc[:-1], ())
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        known = {name for names in _SECTION_FIELDS.values() for name in names} | _UNSUPPORTED
+        close = did_you_mean(loc[-1], allowed or known, cutoff=0.6)
+        if close is not None and loc[-1] not in _UNSUPPORTED:
+            hint = f", did you mean {close!r}?{hint}"
+        elif loc[-1] not in known:
+            # Not a field name nor close to one: maybe a value in the wrong place (a password).
+            where = ".".join((*(_shown(part) for part in loc[:-1]), "<unknown key>"))
         return f"{where}: unknown or unsupported field{hint}"
-    if error["type"] == "path_type":
-        return f"{where}: should be a file path"
-    return f"{where}: {error['msg']}"
+    return f"{where}: {plain_message(error)}"
+
+
+def _shown(part: str) -> str:
+    # User names and header names are keys a user chose: shown when they look like names (a
+    # bcrypt hash or a password written as a key does not).
+    return part if shown_key(part) or _NAME.fullmatch(part) else "<key>"
 
 
 def load_web_config(path: Path) -> WebConfig:
@@ -479,7 +517,7 @@ def load_web_config(path: Path) -> WebConfig:
     An empty file is valid and means plain HTTP without authentication.
     """
     try:
-        data = parse_yaml(read_text_file(path, max_bytes=MAX_CONFIG_FILE_BYTES))
+        data = load_yaml_file(path)
     except ValueError as exc:
         raise WebConfigError(f"web config {path}: {exc}") from None
     if data is None:
@@ -494,5 +532,7 @@ def load_web_config(path: Path) -> WebConfig:
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors(include_input=False))
         raise WebConfigError(f"web config {path}: {problems}") from None
+    except RecursionError:  # a self-referencing YAML alias (&a [*a])
+        raise WebConfigError(f"web config {path}: the structure is nested too deeply") from None
     config._source = str(path)
     return config

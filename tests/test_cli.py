@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from exporter import __version__
 from exporter.cli import main, parse_listen_address
+from exporter.settings import known_variables
 from tests.conftest import StartExporter
 from tests.exporter_process import run_cli, taken_loopback_port
 
@@ -100,15 +103,94 @@ def test_config_check_of_a_bad_file_names_file_and_field() -> None:
     assert result.stdout == ""
 
 
-def test_a_bad_file_at_start_up_is_logged_and_exits_2() -> None:
+def test_a_bad_file_at_start_up_gives_the_error_line_of_the_check() -> None:
     path = BAD_CONFIGS / "endpoint_with_credentials.yml"
     result = run_cli(["--config.file", str(path)])
     assert result.code == 2
-    assert "level=error" in result.stderr
-    assert 'msg="invalid configuration"' in result.stderr
-    assert "targets[0].endpoint: the URL must not contain credentials" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"aliyun-cloudassistant-exporter: error: config file {str(path)!r}: "
+        "targets[0].endpoint: the URL must not contain credentials\n"
+    )
     assert SECRET not in result.stderr
+
+
+def test_a_missing_config_file_gives_one_error_line_at_start_and_under_check(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "absent.yml"
+    expected = (
+        f"aliyun-cloudassistant-exporter: error: config file {str(path)!r}: "
+        "No such file or directory\n"
+    )
+    for extra in ([], ["--config.check"]):
+        result = run_cli(["--config.file", str(path), *extra])
+        assert (result.code, result.stdout, result.stderr) == (2, "", expected)
+
+
+def _verdict(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Exit code and stderr of ``main(args)`` in this process; a run still going after 20 s
+    (a configuration that started) is reported as such."""
+    codes: list[int] = []
+    run = threading.Thread(target=lambda: codes.append(main(args)), daemon=True)
+    run.start()
+    run.join(20)
+    stderr = capsys.readouterr().err
+    return (codes[0], stderr) if codes else (-1, f"still running: {stderr}")
+
+
+@pytest.mark.parametrize("path", sorted(BAD_CONFIGS.glob("*.yml")), ids=lambda path: path.stem)
+def test_a_bad_config_gets_the_same_verdict_from_check_and_start(
+    capsys: pytest.CaptureFixture[str], clean_root_logger: None, path: Path
+) -> None:
+    checked = _verdict(["--config.file", str(path), "--config.check"], capsys)
+    started = _verdict(["--config.file", str(path), "--web.listen-address", "127.0.0.1:0"], capsys)
+    assert checked == started
+    code, stderr = checked
+    assert code == 2
+    assert stderr.startswith(f"aliyun-cloudassistant-exporter: error: config file {str(path)!r}")
+    assert SECRET not in stderr
+
+
+BAD_ENVIRONMENTS = Path(__file__).parent / "bad_environments"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(BAD_ENVIRONMENTS.glob("*.env")), ids=lambda path: str(path.stem)
+)
+def test_a_bad_environment_gets_the_same_verdict_from_check_and_start(
+    capsys: pytest.CaptureFixture[str],
+    clean_root_logger: None,
+    monkeypatch: pytest.MonkeyPatch,
+    path: Path,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("ALIYUN_CLOUDASSISTANT_", "ALIBABA_CLOUD_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, _, value = line.partition("=")
+        monkeypatch.setenv(name, value)
+    checked = _verdict(["--config.check"], capsys)
+    started = _verdict(["--web.listen-address", "127.0.0.1:0"], capsys)
+    assert checked == started
+    golden = path.with_suffix(".err").read_text(encoding="utf-8").rstrip("\n")
+    assert checked == (
+        2,
+        f"aliyun-cloudassistant-exporter: error: {golden} (or give --config.file)\n",
+    )
+
+
+def test_the_readme_error_example_is_what_the_exporter_prints(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    [example] = [
+        line
+        for line in readme.splitlines()
+        if line.startswith("aliyun-cloudassistant-exporter: error:")
+    ]
+    config = tmp_path / "config.yml"
+    config.write_text("targets:\n  - name: a\n    region_id: cn-hangzhou\n    filter: {}\n")
+    result = run_cli(["--config.file", str(config), "--config.check"])
+    assert result.stderr == example.replace("'config.yml'", repr(str(config))) + "\n"
 
 
 def test_config_check_from_the_environment() -> None:
@@ -123,7 +205,8 @@ def test_config_check_from_the_environment() -> None:
     )
     assert result.code == 0, result.stderr
     assert result.stdout == (
-        "environment: OK: 2 targets: prod/cn-hangzhou (static), prod/cn-shanghai (static)\n"
+        "environment: OK: 2 targets: prod/cn-hangzhou (environment), "
+        "prod/cn-shanghai (environment)\n"
     )
 
 
@@ -149,6 +232,12 @@ def test_a_bad_web_config_exits_2(tmp_path: Path, good_config: Path) -> None:
     ("args", "expected"),
     [
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (
+            ["--web.listen-adress", ":9907"],
+            "--web.listen-adress: did you mean --web.listen-address?",
+        ),
+        (["--config.chek"], "--config.chek: did you mean --config.check?"),
+        (["--log.level=debug", "--log-level=info"], "--log-level: did you mean --log.level?"),
         (["--log.level", "verbose"], "argument --log.level: invalid choice: 'verbose'"),
         (["--log.format", "xml"], "argument --log.format: invalid choice: 'xml'"),
         (["--web.listen-address", "9907"], "'9907' is not host:port"),
@@ -228,3 +317,83 @@ def test_demo_serves_live_metrics_from_the_simulator(start_exporter: StartExport
     assert 'aliyun_cloudassistant_up{account="demo",region_id="cn-hangzhou"} 1.0' in text
     assert httpx.get(exporter.url + "/-/ready").status_code == 200
     assert exporter.stop() == 0
+
+
+def test_help_lists_every_environment_variable() -> None:
+    result = run_cli(["--help"])
+    assert result.code == 0
+    for name in known_variables():
+        section, _, key = name.partition("__")
+        if key:
+            assert f"{section}__<KEY>" in result.stdout
+            assert key in result.stdout
+        else:
+            assert name in result.stdout
+    for name in ("ALIYUN_CLOUDASSISTANT_USE_VPC_ENDPOINT", "ALIYUN_CLOUDASSISTANT_SECRETS_DIR"):
+        assert name in result.stdout
+
+
+def _one_quick_error_line(args: list[str], env: dict[str, str] | None = None) -> str:
+    """Run the exporter to its exit, which must be 2 with one line; a run that hangs (a bcrypt
+    hash computed at a huge cost, a huge file read) fails at run_cli's timeout."""
+    result = run_cli(args, env=env, timeout=30)
+    assert result.code == 2, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check", "start"])
+def test_a_web_config_of_bcrypt_cost_31_exits_2_at_once(
+    tmp_path: Path, good_config: Path, check: bool
+) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("basic_auth_users:\n  alice: '$2b$31$" + "a" * 53 + "'\n")
+    args = ["--config.file", str(good_config), "--web.config.file", str(web_config)]
+    line = _one_quick_error_line([*args, "--config.check"] if check else args)
+    assert "basic_auth_users.alice: bcrypt cost 31 is above 14" in line
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check", "start"])
+def test_a_huge_secrets_dir_file_exits_2_at_once(tmp_path: Path, check: bool) -> None:
+    secret = tmp_path / "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+    with secret.open("wb") as file:
+        file.truncate(64 * 1024 * 1024)  # 64 MB of NUL bytes
+    env = {
+        "ALIYUN_CLOUDASSISTANT_SECRETS_DIR": str(tmp_path),
+        "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
+    }
+    line = _one_quick_error_line(["--config.check"] if check else [], env)
+    assert line == (
+        "aliyun-cloudassistant-exporter: error: environment: "
+        "ALIYUN_CLOUDASSISTANT_SECRETS_DIR: the file ALIBABA_CLOUD_ACCESS_KEY_SECRET is larger "
+        "than 65536 bytes (or give --config.file)\n"
+    )
+    assert os.path.getsize(secret) == 64 * 1024 * 1024
+
+
+def test_the_environment_endpoint_conflict_names_the_variables() -> None:
+    line = _one_quick_error_line(
+        ["--config.check"],
+        {
+            "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+            "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:1",
+            "ALIYUN_CLOUDASSISTANT_USE_VPC_ENDPOINT": "true",
+        },
+    )
+    assert line == (
+        "aliyun-cloudassistant-exporter: error: environment: give at most one of "
+        "ALIYUN_CLOUDASSISTANT_ENDPOINT and ALIYUN_CLOUDASSISTANT_USE_VPC_ENDPOINT "
+        "(or give --config.file)\n"
+    )
+
+
+@pytest.mark.parametrize("name", ["secret_in_an_alias_and_a_key", "secret_key_in_place_of_a_field"])
+def test_a_secret_reused_by_an_alias_or_written_as_a_key_never_shows(name: str) -> None:
+    path = BAD_CONFIGS / f"{name}.yml"
+    for extra in (["--config.check"], ["--web.listen-address", "127.0.0.1:0"]):
+        result = run_cli(["--config.file", str(path), *extra], timeout=30)
+        assert result.code == 2
+        assert result.stderr.startswith("aliyun-cloudassistant-exporter: error: config file ")
+        assert SECRET not in result.stdout + result.stderr

@@ -9,10 +9,12 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 from freezegun import freeze_time
@@ -36,8 +38,7 @@ from exporter.ecs.errors import (
 from exporter.ecs.models import InvocationQuery
 from exporter.ecs.ratelimit import TokenBucket
 from exporter.ecs.request import parse_endpoint
-from exporter.simulator.metadata import Answer, RecordedRequest, error_answer, json_answer
-from tests.client_helpers import (
+from tests.support.fakes import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
     REGION,
@@ -55,6 +56,7 @@ from tests.client_helpers import (
     sequence,
     tried_codes,
 )
+from tests.support.http_fakes import Answer, RecordedRequest, error_answer, json_answer
 
 
 class MaxJitter(random.Random):
@@ -74,14 +76,25 @@ class NoJitter(random.Random):
 OK = page_answer([api_record(1)], "")
 VECTORS = Path(__file__).parent / "vectors"
 
+# The client takes an httpcore pool (production), an httpx transport or an httpx.Client
+# (proxies from the environment): all put the same request on the wire, keep the same deadlines.
+HTTP_KINDS = pytest.mark.parametrize(
+    "make_http",
+    [httpcore.ConnectionPool, httpx.HTTPTransport, httpx.Client],
+    ids=["pool", "transport", "client"],
+)
 
-def test_request_on_the_wire_is_a_signed_v3_post() -> None:
+
+@HTTP_KINDS
+def test_request_on_the_wire_is_a_signed_v3_post(
+    make_http: Callable[[], httpcore.ConnectionPool | httpx.Client | httpx.BaseTransport],
+) -> None:
     query = InvocationQuery(
         instance_id="i-1", invoke_record_status="Finished", tags=(("env", "prod x"), ("team", ""))
     )
     with StubEcsServer(PagedResults([api_record(1)])) as server:
-        with open_client(httpx.Client(), endpoint=server.url) as client:
-            all_results(client, query)
+        with open_client(make_http(), endpoint=server.url) as client:
+            assert len(all_results(client, query)) == 1
         request = server.requests[0]
     assert server.checks.problems == []  # the signature verified
     assert (request.method, request.path, request.body) == ("POST", "/", b"")
@@ -99,6 +112,8 @@ def test_request_on_the_wire_is_a_signed_v3_post() -> None:
     assert request.header("x-acs-security-token") is None
     assert request.header("user-agent") == f"aliyun-cloudassistant-exporter/{__version__}"
     assert request.header("accept") == "application/json"
+    # Uncompressed answers: the CPU to inflate them would cost more than the bytes saved.
+    assert request.header("accept-encoding") is None
     parsed = signing.parse_authorization(request.header("authorization") or "")
     assert parsed is not None
     assert parsed[0] == ACCESS_KEY_ID
@@ -219,15 +234,20 @@ RETRIED: list[tuple[str, Any, type[EcsError], str]] = [
         ServerError,
         "InternalError",
     ),
-    ("500 without a body", sequence((500, {}, b"")), ServerError, "http_500"),
-    ("502 from a proxy", sequence((502, {}, b"<html>Bad Gateway</html>")), ServerError, "http_502"),
+    ("500 without a body", sequence(Answer(500, {}, b"")), ServerError, "http_500"),
+    (
+        "502 from a proxy",
+        sequence(Answer(502, {}, b"<html>Bad Gateway</html>")),
+        ServerError,
+        "http_502",
+    ),
     (
         "503 ServiceUnavailable",
         sequence(error_answer(503, "ServiceUnavailable", "x")),
         ServerError,
         "ServiceUnavailable",
     ),
-    ("504", sequence((504, {}, b"")), ServerError, "http_504"),
+    ("504", sequence(Answer(504, {}, b"")), ServerError, "http_504"),
     (
         "InternalError.Dispatch",
         sequence(error_answer(500, "InternalError.Dispatch", "x")),
@@ -264,7 +284,7 @@ NOT_RETRIED: list[tuple[str, Answer, type[EcsError]]] = [
         error_answer(404, "InvalidRegionId.NotFound", "x"),
         InvalidRequestError,
     ),
-    ("302 redirect", (302, {"Location": "https://elsewhere/"}, b""), MalformedResponseError),
+    ("302 redirect", Answer(302, {"Location": "https://elsewhere/"}, b""), MalformedResponseError),
 ]
 
 
@@ -300,7 +320,9 @@ def test_other_failures_are_not_retried(answer: Answer, error: type[EcsError]) -
 
 
 def test_a_retry_that_succeeds_returns_the_page() -> None:
-    http, _ = mock_http(sequence(error_answer(503, "ServiceUnavailable", "x"), (504, {}, b""), OK))
+    http, _ = mock_http(
+        sequence(error_answer(503, "ServiceUnavailable", "x"), Answer(504, {}, b""), OK)
+    )
     events: list[RequestEvent] = []
     with open_client(http, events=events) as client:
         results = all_results(client, InvocationQuery())
@@ -309,13 +331,16 @@ def test_a_retry_that_succeeds_returns_the_page() -> None:
     assert [e.http_status for e in events] == [503, 504, 200]
 
 
-def test_real_connection_refused_is_a_transport_error() -> None:
+@HTTP_KINDS
+def test_real_connection_refused_is_a_transport_error(
+    make_http: Callable[[], httpcore.ConnectionPool | httpx.Client | httpx.BaseTransport],
+) -> None:
     with socket.socket() as sock:  # a port that was free a moment ago and has no listener
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     retry = RetryPolicy(max_attempts=2, base_delay=0.0)
     with (
-        open_client(httpx.Client(), endpoint=f"http://127.0.0.1:{port}", retry=retry) as client,
+        open_client(make_http(), endpoint=f"http://127.0.0.1:{port}", retry=retry) as client,
         pytest.raises(TransportError, match="ConnectError"),
     ):
         list(client.iter_pages(InvocationQuery()))
@@ -454,7 +479,10 @@ def test_secrets_never_reach_errors_logs_or_reprs(caplog: pytest.LogCaptureFixtu
     assert "bad token ***" in str(caught.value)
 
 
-def test_an_answer_trickling_in_is_cut_at_the_calls_deadline() -> None:
+@HTTP_KINDS
+def test_an_answer_trickling_in_is_cut_at_the_calls_deadline(
+    make_http: Callable[[], httpcore.ConnectionPool | httpx.Client | httpx.BaseTransport],
+) -> None:
     """A read timeout alone bounds the gap between two reads: a server sending one byte at a
     time would hold the call for ever. The call's deadline bounds the whole answer."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -477,7 +505,7 @@ def test_an_answer_trickling_in_is_cut_at_the_calls_deadline() -> None:
     server.start()
     retry = RetryPolicy(max_attempts=1, deadline=0.5)
     started = time.monotonic()
-    http = httpx.Client()
+    http = make_http()
     client = EcsClient(
         region_id="cn-hangzhou",
         credentials=StaticProvider("testid", "testsecret"),

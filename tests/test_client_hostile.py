@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import msgspec
 import pytest
 
 from exporter.ecs.client import RequestEvent, RetryPolicy
@@ -23,8 +24,7 @@ from exporter.ecs.errors import (
 from exporter.ecs.models import InvocationQuery, InvocationResult
 from exporter.ecs.ratelimit import RateLimitWaitError, TokenBucket
 from exporter.ecs.untrusted import MAX_MESSAGE_CHARS, MAX_NAME_CHARS
-from exporter.simulator.metadata import Answer, error_answer
-from tests.client_helpers import (
+from tests.support.fakes import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
     SECURITY_TOKEN,
@@ -38,6 +38,7 @@ from tests.client_helpers import (
     sequence,
     tried_codes,
 )
+from tests.support.http_fakes import Answer, error_answer
 
 OK = page_answer([api_record(1)], "")
 SURROGATE = "\\ud800"  # a lone UTF-16 surrogate as JSON writes it
@@ -45,7 +46,7 @@ SURROGATE = "\\ud800"  # a lone UTF-16 surrogate as JSON writes it
 
 def raw_answer(status: int, body: str, headers: dict[str, str] | None = None) -> Answer:
     """An answer whose JSON is written by hand (``json.dumps`` cannot write a lone surrogate)."""
-    return status, {"Content-Type": "application/json", **(headers or {})}, body.encode()
+    return Answer(status, {"Content-Type": "application/json", **(headers or {})}, body.encode())
 
 
 def surfaces(error: EcsError) -> list[str]:
@@ -63,11 +64,11 @@ def assert_safe(text: str, limit: int = MAX_MESSAGE_CHARS * 2) -> None:
 # --- a garbled success answer is retried once -----------------------------------------------
 
 GARBLED: list[tuple[str, Answer]] = [
-    ("not JSON", (200, {}, b"<html>captive portal</html>")),
-    ("truncated JSON", (200, {}, OK[2][: len(OK[2]) // 2])),
-    ("a JSON list", (200, {}, b"[]")),
-    ("no Invocation", (200, {}, b'{"RequestId": "R"}')),
-    ("results of the wrong type", (200, {}, b'{"Invocation": {"InvocationResults": 5}}')),
+    ("not JSON", Answer(200, {}, b"<html>captive portal</html>")),
+    ("truncated JSON", Answer(200, {}, OK[2][: len(OK[2]) // 2])),
+    ("a JSON list", Answer(200, {}, b"[]")),
+    ("no Invocation", Answer(200, {}, b'{"RequestId": "R"}')),
+    ("results of the wrong type", Answer(200, {}, b'{"Invocation": {"InvocationResults": 5}}')),
 ]
 
 
@@ -106,7 +107,7 @@ def test_garbled_retries_can_be_turned_off() -> None:
 def test_a_garbled_page_mid_walk_keeps_the_pages_before_it() -> None:
     pages = [
         page_answer([api_record(1)], "tok-1"),
-        (200, {}, b'{"Invocation": '),  # cut short
+        Answer(200, {}, b'{"Invocation": '),  # cut short
         page_answer([api_record(2)], ""),
     ]
     http, checks = mock_http(sequence(*pages))
@@ -137,7 +138,7 @@ def test_a_rate_limit_wait_longer_than_the_deadline_fails_at_once() -> None:
 
 
 def test_a_retry_waits_for_the_rate_limit_only_within_the_deadline() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(0.25, 1, clock=clock, sleep=clock.sleep)  # one request every 4 s
     http, checks = mock_http(sequence(error_answer(503, "ServiceUnavailable", "x")))
     retry = RetryPolicy(max_attempts=10, base_delay=0.0, deadline=10.0)
@@ -294,7 +295,7 @@ def assert_strings_safe(result: InvocationResult) -> None:
 
 
 def vars_of(result: InvocationResult) -> list[object]:
-    return [getattr(result, name) for name in InvocationResult.__slots__]
+    return list(msgspec.structs.astuple(result))
 
 
 def test_a_huge_message_is_bounded() -> None:

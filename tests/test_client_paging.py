@@ -11,8 +11,7 @@ from exporter.ecs.client import EcsClient, RequestEvent
 from exporter.ecs.credentials import StaticProvider
 from exporter.ecs.errors import InvalidRequestError, MalformedResponseError
 from exporter.ecs.models import InvocationQuery
-from exporter.simulator.metadata import error_answer
-from tests.client_helpers import (
+from tests.support.fakes import (
     PagedResults,
     StubEcsServer,
     all_results,
@@ -22,6 +21,7 @@ from tests.client_helpers import (
     page_answer,
     sequence,
 )
+from tests.support.http_fakes import error_answer
 
 
 @pytest.mark.parametrize("total", [0, 1, 50, 51, 149])

@@ -28,8 +28,8 @@ from exporter.ecs.credentials import (
 )
 from exporter.ecs.errors import CredentialsError
 from exporter.ecs.models import InvocationQuery
-from exporter.simulator.metadata import FakeMetadataServer, FakeStsServer, IssuedCredentials
-from tests.client_helpers import PagedResults, StubEcsServer, all_results, api_record
+from tests.support.fakes import PagedResults, StubEcsServer, all_results, api_record
+from tests.support.http_fakes import FakeMetadataServer, FakeStsServer, IssuedCredentials
 
 VECTORS = Path(__file__).parent / "vectors"
 ROLE_ARN = "acs:ram::1234567890:role/cloudassistant-reader"

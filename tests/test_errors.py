@@ -32,8 +32,8 @@ from exporter.ecs.errors import (
 )
 from exporter.ecs.models import InvocationQuery
 from exporter.ecs.untrusted import TextCleaner
-from exporter.simulator.metadata import json_answer
-from tests.client_helpers import mock_http, open_client, sequence
+from tests.support.fakes import mock_http, open_client, sequence
+from tests.support.http_fakes import json_answer
 
 VECTORS = Path(__file__).parent / "vectors"
 SDK_ERRORS = sorted(VECTORS.glob("sdk_err_*.json"))

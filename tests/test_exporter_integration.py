@@ -25,13 +25,14 @@ from exporter.ecs.models import (
     OSS_OUTPUT_STATUSES,
     TERMINAL_STATUSES,
 )
+from exporter.metrics import NO_ERROR_CODE
 from exporter.simulator.faults import FaultPlan
-from exporter.simulator.metadata import FakeMetadataServer, FakeStsServer
 from exporter.simulator.server import Account, SimulatorServer
 from exporter.simulator.world import FinishedRun, GroundTruth, ManualClock, World, WorldSpec
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess
 from tests.exposition import PREFIX, Samples, parse_samples, sample_key
+from tests.support.http_fakes import FakeMetadataServer, FakeStsServer
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +155,7 @@ def expected_finished(
     world: World, truth: GroundTruth, since: float, *, history: bool = False
 ) -> Counter[tuple[str, str]]:
     runs = countable_runs(world, truth, since, history=history)
-    return Counter((run.status, run.error_code) for run in runs)
+    return Counter((run.status, run.error_code or NO_ERROR_CODE) for run in runs)
 
 
 def exported_counts(
@@ -287,7 +288,7 @@ def test_runs_are_counted_exactly_once_across_many_refreshes(
         expected = expected_finished(world, truth, baseline)
         counted = countable_runs(world, truth, baseline)
         deliveries = Counter(
-            (run.oss_status, run.oss_error_code)
+            (run.oss_status, run.oss_error_code or NO_ERROR_CODE)
             for run in counted
             if run.oss_status in OSS_TERMINAL
         )
@@ -321,7 +322,7 @@ def test_periodic_task_history_counts_every_run(
         1, ["Success", "Failed"], repeat_mode="Period", period=10, duration=1, runs=20
     )
     with simulator_for(world) as simulator:
-        target = static_target(filters={"invoke_id": invoke_id, "include_history": True})
+        target = static_target(filters={"invoke_id": invoke_id}, include_history=True)
         config = write_config(tmp_path, simulator, targets=[target])
         exporter = start_exporter(["--config.file", str(config)])
         wait_for(exporter, lambda s: refreshes(s) >= 1)

@@ -1,8 +1,10 @@
-"""docs/metrics.md lists exactly the families the collector produces: names, types, labels."""
+"""docs/metrics.md is generated from the metric contract; a scrape shows exactly the contract."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,20 +12,23 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.collector import TARGET_LABELS, CloudAssistantCollector
-from exporter.ecs.models import InvocationQuery
+from exporter import metrics
+from exporter.collector import CloudAssistantCollector, build_info
+from exporter.ecs.models import ERROR_CODES, TERMINAL_STATUSES, InvocationQuery
+from exporter.metrics import TargetInfoKey, TargetKey
 from exporter.refresh import RefreshOptions, TargetRefresher
 from exporter.tracking import CommandBreakdown
-from tests.test_refresh import FakeApi, FakeClock, backlog
+from tests.support.fakes import FakeApi, FakeClock, backlog
 
-METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
-UNLABELLED = "aliyun_cloudassistant_exporter_build_info"
+ROOT = Path(__file__).resolve().parent.parent
+METRICS_DOC = ROOT / "docs" / "metrics.md"
+GENERATOR = ROOT / "docs" / "generate_metrics.py"
 
 Family = tuple[str, frozenset[str]]  # (type, label names)
 
 
 def documented() -> dict[str, Family]:
-    """The rows ``| `aliyun_cloudassistant_...` | type | extra labels | meaning |``."""
+    """The rows ``| `aliyun_cloudassistant_...` | type | extra labels | ...`` of the doc."""
     rows: dict[str, Family] = {}
     for line in METRICS_DOC.read_text(encoding="utf-8").splitlines():
         if not line.startswith("| `aliyun_cloudassistant_"):
@@ -31,9 +36,13 @@ def documented() -> dict[str, Family]:
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         name = cells[0].strip("`")
         assert name not in rows, f"{name} is listed twice"
-        base = frozenset() if name == UNLABELLED else frozenset(TARGET_LABELS)
+        base = frozenset(metrics.TARGET_LABELS) if metrics.BY_NAME[name].per_target else frozenset()
         rows[name] = (cells[1], base | frozenset(re.findall(r"`(\w+)`", cells[2])))
     return rows
+
+
+def contract() -> dict[str, Family]:
+    return {spec.name: (spec.type, frozenset(spec.label_names)) for spec in metrics.METRICS}
 
 
 @pytest.fixture
@@ -51,10 +60,15 @@ def produced() -> Iterator[dict[str, Family]]:
     )
     registry = CollectorRegistry()
     registry.register(
-        CloudAssistantCollector([refresher], scrape_max_wait=5, build_version="0.0.0")
+        CloudAssistantCollector(
+            lambda: [refresher.latest()],
+            build=build_info("0.0.0", "unknown"),
+            target_info={TargetKey("prod", "cn-hangzhou"): TargetInfoKey("public", "static")},
+        )
     )
     families: dict[str, Family] = {}
     try:
+        refresher.refresh_now()
         for family in registry.collect():
             name = family.name + "_total" if family.type == "counter" else family.name
             labels = {label for s in family.samples for label in s.labels if label != "le"}
@@ -65,14 +79,63 @@ def produced() -> Iterator[dict[str, Family]]:
         pool.shutdown(wait=True)
 
 
-def test_every_produced_family_is_documented_with_its_type_and_labels(
-    produced: dict[str, Family],
-) -> None:
-    assert produced == documented()
+def test_a_scrape_shows_exactly_the_contract(produced: dict[str, Family]) -> None:
+    assert produced == contract()
 
 
-def test_the_documented_families_follow_the_naming_rules() -> None:
-    for name, (kind, _) in documented().items():
-        assert name.startswith("aliyun_cloudassistant_")
-        assert kind in ("gauge", "counter", "histogram")
-        assert name.endswith("_total") == (kind == "counter"), name
+def test_the_doc_lists_exactly_the_contract() -> None:
+    assert documented() == contract()
+
+
+def test_the_generated_parts_of_the_doc_are_up_to_date() -> None:
+    check = subprocess.run(
+        [sys.executable, str(GENERATOR), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_a_stale_doc_is_reported(tmp_path: Path) -> None:
+    stale = METRICS_DOC.read_text(encoding="utf-8").replace("| 22 |", "| 171 |")
+    assert stale != METRICS_DOC.read_text(encoding="utf-8")
+    script = tmp_path / "generate_metrics.py"
+    script.write_text(GENERATOR.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "metrics.md").write_text(stale, encoding="utf-8")
+    check = subprocess.run(
+        [sys.executable, str(script), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 1
+    assert "out of date" in check.stderr
+
+
+def test_the_contract_follows_the_naming_rules() -> None:
+    for spec in metrics.METRICS:
+        assert spec.name.startswith("aliyun_cloudassistant_")
+        assert spec.type in ("gauge", "counter", "histogram")
+        assert spec.name.endswith("_total") == (spec.type == "counter"), spec.name
+        if spec.unit:
+            assert spec.family.endswith("_" + spec.unit), spec.name
+        assert len(set(spec.label_names)) == len(spec.label_names)
+        assert bool(spec.buckets) == (spec.type == "histogram")
+        for key in spec.preinitialised:
+            assert len(key) == len(spec.labels), spec.name
+
+
+def test_the_produced_pairs_are_documented_values_with_a_source() -> None:
+    keys = [pair.key for pair in metrics.FINISHED_PAIRS]
+    assert len(set(keys)) == len(keys)
+    for pair in metrics.FINISHED_PAIRS:
+        assert pair.key.invocation_status in TERMINAL_STATUSES
+        assert pair.key.error_code in (metrics.NO_ERROR_CODE, *ERROR_CODES)
+        assert pair.source
+    # Every documented ErrorCode belongs to at least one status.
+    assert {key.error_code for key in keys} >= set(ERROR_CODES)
+    assert set(metrics.STARTED_STATUSES) <= set(TERMINAL_STATUSES)
+    assert set(metrics.FAILURE_STATUSES) <= set(TERMINAL_STATUSES)

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from exporter.ecs.ratelimit import RateLimiter, TokenBucket
-from tests.client_helpers import FakeClock
+from tests.support.fakes import FakeClock
 
 
 def test_burst_passes_then_callers_wait_for_the_rate() -> None:

@@ -14,10 +14,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import httpx
 import pytest
+from msgspec.structs import replace
 from prometheus_client import CollectorRegistry
 
 from exporter.app import Application
@@ -29,110 +29,13 @@ from exporter.ecs.errors import (
     ThrottledError,
     classify_api_error,
 )
-from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult, Page
+from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult
 from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.settings import ExporterSettings
 from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.world import GroundTruth, ManualClock, World, WorldSpec
-from tests.test_tracking import T0, result
-
-# --- a fake of the client's paging contract ------------------------------------------------
-
-
-class FakeApi:
-    """Imitates ``EcsClient.iter_pages``: the records matching a query, in list order (index 0
-    is the newest, as the service appears to answer), ``page_size`` per page, with offset
-    tokens. Every page is one call, recorded in ``calls``; ``errors`` maps a call number
-    (1-based) to the error that call raises; the pages of the call numbers in ``garbled`` have
-    every record unusable (in ``Page.invalid``); while ``gate`` is set, calls wait for it."""
-
-    def __init__(self, records: list[InvocationResult] | None = None, page_size: int = 50) -> None:
-        self.records: list[InvocationResult] = list(records or [])
-        self.history: list[InvocationResult] = []
-        self.invalid: list[InvalidRecord] = []
-        self.page_size = page_size
-        self.calls: list[InvocationQuery] = []
-        self.errors: dict[int, Exception] = {}
-        self.garbled: set[int] = set()
-        self.gate: threading.Event | None = None
-        # Quirks the real API may show (issue 9): calls whose NextToken is refused (the client
-        # then restarts from the first page: that call answers page 1), records of equal
-        # StartTime in a new order at every call, and calls throttled at random.
-        self.refuse_token: set[int] = set()
-        self.unstable: random.Random | None = None
-        self.throttle: tuple[random.Random, float] | None = None
-        self._lock = threading.Lock()
-
-    def iter_pages(
-        self,
-        query: InvocationQuery,
-        *,
-        max_results: int = 50,
-        max_pages: int | None = None,
-        next_token: str = "",
-    ) -> Iterator[Page]:
-        size = min(max_results, self.page_size)
-        offset = int(next_token or 0)
-        pages = 0
-        while True:
-            with self._lock:
-                self.calls.append(query)
-                number = len(self.calls)
-                error = self.errors.pop(number, None)
-                if error is None and self.throttle is not None:
-                    rng, share = self.throttle
-                    if rng.random() < share:
-                        error = ThrottledError("slow down", code="Throttling.User")
-            if self.gate is not None:
-                self.gate.wait(10)
-            if error is not None:
-                raise error
-            if number in self.refuse_token and offset:
-                offset = 0
-            rows = self._select(query)
-            chunk = rows[offset : offset + size]
-            offset += size
-            token = str(offset) if offset < len(rows) else ""
-            invalid, self.invalid = self.invalid, []
-            if number in self.garbled:
-                invalid = [*invalid, *(InvalidRecord(r.invoke_id, "", "garbled") for r in chunk)]
-                chunk = []
-            yield Page(chunk, token, len(rows), f"REQ-{number}", invalid)
-            pages += 1
-            if not token or (max_pages is not None and pages >= max_pages):
-                return
-
-    def _select(self, query: InvocationQuery) -> list[InvocationResult]:
-        rows = self.history if query.include_history else self.records
-        if query.invoke_id is not None:
-            rows = [r for r in rows if r.invoke_id == query.invoke_id]
-        if query.instance_id is not None:
-            rows = [r for r in rows if r.instance_id == query.instance_id]
-        if query.invoke_record_status is not None:
-            rows = [r for r in rows if r.invoke_record_status == query.invoke_record_status]
-        if self.unstable is not None:
-            # Sorted by StartTime only: among equal ones, any order, a new one at every call.
-            keyed = [(r.start_time or 0.0, self.unstable.random(), r) for r in rows]
-            keyed.sort(key=lambda item: (-item[0], item[1]))
-            rows = [r for _, _, r in keyed]
-        return rows
-
-    def set(self, record: InvocationResult) -> None:
-        """Replace the record with the same key (or add it as the newest)."""
-        for index, old in enumerate(self.records):
-            if old.key == record.key:
-                self.records[index] = record
-                return
-        self.records.insert(0, record)
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
 
 
 @pytest.fixture
@@ -197,10 +100,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.005)
-
-
-def backlog(n: int) -> list[InvocationResult]:
-    return [result(f"t-{i:04d}", start=T0 - 1000 - i) for i in range(n)]
 
 
 # --- fake-driven tests -----------------------------------------------------------------------

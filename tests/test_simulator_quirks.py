@@ -374,7 +374,8 @@ def test_the_program_serves_on_the_api_clock_and_names_its_faults(client: httpx.
         try:
             printed = _lines_of(proc)
             url = printed.get(timeout=20).rsplit(" ", 1)[-1].strip()
-            banner = "".join(printed.get(timeout=5) for _ in range(7))
+            banner = "".join(printed.get(timeout=5) for _ in range(8))
+            assert f"  endpoint:          {url}\n" in banner  # with its scheme, as configs want
             assert "-300 s from the host's" in banner
             assert "throttling_user, 40% of calls" in banner
             # Throttled or not, every answer carries the API's Date.

@@ -640,7 +640,8 @@ def test_command_line_serves_prints_credentials_and_stops_on_sigterm(
         try:
             printed = _lines_of(proc)
             url = printed.get(timeout=20).rsplit(" ", 1)[-1].strip()
-            lines = [printed.get(timeout=5) for _ in range(5)]
+            lines = [printed.get(timeout=5) for _ in range(6)]  # through the secret's line
+            assert any("secret" in line for line in lines)
             assert any("cli-id" in line for line in lines)
             assert not any("cli-s\n" in line for line in lines)  # a passed secret is not echoed
             endpoint = url.removeprefix("http://")

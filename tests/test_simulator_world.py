@@ -10,8 +10,11 @@ import pytest
 from exporter.ecs.models import ERROR_CODES, INVOCATION_STATUSES, OSS_OUTPUT_ERROR_CODES
 from exporter.simulator.world import (
     DEFAULT_START,
+    OUTCOMES,
     ManualClock,
+    Phase,
     RecordFilter,
+    RunPlan,
     World,
     WorldSpec,
     format_time,
@@ -89,6 +92,40 @@ def test_stopped_run_goes_through_stopping_and_keeps_its_stop_time(world: World)
     stopped = one(world, invoke, T0 + 21)
     assert stopped["InvocationStatus"] == "Stopped"
     assert stopped["InvokeRecordStatus"] == "Stopped"
+
+
+def test_a_run_plan_names_its_phase_at_each_moment() -> None:
+    run = RunPlan(
+        repeats=1,
+        queued=T0,
+        start=T0 + 2,
+        end=T0 + 22,
+        outcome=OUTCOMES["Stopped"],
+        exit_code=-1,
+        stop_at=T0 + 7,
+        dropped=0,
+        oss_status="Finished",
+        oss_error_code="",
+        oss_ready=T0 + 26,
+        output="",
+    )
+    moments = [T0 + 1, T0 + 3, T0 + 8, T0 + 23, T0 + 30]
+    assert [run.phase(t) for t in moments] == [
+        Phase.PENDING,
+        Phase.RUNNING,
+        Phase.STOPPING,
+        Phase.DELIVERING,
+        Phase.DONE,
+    ]
+    assert [run.status(t) for t in moments] == [
+        "Pending",
+        "Running",
+        "Stopping",
+        "Stopped",
+        "Stopped",
+    ]
+    assert [p.started for p in Phase] == [False, True, True, True, True]
+    assert [p.terminal for p in Phase] == [False, False, False, True, True]
 
 
 @pytest.mark.parametrize(

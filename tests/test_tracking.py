@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
-from exporter.ecs.models import TERMINAL_STATUSES, InvocationResult
+from exporter.ecs.models import InvocationResult
 from exporter.tracking import (
     HISTORY_MISSES_ALLOWED,
     OTHER,
@@ -17,53 +17,7 @@ from exporter.tracking import (
     RunTracker,
     ValueFolder,
 )
-
-T0 = 1_767_225_600.0
-DAY = 86_400.0
-
-
-def result(
-    invoke_id: str,
-    instance_id: str = "i-1",
-    status: str = "Success",
-    *,
-    repeats: int | None = None,
-    record_status: str | None = None,
-    start: float | None = T0,
-    finished: float | None = None,
-    error_code: str = "",
-    oss: str = "",
-    oss_code: str = "",
-    dropped: int = 0,
-    command_id: str = "c-1",
-    container_id: str = "",
-) -> InvocationResult:
-    """A record as the API would show it (defaults: a one-time task, started at T0)."""
-    terminal = status in TERMINAL_STATUSES
-    if repeats is None:
-        repeats = 1 if start is not None and status != "Pending" else 0
-    if finished is None and terminal and start is not None:
-        finished = start + 10
-    if record_status is None:
-        record_status = "Finished" if terminal else "Running"
-    return InvocationResult(
-        invoke_id=invoke_id,
-        instance_id=instance_id,
-        container_id=container_id,
-        command_id=command_id,
-        invocation_status=status,
-        invoke_record_status=record_status,
-        error_code=error_code,
-        exit_code=0,
-        start_time=start if status != "Pending" else None,
-        finished_time=finished,
-        stop_time=None,
-        repeats=repeats,
-        dropped=dropped,
-        oss_output_status=oss,
-        oss_output_error_code=oss_code,
-        tags=(),
-    )
+from tests.support.fakes import DAY, T0, result
 
 
 def finished_total(totals: CounterTotals, status: str | None = None, code: str = "") -> int:

@@ -502,6 +502,70 @@ def test_a_cached_success_skips_bcrypt_and_unknown_users_cost_as_much_as_known_o
     assert unknown_user > known_user / 3
 
 
+def test_loading_computes_no_hash_and_an_unknown_user_costs_the_costliest_configured_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    costly_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=6)).decode()
+
+    def no_hashing(*args: object) -> bytes:
+        raise AssertionError("a hash was computed while loading the web config")
+
+    monkeypatch.setattr(bcrypt, "hashpw", no_hashing)
+    monkeypatch.setattr(bcrypt, "gensalt", no_hashing)
+    path = _write_web_config(
+        tmp_path,
+        "basic_auth_users:\n  cheap: '{hash}'\n  costly: '{costly}'\n",
+        hash=PASSWORD_HASH,
+        costly=costly_hash,
+    )
+    web_config = load_web_config(path)
+    checked: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def recording_checkpw(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", recording_checkpw)
+    # The costly user's own password, sent for an unknown user, still fails.
+    assert not web_config.check_basic_auth(_basic("mallory", PASSWORD))
+    assert checked == [costly_hash.encode()]
+
+
+def test_bcrypt_checks_run_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    web_config = load_web_config(
+        _write_web_config(
+            tmp_path, "basic_auth_users:\n  prometheus: '{hash}'\n", hash=PASSWORD_HASH
+        )
+    )
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+    widen_the_window = threading.Event()  # never set: wait() only yields for a moment
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        widen_the_window.wait(0.005)
+        with lock:
+            running[0] -= 1
+        return False
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+    threads = [
+        threading.Thread(
+            target=web_config.check_basic_auth, args=(_basic("prometheus", f"wrong-{n}"),)
+        )
+        for n in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert most[0] == 1
+
+
 # --- the example and promtool -------------------------------------------------------------------
 
 
@@ -545,7 +609,7 @@ BAD_WEB_CONFIGS = [
     pytest.param("- a\n- b\n", "must be a YAML mapping", True, id="not-a-mapping"),
     pytest.param(
         "basic_auth_users: {{a: '{hash}'}}\nbasic_auth_users: {{b: '{hash}'}}\n",
-        "duplicate key 'basic_auth_users' (first given on line 1)",
+        "invalid YAML: line 2, column 1: duplicate key (first given on line 1)",
         True,
         id="duplicate-key",
     ),
@@ -558,13 +622,13 @@ BAD_WEB_CONFIGS = [
     ),
     pytest.param(
         _TLS + "  client_auth_type: RequireCert\n",
-        "tls_server_config.client_auth_type: Input should be 'NoClientCert'",
+        "tls_server_config.client_auth_type: must be one of 'NoClientCert', 'RequestClientCert',",
         True,
         id="bad-client-auth-type",
     ),
     pytest.param(
         _TLS + "  min_version: TLS10\n",
-        "tls_server_config.min_version: Input should be 'TLS12' or 'TLS13'",
+        "tls_server_config.min_version: must be one of 'TLS12' or 'TLS13'",
         False,
         id="tls10",
     ),
@@ -588,7 +652,7 @@ BAD_WEB_CONFIGS = [
     ),
     pytest.param(
         "tls_server_config:\n  cert_file: 5\n  key_file: {key}\n",
-        "tls_server_config.cert_file: should be a file path",
+        "tls_server_config.cert_file: must be a file path",
         True,
         id="number-as-path",
     ),
@@ -654,7 +718,7 @@ BAD_WEB_CONFIGS = [
     ),
     pytest.param(
         "basic_auth_users:\n  'a:b': '{hash}'\n",
-        "basic_auth_users.a:b: a user name can not contain ':'",
+        "basic_auth_users.<key>: a user name can not contain ':'",
         False,
         id="colon-in-user-name",
     ),
@@ -676,6 +740,36 @@ BAD_WEB_CONFIGS = [
         True,
         id="header-bad-value",
     ),
+    pytest.param(
+        "basic_auth_users:\n  alice: '{costly_hash}'\n",
+        "basic_auth_users.alice: bcrypt cost 31 is above 14, the most this exporter accepts",
+        False,
+        id="bcrypt-cost-31",
+    ),
+    pytest.param(
+        "basic_auth_users:\n  alice: '$2b$15$" + "a" * 53 + "'\n",
+        "basic_auth_users.alice: bcrypt cost 15 is above 14",
+        False,
+        id="bcrypt-cost-15",
+    ),
+    pytest.param(
+        "basic_auth_users:\n  alice:hunter2secret:\n",
+        "basic_auth_users.<key>: must be a text value",
+        False,
+        id="password-written-as-a-key",
+    ),
+    pytest.param(
+        "basic_auth_users: {{alice: '{hash}'}}\nXk29dkKdA8sLqP0zT3vN7mB1cR5wYq:\n",
+        "<unknown key>: unknown or unsupported field (allowed: tls_server_config",
+        True,
+        id="password-pasted-as-a-key",
+    ),
+    pytest.param(
+        "http_server_config:\n  http2: perhaps\n",
+        "http_server_config.http2: must be true or false",
+        True,
+        id="not-a-boolean",
+    ),
 ]
 
 
@@ -694,6 +788,7 @@ def test_bad_web_configs_give_a_clear_error(
         encrypted_key=pki.encrypted_key,
         pki_dir=pki.directory,
         hash=PASSWORD_HASH,
+        costly_hash="$2b$31$" + "a" * 53,
     )
     with pytest.raises(WebConfigError) as caught:
         load_web_config(path)
@@ -701,6 +796,8 @@ def test_bad_web_configs_give_a_clear_error(
     assert message.startswith(f"web config {path}: ")
     assert expected in message
     assert "hunter2" not in message, "a secret must never appear in an error"
+    assert "Xk29dkKdA8sLqP0zT3vN7mB1cR5wYq" not in message
+    assert "Input should" not in message, "pydantic's wording must not reach a user"
     assert "Traceback" not in message
     if promtool_rejects_too and PROMTOOL is not None:
         # The Go exporter-toolkit refuses the same file: our format is the shared one.

@@ -7,7 +7,7 @@ httpx's ``params=`` (which would encode a space as ``+``).
 
 The hot path is kept lean on purpose (a refresh may page 10,000 results): one reused
 ``httpx.Client``, a plain dict of headers per try, no validation framework, records parsed into
-slotted dataclasses by :func:`exporter.ecs.models.parse_page`.
+slotted dataclasses by :func:`exporter.ecs.parsing.parse_page`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 
 from exporter.ecs import signing
@@ -31,30 +32,23 @@ from exporter.ecs.errors import (
     MalformedResponseError,
     RequestTimeoutError,
     ThrottledError,
-    TransportError,
     classify_api_error,
     is_retryable,
     outcome_code,
     parse_error_body,
     parse_retry_after,
 )
-from exporter.ecs.models import (
-    ECS_API_VERSION,
-    MAX_RESULTS_LIMIT,
-    InvocationQuery,
-    Page,
-    parse_page,
-)
+from exporter.ecs.models import ECS_API_VERSION, MAX_RESULTS_LIMIT, InvocationQuery, Page
+from exporter.ecs.parsing import parse_page
 from exporter.ecs.ratelimit import RateLimiter, RateLimitWaitError
 from exporter.ecs.request import default_endpoint, signed_request_headers
 from exporter.ecs.request import parse_endpoint as parse_endpoint  # re-exported: old importers
+from exporter.ecs.transport import CoreWire, HttpxWire, Wire
 from exporter.ecs.untrusted import TextCleaner
 
 log = logging.getLogger(__name__)
 
 ACTION = "DescribeInvocationResults"
-# 50 results with 24 KB of Output each make about 1.3 MB: an answer far larger is not one.
-MAX_ANSWER_BYTES = 16 * 1024 * 1024
 _REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -117,10 +111,12 @@ class EcsClient:
     """Calls DescribeInvocationResults for one region with one set of credentials.
 
     Thread-safe: one instance may serve concurrent refreshes. ``http`` is shared and owned by
-    the caller (who closes it). ``sleep``, ``rng`` and ``clock`` (monotonic seconds, used for the
-    deadline and durations) are injectable so tests never wait. ``redact`` hides secrets the
-    caller knows of (beyond the call's own credentials, always hidden) in every string of an
-    answer (:mod:`exporter.ecs.untrusted`).
+    the caller (who closes it): an ``httpcore`` connection pool (the fast path, see
+    :mod:`exporter.ecs.transport`), or an ``httpx`` transport or ``httpx.Client`` (proxies from
+    the environment, test transports). ``sleep``, ``rng`` and ``clock`` (monotonic seconds,
+    used for the deadline and durations) are injectable so tests never wait. ``redact`` hides
+    secrets the caller knows of (beyond the call's own credentials, always hidden) in every
+    string of an answer (:mod:`exporter.ecs.untrusted`).
     """
 
     def __init__(
@@ -128,7 +124,7 @@ class EcsClient:
         *,
         region_id: str,
         credentials: CredentialsProvider,
-        http: httpx.Client,
+        http: httpcore.ConnectionPool | httpx.BaseTransport | httpx.Client,
         endpoint: str | None = None,
         use_vpc_endpoint: bool = False,
         retry: RetryPolicy | None = None,
@@ -148,10 +144,13 @@ class EcsClient:
         url = endpoint or default_endpoint(region_id, use_vpc_endpoint=use_vpc_endpoint)
         self.base_url, self.host = parse_endpoint(url)
         self._credentials = credentials
-        self._http = http
+        self._wire: Wire = (
+            CoreWire(http, self.base_url, clock)
+            if isinstance(http, httpcore.ConnectionPool)
+            else HttpxWire(http, self.base_url, clock)
+        )
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
-        self._timeout_config = httpx.Timeout(timeout)
         self._rate_limiter = rate_limiter
         self._on_request = on_request
         self._sleep = sleep
@@ -252,7 +251,7 @@ class EcsClient:
     def call(self, params: Mapping[str, str]) -> Page:
         """Send one DescribeInvocationResults request (retried as the policy says); parse it."""
         query_string = signing.canonical_query_string(params)
-        url = f"{self.base_url}?{query_string}" if query_string else self.base_url
+        target = f"/?{query_string}" if query_string else "/"
         policy = self._retry
         clock = self._clock
         start = clock()
@@ -280,7 +279,7 @@ class EcsClient:
             credentials = self._credentials.get_credentials()
             began = clock()
             try:
-                page, server_time = self._try_once(url, params, credentials, remaining)
+                page, server_time = self._try_once(target, params, credentials, remaining)
             except EcsError as exc:
                 error = exc
             else:
@@ -333,7 +332,7 @@ class EcsClient:
         )
 
     def _try_once(
-        self, url: str, params: Mapping[str, str], credentials: Credentials, remaining: float
+        self, target: str, params: Mapping[str, str], credentials: Credentials, remaining: float
     ) -> tuple[Page, float | None]:
         secret = credentials.access_key_secret.get_secret_value()
         token = credentials.security_token
@@ -348,41 +347,30 @@ class EcsClient:
             security_token=token_value,
         )
         text = self._text_cleaner((secret, token_value or ""))
-        timeout = self._timeout_config if remaining >= self._timeout else httpx.Timeout(remaining)
-        # httpx's read timeout bounds the wait between two reads, not the whole answer: a
-        # server trickling bytes would hold the call (and a refresh worker) for ever. The body
-        # is read here under the call's deadline, and its size is bounded too.
-        deadline = self._clock() + remaining
-        try:
-            with self._http.stream("POST", url, headers=headers, timeout=timeout) as response:
-                body = self._read_body(response, deadline)
-        except httpx.TimeoutException as exc:
-            raise RequestTimeoutError(
-                f"{type(exc).__name__} talking to {self.host} (timeout {timeout.read:g}s)"
-            ) from None
-        except httpx.RequestError as exc:
-            detail = text.message(str(exc))
-            raise TransportError(
-                f"{type(exc).__name__} talking to {self.host}: {detail}".rstrip(": ")
-            ) from None
-        status = response.status_code
-        if status == 200:
+        answer = self._wire.post(
+            target,
+            headers,
+            min(self._timeout, remaining),
+            self._clock() + remaining,
+            text,
+        )
+        request_id = answer.headers.get("x-acs-request-id", "")
+        if answer.status == 200:
             try:
-                return parse_page(body, text), _server_time(response.headers.get("date", ""))
+                return parse_page(answer.body, text), _server_time(answer.headers.get("date", ""))
             except MalformedResponseError as exc:
                 raise MalformedResponseError(
                     exc.message,
-                    request_id=exc.request_id
-                    or text.name(response.headers.get("x-acs-request-id", "")),
+                    request_id=exc.request_id or text.name(request_id),
                     http_status=200,
                 ) from None
-        code, message, request_id = parse_error_body(body, text)
+        code, message, body_request_id = parse_error_body(answer.body, text)
         raise classify_api_error(
-            status,
+            answer.status,
             code,
             message,
-            request_id or text.name(response.headers.get("x-acs-request-id", "")),
-            parse_retry_after(response.headers),
+            body_request_id or text.name(request_id),
+            parse_retry_after(answer.headers),
         )
 
     def _text_cleaner(self, secrets: tuple[str, str]) -> TextCleaner:
@@ -393,24 +381,6 @@ class EcsClient:
             self._cleaner = (secrets, cleaner)
         return cleaner
 
-    def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise MalformedResponseError(
-                    f"the answer from {self.host} is larger than {MAX_ANSWER_BYTES} bytes",
-                    http_status=response.status_code,
-                )
-            chunks.append(chunk)
-            if self._clock() > deadline and not _complete(response, size):
-                raise RequestTimeoutError(
-                    f"the answer from {self.host} was still arriving when the call's deadline "
-                    "ran out"
-                )
-        return b"".join(chunks)
-
 
 def _server_time(date: str) -> float | None:
     """The epoch seconds of an HTTP ``Date`` header, None when absent or unreadable."""
@@ -418,14 +388,3 @@ def _server_time(date: str) -> float | None:
         return email.utils.parsedate_to_datetime(date).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-
-
-def _complete(response: httpx.Response, decoded_size: int) -> bool:
-    """True when every byte ``Content-Length`` announced has arrived (unknown length: False)."""
-    length = response.headers.get("content-length", "")
-    if not length.isdigit():
-        return False
-    arrived = response.num_bytes_downloaded
-    if "content-encoding" not in response.headers:
-        arrived = max(arrived, decoded_size)
-    return arrived >= int(length)

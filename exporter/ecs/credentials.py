@@ -19,12 +19,9 @@ appear in a log line, a repr or an error message.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
 import re
-import stat
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +37,7 @@ from exporter.ecs import signing
 from exporter.ecs.errors import CredentialsError, parse_error_body
 from exporter.ecs.request import USER_AGENT, acs_date, parse_endpoint, signed_request_headers
 from exporter.ecs.untrusted import PLAIN, TextCleaner
+from exporter.files import read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +64,8 @@ ENV_VPC_ENDPOINT_ENABLED = "ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED"
 _MAX_EARLY_REFRESH = timedelta(minutes=15)
 _RETRY_AFTER_FAILED_REFRESH = timedelta(seconds=30)
 _SESSION_NAME_RE = re.compile(r"^[\w.@-]{2,64}$")
-_MIN_DURATION, _MAX_DURATION = 900, 43200
+_ROLE_ARN_RE = re.compile(r"^acs:ram::\d+:role/\S+$")
+MIN_DURATION_SECONDS, MAX_DURATION_SECONDS = 900, 43200
 
 
 @dataclass(frozen=True)
@@ -78,6 +77,12 @@ class Credentials:
     security_token: SecretStr | None = None
     expiration: datetime | None = None  # aware UTC; None for long-term keys
     provider: str = "static"  # static | environment | oidc_role | ecs_ram_role | assume_role
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The secret and the token (when there is one), for redaction and scrubbing."""
+        token = self.security_token
+        secret = self.access_key_secret.get_secret_value()
+        return (secret, token.get_secret_value()) if token is not None else (secret,)
 
 
 class CredentialsProvider(Protocol):
@@ -262,43 +267,45 @@ def _sts_answer(
     return _temporary_credentials(data.get("Credentials"), source, provider)
 
 
-def _check_sts_options(role_arn: str, session_name: str, duration_seconds: int) -> None:
-    if not role_arn.startswith("acs:ram::"):
-        raise CredentialsError(f"role ARN {role_arn!r} is not like acs:ram::<account>:role/<name>")
+# The STS rules, checked here and by the config (which reports them under the field's name).
+
+
+def role_arn_problem(role_arn: str) -> str | None:
+    """What is wrong with a RAM role ARN, or ``None``."""
+    if not _ROLE_ARN_RE.match(role_arn):
+        return f"{role_arn!r} is not a RAM role ARN (acs:ram::<account>:role/<name>)"
+    return None
+
+
+def session_name_problem(session_name: str) -> str | None:
+    """What is wrong with a role session name, or ``None``."""
     if not _SESSION_NAME_RE.match(session_name):
-        raise CredentialsError(
-            f"role session name {session_name!r}: 2-64 letters, digits or . @ - _"
+        return f"{session_name!r} is not 2-64 letters, digits or . @ - _"
+    return None
+
+
+def duration_problem(duration_seconds: int) -> str | None:
+    """What is wrong with an STS ``DurationSeconds``, or ``None``."""
+    if not MIN_DURATION_SECONDS <= duration_seconds <= MAX_DURATION_SECONDS:
+        return (
+            f"must be {MIN_DURATION_SECONDS} to {MAX_DURATION_SECONDS} seconds, "
+            f"got {duration_seconds}"
         )
-    if not _MIN_DURATION <= duration_seconds <= _MAX_DURATION:
-        raise CredentialsError(
-            f"duration_seconds must be {_MIN_DURATION}-{_MAX_DURATION}, got {duration_seconds}"
-        )
+    return None
+
+
+def _check_sts_options(role_arn: str, session_name: str, duration_seconds: int) -> None:
+    for what, problem in (
+        ("role ARN", role_arn_problem(role_arn)),
+        ("role session name", session_name_problem(session_name)),
+        ("duration_seconds", duration_problem(duration_seconds)),
+    ):
+        if problem is not None:
+            raise CredentialsError(f"{what}: {problem}")
 
 
 def _transport_failure(source: str, url: str, exc: httpx.RequestError) -> CredentialsError:
     return CredentialsError(f"{source}: no answer from {url} ({type(exc).__name__})")
-
-
-# A projected service-account token is a few KB; anything far larger is not one.
-_MAX_TOKEN_FILE_BYTES = 64 * 1024
-
-
-def _read_small_regular_file(path: Path, max_bytes: int) -> str:
-    """The UTF-8 text of a regular file of at most ``max_bytes``.
-
-    A FIFO or a device would block the refresh or never end: ``OSError`` with a reason.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read(max_bytes + 1)
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
-    return data.decode("utf-8")
 
 
 class OidcRoleProvider(_RefreshingProvider):
@@ -342,16 +349,13 @@ class OidcRoleProvider(_RefreshingProvider):
         return f"OidcRoleProvider(role_arn={self.role_arn!r}, sts={self._base_url!r})"
 
     def _read_token(self) -> str:
+        # The one reader of secret files: bounded (a FIFO or a device is refused, never read).
         try:
-            token = _read_small_regular_file(self._token_file, _MAX_TOKEN_FILE_BYTES).strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+            return read_secret_file(self._token_file)
+        except ValueError as exc:
             raise CredentialsError(
-                f"cannot read the OIDC token file {self._token_file}: {reason}"
+                f"cannot read the OIDC token file {self._token_file}: {exc}"
             ) from None
-        if not token:
-            raise CredentialsError(f"the OIDC token file {self._token_file} is empty")
-        return token
 
     def _fetch(self) -> Credentials:
         token = self._read_token()
@@ -411,9 +415,7 @@ class EcsRamRoleProvider(_RefreshingProvider):
     ) -> None:
         super().__init__(now)
         self._http = http
-        base, _ = parse_endpoint(
-            metadata_url if "://" in metadata_url else "http://" + metadata_url
-        )
+        base, _ = parse_endpoint(metadata_url, default_scheme="http")
         self._base_url = base.rstrip("/")
         self._role_name = role_name or None
         self._discovered_role: str | None = None
@@ -562,10 +564,7 @@ class AssumeRoleProvider(_RefreshingProvider):
             response = self._http.post(url, headers=headers, timeout=self._timeout)
         except httpx.RequestError as exc:
             raise _transport_failure("STS AssumeRole", self._base_url, exc) from None
-        hide = tuple(
-            s.get_secret_value() for s in (base.access_key_secret, base.security_token) if s
-        )
-        return _sts_answer(response, "AssumeRole", self.name, hide)
+        return _sts_answer(response, "AssumeRole", self.name, base.secret_values())
 
 
 def sts_endpoint_from_environment(environ: Mapping[str, str]) -> str:

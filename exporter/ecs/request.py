@@ -25,15 +25,17 @@ def acs_date(epoch_seconds: float | None = None) -> str:
     return time.strftime(ACS_DATE_FORMAT, time.gmtime(epoch_seconds))
 
 
-def parse_endpoint(url: str) -> tuple[str, str]:
+def parse_endpoint(url: str, *, default_scheme: str = "https") -> tuple[str, str]:
     """Return ``(base_url, host_header)`` for an endpoint given as a URL or a bare host.
 
-    ``https://`` is assumed without a scheme; ``http://`` is allowed (proxies, the simulator).
-    The host header is the URL's ``host[:port]``, which is also what gets signed.
+    This is the one endpoint rule; the config validates with it too. Without a scheme,
+    ``default_scheme`` is assumed (``https`` for the API and STS); ``http://`` is allowed
+    (proxies, the simulator). A path, query or fragment is refused: requests are signed for
+    ``/``. The host header is the URL's ``host[:port]``, which is also what gets signed.
     """
     text = url.strip()
     if "://" not in text:
-        text = "https://" + text
+        text = f"{default_scheme}://{text}"
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"endpoint {url!r}: the scheme must be http or https")

@@ -26,6 +26,8 @@ MAX_MESSAGE_CHARS = 1024
 REDACTED = "***"
 _CUT = "..."
 _MAX_CACHED = 65_536
+# None is how a decoder says "absent": it reads as "".
+_ABSENT: dict[str | None, str] = {None: "", "": ""}
 
 
 def _safe_char(char: str) -> str:
@@ -62,14 +64,16 @@ class TextCleaner:
     it loaded). Thread-safe: the cache is only ever a shortcut.
     """
 
-    __slots__ = ("_cache", "_redact", "_secrets")
+    __slots__ = ("_cache", "_redact", "_secrets", "known")
 
     def __init__(
         self, secrets: Iterable[str] = (), *, redact: Callable[[str], str] | None = None
     ) -> None:
         self._secrets = tuple(sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
         self._redact = redact
-        self._cache: dict[str, str] = {}
+        self._cache: dict[str | None, str] = dict(_ABSENT)
+        #: :meth:`name` of a value cleaned before, else ``None``: one look-up, for the hot path.
+        self.known: Callable[[str | None], str | None] = self._cache.get
 
     def _hide(self, text: str) -> str:
         for secret in self._secrets:
@@ -90,8 +94,20 @@ class TextCleaner:
         if len(raw) <= MAX_NAME_CHARS:  # a huge value is not a name that repeats
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
+                self._cache.update(_ABSENT)
             self._cache[raw] = result
         return result
+
+    def names(self, values: tuple[str | None, ...]) -> list[str]:
+        """:meth:`name` of each value (strings or ``None``), for the hot path: one call a record."""
+        get = self._cache.get
+        found = [get(value) for value in values]
+        if None in found:
+            found = [
+                self.name(value) if hit is None else hit
+                for value, hit in zip(values, found, strict=True)
+            ]
+        return found  # type: ignore[return-value]  # every None was replaced above
 
     def message(self, value: object) -> str:
         """A free-text field (an error message): cleaned, bounded and redacted."""

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from exporter.ecs.client import RequestEvent
+from exporter.metrics import API_DURATION_BUCKETS as API_DURATION_BUCKETS
 from exporter.tracking import Histogram, HistogramValue, ValueFolder
 
-API_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _CLOCK_SAMPLES = 32
 
 
@@ -29,6 +29,8 @@ class ApiTotals:
     """Tries per outcome code ("" for success)."""
     duration: HistogramValue
     rate_limit_wait_seconds: float
+    codes_folded: int = 0
+    """Distinct outcome codes counted under "other" (see :class:`ValueFolder`)."""
 
 
 class ApiClock:
@@ -104,5 +106,8 @@ class ApiStatistics:
         """A consistent copy of the statistics."""
         with self._lock:
             return ApiTotals(
-                tuple(self._requests.items()), self._durations.value(), self._rate_limit_wait
+                tuple(self._requests.items()),
+                self._durations.value(),
+                self._rate_limit_wait,
+                self._code_folder.folded,
             )

@@ -68,6 +68,7 @@ class TargetSnapshot:
     command_breakdown: bool
     last_failure_reason: str  # the failure reason of the last refresh, "" when it succeeded
     last_failure_detail: str  # its code and message (never a secret), "" when it succeeded
+    label_values_folded: int = 0  # distinct API values shown as "other" (see ValueFolder)
     baseline_done: bool = False
     """The first walk is complete: runs are counted from then on."""
     baseline_pages: int = 0
@@ -100,6 +101,7 @@ class TargetRefresher:
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
         api_stats: ApiStatistics | None = None,
+        on_snapshot: Callable[[TargetSnapshot], None] | None = None,
     ) -> None:
         self.name = name
         self.region_id = region_id
@@ -114,6 +116,8 @@ class TargetRefresher:
         self.api_stats = api_stats if api_stats is not None else ApiStatistics(clock)
         self._clock = clock
         self._log = logger or logging.getLogger("exporter.refresh")
+        # Called in the refresh with each new snapshot (the collector renders it ahead of scrapes).
+        self._on_snapshot = on_snapshot
         self._tracker = RunTracker(
             include_history=options.include_history,
             tracking_cap=options.tracking_cap,
@@ -242,6 +246,14 @@ class TargetRefresher:
                 last_failure_reason=self._last_failure_reason or "internal",
                 last_failure_detail=self._last_failure_detail or "building the snapshot failed",
             )
+        if self._on_snapshot is not None:
+            try:
+                self._on_snapshot(self._snapshot)
+            except Exception as exc:  # only work done ahead: the scrape does it again
+                self._log.error(
+                    "preparing the snapshot for scrapes failed",
+                    extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
+                )
 
     def _fields(self) -> dict[str, object]:
         """The log fields naming this target (structured fields travel in ``extra``)."""
@@ -272,6 +284,7 @@ class TargetRefresher:
             command_breakdown=self.options.command_breakdown.enabled,
             last_failure_reason=self._last_failure_reason,
             last_failure_detail=self._last_failure_detail,
+            label_values_folded=self._tracker.values_folded + api.codes_folded,
             baseline_done=plan.baseline.done,
             baseline_pages=plan.baseline.pages,
             baseline_results=plan.baseline.results,

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from exporter.simulator.faults import FAULT_KINDS, FaultPlan, FaultRule, parse_fault_rule
+from exporter.simulator.faults import ALL_FAULT_KINDS, FaultPlan, FaultRule, parse_fault_rule
 from exporter.simulator.server import DEFAULT_REGIONS, ORDERS, Account, SimulatorServer
 from exporter.simulator.world import PROFILES, WallClock, World, spec_with
 
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KIND[,n=N][,p=P][,key=ID][,region=R][,page=N][,retry_after=MS|none][,delay=S]",
-        help=f"inject a fault (repeatable); kinds: {', '.join(FAULT_KINDS)}",
+        help=f"inject a fault (repeatable); kinds: {', '.join(ALL_FAULT_KINDS)}",
     )
     parser.add_argument(
         "--latency", type=_non_negative, default=0.0, help="seconds added to every answer"
@@ -207,7 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with server:
         shown_secret = secret if args.access_key_secret is None else "(the one you passed)"
         print(f"ECS API simulator listening on {server.url}", flush=True)
-        print(f"  endpoint:          {server.endpoint}")
+        # The exporter's endpoint names its scheme (without one, https is assumed); the
+        # official SDK takes host:port and the protocol apart.
+        print(f"  endpoint:          {server.url}")
+        print(f"  SDK endpoint:      {server.endpoint} (protocol http)")
         print(f"  profile:           {args.profile} (seed {args.seed}, order {args.order})")
         print(f"  regions:           {', '.join(server.regions)}")
         if args.clock_offset or args.time_resolution != 1:

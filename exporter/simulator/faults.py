@@ -21,7 +21,8 @@ The plan can be changed while the server runs (every method takes the plan's loc
 adds a delay to every answered request (per page, for realistic benchmarks), on top of any
 ``slow`` fault.
 
-Fault kinds (:data:`FAULT_KINDS`):
+Fault kinds (:data:`FAULT_KINDS`, which can fail any request, and :data:`TOKEN_FAULT_KINDS`,
+which only apply to requests that carry a ``NextToken``; :data:`ALL_FAULT_KINDS` is both):
 
 ====================  ==========================================================================
 ``throttling_user``   400 ``Throttling.User``
@@ -46,6 +47,9 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.simulator.http import Answer
 
 FAULT_KINDS: tuple[str, ...] = (
     "throttling_user",
@@ -57,8 +61,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "malformed_json",
     "truncated_body",
     "wrong_types",
-    "invalid_next_token",
 )
+TOKEN_FAULT_KINDS: tuple[str, ...] = ("invalid_next_token",)
+ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + TOKEN_FAULT_KINDS
 
 # kind -> (HTTP status, Code, Message) for the faults that are API error answers.
 ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
@@ -92,8 +97,9 @@ class FaultRule:
     fired: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if self.kind not in ALL_FAULT_KINDS:
+            known = ", ".join(ALL_FAULT_KINDS)
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {known}")
         if self.count is not None and self.count < 0:
             raise ValueError("count must not be negative")
         if self.probability is not None and not 0.0 <= self.probability <= 1.0:
@@ -233,7 +239,7 @@ class FaultPlan:
                     continue
                 if rule.page is not None and rule.page != page:
                     continue
-                if rule.kind == "invalid_next_token" and not has_token:
+                if rule.kind in TOKEN_FAULT_KINDS and not has_token:
                     continue
                 if rule.probability is not None and self._rng.random() >= rule.probability:
                     continue
@@ -281,3 +287,22 @@ def parse_fault_rule(text: str) -> FaultRule:
             raise ValueError(f"fault option {key}={value!r} is not a number") from None
     FaultRule.__post_init__(rule)
     return rule
+
+
+def break_types(records: list[dict[str, Any]]) -> None:
+    """The ``wrong_types`` fault: fields with the wrong JSON types."""
+    for record in records:
+        record["ExitCode"] = str(record["ExitCode"])
+        record["Repeats"] = None
+        record["Dropped"] = str(record["Dropped"])
+    if records:
+        records[0]["InvokeId"] = 12345
+        records[0]["InstanceId"] = None
+
+
+def corrupt(answer: Answer, fault: Fault) -> Answer:
+    """``answer`` as the ``malformed_json`` or ``truncated_body`` fault sends it."""
+    if fault.kind == "malformed_json":
+        garbled = b'{"RequestId": "' + answer.body[:40] + b"<html>502 Bad Gateway</html>"
+        return answer._replace(body=garbled)
+    return answer._replace(truncate=True)

@@ -11,10 +11,10 @@
 * checks, in order: action and version, ``Authorization`` shape and required headers
   (``IncompleteSignature``), AccessKeyId (``InvalidAccessKeyId.NotFound``), STS token (an
   :class:`Account` with ``sts=True`` needs ``x-acs-security-token``; a permanent key must not
-  send one),
-  signature (``SignatureDoesNotMatch``), date within 15 minutes of the *wall* clock
-  (``InvalidTimeStamp.Expired``), nonce not seen in 15 minutes (``SignatureNonceUsed``), region
-  (``MissingRegionId``, ``InvalidRegionId.NotFound``), then the parameters.
+  send one), signature (``SignatureDoesNotMatch``), date within 15 minutes of the API's clock,
+  the *wall* clock plus ``clock_offset`` (``InvalidTimeStamp.Expired``), nonce not seen in 15
+  minutes (``SignatureNonceUsed``), region (``MissingRegionId``, ``InvalidRegionId.NotFound``),
+  then the parameters.
 * errors: the API's shape ``{RequestId, HostId, Code, Message, Recommend}`` and status.
 * paging: ``MaxResults`` (1-50, default 10) and opaque ``NextToken`` values. A token is a
   *snapshot cursor*: the first page fixes which records the walk covers (the records in view at
@@ -44,28 +44,42 @@ Everything served is recorded in :attr:`SimulatorServer.served`.
 from __future__ import annotations
 
 import calendar
-import hashlib
-import hmac
+import email.utils
 import json
-import math
-import random
-import re
-import secrets
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from exporter.ecs import signing
-from exporter.ecs.models import CONTENT_ENCODINGS, INVOKE_RECORD_STATUSES
-from exporter.simulator.faults import ERROR_FAULTS, Fault, FaultPlan
-from exporter.simulator.world import RecordFilter, RecordRef, TimeView, World
+from exporter.ecs.models import CONTENT_ENCODINGS
+from exporter.simulator.errors import ApiError
+from exporter.simulator.faults import ERROR_FAULTS, Fault, FaultPlan, break_types, corrupt
+from exporter.simulator.http import Answer, LoopbackServer, RecordedRequest
+from exporter.simulator.paging import Pager
+from exporter.simulator.validation import (
+    int_param,
+    parse_filter,
+    parse_query,
+    verify_v3_signature,
+)
+from exporter.simulator.world import TimeView, World
+
+__all__ = [
+    "ACTION",
+    "API_VERSION",
+    "DEFAULT_REGIONS",
+    "ORDERS",
+    "Account",
+    "ApiError",
+    "ServedRequest",
+    "SimulatorServer",
+    "verify_v3_signature",
+]
 
 API_VERSION = "2014-05-26"
 ACTION = "DescribeInvocationResults"
@@ -84,7 +98,6 @@ MAX_CLOCK_SKEW = 900.0
 MAX_RESULTS_LIMIT = 50
 DEFAULT_MAX_RESULTS = 10
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_TAG_PARAM = re.compile(r"^Tag\.(\d+)\.(Key|Value)$")
 
 
 @dataclass(frozen=True)
@@ -113,48 +126,7 @@ class ServedRequest:
     fault: str  # fault kind injected, "" when none
 
 
-class ApiError(Exception):
-    """An error answer of the API."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class Answer:
-    """What the HTTP handler sends."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    drop: bool = False  # close without an answer
-    truncate: bool = False  # announce more bytes than sent, then close
-    date: float | None = None  # the Date header (epoch seconds); None: the wall clock
-
-
-@dataclass(eq=False)
-class _Walk:
-    """The snapshot of one paging walk (see the module docstring)."""
-
-    world: World
-    fingerprint: tuple[object, ...]
-    snapshot: float
-    refs: list[RecordRef] | None  # materialised list, or None: the creation-time index
-    keys: list[float] | None = None  # order "unstable": the coarse key of each ref, descending
-
-
-@dataclass(frozen=True)
-class _Cursor:
-    walk: _Walk
-    offset: int
-    issued: float
-    page: int  # the page of the walk this token asks for (2 for the first page's token)
-
-
-class SimulatorServer:
+class SimulatorServer(LoopbackServer):
     """A loopback HTTP server speaking DescribeInvocationResults; a context manager.
 
     ``world``: one :class:`World` serving every known region, or a mapping region -> world
@@ -198,58 +170,18 @@ class SimulatorServer:
         self.faults = faults if faults is not None else FaultPlan(seed=seed)
         self.order = order
         self._times = TimeView(clock_offset, time_resolution)
-        self.token_ttl = token_ttl
         self._wall_clock = wall_clock
-        self._shuffle_seed = random.Random(f"shuffle/{seed}")
         self._served: list[ServedRequest] = []
         self._request_count = 0
-        self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
-        self._max_cursors = max_cursors
+        self._pager = Pager(seed=seed, token_ttl=token_ttl, max_cursors=max_cursors)
         self._nonces: OrderedDict[str, float] = OrderedDict()
         self._max_nonces = max_nonces
-        self._httpd = _HTTPServer((host, port), _Handler, self)
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().__init__(host, port)
 
     @property
     def endpoint(self) -> str:
         """``host:port``, as the official SDK's ``endpoint`` wants it."""
         return self.url.removeprefix("http://")
-
-    def start(self) -> SimulatorServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="ecs-simulator",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> SimulatorServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -263,6 +195,15 @@ class SimulatorServer:
     def remove_account(self, access_key_id: str) -> None:
         with self._lock:
             self._accounts.pop(access_key_id, None)
+
+    @property
+    def token_ttl(self) -> float:
+        """NextToken lifetime (world clock seconds); settable."""
+        return self._pager.token_ttl
+
+    @token_ttl.setter
+    def token_ttl(self, seconds: float) -> None:
+        self._pager.token_ttl = seconds
 
     @property
     def order(self) -> str:
@@ -325,6 +266,9 @@ class SimulatorServer:
 
     # -- request handling ---------------------------------------------------------------------
 
+    def answer(self, request: RecordedRequest) -> Answer:
+        return self.handle(request.method, request.target, request.headers, request.body)
+
     def handle(
         self,
         method: str,
@@ -335,10 +279,10 @@ class SimulatorServer:
         """Answer one HTTP request (also usable without a socket)."""
         parts = urlsplit(target)
         path = parts.path or "/"
-        params = _parse_query(parts.query)
+        params = parse_query(parts.query)
         lower = {name.lower(): value for name, value in headers}
         if body and "application/x-www-form-urlencoded" in lower.get("content-type", ""):
-            for key, value in _parse_query(body.decode("utf-8", "replace")).items():
+            for key, value in parse_query(body.decode("utf-8", "replace")).items():
                 params.setdefault(key, value)
         auth = signing.parse_authorization(lower.get("authorization", ""))
         access_key_id = auth[0] if auth else ""
@@ -360,15 +304,16 @@ class SimulatorServer:
         }
         if fault is not None and fault.kind == "drop_connection":
             self._record(entry, 0, "", 0, "")
-            return Answer(0, b"", drop=True)
+            return Answer(0, {}, b"", drop=True)
         if fault is not None and fault.kind in ERROR_FAULTS:
             status, code, message = ERROR_FAULTS[fault.kind]
-            answer = self._error_answer(ApiError(status, code, message), request_id, host_id)
-            answer.date = date
+            extra = {}
             if fault.kind == "throttling_api" and fault.retry_after_ms is not None:
-                answer.headers["x-acs-retry-after"] = str(fault.retry_after_ms)
+                extra["x-acs-retry-after"] = str(fault.retry_after_ms)
             self._record(entry, status, code, 0, "")
-            return answer
+            return self._error_answer(
+                ApiError(status, code, message), request_id, host_id, date, extra
+            )
         delay = self.faults.latency + (fault.delay if fault and fault.kind == "slow" else 0.0)
         if delay > 0:
             time.sleep(delay)
@@ -382,22 +327,18 @@ class SimulatorServer:
             )
         except ApiError as exc:
             self._record(entry, exc.status, exc.code, 0, "")
-            answer = self._error_answer(exc, request_id, host_id)
-            answer.date = date
+            answer = self._error_answer(exc, request_id, host_id, date)
             if fault is not None and fault.kind in ("malformed_json", "truncated_body"):
-                _corrupt(answer, fault)
+                answer = corrupt(answer, fault)
             return answer
         self._record(entry, 200, "", results, next_token)
-        answer.date = date
-        return answer
+        return answer._replace(headers={**answer.headers, "Date": _http_date(date)})
 
     def _page_asked(self, params: Mapping[str, str]) -> tuple[int, bool]:
         """The page of its walk a request asks for, and whether it carries a NextToken."""
         token = params.get("NextToken", "")
         if token:
-            with self._lock:
-                cursor = self._cursors.get(token)
-            return (cursor.page if cursor is not None else 0), True
+            return self._pager.page_of(token), True
         number = params.get("PageNumber", "")
         if number.isdigit() and "MaxResults" not in params:
             return max(1, int(number)), False
@@ -419,7 +360,13 @@ class SimulatorServer:
             self._request_count += 1
 
     @staticmethod
-    def _error_answer(exc: ApiError, request_id: str, host_id: str) -> Answer:
+    def _error_answer(
+        exc: ApiError,
+        request_id: str,
+        host_id: str,
+        date: float,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Answer:
         body = {
             "RequestId": request_id,
             "HostId": host_id,
@@ -427,11 +374,13 @@ class SimulatorServer:
             "Message": exc.message,
             "Recommend": f"https://api.aliyun.com/troubleshoot?q={exc.code}&product=Ecs",
         }
-        return Answer(
-            exc.status,
-            json.dumps(body).encode(),
-            {"Content-Type": "application/json;charset=utf-8", "x-acs-request-id": request_id},
-        )
+        headers = {
+            "Content-Type": "application/json;charset=utf-8",
+            "x-acs-request-id": request_id,
+            "Date": _http_date(date),
+            **(extra_headers or {}),
+        }
+        return Answer(exc.status, headers, json.dumps(body).encode())
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -560,7 +509,7 @@ class SimulatorServer:
         fault: Fault | None,
         access_key_id: str,
     ) -> tuple[Answer, int, str]:
-        record_filter = _parse_filter(params)
+        record_filter = parse_filter(params)
         encoding = params.get("ContentEncoding", "Base64") or "Base64"
         if encoding not in CONTENT_ENCODINGS:
             raise ApiError(
@@ -584,14 +533,14 @@ class SimulatorServer:
                     )
             fingerprint = (id(world), record_filter, self.order)
             if legacy:
-                page_number = _int_param(
-                    params, "PageNumber", 1, "InvalidParam.PageNumber", 1, None
+                page_number = int_param(params, "PageNumber", 1, "InvalidParam.PageNumber", 1, None)
+                max_results = int_param(params, "PageSize", 10, "InvalidParam.PageSize", 1, 50)
+                walk = self._pager.start(
+                    world, fingerprint, record_filter, now, self.order, self._times.resolution
                 )
-                max_results = _int_param(params, "PageSize", 10, "InvalidParam.PageSize", 1, 50)
-                walk = self._new_walk(world, fingerprint, record_filter, now)
                 offset = (page_number - 1) * max_results
             else:
-                max_results = _int_param(
+                max_results = int_param(
                     params,
                     "MaxResults",
                     DEFAULT_MAX_RESULTS,
@@ -602,26 +551,28 @@ class SimulatorServer:
                 token = params.get("NextToken", "")
                 walk_page = 1
                 if token and fault is not None and fault.kind == "invalid_next_token":
-                    with self._lock:
-                        self._cursors.pop(token, None)  # refused for good: a replay fails too
+                    self._pager.forget(token)  # refused for good: a replay fails too
                     raise ApiError(
                         400,
                         "InvalidParameter.NextToken",
                         "The specified parameter NextToken is not valid.",
                     )
                 if token:
-                    walk, offset, walk_page = self._resume(token, fingerprint, now)
+                    walk, offset, walk_page = self._pager.resume(token, fingerprint, now)
                 else:
-                    walk, offset = self._new_walk(world, fingerprint, record_filter, now), 0
+                    offset = 0
+                    walk = self._pager.start(
+                        world, fingerprint, record_filter, now, self.order, self._times.resolution
+                    )
                 page_number = offset // max_results + 1
-            refs, total = self._page(world, walk, offset, max_results, now)
+            refs, total = self._pager.page(world, walk, offset, max_results, now)
             next_token = ""
             if not legacy and offset + max_results < total:
-                next_token = self._issue(walk, offset + max_results, now, walk_page + 1)
+                next_token = self._pager.issue(walk, offset + max_results, now, walk_page + 1)
             times = self._times
             if fault is not None and fault.kind == "wrong_types":
                 records = [world.render(ref, now, encoding, times) for ref in refs]
-                _break_types(records)
+                break_types(records)
                 items = [json.dumps(r, separators=(",", ":")) for r in records]
             else:
                 items = [world.render_json(ref, now, encoding, times) for ref in refs]
@@ -643,379 +594,14 @@ class SimulatorServer:
         ).encode()
         answer = Answer(
             200,
-            body,
             {"Content-Type": "application/json;charset=utf-8", "x-acs-request-id": request_id},
+            body,
         )
         if fault is not None and fault.kind in ("malformed_json", "truncated_body"):
-            _corrupt(answer, fault)
+            answer = corrupt(answer, fault)
         return answer, len(refs), next_token
 
-    def _new_walk(
-        self,
-        world: World,
-        fingerprint: tuple[object, ...],
-        record_filter: RecordFilter,
-        now: float,
-    ) -> _Walk:
-        if record_filter.empty and self.order == "newest":
-            return _Walk(world, fingerprint, now, None)
-        refs = world.select(now, record_filter)
-        if self.order == "shuffled":
-            random.Random(self._random_seed()).shuffle(refs)
-        if self.order == "unstable":
-            resolution = self._times.resolution
-            keyed = sorted(
-                ((_coarse(_sort_time(ref), resolution), ref) for ref in refs),
-                key=lambda pair: -pair[0],
-            )
-            return _Walk(world, fingerprint, now, [r for _, r in keyed], [k for k, _ in keyed])
-        return _Walk(world, fingerprint, now, refs)
 
-    def _random_seed(self) -> int:
-        with self._lock:
-            return self._shuffle_seed.getrandbits(64)
-
-    def _resume(
-        self, token: str, fingerprint: tuple[object, ...], now: float
-    ) -> tuple[_Walk, int, int]:
-        with self._lock:
-            cursor = self._cursors.get(token)
-        if cursor is None or cursor.walk.fingerprint != fingerprint:
-            raise ApiError(
-                400,
-                "InvalidParameter.NextToken",
-                "The specified parameter NextToken is not valid.",
-            )
-        if now - cursor.issued > self.token_ttl:
-            raise ApiError(
-                400,
-                "InvalidParameter.NextToken",
-                "The specified parameter NextToken is not valid: it has expired.",
-            )
-        return cursor.walk, cursor.offset, cursor.page
-
-    def _issue(self, walk: _Walk, offset: int, now: float, page: int) -> str:
-        token = "AAAAA" + secrets.token_urlsafe(18)
-        with self._lock:
-            self._cursors[token] = _Cursor(walk, offset, now, page)
-            while len(self._cursors) > self._max_cursors:
-                self._cursors.popitem(last=False)
-        return token
-
-    def _page(
-        self, world: World, walk: _Walk, offset: int, limit: int, now: float
-    ) -> tuple[list[RecordRef], int]:
-        """The records at ``offset`` of a walk and the walk's current size."""
-        if walk.refs is not None:
-            alive = walk.refs
-            total = len(alive)
-            if walk.keys is not None:
-                window = self._reshuffled_window(walk.refs, walk.keys, offset, limit)
-            else:
-                window = alive[offset : offset + limit]
-            page = [r for r in window if not r.invocation.pruned]
-            return page, total
-        lo, hi = world.visible_span(now, walk.snapshot)
-        total = max(0, hi - lo)
-        out: list[RecordRef] = []
-        position = hi - 1 - offset
-        while position >= lo and len(out) < limit:
-            ref = world.ref_at(position)
-            if ref is not None:
-                out.append(ref)
-            position -= 1
-        return out, total
-
-    def _reshuffled_window(
-        self, refs: list[RecordRef], keys: list[float], offset: int, limit: int
-    ) -> list[RecordRef]:
-        """``refs[offset:offset + limit]`` after a fresh shuffle of every group of equal keys
-        the window touches (order ``unstable``: each call sorts the ties anew)."""
-        end = min(offset + limit, len(refs))
-        if offset >= end:
-            return []
-        lo = offset
-        while lo > 0 and keys[lo - 1] == keys[offset]:
-            lo -= 1
-        hi = end
-        while hi < len(refs) and keys[hi] == keys[end - 1]:
-            hi += 1
-        span = refs[lo:hi]
-        rng = random.Random(self._random_seed())
-        start = 0
-        for i in range(1, len(span) + 1):  # shuffle each run of equal keys in place
-            if i == len(span) or keys[lo + i] != keys[lo + start]:
-                group = span[start:i]
-                rng.shuffle(group)
-                span[start:i] = group
-                start = i
-        return span[offset - lo : end - lo]
-
-
-def _sort_time(ref: RecordRef) -> float:
-    """The ``unstable`` order's key before coarsening: a history run's start, else the
-    invocation's creation time."""
-    if ref.run is not None:
-        return ref.invocation.targets[ref.target_index].runs[ref.run].start
-    return ref.invocation.created
-
-
-def _coarse(epoch: float, resolution: float) -> float:
-    return float(math.floor(epoch / resolution) * resolution)
-
-
-def verify_v3_signature(
-    method: str,
-    path: str,
-    params: Mapping[str, str],
-    headers: list[tuple[str, str]],
-    body: bytes,
-    auth: tuple[str, list[str], str],
-    secret: str | None,
-) -> None:
-    """Verify an ACS3-HMAC-SHA256 request as the service does, or raise :class:`ApiError`.
-
-    ``auth`` is the parsed ``Authorization``; ``secret`` the AccessKey secret of its key id
-    (``None``: unknown key). ``host`` and every ``x-acs-*`` header sent must be signed, and the
-    signature is recomputed over the headers the client listed, so both the minimal header set
-    and the official SDK's all-headers style verify. Shared by every fake service that checks
-    signatures (the ECS API here, STS in ``metadata``).
-    """
-    _, signed_headers, provided = auth
-    lower = {name.lower(): value for name, value in headers}
-    _check_signed_headers(headers, lower, signed_headers)
-    if secret is None:
-        raise ApiError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
-    payload = hashlib.sha256(body).hexdigest()
-    canonical, _ = signing.canonical_request(method, path, params, headers, signed_headers, payload)
-    if not hmac.compare_digest(signing.signature(secret, canonical), provided):
-        raise ApiError(
-            400,
-            "SignatureDoesNotMatch",
-            "Specified signature does not match our calculation. server string to sign "
-            f"is:{signing.string_to_sign(canonical)}",
-        )
-
-
-def _check_signed_headers(
-    headers: list[tuple[str, str]], lower: Mapping[str, str], signed_headers: list[str]
-) -> None:
-    """Required headers present; ``host`` and every ``x-acs-*`` sent are signed; every signed
-    header was sent."""
-    signed = {name.lower() for name in signed_headers}
-    for required in ("host", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256"):
-        if required not in lower:
-            raise ApiError(
-                400,
-                "IncompleteSignature",
-                f"The request signature does not conform to Aliyun standards: the "
-                f"{required} header is missing.",
-            )
-    names = {name.lower() for name, _ in headers}
-    unsigned = sorted(
-        n for n in names if (n == "host" or n.startswith("x-acs-")) and n not in signed
-    )
-    if unsigned:
-        raise ApiError(
-            400,
-            "IncompleteSignature",
-            "The request signature does not conform to Aliyun standards: headers not "
-            f"signed: {', '.join(unsigned)}.",
-        )
-    missing = sorted(signed - names)
-    if missing:
-        raise ApiError(
-            400,
-            "IncompleteSignature",
-            "The request signature does not conform to Aliyun standards: signed headers "
-            f"not sent: {', '.join(missing)}.",
-        )
-
-
-def _parse_query(query: str) -> dict[str, str]:
-    """Decode a query string exactly (``+`` stays ``+``: V3 clients encode a space as %20)."""
-    params: dict[str, str] = {}
-    if not query:
-        return params
-    for piece in query.split("&"):
-        if not piece:
-            continue
-        key, _, value = piece.partition("=")
-        params[unquote(key)] = unquote(value)
-    return params
-
-
-def _int_param(
-    params: Mapping[str, str],
-    name: str,
-    default: int,
-    code: str,
-    low: int,
-    high: int | None,
-) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if value < low or (high is not None and value > high):
-        raise ApiError(400, code, f"The specified parameter {name} is not valid.")
-    return value
-
-
-def _parse_filter(params: Mapping[str, str]) -> RecordFilter:
-    """Validate the filter parameters (raises :class:`ApiError` as the API does)."""
-    status = params.get("InvokeRecordStatus") or None
-    if status is not None and status not in INVOKE_RECORD_STATUSES:
-        raise ApiError(
-            400,
-            "InvalidParameter.InvokeRecordStatus",
-            "The specified parameter InvokeRecordStatus is not valid.",
-        )
-    history_raw = params.get("IncludeHistory", "").lower()
-    if history_raw not in ("", "true", "false"):
-        raise ApiError(
-            400, "InvalidParameter", "The specified parameter IncludeHistory is not valid."
-        )
-    include_history = history_raw == "true"
-    invoke_id = params.get("InvokeId") or None
-    if include_history and invoke_id is None:
-        raise ApiError(
-            400, "InvalidParameter", "IncludeHistory=true requires the InvokeId parameter."
-        )
-    return RecordFilter(
-        resource_group_id=params.get("ResourceGroupId") or None,
-        invoke_id=invoke_id,
-        instance_id=params.get("InstanceId") or None,
-        command_id=params.get("CommandId") or None,
-        invoke_record_status=status,
-        include_history=include_history,
-        tags=_parse_tags(params),
-    )
-
-
-def _parse_tags(params: Mapping[str, str]) -> tuple[tuple[str, str | None], ...]:
-    keys: dict[int, str] = {}
-    values: dict[int, str] = {}
-    for name, value in params.items():
-        match = _TAG_PARAM.match(name)
-        if match is None:
-            if name.startswith("Tag."):
-                raise ApiError(400, "InvalidParameter", f"The parameter {name} is not valid.")
-            continue
-        n = int(match.group(1))
-        if not 1 <= n <= 20:
-            raise ApiError(400, "NumberExceed.Tags", "The Tags parameter number is exceed.")
-        (keys if match.group(2) == "Key" else values)[n] = value
-    if len(set(keys) | set(values)) > 20:
-        raise ApiError(400, "NumberExceed.Tags", "The Tags parameter number is exceed.")
-    tags: list[tuple[str, str | None]] = []
-    for n in sorted(set(keys) | set(values)):
-        key = keys.get(n, "")
-        if not key:
-            raise ApiError(400, "MissingParameter.TagKey", "You must specify Tag.N.Key.")
-        if (
-            len(key) > 64
-            or key.startswith(("aliyun", "acs:"))
-            or "http://" in key
-            or "https://" in key
-        ):
-            raise ApiError(400, "InvalidTagKey.Malformed", "The specified Tag.n.Key is not valid.")
-        tag_value = values.get(n)
-        if tag_value is not None and (
-            len(tag_value) > 128 or "http://" in tag_value or "https://" in tag_value
-        ):
-            raise ApiError(
-                400, "InvalidTagValue.Malformed", "The specified Tag.n.Value is not valid."
-            )
-        if any(key == seen for seen, _ in tags):
-            raise ApiError(400, "Duplicate.TagKey", "The Tag.N.Key contain duplicate key.")
-        tags.append((key, tag_value))
-    return tuple(tags)
-
-
-def _break_types(records: list[dict[str, Any]]) -> None:
-    """The ``wrong_types`` fault: fields with the wrong JSON types."""
-    for record in records:
-        record["ExitCode"] = str(record["ExitCode"])
-        record["Repeats"] = None
-        record["Dropped"] = str(record["Dropped"])
-    if records:
-        records[0]["InvokeId"] = 12345
-        records[0]["InstanceId"] = None
-
-
-def _corrupt(answer: Answer, fault: Fault) -> None:
-    if fault.kind == "malformed_json":
-        answer.body = b'{"RequestId": "' + answer.body[:40] + b"<html>502 Bad Gateway</html>"
-    else:
-        answer.truncate = True
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        simulator: SimulatorServer,
-    ) -> None:
-        self.simulator = simulator
-        super().__init__(address, handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "ecs-simulator"
-    sys_version = ""
-    timeout = 30.0  # idle keep-alive connections end after this
-    # One buffered write per answer (flushed by handle_one_request) and no Nagle delay: with
-    # headers and body in separate segments, delayed ACKs would cost ~40 ms per page.
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-    _answer_date: float | None = None
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        server = self.server
-        assert isinstance(server, _HTTPServer)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        body = self.rfile.read(length) if length > 0 else b""
-        answer = server.simulator.handle(self.command, self.path, list(self.headers.items()), body)
-        self._answer_date = answer.date
-        if answer.drop:
-            self.close_connection = True
-            return
-        self.send_response(answer.status)
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        if answer.truncate:
-            self.send_header("Content-Length", str(len(answer.body) + 1024))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(answer.body[: max(1, len(answer.body) // 2)])
-            self.close_connection = True
-            return
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.end_headers()
-        self.wfile.write(answer.body)
-
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        """The ``Date`` header: the API's clock (see ``SimulatorServer.clock_offset``)."""
-        if timestamp is None:
-            timestamp = self._answer_date
-        return super().date_time_string(timestamp)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: what was served is in ``SimulatorServer.served``."""
+def _http_date(epoch: float) -> str:
+    """The ``Date`` header value for ``epoch``."""
+    return email.utils.formatdate(epoch, usegmt=True)

@@ -1,7 +1,9 @@
-"""Fakes of the ECS instance metadata service (IMDSv2) and of STS, for the credential tests.
+"""Fake HTTP services for the tests, on the simulator's loopback layer
+(:mod:`exporter.simulator.http`): answer builders, signature checks, and fakes of the ECS
+instance metadata service (IMDSv2) and of STS for the credential tests.
 
-Both are small loopback ``ThreadingHTTPServer`` servers (``port=0`` picks a free port), used as
-context managers; ``.url`` is where they listen and ``.requests`` records what they were sent.
+Every fake is a :class:`RecordingServer`: it listens on a loopback port (``port=0`` picks a free
+one) from the moment it is made, is a context manager, and ``.requests`` records what it was sent.
 
 What they imitate:
 
@@ -25,39 +27,28 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from exporter.ecs import signing
-from exporter.simulator.server import ApiError, verify_v3_signature
+from exporter.simulator.errors import ApiError
+from exporter.simulator.http import Answer, LoopbackServer, RecordedRequest
+from exporter.simulator.validation import verify_v3_signature
+
+__all__ = [
+    "Answer",
+    "FakeMetadataServer",
+    "FakeStsServer",
+    "IssuedCredentials",
+    "RecordedRequest",
+    "RecordingServer",
+    "check_v3_date",
+    "check_v3_signature",
+    "error_answer",
+    "json_answer",
+]
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _MAX_CLOCK_SKEW = timedelta(minutes=15)
-
-Answer = tuple[int, dict[str, str], bytes]
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request a fake server received."""
-
-    method: str
-    path: str
-    raw_query: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    @property
-    def params(self) -> dict[str, str]:
-        """The query parameters, decoded (a form body's are not included)."""
-        return dict(parse_qsl(self.raw_query, keep_blank_values=True))
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or ``None``."""
-        lower = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lower), None)
 
 
 def _utc_now() -> datetime:
@@ -66,7 +57,7 @@ def _utc_now() -> datetime:
 
 def json_answer(status: int, data: object, headers: Mapping[str, str] | None = None) -> Answer:
     """An answer with a JSON body."""
-    return (
+    return Answer(
         status,
         {"Content-Type": "application/json", **(headers or {})},
         json.dumps(data).encode(),
@@ -128,87 +119,31 @@ def check_v3_date(value: str | None, now: datetime) -> tuple[int, str, str] | No
     return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are separate writes
-    server: _Server
+class RecordingServer(LoopbackServer):
+    """A fake service that records every request and serves from the moment it is made.
 
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        parts = urlsplit(self.path)
-        request = RecordedRequest(
-            self.command, parts.path or "/", parts.query, list(self.headers.items()), body
-        )
-        with self.server.lock:
-            self.server.requests.append(request)
-        status, headers, payload = self.server.answer(request)
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_PUT = do_POST = _serve
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Stay quiet: tests read ``.requests`` instead of a log."""
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], answer: Callable[[RecordedRequest], Answer]):
-        self.lock = threading.Lock()
-        self.requests: list[RecordedRequest] = []
-        self.answer = answer
-        super().__init__(address, _Handler)
-
-
-class LoopbackServer:
-    """A small HTTP server on a background thread that records requests; a context manager.
-
-    Subclasses implement :meth:`answer`.
+    Subclasses implement :meth:`respond`.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self._server = _Server((host, port), self.answer)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one interval
-            name=type(self).__name__,
-            daemon=True,
-        )
-        self._thread.start()
-        bound_host, bound_port = self._server.server_address[:2]
-        self.url = f"http://{bound_host!s}:{bound_port}"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._requests_lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        super().__init__(host, port)
+        self.start()
 
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request received so far, in order."""
-        with self._server.lock:
-            return list(self._server.requests)
+        with self._requests_lock:
+            return list(self._requests)
 
     def answer(self, request: RecordedRequest) -> Answer:
-        """Return ``(status, headers, body)`` for one request (called on a server thread)."""
+        with self._requests_lock:
+            self._requests.append(request)
+        return self.respond(request)
+
+    def respond(self, request: RecordedRequest) -> Answer:
+        """The answer to one request (called on a server thread)."""
         raise NotImplementedError
 
 
@@ -257,7 +192,7 @@ def _credentials_json(creds: IssuedCredentials) -> dict[str, str]:
     }
 
 
-class _IssuingServer(LoopbackServer):
+class _IssuingServer(RecordingServer):
     """A fake that hands out temporary credentials and remembers them."""
 
     _issuer: _Issuer
@@ -293,34 +228,36 @@ class FakeMetadataServer(_IssuingServer):
         self._lock = threading.Lock()
         super().__init__(host, port)
 
-    def answer(self, request: RecordedRequest) -> Answer:
+    def respond(self, request: RecordedRequest) -> Answer:
         text = {"Content-Type": "text/plain"}
         if request.method == "PUT" and request.path == "/latest/api/token":
             ttl = request.header("X-aliyun-ecs-metadata-token-ttl-seconds") or ""
             if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
-                return 400, text, b"missing or invalid X-aliyun-ecs-metadata-token-ttl-seconds"
+                return Answer(
+                    400, text, b"missing or invalid X-aliyun-ecs-metadata-token-ttl-seconds"
+                )
             token = f"imds-v2-token-{uuid.uuid4().hex}"
             with self._lock:
                 self._tokens.add(token)
-            return 200, text, token.encode()
+            return Answer(200, text, token.encode())
         if request.method != "GET":
-            return 405, text, b"method not allowed"
+            return Answer(405, text, b"method not allowed")
         with self._lock:
             valid = request.header("X-aliyun-ecs-metadata-token") in self._tokens
         if not valid:
-            return 401, text, b"IMDSv2 token required"
+            return Answer(401, text, b"IMDSv2 token required")
         base = "/latest/meta-data/ram/security-credentials/"
         if request.path == base:
             if self.role_name is None:
-                return 404, text, b"Not Found"
-            return 200, text, self.role_name.encode()
+                return Answer(404, text, b"Not Found")
+            return Answer(200, text, self.role_name.encode())
         if request.path.startswith(base) and self.role_name is not None:
             if request.path[len(base) :] != self.role_name:
-                return 404, text, b"Not Found"
+                return Answer(404, text, b"Not Found")
             with self._lock:
                 failure = self.fail_next.pop(0) if self.fail_next else None
             if failure is not None:
-                return failure, text, b"temporarily unavailable"
+                return Answer(failure, text, b"temporarily unavailable")
             creds = self._issuer.issue()
             return json_answer(
                 200,
@@ -330,7 +267,7 @@ class FakeMetadataServer(_IssuingServer):
                     "Code": "Success",
                 },
             )
-        return 404, text, b"Not Found"
+        return Answer(404, text, b"Not Found")
 
 
 class FakeStsServer(_IssuingServer):
@@ -371,7 +308,7 @@ class FakeStsServer(_IssuingServer):
             params = {**dict(form), **params}
         return params
 
-    def answer(self, request: RecordedRequest) -> Answer:
+    def respond(self, request: RecordedRequest) -> Answer:
         if request.method not in ("GET", "POST") or request.path != "/":
             return error_answer(404, "InvalidAction.NotFound", "Specified api is not found.")
         params = self._params(request)

@@ -1,30 +1,43 @@
-"""Test doubles for the ECS client: a signature-checking stub of the API, pages, a fake clock.
+"""Test doubles shared by the test modules: fakes of the ECS API, a clock, result builders.
 
-:class:`StubEcsServer` is a real loopback HTTP server; :func:`mock_http` runs the same checks in
-process through ``httpx.MockTransport``. Both verify each request as the service would (V3
-signature, the query string on the wire is the signed canonical string, a fresh nonce) and then
-ask a *script* for the answer.
+* for the client: :class:`StubEcsServer` is a real loopback HTTP server; :func:`mock_http` runs
+  the same checks in process through ``httpx.MockTransport``. Both verify each request as the
+  service would (V3 signature, the query string on the wire is the signed canonical string, a
+  fresh nonce) and then ask a *script* for the answer (:func:`page_answer`, :class:`PagedResults`,
+  :func:`sequence`, :func:`api_record`);
+* for the refresher and the collector: :class:`FakeApi`, the client's paging contract in memory,
+  and the result builders :func:`result` and :func:`backlog`;
+* :class:`FakeClock`: time that moves only when told to (or when the code under test sleeps).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 
 from exporter.ecs import signing
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider
-from exporter.ecs.models import InvocationQuery, InvocationResult
-from exporter.simulator.metadata import (
+from exporter.ecs.errors import ThrottledError
+from exporter.ecs.models import (
+    TERMINAL_STATUSES,
+    InvalidRecord,
+    InvocationQuery,
+    InvocationResult,
+    Page,
+)
+from tests.support.http_fakes import (
     Answer,
-    LoopbackServer,
     RecordedRequest,
+    RecordingServer,
     check_v3_signature,
     error_answer,
     json_answer,
@@ -34,6 +47,8 @@ ACCESS_KEY_ID = "testid"
 ACCESS_KEY_SECRET = "testsecret-do-not-leak-5f1c"
 SECURITY_TOKEN = "CAIS+sts-token-do-not-leak/=="
 REGION = "cn-hangzhou"
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the simulator's DEFAULT_START
+DAY = 86_400.0
 
 Script = Callable[[RecordedRequest], Answer]
 
@@ -166,7 +181,7 @@ class ServiceChecks:
         return error_answer(status, code, problem)
 
 
-class StubEcsServer(LoopbackServer):
+class StubEcsServer(RecordingServer):
     """DescribeInvocationResults over real loopback HTTP, answering from a script."""
 
     def __init__(
@@ -180,7 +195,7 @@ class StubEcsServer(LoopbackServer):
         self.checks = ServiceChecks(secrets or {ACCESS_KEY_ID: ACCESS_KEY_SECRET}, tokens or {})
         super().__init__("127.0.0.1", 0)
 
-    def answer(self, request: RecordedRequest) -> Answer:
+    def respond(self, request: RecordedRequest) -> Answer:
         return self.checks.check(request) or self.script(request)
 
 
@@ -205,17 +220,18 @@ def mock_http(
 
     def handle(request: httpx.Request) -> httpx.Response:
         seen = recorded(request)
-        status, headers, body = checks.check(seen) or script(seen)
-        return httpx.Response(status, headers=headers, content=body)
+        answer = checks.check(seen) or script(seen)
+        return httpx.Response(answer.status, headers=answer.headers, content=answer.body)
 
     return httpx.Client(transport=httpx.MockTransport(handle)), checks
 
 
 class FakeClock:
-    """Monotonic time that only moves when the code under test sleeps (or a test advances it)."""
+    """Time that only moves when the code under test sleeps, a test advances it or sets ``now``
+    (a monotonic clock for the client, the wall clock for the refresher)."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
         self.sleeps: list[float] = []
         self._lock = threading.Lock()
 
@@ -234,7 +250,7 @@ class FakeClock:
 
 
 def make_client(
-    http: httpx.Client,
+    http: httpcore.ConnectionPool | httpx.Client | httpx.BaseTransport,
     *,
     endpoint: str | None = "https://ecs.cn-hangzhou.aliyuncs.com",
     clock: FakeClock | None = None,
@@ -260,7 +276,9 @@ def make_client(
 
 
 @contextmanager
-def open_client(http: httpx.Client, **kwargs: Any) -> Iterator[EcsClient]:
+def open_client(
+    http: httpcore.ConnectionPool | httpx.Client | httpx.BaseTransport, **kwargs: Any
+) -> Iterator[EcsClient]:
     """:func:`make_client` for a ``with`` block that closes ``http`` (the caller owns it)."""
     try:
         yield make_client(http, **kwargs)
@@ -280,4 +298,142 @@ def tried_codes(events: Iterable[RequestEvent]) -> list[str]:
 
 def body_json(answer: Answer) -> Any:
     """The decoded JSON body of an answer."""
-    return json.loads(answer[2])
+    return json.loads(answer.body)
+
+
+# --- the client's paging contract in memory, and result builders -----------------------------
+
+
+def result(
+    invoke_id: str,
+    instance_id: str = "i-1",
+    status: str = "Success",
+    *,
+    repeats: int | None = None,
+    record_status: str | None = None,
+    start: float | None = T0,
+    finished: float | None = None,
+    error_code: str = "",
+    oss: str = "",
+    oss_code: str = "",
+    dropped: int = 0,
+    command_id: str = "c-1",
+    container_id: str = "",
+) -> InvocationResult:
+    """A record as the API would show it (defaults: a one-time task, started at T0)."""
+    terminal = status in TERMINAL_STATUSES
+    if repeats is None:
+        repeats = 1 if start is not None and status != "Pending" else 0
+    if finished is None and terminal and start is not None:
+        finished = start + 10
+    if record_status is None:
+        record_status = "Finished" if terminal else "Running"
+    return InvocationResult(
+        invoke_id=invoke_id,
+        instance_id=instance_id,
+        container_id=container_id,
+        command_id=command_id,
+        invocation_status=status,
+        invoke_record_status=record_status,
+        error_code=error_code,
+        exit_code=0,
+        start_time=start if status != "Pending" else None,
+        finished_time=finished,
+        stop_time=None,
+        repeats=repeats,
+        dropped=dropped,
+        oss_output_status=oss,
+        oss_output_error_code=oss_code,
+        tags=(),
+    )
+
+
+def backlog(n: int) -> list[InvocationResult]:
+    return [result(f"t-{i:04d}", start=T0 - 1000 - i) for i in range(n)]
+
+
+class FakeApi:
+    """Imitates ``EcsClient.iter_pages``: the records matching a query, in list order (index 0
+    is the newest, as the service appears to answer), ``page_size`` per page, with offset
+    tokens. Every page is one call, recorded in ``calls``; ``errors`` maps a call number
+    (1-based) to the error that call raises; the pages of the call numbers in ``garbled`` have
+    every record unusable (in ``Page.invalid``); while ``gate`` is set, calls wait for it."""
+
+    def __init__(self, records: list[InvocationResult] | None = None, page_size: int = 50) -> None:
+        self.records: list[InvocationResult] = list(records or [])
+        self.history: list[InvocationResult] = []
+        self.invalid: list[InvalidRecord] = []
+        self.page_size = page_size
+        self.calls: list[InvocationQuery] = []
+        self.errors: dict[int, Exception] = {}
+        self.garbled: set[int] = set()
+        self.gate: threading.Event | None = None
+        # Quirks the real API may show (issue 9): calls whose NextToken is refused (the client
+        # then restarts from the first page: that call answers page 1), records of equal
+        # StartTime in a new order at every call, and calls throttled at random.
+        self.refuse_token: set[int] = set()
+        self.unstable: random.Random | None = None
+        self.throttle: tuple[random.Random, float] | None = None
+        self._lock = threading.Lock()
+
+    def iter_pages(
+        self,
+        query: InvocationQuery,
+        *,
+        max_results: int = 50,
+        max_pages: int | None = None,
+        next_token: str = "",
+    ) -> Iterator[Page]:
+        size = min(max_results, self.page_size)
+        offset = int(next_token or 0)
+        pages = 0
+        while True:
+            with self._lock:
+                self.calls.append(query)
+                number = len(self.calls)
+                error = self.errors.pop(number, None)
+                if error is None and self.throttle is not None:
+                    rng, share = self.throttle
+                    if rng.random() < share:
+                        error = ThrottledError("slow down", code="Throttling.User")
+            if self.gate is not None:
+                self.gate.wait(10)
+            if error is not None:
+                raise error
+            if number in self.refuse_token and offset:
+                offset = 0
+            rows = self._select(query)
+            chunk = rows[offset : offset + size]
+            offset += size
+            token = str(offset) if offset < len(rows) else ""
+            invalid, self.invalid = self.invalid, []
+            if number in self.garbled:
+                invalid = [*invalid, *(InvalidRecord(r.invoke_id, "", "garbled") for r in chunk)]
+                chunk = []
+            yield Page(chunk, token, len(rows), f"REQ-{number}", invalid)
+            pages += 1
+            if not token or (max_pages is not None and pages >= max_pages):
+                return
+
+    def _select(self, query: InvocationQuery) -> list[InvocationResult]:
+        rows = self.history if query.include_history else self.records
+        if query.invoke_id is not None:
+            rows = [r for r in rows if r.invoke_id == query.invoke_id]
+        if query.instance_id is not None:
+            rows = [r for r in rows if r.instance_id == query.instance_id]
+        if query.invoke_record_status is not None:
+            rows = [r for r in rows if r.invoke_record_status == query.invoke_record_status]
+        if self.unstable is not None:
+            # Sorted by StartTime only: among equal ones, any order, a new one at every call.
+            keyed = [(r.start_time or 0.0, self.unstable.random(), r) for r in rows]
+            keyed.sort(key=lambda item: (-item[0], item[1]))
+            rows = [r for _, _, r in keyed]
+        return rows
+
+    def set(self, record: InvocationResult) -> None:
+        """Replace the record with the same key (or add it as the newest)."""
+        for index, old in enumerate(self.records):
+            if old.key == record.key:
+                self.records[index] = record
+                return
+        self.records.insert(0, record)

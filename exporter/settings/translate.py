@@ -1,0 +1,156 @@
+"""From pydantic's validation errors to :class:`ConfigProblem` lines a user can act on.
+
+Paths are written as in the file (``targets[1].credentials.access_key_id``), messages in plain
+words (:mod:`exporter.validation`), typos get a did-you-mean, and no message shows the value of
+a secret field, however the file wrote it (inline, a YAML alias reused elsewhere, a key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+from pydantic import BaseModel, ValidationError
+
+from exporter.settings.models import (
+    CREDENTIAL_SOURCES,
+    SECRET_FIELDS,
+    ApiSettings,
+    AssumeRoleSettings,
+    CommandBreakdownSettings,
+    EcsRamRoleCredentialsSettings,
+    ExporterSettings,
+    FilterSettings,
+    OidcRoleCredentialsSettings,
+    RefreshSettings,
+    StaticCredentialsSettings,
+    TagSettings,
+    TargetSettings,
+)
+from exporter.settings.problems import ConfigProblem
+from exporter.validation import did_you_mean, plain_message, redact, shown_key
+
+_SOURCES_TEXT: Final = ", ".join(CREDENTIAL_SOURCES)
+_MAX_DEPTH: Final = 64
+
+
+def dotted_path(loc: Sequence[int | str]) -> str:
+    """``('targets', 1, 'credentials', 'static', 'access_key_id')`` -> the path a user wrote.
+
+    The discriminator tag pydantic inserts after ``credentials`` is not part of the file, and a
+    key that may not be repeated (see :func:`exporter.validation.shown_key`) is replaced.
+    """
+    path = ""
+    previous: int | str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not (previous == "credentials" and part in CREDENTIAL_SOURCES):
+            name = shown_key(part) or "<key>"
+            path += f".{name}" if path else name
+        previous = part
+    return path
+
+
+_SECTIONS: Final[dict[type[BaseModel], str]] = {
+    ExporterSettings: "at the top level",
+    TargetSettings: "in a target",
+    StaticCredentialsSettings: "in credentials",
+    EcsRamRoleCredentialsSettings: "in credentials",
+    OidcRoleCredentialsSettings: "in credentials",
+    AssumeRoleSettings: "in assume_role",
+    FilterSettings: "in filters",
+    TagSettings: "in a tag",
+    CommandBreakdownSettings: "in command_breakdown",
+    RefreshSettings: "in refresh",
+    ApiSettings: "in api",
+}
+_KNOWN_FIELDS: Final = sorted({name for section in _SECTIONS for name in section.model_fields})
+
+
+def _unknown_field(loc: Sequence[int | str]) -> tuple[str, str]:
+    """The path and message of an unknown key.
+
+    The key is repeated only when it is a field name or close to one (a typo): any other key
+    may be a value written in the wrong place (``{access_key_id: x, Sup3rS3cret}``).
+    """
+    name = shown_key(loc[-1]) if loc else None
+    parent = dotted_path(loc[:-1])
+    close = did_you_mean(name, _KNOWN_FIELDS) if name is not None else None
+    if name is None or (name not in _KNOWN_FIELDS and close is None):
+        where = f"{parent}.<unknown key>" if parent else "<unknown key>"
+        return where, "not a field name (the key is not shown; check spelling and indentation)"
+    path = f"{parent}.{name}" if parent else name
+    places = sorted({where for section, where in _SECTIONS.items() if name in section.model_fields})
+    if places:  # a real key in the wrong section
+        return path, f"not a field here: {name!r} belongs {' or '.join(places)}"
+    return path, f"unknown field, did you mean {close!r}?"
+
+
+def _source_message(detail: Mapping[str, Any]) -> str:
+    if detail["type"] == "union_tag_not_found":
+        return f"'source' is missing (one of: {_SOURCES_TEXT})"
+    tag = (detail.get("ctx") or {}).get("tag")
+    shown = shown_key(tag)
+    if shown is None:
+        return f"unknown 'source' (one of: {_SOURCES_TEXT})"
+    close = did_you_mean(shown, CREDENTIAL_SOURCES)
+    hint = f", did you mean {close!r}?" if close else f" (one of: {_SOURCES_TEXT})"
+    return f"unknown source {shown!r}{hint}"
+
+
+def problems_from(error: ValidationError, secrets: Sequence[str] = ()) -> list[ConfigProblem]:
+    """Plain, secret-free problems from a validation error; ``secrets`` are masked wherever
+    they would appear (see :func:`secret_values_in`)."""
+    problems = []
+    for detail in error.errors(include_url=False, include_input=False):
+        kind = detail["type"]
+        path = dotted_path(detail["loc"])
+        if kind == "extra_forbidden":
+            path, message = _unknown_field(detail["loc"])
+        elif kind.startswith("union_tag_"):
+            message = _source_message(detail)
+        else:
+            message = plain_message(detail)
+        problems.append(ConfigProblem(path=redact(path, secrets), message=redact(message, secrets)))
+    return problems
+
+
+def secret_values_in(data: object) -> list[str]:
+    """The string values of every secret field anywhere in parsed YAML ``data``.
+
+    A YAML alias makes the same string appear elsewhere (as another field's value, or as a key):
+    messages mask these strings wherever they appear.
+    """
+    return sorted(set(_secret_strings(data, 0)))
+
+
+def _secret_strings(data: object, depth: int) -> Iterator[str]:
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            if key in SECRET_FIELDS:
+                yield from _all_strings(value, depth + 1)
+            else:
+                yield from _secret_strings(value, depth + 1)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _secret_strings(item, depth + 1)
+
+
+def _all_strings(data: object, depth: int) -> Iterator[str]:
+    """Every string in a secret field's value, whatever its shape (a mapping's keys too)."""
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(data, str | int | float) and not isinstance(data, bool):
+        text = str(data)
+        if len(text) >= 4:  # masking "1" everywhere would garble every message
+            yield text
+    elif isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _all_strings(key, depth + 1)
+            yield from _all_strings(value, depth + 1)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _all_strings(item, depth + 1)

@@ -1,0 +1,109 @@
+"""Plain one-line messages for validation errors, in the exporter's words.
+
+The config file and the web config are validated with pydantic; what a user reads must not be
+pydantic's wording ("Input should be a valid boolean, unable to interpret input"). Each error
+type a config can produce has a message here; anything else falls back to a neutral one. No
+message ever contains the value that was refused: the caller adds a value only where it is
+known not to be a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+# A key worth repeating in a message (a field name someone misspelt). Anything else (a key with
+# spaces, colons, a long token) may be a value written in the wrong place, a secret even.
+_KEY_WORTH_SHOWING: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
+REDACTED: Final = "<redacted>"
+
+
+def _bound(ctx: Mapping[str, Any], name: str) -> str:
+    value = ctx.get(name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _items(ctx: Mapping[str, Any]) -> str:
+    count = ctx.get("min_length", 1)
+    return f"{count} item" if count == 1 else f"{count} items"
+
+
+_MESSAGES: Final[dict[str, Callable[[Mapping[str, Any]], str]]] = {
+    "missing": lambda ctx: "required field is missing",
+    "greater_than_equal": lambda ctx: f"must be at least {_bound(ctx, 'ge')}",
+    "greater_than": lambda ctx: f"must be more than {_bound(ctx, 'gt')}",
+    "less_than_equal": lambda ctx: f"must be at most {_bound(ctx, 'le')}",
+    "less_than": lambda ctx: f"must be less than {_bound(ctx, 'lt')}",
+    "too_short": lambda ctx: f"must have at least {_items(ctx)}",
+    "too_long": lambda ctx: f"must have at most {ctx.get('max_length')} items",
+    "string_too_short": lambda ctx: (
+        "must not be empty"
+        if ctx.get("min_length") == 1
+        else f"must be at least {ctx.get('min_length')} characters long"
+    ),
+    "string_too_long": lambda ctx: f"must be at most {ctx.get('max_length')} characters long",
+    "bool_type": lambda ctx: "must be true or false",
+    "bool_parsing": lambda ctx: "must be true or false",
+    "int_type": lambda ctx: "must be a whole number",
+    "int_parsing": lambda ctx: "must be a whole number",
+    "int_from_float": lambda ctx: "must be a whole number",
+    "float_type": lambda ctx: "must be a number",
+    "float_parsing": lambda ctx: "must be a number",
+    "finite_number": lambda ctx: "must be a finite number",
+    "string_type": lambda ctx: "must be a text value",
+    "string_unicode": lambda ctx: "must be a text value",
+    "dict_type": lambda ctx: "must be a mapping (key: value lines)",
+    "model_type": lambda ctx: "must be a mapping (key: value lines)",
+    "model_attributes_type": lambda ctx: "must be a mapping (key: value lines)",
+    "list_type": lambda ctx: "must be a list",
+    "tuple_type": lambda ctx: "must be a list",
+    "path_type": lambda ctx: "must be a file path",
+    "literal_error": lambda ctx: f"must be one of {ctx.get('expected', '')}".rstrip(),
+    "enum": lambda ctx: f"must be one of {ctx.get('expected', '')}".rstrip(),
+    "frozen_instance": lambda ctx: "cannot be changed",
+}
+
+
+def plain_message(error: Mapping[str, Any]) -> str:
+    """The message of one pydantic error (``ValidationError.errors()`` item), in plain words.
+
+    Our own validators raise ``ValueError``/``PydanticCustomError`` with finished sentences,
+    which are kept as they are.
+    """
+    kind = str(error.get("type", ""))
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    if kind in ("value_error", "assertion_error"):
+        message = str(error.get("msg", ""))
+        return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    translate = _MESSAGES.get(kind)
+    if translate is not None:
+        return translate(ctx)
+    if kind.startswith(("union_tag", "extra_forbidden")):  # callers say these better
+        return "invalid value"
+    if ":" not in kind and error.get("msg") and not str(error["msg"]).startswith("Input "):
+        return str(error["msg"])  # a PydanticCustomError: our own sentence
+    return "invalid value"
+
+
+def shown_key(key: object) -> str | None:
+    """``key`` as it may appear in a message, or ``None`` when it must not be repeated."""
+    if isinstance(key, str) and _KEY_WORTH_SHOWING.match(key):
+        return key
+    return None
+
+
+def did_you_mean(word: str, choices: Iterable[str], *, cutoff: float = 0.75) -> str | None:
+    """The choice closest to ``word``, when one is close enough to be a likely typo."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each non-empty secret replaced by a marker."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
