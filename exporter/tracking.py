@@ -217,8 +217,8 @@ class _ViewEntry:
     oss_counted_finish: float | None = None
     """``FinishedTime`` of the run in ``oss_counted_run``."""
     floor_time: float = float("-inf")
-    """The latest time the record showed before the baseline: runs that finished by then are
-    backlog, whatever their (possibly garbled) ``Repeats``."""
+    """The latest finish (or stop) time the record showed before the baseline: runs that
+    finished by then are backlog, whatever their (possibly garbled) ``Repeats``."""
     result_claims: list[ResultClaim] | None = None
     """With include_history: what the record itself counted with a missing ``Repeats``."""
     seen_at: float = float("-inf")
@@ -566,7 +566,11 @@ class RunTracker:
         # runs of a periodic task); a run in progress is counted when it ends.
         entry.floor_run = max(entry.floor_run, entry.last_ended_run())
         entry.history_through = entry.floor_run
-        entry.floor_time = max(entry.floor_time, result_time(result, entry.floor_time))
+        # Only a time something ended: a run that started at the baseline's latest time may
+        # well have ended after it (the API's times may be coarse).
+        for ended in (result.finished_time, result.stop_time):
+            if ended is not None and ended > entry.floor_time:
+                entry.floor_time = ended
         if result.invocation_status in _TERMINAL:
             run = max(run, entry.max_repeats)
             if run > entry.counted_run:
