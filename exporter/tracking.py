@@ -276,7 +276,7 @@ class RunTracker:
         self._baseline_time = float("-inf")
         self._baseline_consistent = False
         self._tolerance = BASELINE_TOLERANCE_SECONDS
-        self._newest_baseline_start = float("-inf")
+        self._newest_baseline_time = float("-inf")
         # Results that left the view (a walk or a look-up no longer returned them), kept until
         # the retention or the cap forgets them: if one comes back, it is not counted again.
         self._ghosts: dict[ResultKey, _ViewEntry] = {}
@@ -328,8 +328,8 @@ class RunTracker:
         self._baseline_consistent = consistent
         if at is not None:
             self._baseline_time = at if api_at is None else api_at
-        starts = [e.result.start_time for e in self._view.values() if e.result.start_time]
-        self._newest_baseline_start = max(starts, default=float("-inf"))
+        latest = (result_time(e.result, float("-inf")) for e in self._view.values())
+        self._newest_baseline_time = max(latest, default=float("-inf"))
         for entry in self._view.values():
             entry.baseline_state = at is None or entry.seen_at >= at
 
@@ -536,8 +536,9 @@ class RunTracker:
     def _first_seen_as_backlog(self, entry: _ViewEntry, run: int) -> bool:
         """For a result first read after the baseline: True when its run ended before it."""
         start = entry.result.start_time
-        if self._baseline_consistent and start is not None and start > self._newest_baseline_start:
-            # The baseline returned every result and none had started yet: this run is new.
+        if self._baseline_consistent and start is not None and start > self._newest_baseline_time:
+            # The baseline returned every result, and this run started after every time any of
+            # them showed: it is new.
             entry.watched_run = run
         return self._is_backlog(entry.result, entry, run)
 

@@ -264,11 +264,13 @@ class ReadPlan:
                 progress.next_token = page.next_token
                 progress.results = len(self._tracker)
             progress.walk_done = True
-            progress.consistent = not resumed and walk.saw_everything
             self.truncated = walk.truncated
-            if progress.consistent and returned > len(self._tracker):
-                # A result came twice: the order moved between pages, so another may have been
-                # missed. Reading again finds most of those (each walk misses others).
+            # A result that came twice means the order moved between pages (or the walk
+            # started over), so another may have been missed: reading again finds most of
+            # those, but the baseline is not taken as complete.
+            moved = returned > len(self._tracker)
+            progress.consistent = not resumed and walk.saw_everything and not moved
+            if moved and walk.saw_everything:
                 self._walk_again(now)
         if resumed:
             self._fast_path(now)
