@@ -1113,3 +1113,21 @@ def test_a_sweep_that_fails_half_way_goes_on_where_it_stopped(
     assert snap.counters.found_by_sweep == 1
     # Fast path (1), then the sweep's pages 4 to 7 (301 results now): not all of them again.
     assert len(api.calls) == calls + 5 + 1 + 4
+
+
+def test_the_api_clock_is_estimated_from_the_date_header_and_start_times() -> None:
+    clock = FakeClock()
+    stats = ApiStatistics(clock)
+    assert stats.api_clock.offset() is None  # nothing told yet
+    stats.api_clock.observe_start(T0 - 3600)  # a quiet account says nothing
+    assert stats.api_clock.offset() is None
+    stats.api_clock.observe_start(T0 + 120)  # a StartTime in the host's future: the API is ahead
+    assert stats.api_clock.offset() == 120
+    for _ in range(3):
+        stats.record_request(
+            RequestEvent(
+                "DescribeInvocationResults", "cn-hangzhou", "", 0.1, 200, 1, server_time=T0 + 200
+            )
+        )
+    assert stats.api_clock.measured
+    assert stats.api_clock.offset() == pytest.approx(200.5)
