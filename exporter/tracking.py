@@ -8,12 +8,16 @@ State
   * the *view*: one entry per result the target's query returns, keyed
     ``(invoke_id, instance_id, container_id)``; the gauges are computed from it;
   * for targets with ``include_history``: one entry per run of a periodic task, keyed
-    ``(invoke_id, instance_id, container_id, repeats)``, that remembers what was counted.
+    ``(invoke_id, instance_id, container_id, repeats)``, that remembers what was counted (the
+    counting strategy is a :mod:`~exporter.runledger` ledger);
+  * results that left the view (a complete walk and a look-up no longer returned them): what
+    they counted is kept until the retention or the cap forgets it, so a result the API missed
+    once and shows again is never counted again.
 
 Counting rules
-  * Until :meth:`RunTracker.complete_baseline` is called (after the first successful refresh),
-    records are remembered as seen *without* being counted: counters start at exporter start,
-    the backlog shows in the gauges only.
+  * Until :meth:`RunTracker.complete_baseline` is called (after the first walk), records are
+    remembered as seen *without* being counted: counters start when the exporter has read the
+    target once, the backlog shows in the gauges only.
   * After that, each run is counted once in the finished counters when it is first seen with a
     terminal ``InvocationStatus``, whatever order the records come in. A run is identified by
     its key and its run number ``max(Repeats, 1)``: a one-time task has one run; a periodic task
@@ -21,9 +25,14 @@ Counting rules
     ``Repeats`` seen in a terminal status is a new run — unless it is a run that ended before
     the baseline (the record showed it ``Scheduled`` then), or the run already counted read
     again with another ``Repeats`` (same ``FinishedTime``: a garbled or missing ``Repeats``).
-  * A record the baseline did not see (a page cap with an order that is not newest-first, a
-    record that could not be parsed then) whose run finished more than
-    :data:`BASELINE_TOLERANCE_SECONDS` before the baseline is backlog: recorded, not counted.
+  * What is backlog is decided by what the exporter saw, not by clocks: a record the baseline
+    read is backlog up to the run (and the time) it showed then; a run the exporter saw
+    unfinished after the baseline, or that started after every result of a complete baseline,
+    is counted. Only a record the baseline did not see otherwise (a page cap with an order
+    that is not newest-first, a record that could not be parsed then, an order that moved
+    between pages) is judged by time: finished more than :data:`BASELINE_TOLERANCE_SECONDS`
+    (2 s when the API's clock was measured from its ``Date``) before the baseline by the API's
+    clock (the host's plus the estimated offset) is backlog.
   * An OSS delivery is counted once per run when ``OssOutputStatus`` is first seen ``Finished``
     or ``Failed``, independently of the run's own status.
   * Limitation without ``include_history``: a periodic task's record shows ``Scheduled``
@@ -43,11 +52,11 @@ Bounds
 
 from __future__ import annotations
 
-import bisect
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 
 from exporter.ecs.models import (
     ERROR_CODES,
@@ -58,13 +67,47 @@ from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvocationResult,
 )
-from exporter.metrics import DURATION_BUCKETS, MAX_LABEL_VALUE_CHARS, MAX_UNKNOWN_VALUES
-from exporter.metrics import OTHER as OTHER
+from exporter.metrics import MAX_LABEL_VALUE_CHARS, MAX_UNKNOWN_VALUES
+from exporter.runledger import (
+    HistoryLedger,
+    RecordLedger,
+    ResultClaim,
+    ResultKey,
+    RunLedger,
+)
+from exporter.summaries import (
+    DURATION_BUCKETS,
+    EMPTY_HISTOGRAM,
+    OTHER,
+    CommandBreakdown,
+    CommandCounts,
+    CounterTotals,
+    Histogram,
+    HistogramValue,
+    ViewSummary,
+)
 
-ResultKey = tuple[str, str, str]
-"""``(invoke_id, instance_id, container_id)``: one result in the API's view."""
-RunKey = tuple[str, str, str, int]
-"""``(invoke_id, instance_id, container_id, run)``: one run of a periodic task."""
+# What other modules import from here (the summaries are re-exported for them).
+__all__ = [
+    "BASELINE_TOLERANCE_SECONDS",
+    "DEFAULT_MAX_UNKNOWN_VALUES",
+    "DURATION_BUCKETS",
+    "HISTORY_MISSES_ALLOWED",
+    "OTHER",
+    "RETENTION_SECONDS",
+    "Change",
+    "CommandBreakdown",
+    "CounterTotals",
+    "Histogram",
+    "HistogramValue",
+    "ResultKey",
+    "RunTracker",
+    "ValueFolder",
+    "ViewSummary",
+    "needs_follow_up",
+    "result_time",
+    "run_number",
+]
 
 RETENTION_SECONDS = 30 * 86400.0
 """The API keeps results for 30 days."""
@@ -150,79 +193,6 @@ class ValueFolder:
         return len(self._folded)
 
 
-@dataclass(frozen=True, slots=True)
-class HistogramValue:
-    """A histogram as of one moment: cumulative counts per upper bound (``+Inf`` excluded)."""
-
-    buckets: tuple[tuple[float, int], ...]
-    count: int
-    sum: float
-
-
-class Histogram:
-    """A plain, unsynchronised histogram (the owner serialises access)."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self._bounds = tuple(bounds)
-        self._counts = [0] * (len(self._bounds) + 1)
-        self._sum = 0.0
-
-    def observe(self, value: float) -> None:
-        """Add one observation."""
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
-        self._sum += value
-
-    def value(self) -> HistogramValue:
-        """Return the cumulative view."""
-        cumulative: list[tuple[float, int]] = []
-        running = 0
-        for bound, count in zip(self._bounds, self._counts, strict=False):
-            running += count
-            cumulative.append((bound, running))
-        return HistogramValue(tuple(cumulative), running + self._counts[-1], self._sum)
-
-
-@dataclass(frozen=True)
-class CommandBreakdown:
-    """Opt-in per-command counters; beyond ``max_command_ids`` ids fold into ``"other"``.
-
-    Ids named in ``command_names`` get their own series first (they count toward the cap).
-    """
-
-    enabled: bool = False
-    max_command_ids: int = 50
-    command_names: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ViewSummary:
-    """The gauges of one target, computed from the view. Every known enum value is present."""
-
-    by_status: tuple[tuple[str, int], ...]
-    by_error_code: tuple[tuple[str, int], ...]
-    running: int
-    running_oldest_age_seconds: float
-    oss_by_status: tuple[tuple[str, int], ...]
-    with_dropped_output: int
-    tracked_runs: int
-
-
-@dataclass(frozen=True, slots=True)
-class CounterTotals:
-    """The counters of one target since the exporter started. Known combinations are present."""
-
-    finished: tuple[tuple[tuple[str, str], int], ...]
-    durations: tuple[tuple[str, HistogramValue], ...]
-    oss_deliveries: tuple[tuple[tuple[str, str], int], ...]
-    dropped_bytes: int
-    found_by_sweep: int
-    commands: tuple[tuple[tuple[str, str, str], int], ...]
-    command_ids_folded: int
-
-
-EMPTY_HISTOGRAM = Histogram(DURATION_BUCKETS).value()
-
-
 @dataclass(slots=True)
 class _ViewEntry:
     result: InvocationResult
@@ -247,11 +217,17 @@ class _ViewEntry:
     oss_counted_finish: float | None = None
     """``FinishedTime`` of the run in ``oss_counted_run``."""
     floor_time: float = float("-inf")
-    """The latest time the record showed before the baseline: runs that finished by then are
-    backlog, whatever their (possibly garbled) ``Repeats``."""
-    result_claims: list[tuple[int, float, bool]] | None = None
-    """With include_history: ``(run, time, oss)`` of what the record itself counted before the
-    task was known to be periodic; its ``Repeats`` may have been garbled, the time is not."""
+    """The latest finish (or stop) time the record showed before the baseline: runs that
+    finished by then are backlog, whatever their (possibly garbled) ``Repeats``."""
+    result_claims: list[ResultClaim] | None = None
+    """With include_history: what the record itself counted with a missing ``Repeats``."""
+    seen_at: float = float("-inf")
+    """When the record was last read (by the exporter's clock)."""
+    baseline_state: bool = False
+    """The baseline read this record: its state then says what is backlog, no clock does."""
+    watched_run: float = float("inf")
+    """Runs from this one on are known to end after the baseline: the exporter saw them (or
+    the record) unfinished after it, or the run started after everything the baseline saw."""
 
     def last_ended_run(self) -> int:
         """The newest run of a periodic task known to have ended (0 when none)."""
@@ -261,71 +237,18 @@ class _ViewEntry:
             last = result.repeats
         else:
             last = result.repeats - 1
-        if result.repeats < self.max_repeats:
+        if self.periodic and result.repeats < self.max_repeats:
             # The record went back to a pending run: every run shown before has ended.
             last = max(last, self.max_repeats)
         return max(0, last)
 
 
-@dataclass(slots=True)
-class _RunEntry:
+@dataclass(order=True, frozen=True, slots=True)
+class _Aged:
+    """An entry of the tracking state by age, and how to drop it (for the size cap)."""
+
     time: float
-    finish_done: bool = False
-    oss_done: bool = False
-
-
-class _CommandCounts:
-    def __init__(self, config: CommandBreakdown, cap: int) -> None:
-        self.enabled = config.enabled
-        self._names = dict(config.command_names)
-        self._max = config.max_command_ids
-        self._admitted: list[str] = []
-        self._admitted_set: set[str] = set()
-        for command_id in self._names:
-            self._admit(command_id)
-        self._folded: set[str] = set()
-        self._folded_cap = cap
-        self.counts: dict[tuple[str, str, str], int] = {}
-
-    def _admit(self, command_id: str) -> bool:
-        if command_id in self._admitted_set:
-            return True
-        if len(self._admitted) >= self._max:
-            return False
-        self._admitted.append(command_id)
-        self._admitted_set.add(command_id)
-        return True
-
-    def count(self, command_id: str, status: str) -> None:
-        if len(command_id) <= MAX_LABEL_VALUE_CHARS and self._admit(command_id):
-            label = (command_id, self._names.get(command_id, ""), status)
-        else:
-            # Bounded like the rest of the state; past it the gauge stops growing.
-            if len(self._folded) < self._folded_cap:
-                self._folded.add(command_id)
-            label = (OTHER, "", status)
-        self.counts[label] = self.counts.get(label, 0) + 1
-
-    def totals(self) -> tuple[tuple[tuple[str, str, str], int], ...]:
-        rows: list[tuple[tuple[str, str, str], int]] = []
-        seen: set[tuple[str, str, str]] = set()
-        for command_id in self._admitted:
-            name = self._names.get(command_id, "")
-            for status in TERMINAL_STATUSES:
-                label = (command_id, name, status)
-                seen.add(label)
-                rows.append((label, self.counts.get(label, 0)))
-        if self._folded:
-            for status in TERMINAL_STATUSES:
-                label = (OTHER, "", status)
-                seen.add(label)
-                rows.append((label, self.counts.get(label, 0)))
-        rows.extend((label, n) for label, n in self.counts.items() if label not in seen)
-        return tuple(rows)
-
-    @property
-    def folded(self) -> int:
-        return len(self._folded)
+    drop: Callable[[], object] = field(compare=False)
 
 
 class RunTracker:
@@ -343,13 +266,20 @@ class RunTracker:
         command_breakdown: CommandBreakdown | None = None,
         max_unknown_values: int = DEFAULT_MAX_UNKNOWN_VALUES,
     ) -> None:
-        self._include_history = include_history
+        self._ledger: RunLedger = HistoryLedger() if include_history else RecordLedger()
         self._cap = tracking_cap
         self._retention = retention_seconds
         self._view: dict[ResultKey, _ViewEntry] = {}
-        self._runs: dict[RunKey, _RunEntry] = {}
         self._baseline_done = False
+        # The baseline's time by the API's clock (estimated), for the only judgement that needs
+        # a clock: a record the baseline did not see, first read finished after it.
         self._baseline_time = float("-inf")
+        self._baseline_consistent = False
+        self._tolerance = BASELINE_TOLERANCE_SECONDS
+        self._newest_baseline_time = float("-inf")
+        # Results that left the view (a walk or a look-up no longer returned them), kept until
+        # the retention or the cap forgets them: if one comes back, it is not counted again.
+        self._ghosts: dict[ResultKey, _ViewEntry] = {}
         # Everything at or before this time may have been dropped by the cap: ignore it.
         self._dropped_until = float("-inf")
         self._history_due: set[ResultKey] = set()
@@ -364,7 +294,7 @@ class RunTracker:
         self._oss: dict[tuple[str, str], int] = {}
         self._dropped_bytes = 0
         self._found_by_sweep = 0
-        self._commands = _CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
+        self._commands = CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
 
     # --- state ---------------------------------------------------------------------------
 
@@ -373,15 +303,35 @@ class RunTracker:
         """True once the first successful refresh has recorded the backlog."""
         return self._baseline_done
 
-    def complete_baseline(self, at: float | None = None) -> None:
+    def complete_baseline(
+        self,
+        at: float | None = None,
+        *,
+        api_at: float | None = None,
+        consistent: bool = False,
+        tolerance: float | None = None,
+    ) -> None:
         """Mark the backlog as recorded: from now on terminal runs are counted.
 
-        ``at`` is when the baseline's walk started: a record it missed that turns up later,
-        finished well before that, is backlog too (see the module docstring).
+        ``at`` is when the baseline's last walk started (by the exporter's clock), ``api_at``
+        the same moment by the API's clock (estimated; ``at`` when not given). Records read
+        since ``at`` are known as they were then: what was finished is backlog, what was not is
+        counted when it finishes, whatever the clocks say. ``consistent``: one walk returned
+        every record; a record it did not see that started after the newest one it saw is new.
+        A record the baseline did not see otherwise, finished more than ``tolerance`` seconds
+        (:data:`BASELINE_TOLERANCE_SECONDS` when not given) before ``api_at``, is backlog (see
+        the module docstring).
         """
         self._baseline_done = True
+        if tolerance is not None:
+            self._tolerance = tolerance
+        self._baseline_consistent = consistent
         if at is not None:
-            self._baseline_time = at
+            self._baseline_time = at if api_at is None else api_at
+        latest = (result_time(e.result, float("-inf")) for e in self._view.values())
+        self._newest_baseline_time = max(latest, default=float("-inf"))
+        for entry in self._view.values():
+            entry.baseline_state = at is None or entry.seen_at >= at
 
     @property
     def values_folded(self) -> int:
@@ -396,7 +346,7 @@ class RunTracker:
 
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""
-        return len(self._view) + len(self._runs)
+        return len(self._view) + len(self._ledger)
 
     def __contains__(self, key: object) -> bool:
         return key in self._view
@@ -475,52 +425,66 @@ class RunTracker:
     def _forgotten(self, time: float, now: float) -> bool:
         return time <= self._dropped_until or time < now - self._retention
 
+    def _take_in(
+        self, result: InvocationResult, run: int, now: float
+    ) -> tuple[_ViewEntry, Change, bool] | None:
+        """The view entry for ``result`` (updated), what changed, and whether a record first
+        read now is backlog; None when it is too old to remember."""
+        key = result.key
+        entry = self._view.get(key)
+        if entry is not None:
+            if entry.result == result:
+                entry.seen_at = now
+                return entry, Change.UNCHANGED, False
+            entry.result = result
+            return entry, Change.CHANGED, False
+        entry = self._ghosts.pop(key, None)
+        if entry is not None:
+            # Back in the view: what it counted before still stands.
+            self._view[key] = entry
+            entry.result = result
+            return entry, Change.CHANGED, False
+        if self._baseline_done and self._forgotten(result_time(result, now), now):
+            return None
+        entry = self._view[key] = _ViewEntry(result, now)
+        missed = self._baseline_done and self._first_seen_as_backlog(entry, run)
+        return entry, Change.NEW, missed
+
     def observe(self, result: InvocationResult, *, now: float, from_sweep: bool = False) -> Change:
         """Take one record of the target's view into account and count what it finished.
 
         Idempotent: observing the same record again changes nothing.
         """
-        key = result.key
-        entry = self._view.get(key)
-        missed_by_baseline = False
-        if entry is None:
-            if self._baseline_done and self._forgotten(result_time(result, now), now):
-                return Change.IGNORED
-            entry = _ViewEntry(result, now)
-            self._view[key] = entry
-            change = Change.NEW
-            missed_by_baseline = self._baseline_done and self._before_baseline(result)
-        elif entry.result == result:
-            return Change.UNCHANGED
-        else:
-            entry.result = result
-            change = Change.CHANGED
         run = run_number(result)
+        taken = self._take_in(result, run, now)
+        if taken is None:
+            return Change.IGNORED
+        entry, change, missed_by_baseline = taken
+        if change is Change.UNCHANGED:
+            return change
+        entry.seen_at = now
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)
         if not self._baseline_done or missed_by_baseline:
             self._record_without_counting(entry, result, run, now)
             return change
-        if (
-            self._include_history
-            and entry.periodic
-            and not entry.history_refused
-            and entry.last_ended_run() > entry.history_through
-        ):
+        if result.invocation_status not in _TERMINAL:
+            # Seen unfinished after the baseline: the runs after the last one that ended end
+            # after it, whatever the clocks say.
+            entry.watched_run = min(entry.watched_run, entry.last_ended_run() + 1)
+        counts_history = (
+            self._ledger.counts_history and entry.periodic and not entry.history_refused
+        )
+        if counts_history and entry.last_ended_run() > entry.history_through:
             # A run ended that the history has not settled: the record itself shows Scheduled
             # between runs, the history has every run with its own status.
-            self._history_due.add(key)
+            self._history_due.add(result.key)
         # With include_history the runs of a periodic task are counted from its history, where
         # each run has its own record and number; the result itself only says a run ended (and
         # its Repeats may be garbled). A task without any numbered run (stopped before its first
         # one) has no history to read: its result is counted.
-        by_history = (
-            self._include_history
-            and entry.periodic
-            and not entry.history_refused
-            and entry.max_repeats >= 1
-        )
+        by_history = counts_history and entry.max_repeats >= 1
         terminal = result.invocation_status in _TERMINAL
         if terminal:
             # A terminal record shows the task's latest run: never an older one than seen before
@@ -537,11 +501,11 @@ class RunTracker:
             # Not counted here: a run the history counts, the run already counted read with
             # another Repeats, or a run that ended before the baseline: by its FinishedTime, or
             # by its number when the Repeats is not garbled (smaller than one seen before).
-            backlog = self._before_baseline(result, entry) or (
+            backlog = self._is_backlog(result, entry, run) or (
                 run <= entry.floor_run and result.repeats >= entry.max_repeats
             )
-            if not (by_history or same_run or backlog) and self._claim_run(
-                result, run, now, oss=False
+            if not (by_history or same_run or backlog) and self._ledger.claim(
+                result.key, run, result_time(result, now), oss=False
             ):
                 self._note_result_claim(entry, result, run, now, oss=False)
                 self._count_finish(result, from_sweep)
@@ -553,7 +517,9 @@ class RunTracker:
             )
             entry.oss_counted_run = run
             entry.oss_counted_finish = result.finished_time
-            if not (by_history or same_run) and self._claim_run(result, run, now, oss=True):
+            if not (by_history or same_run) and self._ledger.claim(
+                result.key, run, result_time(result, now), oss=True
+            ):
                 self._note_result_claim(entry, result, run, now, oss=True)
                 self._count_oss(result)
         return change
@@ -562,20 +528,37 @@ class RunTracker:
         self, entry: _ViewEntry, result: InvocationResult, run: int, now: float, *, oss: bool
     ) -> None:
         # Only a missing (garbled) Repeats can put a claim under the wrong number.
-        if self._include_history and result.repeats == 0:
+        if result.repeats == 0:
             claims = entry.result_claims if entry.result_claims is not None else []
-            claims.append((run, result_time(result, now), oss))
-            entry.result_claims = claims
+            self._ledger.note_result_claim(claims, run, result_time(result, now), oss=oss)
+            entry.result_claims = claims or None
 
-    def _before_baseline(self, result: InvocationResult, entry: _ViewEntry | None = None) -> bool:
-        """True when the record's run finished before the baseline (backlog): by the time its
-        result showed then, or well before the baseline by the exporter's clock."""
+    def _first_seen_as_backlog(self, entry: _ViewEntry, run: int) -> bool:
+        """For a result first read after the baseline: True when its run ended before it."""
+        start = entry.result.start_time
+        if self._baseline_consistent and start is not None and start > self._newest_baseline_time:
+            # The baseline returned every result, and this run started after every time any of
+            # them showed: it is new.
+            entry.watched_run = run
+        return self._is_backlog(entry.result, entry, run)
+
+    def _is_backlog(self, result: InvocationResult, entry: _ViewEntry | None, run: int) -> bool:
+        """True when the record's run ``run`` finished before the baseline.
+
+        Decided by what the exporter saw, not by clocks: by the time the result showed at the
+        baseline, and never for a record the baseline read or a run seen unfinished after it.
+        Only a record the baseline did not see is judged by time: finished well before the
+        baseline by the API's clock (estimated).
+        """
         finished = result.finished_time
         if finished is None:
             return False
-        if entry is not None and finished <= entry.floor_time:
-            return True
-        return finished < self._baseline_time - BASELINE_TOLERANCE_SECONDS
+        if entry is not None:
+            if finished <= entry.floor_time:
+                return True
+            if entry.baseline_state or run >= entry.watched_run:
+                return False
+        return finished < self._baseline_time - self._tolerance
 
     def _record_without_counting(
         self, entry: _ViewEntry, result: InvocationResult, run: int, now: float
@@ -584,41 +567,22 @@ class RunTracker:
         # runs of a periodic task); a run in progress is counted when it ends.
         entry.floor_run = max(entry.floor_run, entry.last_ended_run())
         entry.history_through = entry.floor_run
-        entry.floor_time = max(entry.floor_time, result_time(result, entry.floor_time))
+        # Only a time something ended: a run that started at the baseline's latest time may
+        # well have ended after it (the API's times may be coarse).
+        for ended in (result.finished_time, result.stop_time):
+            if ended is not None and ended > entry.floor_time:
+                entry.floor_time = ended
         if result.invocation_status in _TERMINAL:
             run = max(run, entry.max_repeats)
             if run > entry.counted_run:
                 entry.counted_run = run
                 entry.counted_finish = result.finished_time
-            self._claim_run(result, run, now, oss=False)
+            self._ledger.claim(result.key, run, result_time(result, now), oss=False)
         if result.oss_output_status in _OSS_TERMINAL:
             if run > entry.oss_counted_run:
                 entry.oss_counted_run = run
                 entry.oss_counted_finish = result.finished_time
-            self._claim_run(result, run, now, oss=True)
-
-    def _claim_run(self, result: InvocationResult, run: int, now: float, *, oss: bool) -> bool:
-        """Mark the run's finish (or OSS delivery) as done; False if it already was.
-
-        Only targets with ``include_history`` remember runs one by one: elsewhere the view
-        entry's counted run is enough, because a record only ever shows its latest run.
-        """
-        if not self._include_history:
-            return True
-        run_key = (*result.key, run)
-        run_entry = self._runs.get(run_key)
-        if run_entry is None:
-            run_entry = _RunEntry(result_time(result, now))
-            self._runs[run_key] = run_entry
-        if oss:
-            if run_entry.oss_done:
-                return False
-            run_entry.oss_done = True
-        else:
-            if run_entry.finish_done:
-                return False
-            run_entry.finish_done = True
-        return True
+            self._ledger.claim(result.key, run, result_time(result, now), oss=True)
 
     def observe_history_run(
         self, result: InvocationResult, *, now: float, from_sweep: bool = False
@@ -632,72 +596,32 @@ class RunTracker:
         if result.repeats < 1:
             return False
         run = run_number(result)
-        run_key = (*result.key, run)
-        if run_key not in self._runs and self._forgotten(result_time(result, now), now):
+        time = result_time(result, now)
+        if not self._ledger.remembers(result.key, run) and self._forgotten(time, now):
             return False
-        entry = self._view.get(result.key)
+        entry = self._view.get(result.key) or self._ghosts.get(result.key)
+        claims = entry.result_claims if entry is not None else None
         before_baseline = (
             not self._baseline_done
             or (entry is not None and run <= entry.floor_run)
-            or self._before_baseline(result, entry)
+            or self._is_backlog(result, entry, run)
         )
         counted = False
         # The claim comes first: a run before the baseline is remembered, just not counted.
         if (
             result.invocation_status in _TERMINAL
-            and self._claim_history(entry, result, run, now, oss=False)
+            and self._ledger.claim_history(claims, result.key, run, time, oss=False)
             and not before_baseline
         ):
             self._count_finish(result, from_sweep)
             counted = True
         if (
             result.oss_output_status in _OSS_TERMINAL
-            and self._claim_history(entry, result, run, now, oss=True)
+            and self._ledger.claim_history(claims, result.key, run, time, oss=True)
             and not before_baseline
         ):
             self._count_oss(result)
         return counted
-
-    def _claim_history(
-        self,
-        entry: _ViewEntry | None,
-        result: InvocationResult,
-        run: int,
-        now: float,
-        *,
-        oss: bool,
-    ) -> bool:
-        """Claim a history run; the runs the record itself counted are matched by their time
-        (their ``Repeats`` may have been garbled), so each run is still counted once."""
-        if not self._include_history:
-            raise RuntimeError("history runs need a tracker created with include_history=True")
-        claims = entry.result_claims if entry is not None else None
-        if claims:
-            time = result_time(result, now)
-            for index, (claimed_run, claimed_time, claimed_oss) in enumerate(claims):
-                if claimed_oss is not oss:
-                    continue
-                if claimed_time == time and claimed_run != run:
-                    # The record counted this run under another number: move the claim, so
-                    # the run that number belongs to is counted when the history shows it.
-                    del claims[index]
-                    slot = self._runs.get((*result.key, claimed_run))
-                    if slot is not None:
-                        if oss:
-                            slot.oss_done = False
-                        else:
-                            slot.finish_done = False
-                    self._claim_run(result, run, now, oss=oss)
-                    return False
-                if claimed_run == run and claimed_time != time:
-                    # The record counted another run under this number: this one is new; the
-                    # other is recognised by its time when the history shows it.
-                    claims[index] = (0, claimed_time, oss)
-                    slot = self._runs.get((*result.key, run))
-                    if slot is not None:
-                        slot.time = time
-                    return True
-        return self._claim_run(result, run, now, oss=oss)
 
     # --- counting ----------------------------------------------------------------------------
 
@@ -723,23 +647,37 @@ class RunTracker:
 
     # --- forgetting --------------------------------------------------------------------------
 
-    def evict_missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> int:
-        """Drop view entries first seen before ``seen_before`` that a complete walk did not
-        return: they left the API's retention. Returns how many were dropped."""
+    def missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> list[ResultKey]:
+        """Keys of the view first seen before ``seen_before`` that a walk did not return."""
         seen_keys = seen if isinstance(seen, set | frozenset) else set(seen)
-        gone = [
+        return [
             key
             for key, entry in self._view.items()
             if key not in seen_keys and entry.first_seen < seen_before
         ]
-        for key in gone:
-            del self._view[key]
+
+    def start_time(self, key: ResultKey) -> float | None:
+        """The ``StartTime`` the view holds for ``key`` (None when unknown)."""
+        entry = self._view.get(key)
+        return None if entry is None else entry.result.start_time
+
+    def evict_missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> int:
+        """Take out of the view the entries first seen before ``seen_before`` that a complete
+        walk did not return (see :meth:`evict_keys`). Returns how many left the view."""
+        gone = self.missing(seen, seen_before=seen_before)
+        self.evict_keys(gone)
         return len(gone)
 
     def evict_keys(self, keys: Iterable[ResultKey]) -> None:
-        """Drop the given view entries (a lookup by InvokeId no longer returned them)."""
+        """Take the given entries out of the view (the API no longer returns them).
+
+        What they counted is remembered until the retention or the cap forgets it: a result
+        that comes back (an API that missed it once) is never counted again.
+        """
         for key in keys:
-            self._view.pop(key, None)
+            entry = self._view.pop(key, None)
+            if entry is not None:
+                self._ghosts[key] = entry
 
     def expire(self, now: float) -> int:
         """Drop entries older than the retention, then the oldest beyond the size cap.
@@ -747,32 +685,32 @@ class RunTracker:
         Returns how many entries were dropped.
         """
         horizon = now - self._retention
-        old_view = [
-            key for key, e in self._view.items() if result_time(e.result, e.first_seen) < horizon
-        ]
-        for key in old_view:
-            del self._view[key]
-        old_runs = [key for key, e in self._runs.items() if e.time < horizon]
-        for run_key in old_runs:
-            del self._runs[run_key]
-        dropped = len(old_view) + len(old_runs)
-        excess = len(self) - self._cap
+        dropped = 0
+        for entries in (self._view, self._ghosts):
+            old = [
+                key for key, e in entries.items() if result_time(e.result, e.first_seen) < horizon
+            ]
+            for key in old:
+                del entries[key]
+            dropped += len(old)
+        dropped += self._ledger.expire(horizon)
+        excess = len(self._view) + len(self._ledger) + len(self._ghosts) - self._cap
         if excess > 0:
             dropped += self._drop_oldest(excess)
         return dropped
 
     def _drop_oldest(self, excess: int) -> int:
-        aged: list[tuple[float, int, ResultKey | RunKey]] = [
-            (result_time(e.result, e.first_seen), 0, key) for key, e in self._view.items()
-        ]
-        aged.extend((e.time, 1, key) for key, e in self._runs.items())
+        aged: list[_Aged] = []
+        for entries in (self._view, self._ghosts):
+            aged.extend(
+                _Aged(result_time(e.result, e.first_seen), partial(entries.pop, key, None))
+                for key, e in entries.items()
+            )
+        aged.extend(_Aged(time, drop) for time, drop in self._ledger.aged())
         oldest = heapq.nsmallest(excess, aged)
-        for time, kind, key in oldest:
-            if kind == 0:
-                self._view.pop(key, None)  # type: ignore[arg-type]  # a ResultKey
-            else:
-                self._runs.pop(key, None)  # type: ignore[arg-type]  # a RunKey
-            self._dropped_until = max(self._dropped_until, time)
+        for item in oldest:
+            item.drop()
+            self._dropped_until = max(self._dropped_until, item.time)
         return len(oldest)
 
     # --- summaries ---------------------------------------------------------------------------
