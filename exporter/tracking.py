@@ -463,6 +463,7 @@ class RunTracker:
         if change is Change.UNCHANGED:
             return change
         entry.seen_at = now
+        self._commands.see(result.command_id)
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)

@@ -349,6 +349,18 @@ def test_command_breakdown_is_capped_and_counts_the_folded_ids() -> None:
     assert totals.command_ids_folded == 2
 
 
+def test_a_command_seen_running_has_its_series_at_zero_before_its_run_ends() -> None:
+    # Prometheus' increase() cannot see the first value of a series: a command's counters must
+    # exist (at 0) before its first run ends, or a first burst of failures goes unnoticed.
+    tracker = RunTracker(command_breakdown=CommandBreakdown(enabled=True))
+    baseline(tracker, [])
+    tracker.observe(result("t-1", status="Running", command_id="c-new"), now=T0)
+    commands = dict(tracker.counter_totals().commands)
+    assert commands[("c-new", "", "Failed")] == 0
+    tracker.observe(result("t-1", status="Failed", command_id="c-new"), now=T0 + 5)
+    assert dict(tracker.counter_totals().commands)[("c-new", "", "Failed")] == 1
+
+
 def test_history_walk_is_refused_without_include_history() -> None:
     tracker = RunTracker()
     baseline(tracker, [])
