@@ -694,19 +694,28 @@ class RunTracker:
                 del entries[key]
             dropped += len(old)
         dropped += self._ledger.expire(horizon)
-        excess = len(self._view) + len(self._ledger) + len(self._ghosts) - self._cap
+        # Results that left the view get what room the cap leaves; past it the oldest tenth go
+        # at once (not a few at every refresh: each pass sorts them).
+        room = self._cap - len(self._view) - len(self._ledger)
+        if len(self._ghosts) > max(room, 0):
+            keep = max(0, room - room // 10)
+            dropped += self._drop_oldest(len(self._ghosts) - keep, ghosts_only=True)
+        excess = len(self._view) + len(self._ledger) - self._cap
         if excess > 0:
             dropped += self._drop_oldest(excess)
         return dropped
 
-    def _drop_oldest(self, excess: int) -> int:
-        aged: list[_Aged] = []
-        for entries in (self._view, self._ghosts):
+    def _drop_oldest(self, excess: int, *, ghosts_only: bool = False) -> int:
+        aged = [
+            _Aged(result_time(e.result, e.first_seen), partial(self._ghosts.pop, key, None))
+            for key, e in self._ghosts.items()
+        ]
+        if not ghosts_only:
             aged.extend(
-                _Aged(result_time(e.result, e.first_seen), partial(entries.pop, key, None))
-                for key, e in entries.items()
+                _Aged(result_time(e.result, e.first_seen), partial(self._view.pop, key, None))
+                for key, e in self._view.items()
             )
-        aged.extend(_Aged(time, drop) for time, drop in self._ledger.aged())
+            aged.extend(_Aged(time, drop) for time, drop in self._ledger.aged())
         oldest = heapq.nsmallest(excess, aged)
         for item in oldest:
             item.drop()
