@@ -534,3 +534,19 @@ def test_a_result_the_baseline_missed_is_judged_by_the_api_clock() -> None:
     tracker.observe(result("t-new", start=T0 - 298, finished=T0 - 290), now=T0 + 30)
     totals = tracker.counter_totals()
     assert finished_total(totals) == 1  # t-new: after the baseline by the API's clock
+
+
+def test_results_that_left_the_view_stay_within_the_cap_and_never_count_twice() -> None:
+    tracker = RunTracker(tracking_cap=10)
+    baseline(tracker, [])
+    gone = [result(f"t-{n}", start=T0 + n) for n in range(10)]
+    for record in gone:
+        tracker.observe(record, now=T0 + 100)
+    tracker.evict_keys(record.key for record in gone)
+    for n in range(5):
+        tracker.observe(result(f"t-new-{n}", start=T0 + 50 + n), now=T0 + 200)
+    tracker.expire(T0 + 200)
+    assert len(tracker) == 5  # the view; what left it takes only the room the cap leaves
+    for record in gone:  # the API shows them all again: none counts twice
+        tracker.observe(record, now=T0 + 300)
+    assert finished_total(tracker.counter_totals()) == 15
