@@ -88,6 +88,7 @@ from exporter.viewentry import (
     Aged,
     Change,
     ViewEntry,
+    follows_slowly,
     needs_follow_up,
     result_time,
     run_number,
@@ -189,6 +190,9 @@ class RunTracker:
         # Everything at or before this time may have been dropped by the cap: ignore it.
         self._dropped_until = float("-inf")
         self._history_due: set[ResultKey] = set()
+        self._arrivals = 0
+        self.returned = 0
+        """Results that came back after leaving the view (a walk or a trim missed them)."""
 
         self._status_folder = ValueFolder(INVOCATION_STATUSES, max_unknown_values)
         self._error_folder = ValueFolder(("", *ERROR_CODES), max_unknown_values)
@@ -250,6 +254,11 @@ class RunTracker:
         )
         return sum(folder.folded for folder in folders)
 
+    @property
+    def found_by_sweep(self) -> int:
+        """Runs counted from a sweep's records (the other steps had missed them)."""
+        return self._found_by_sweep
+
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""
         return len(self._view) + len(self._ledger)
@@ -270,6 +279,68 @@ class RunTracker:
     def follow_up_keys(self) -> list[ResultKey]:
         """Keys of the results the service may still change (see :func:`needs_follow_up`)."""
         return [key for key, entry in self._view.items() if needs_follow_up(entry.result)]
+
+    def follow_up(
+        self,
+        now: float,
+        *,
+        periodic: bool,
+        at_risk: frozenset[ResultKey] | set[ResultKey] = frozenset(),
+    ) -> tuple[list[ResultKey], int]:
+        """The results to follow up now, and how many the service may still change.
+
+        Left out: results read at ``now`` already, and unless ``periodic`` the records of
+        periodic tasks between or during runs (see :func:`follows_slowly`) but those in
+        ``at_risk`` (about to leave the API's retention).
+        """
+        keys: list[ResultKey] = []
+        in_flight = 0
+        for key, entry in self._view.items():
+            if not needs_follow_up(entry.result):
+                continue
+            in_flight += 1
+            if entry.seen_at < now and (periodic or key in at_risk or not follows_slowly(entry)):
+                keys.append(key)
+        return keys, in_flight
+
+    @property
+    def view_size(self) -> int:
+        """How many results the view holds."""
+        return len(self._view)
+
+    @property
+    def arrivals(self) -> int:
+        """How many results the view took in so far (each once)."""
+        return self._arrivals
+
+    def oldest_in_flight(self, count: int) -> set[ResultKey]:
+        """Results the service may still change among the ``count`` oldest of the view, in the
+        order the walks read them (the next the API drops when it holds all it can)."""
+        if count <= 0:
+            return set()
+        aged = ((e.first_seen, -e.arrival, key) for key, e in self._view.items())
+        return {
+            key
+            for _, _, key in heapq.nsmallest(count, aged)
+            if needs_follow_up(self._view[key].result)
+        }
+
+    def trim_view(self, size: int) -> int:
+        """Take the results the API dropped out of the view, judged by count: beyond ``size``
+        (what the API holds at most, as a sweep saw it), the oldest in the order the walks
+        read them leave, as :meth:`evict_keys` does (results that may still change stay: a
+        complete sweep or look-up tells). Returns how many left."""
+        excess = len(self._view) - size
+        if excess <= 0:
+            return 0
+        aged = (
+            (entry.first_seen, -entry.arrival, key)
+            for key, entry in self._view.items()
+            if not needs_follow_up(entry.result)
+        )
+        oldest = [key for _, _, key in heapq.nsmallest(excess, aged)]
+        self.evict_keys(oldest)
+        return len(oldest)
 
     def history_due(self) -> list[ResultKey]:
         """Periodic results whose history holds runs that ended and are not settled yet."""
@@ -347,12 +418,15 @@ class RunTracker:
         entry = self._ghosts.pop(key, None)
         if entry is not None:
             # Back in the view: what it counted before still stands.
+            self.returned += 1
             self._view[key] = entry
             entry.result = result
             return entry, Change.CHANGED, False
         if self._baseline_done and self._forgotten(result_time(result, now), now):
             return None
         entry = self._view[key] = ViewEntry(result, now)
+        self._arrivals += 1
+        entry.arrival = self._arrivals
         missed = self._baseline_done and self._first_seen_as_backlog(entry, run)
         return entry, Change.NEW, missed
 

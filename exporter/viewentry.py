@@ -46,6 +46,23 @@ def result_time(result: InvocationResult, default: float) -> float:
     return latest
 
 
+# The statuses of a periodic task's record between runs and during one: what counts is only the
+# terminal status it shows when the schedule is over (or the history), so it is followed at a
+# slower cadence (see ``RunTracker.follow_up``).
+_PERIODIC_QUIET = frozenset({"Scheduled", "Running", "Pending"})
+
+
+def follows_slowly(entry: ViewEntry) -> bool:
+    """True for a periodic task's record between or during runs, with no OSS delivery in
+    progress: nothing it shows now can be counted before it changes again."""
+    result = entry.result
+    return (
+        entry.periodic
+        and result.invocation_status in _PERIODIC_QUIET
+        and result.oss_output_status != "InProgress"
+    )
+
+
 def needs_follow_up(result: InvocationResult) -> bool:
     """Tell whether the service may still change this record without a new invocation."""
     return (
@@ -87,6 +104,9 @@ class ViewEntry:
     """With include_history: what the record itself counted with a missing ``Repeats``."""
     seen_at: float = float("-inf")
     """When the record was last read (by the exporter's clock)."""
+    arrival: int = 0
+    """Its place among the results the view took in (larger: taken in later); with
+    ``first_seen``, the API's newest-first order as the walks read it."""
     baseline_state: bool = False
     """The baseline read this record: its state then says what is backlog, no clock does."""
     watched_run: float = float("inf")

@@ -31,7 +31,7 @@ from exporter.ecs.errors import (
 )
 from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult
 from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher, TargetSnapshot
-from exporter.refresh.plan import OrderWatch
+from exporter.refresh.sweeps import OrderWatch
 from exporter.settings import ExporterSettings
 from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import SimulatorServer
@@ -119,7 +119,7 @@ def test_first_refresh_records_the_backlog_without_counting_it(
     assert sum(finished(snap).values()) == 0
 
 
-def test_steady_state_costs_one_call_and_two_with_runs_in_flight(
+def test_steady_state_costs_one_call_and_two_with_runs_in_flight_beyond_the_first_page(
     executor: ThreadPoolExecutor,
 ) -> None:
     clock = FakeClock()
@@ -132,7 +132,16 @@ def test_steady_state_costs_one_call_and_two_with_runs_in_flight(
 
     api.set(result("t-live", status="Running", start=T0))
     clock.now += 30
-    assert refresher.refresh_now().refresh_pages == 2  # fast path found it (page 1, then stop)
+    # The fast path found it on page 1 and stopped; what it just read needs no follow-up.
+    assert refresher.refresh_now().refresh_pages == 1
+    for _ in range(3):
+        clock.now += 30
+        assert refresher.refresh_now().refresh_pages == 1  # still on page 1: read by it
+    # Newer results push it beyond the first page: the fast path no longer reads it.
+    for n in range(60):
+        api.set(result(f"t-new{n:02d}", start=T0 + 100 + n))
+    clock.now += 30
+    refresher.refresh_now()
     for _ in range(3):
         clock.now += 30
         calls_before = len(api.calls)
@@ -600,7 +609,9 @@ def test_counters_match_the_simulators_ground_truth(
 def test_steady_state_costs_at_most_two_calls_per_refresh(executor: ThreadPoolExecutor) -> None:
     clock = ManualClock()
     world = World(seed=5, clock=clock, spec=WorldSpec(instances=20, backlog=300))
-    world.add_invocation(3, "Success", duration=3600.0)  # long-running: followed every refresh
+    # Long-running, and the newest: the fast path reads it on page 1 at every refresh, so it
+    # needs no follow-up of its own.
+    world.add_invocation(3, "Success", duration=3600.0)
     with SimulatorServer(world, accounts=ACCOUNTS) as server:
         target = SimTarget(server, executor, clock, sweep_interval=0.0)
         try:
@@ -613,9 +624,9 @@ def test_steady_state_costs_at_most_two_calls_per_refresh(executor: ThreadPoolEx
                 per_refresh.append(server.request_count)
         finally:
             target.close()
-    assert per_refresh == [2, 2, 2, 2, 2]
-    assert snap.refresh_pages == 2
-    assert dict(snap.api_requests)[""] >= 10 + 7  # baseline: 7 pages of 50
+    assert per_refresh == [1, 1, 1, 1, 1]
+    assert snap.refresh_pages == 1
+    assert dict(snap.api_requests)[""] >= 5 + 7  # baseline: 7 pages of 50
 
 
 def test_concurrent_scrapes_over_http_share_one_refresh(executor: ThreadPoolExecutor) -> None:
@@ -940,7 +951,8 @@ def test_history_reads_that_do_not_read_well_never_give_a_run_up(
     for _ in range(6):
         clock.now += 30
         if garbling == "record":
-            api.garbled.add(len(api.calls) + 3)  # fast path, Running walk, then the history
+            # The fast path (which reads the periodic record: no follow-up), then the history.
+            api.garbled.add(len(api.calls) + 2)
         snap = refresher.refresh_now()
         assert sum(finished(snap).values()) == 0
     api.history = [run(2, "Failed"), run(1, "Success")]

@@ -31,7 +31,9 @@ class RefreshOptions:
     """How one target is refreshed.
 
     ``page_cap`` bounds each walk (baseline, fast path, follow-up, each look-up, sweep);
-    ``sweep_interval`` 0 turns the periodic sweep off. ``max_lookups`` bounds the ``InvokeId``
+    ``sweep_interval`` 0 turns the periodic sweep off; while sweeps find nothing the interval
+    doubles up to ``sweep_backoff`` times it (1: a fixed interval; see
+    :mod:`exporter.refresh.sweeps`). ``max_lookups`` bounds the ``InvokeId``
     look-ups and history reads of one refresh (the rest wait for the next one); ``None`` means
     ``page_cap``.
     """
@@ -44,3 +46,4 @@ class RefreshOptions:
     include_history: bool = False
     command_breakdown: CommandBreakdown = field(default_factory=CommandBreakdown)
     max_lookups: int | None = None
+    sweep_backoff: int = 16

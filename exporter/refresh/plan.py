@@ -10,18 +10,24 @@
    The API's order is undocumented; when a new record follows an unchanged known one, the
    order is not newest-first: that is logged once and the sweep covers it.
 3. *In-flight follow-up*, only when the view holds records the service may still change (not
-   terminal, a periodic task, an OSS delivery in progress): one ``InvokeRecordStatus=Running``
-   walk for all of them; records absent from it have left Running and are looked up by
-   ``InvokeId`` (one paged call per distinct id). A target whose own filter is another
-   ``InvokeRecordStatus`` looks each of them up (a Running walk would read outside the target).
+   terminal, a periodic task, an OSS delivery in progress) that this refresh has not read yet:
+   one ``InvokeRecordStatus=Running`` walk for all of them, or a look-up by ``InvokeId`` for
+   each when that makes fewer calls; records absent from the walk have left Running and are
+   looked up. A periodic task's record between or during runs is followed only once per
+   configured sweep interval (nothing it shows then can be counted). A target whose own filter
+   is another ``InvokeRecordStatus`` looks each of them up.
 4. *History* (``include_history``): ``IncludeHistory=true&InvokeId=..&InstanceId=..`` for each
    periodic task and instance with ended runs not yet counted; each read stops once it has seen
    the runs it needs. Every run is counted once.
-5. *Sweep*, every ``sweep_interval`` seconds: every page up to the page cap. Runs it counts were
+5. *Sweep*, every ``sweep_interval`` seconds while sweeps find something, up to
+   ``sweep_backoff`` times that while they find nothing (:mod:`exporter.refresh.sweeps`): every
+   page up to the page cap. Runs it counts were
    missed by the steps above and also go to ``results_found_by_sweep_total``. A result a
    complete sweep did not return leaves the view when it is older than every result returned
    (the API drops its oldest), else after a complete look-up by its ``InvokeId`` does not
    return it either; what it counted is remembered anyway (see :mod:`exporter.tracking`).
+   Once a sweep saw the API drop its oldest results, an unfiltered target's view is trimmed to
+   what that sweep saw the API hold, oldest first, at every refresh (the next sweep checks it).
 
 Steady state with no news: one call (two with tasks in flight or periodic tasks). API calls are
 counted in :attr:`ReadPlan.pages`; unusable records are logged once each.
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from exporter.ecs.errors import InvalidRequestError
@@ -39,12 +45,15 @@ from exporter.ecs.models import TERMINAL_STATUSES, InvocationQuery, Page
 from exporter.refresh.apistats import ApiClock
 from exporter.refresh.options import PageSource, RefreshOptions
 from exporter.refresh.scheduling import due
+from exporter.refresh.sweeps import OrderWatch, SweepProgress, SweepSchedule
 from exporter.runledger import ResultKey
 from exporter.tracking import Change, RunTracker, run_number
 
 _MAX_INVALID_LOGGED = 10_000
 _MAX_HISTORY_REFUSED = 10_000
 _MAX_SWEEPS = 3  # walks of one sweep when the order moves between pages
+API_MAX_ENTRIES = 10_000
+"""The most results the API documents it keeps (it drops its oldest beyond)."""
 _T = TypeVar("_T")
 
 
@@ -62,46 +71,6 @@ class BaselineProgress:
     walk_done: bool = False
     consistent: bool = False
     """One attempt returned every record (nothing missed, nothing changed in between)."""
-
-
-class OrderWatch:
-    """Tells, page by page, a walk whose order moved between pages (a result it returned came
-    back out of place, so another may have been missed) from one that new results only pushed
-    on (the last results of a page come again, in order, at the top of the next one)."""
-
-    def __init__(self) -> None:
-        self.moved = False
-        self._seen: set[ResultKey] = set()
-        self._previous: list[ResultKey] = []
-
-    def page(self, keys: list[ResultKey]) -> None:
-        """Take the keys of the next page, in order."""
-        lead = 0
-        while lead < len(keys) and keys[lead] in self._seen:
-            lead += 1
-        if any(key in self._seen for key in keys[lead:]) or (
-            lead and keys[:lead] != self._previous[-lead:]
-        ):
-            self.moved = True
-        self._seen.update(keys)
-        self._previous = keys
-
-
-@dataclass
-class SweepProgress:
-    """A sweep under way (it may take several refreshes when calls fail)."""
-
-    started: float
-    seen: set[ResultKey] = field(default_factory=set)
-    oldest_start: float | None = None
-    order: OrderWatch = field(default_factory=OrderWatch)
-    pages: int = 0
-    next_token: str = ""
-    walks: int = 0
-    resumed: bool = False
-    """A walk went on after a failure: its parts were read at different times."""
-    had_invalid: bool = False
-    """A part of it skipped a record that could not be parsed."""
 
 
 class PageLog:
@@ -221,7 +190,15 @@ class ReadPlan:
         # Results a complete sweep did not return although older ones it did: looked up by
         # their InvokeId before they leave the view (one walk is not proof enough).
         self._suspects: set[ResultKey] = set()
-        self._last_sweep = 0.0
+        self._schedule = SweepSchedule(options.sweep_interval, options.sweep_backoff)
+        # What a complete sweep saw the API hold when it had dropped its oldest results (an
+        # unfiltered target only): the view is trimmed to it between sweeps.
+        self._api_holds: int | None = None
+        self._periodic_followed = float("-inf")
+        # Periodic records are followed slowly only for an unfiltered target (whose view is
+        # what the API holds) once a complete sweep saw what the API drops.
+        self._slow_periodic = False
+        self._arrivals = 0
         self._order_warned = False
         self._order_moved = False  # the last sweep saw a result twice
         self._sweeping: SweepProgress | None = None
@@ -230,6 +207,14 @@ class ReadPlan:
         self._fast_path_since: float | None = None
         self._history_refused: set[str] = set()
         self._turn = 0
+        self.step = "baseline"
+        """The step reading now (for measurements): baseline, fast_path, follow_up, lookup,
+        history, sweep or suspects."""
+
+    @property
+    def sweep_interval(self) -> float:
+        """The sweep interval now (seconds; 0: no sweep), see :class:`SweepSchedule`."""
+        return self._schedule.interval
 
     def _walk(self, query: InvocationQuery) -> Walk:
         return Walk(self._source, query, self._options, self.pages)
@@ -241,18 +226,31 @@ class ReadPlan:
         if not tracker.baseline_done:
             self._baseline(now)
         else:
+            self.step = "fast_path"
             self._fast_path(now)
-            self._follow_in_flight(now)
+            # Before a sweep, every record the follow-up knows of is read: the sweep then finds
+            # only what the other steps missed.
+            sweep_due = self._sweeping is None and self._schedule.due(now)
+            self._follow_in_flight(now, periodic=sweep_due)
             if self._options.include_history:
+                self.step = "history"
                 self._read_histories(now)
-            interval = self._options.sweep_interval
-            if self._sweeping is None and interval > 0 and due(self._last_sweep, now, interval):
-                self._last_sweep = now
-                self._sweeping = SweepProgress(started=now)
+            if self._api_holds is not None:
+                # What the API dropped to make room for what this refresh found.
+                tracker.trim_view(self._api_holds)
+            if sweep_due:
+                self._schedule.started(now)
+                self._sweeping = SweepProgress(
+                    started=now,
+                    returned=self._tracker.returned,
+                    counted=self._tracker.found_by_sweep,
+                )
             if self._sweeping is not None:
                 # A sweep that failed goes on where it stopped, at the next refresh.
+                self.step = "sweep"
                 self._sweep(now, self._sweeping)
             if self._suspects:
+                self.step = "suspects"
                 self._check_suspects(now)
         tracker.expire(now)
 
@@ -307,7 +305,7 @@ class ReadPlan:
         )
         progress.results = len(self._tracker)
         progress.done = True
-        self._last_sweep = now
+        self._schedule.started(now)
         self._log_baseline()
 
     def _walk_again(self, now: float, times: int = 1) -> None:
@@ -333,6 +331,8 @@ class ReadPlan:
             )
 
     def _warn_order(self) -> None:
+        # The fast path cannot be trusted in this order: the sweep comes back at its pace.
+        self._schedule.alarm()
         if not self._order_warned:
             self._order_warned = True
             self._log.warning(
@@ -372,6 +372,21 @@ class ReadPlan:
             else:
                 self._suspects.add(key)
         self._tracker.evict_keys(gone)
+        if self._query == InvocationQuery():
+            self._slow_periodic = True
+            if gone or self._api_holds is not None:
+                self._api_holds = len(sweep.seen)
+        found = (
+            sweep.found
+            or self._tracker.found_by_sweep > sweep.counted
+            or sweep.order.moved
+            or self._tracker.returned > sweep.returned
+            or bool(gone)
+        )
+        if found:
+            self._schedule.alarm()
+        else:
+            self._schedule.found_nothing()
 
     def _sweep_walk(self, now: float, sweep: SweepProgress) -> bool:
         """One walk of a sweep (or the rest of one that failed); True when it returned every
@@ -396,8 +411,10 @@ class ReadPlan:
                     sweep.oldest_start = start
                 if change is Change.UNCHANGED:
                     saw_unchanged = True
-                elif change is Change.NEW and saw_unchanged:
-                    self._warn_order()
+                elif change is Change.NEW:
+                    sweep.found = True
+                    if saw_unchanged:
+                        self._warn_order()
             if not sweep.walks:
                 sweep.order.page([result.key for result in page.results])
             sweep.pages += 1
@@ -417,6 +434,17 @@ class ReadPlan:
             if key in self._tracker:
                 by_invocation.setdefault(key[0], []).append(key)
         self._suspects.intersection_update(k for keys in by_invocation.values() for k in keys)
+        for invoke_id in self._look_up(by_invocation, now):
+            keys = by_invocation[invoke_id]
+            if any(key in self._tracker for key in keys):
+                self._schedule.alarm()  # the sweep missed a result the API still has
+            self._suspects.difference_update(keys)
+
+    def _look_up(self, by_invocation: dict[str, list[ResultKey]], now: float) -> list[str]:
+        """Read each ``InvokeId`` (in turns, see :meth:`_take_turns`); the results a complete
+        read did not return left the API's retention and leave the view. Returns the ids
+        read completely."""
+        complete: list[str] = []
         for invoke_id in self._take_turns(sorted(by_invocation)):
             lookup = self._walk(replace(self._query, invoke_id=invoke_id))
             found: set[ResultKey] = set()
@@ -424,11 +452,10 @@ class ReadPlan:
                 for result in page.results:
                     self._tracker.observe(result, now=now)
                     found.add(result.key)
-            if not lookup.saw_everything:
-                continue
-            keys = by_invocation[invoke_id]
-            self._tracker.evict_keys(k for k in keys if k not in found)
-            self._suspects.difference_update(keys)
+            if lookup.saw_everything:
+                self._tracker.evict_keys(k for k in by_invocation[invoke_id] if k not in found)
+                complete.append(invoke_id)
+        return complete
 
     def _fast_path(self, now: float) -> None:
         # After a fast path that failed half-way, the records beyond its last page were never
@@ -473,12 +500,40 @@ class ReadPlan:
                 break
         self._fast_path_since = None
 
-    def _follow_in_flight(self, now: float) -> None:
-        in_flight = self._tracker.follow_up_keys()  # one pass over the mirror per refresh
+    def _follow_in_flight(self, now: float, *, periodic: bool = False) -> None:
+        """Read again the results the service may still change (step 3 of the module
+        docstring), reading as little as what is in flight allows.
+
+        Records read by this refresh already are current. A periodic task's record between or
+        during runs counts nothing until it changes again: it is followed at the configured
+        sweep interval (every refresh without sweeps). The rest are read by one Running walk
+        (its pages hold every record in flight) or by a look-up per ``InvokeId``, whichever
+        makes fewer calls. ``periodic``: follow every record now (a sweep is next).
+        """
+        periodic = (
+            periodic
+            or self._options.sweep_interval <= 0
+            or due(self._periodic_followed, now, self._options.sweep_interval)
+        )
+        # What the API will drop before the next refresh (as many as came in since the last
+        # one, twice over) is read now: a periodic record must not leave unread.
+        arrived = self._tracker.arrivals - self._arrivals
+        self._arrivals = self._tracker.arrivals
+        holds = self._api_holds if self._api_holds is not None else API_MAX_ENTRIES
+        at_risk = self._tracker.oldest_in_flight(self._tracker.view_size - holds + 2 * arrived)
+        periodic = periodic or not self._slow_periodic
+        in_flight, total = self._tracker.follow_up(now, periodic=periodic, at_risk=at_risk)
         if not in_flight:
+            if periodic:
+                self._periodic_followed = now
             return
+        invocations = {key[0] for key in in_flight}
+        walk_pages = -(-total // self._options.max_results)
         returned: set[ResultKey] = set()
-        if self._query.invoke_record_status in (None, "Running"):
+        self.step = "follow_up"
+        if self._query.invoke_record_status in (None, "Running") and (
+            len(invocations) >= walk_pages or len(invocations) > self._max_lookups
+        ):
             walk = self._walk(replace(self._query, invoke_record_status="Running"))
             for page in walk:
                 for result in page.results:
@@ -486,22 +541,16 @@ class ReadPlan:
                     returned.add(result.key)
             if walk.truncated:
                 return  # absence from an incomplete walk means nothing
-        # else: the target reads invocations in another InvokeRecordStatus; a Running walk
-        # would read outside the target. Each result in flight is looked up by its InvokeId.
+        # else: fewer calls by InvokeId, or the target reads invocations in another
+        # InvokeRecordStatus (a Running walk would read outside the target).
         left_running: dict[str, list[ResultKey]] = {}
         for key in in_flight:  # those the walk returned were observed; the others are as before
             if key not in returned:
                 left_running.setdefault(key[0], []).append(key)
-        for invoke_id in self._take_turns(sorted(left_running)):
-            lookup = self._walk(replace(self._query, invoke_id=invoke_id))
-            found: set[ResultKey] = set()
-            for page in lookup:
-                for result in page.results:
-                    self._tracker.observe(result, now=now)
-                    found.add(result.key)
-            if lookup.saw_everything:
-                # Not returned for its own InvokeId: it left the API's retention.
-                self._tracker.evict_keys(k for k in left_running[invoke_id] if k not in found)
+        self.step = "lookup"
+        self._look_up(left_running, now)
+        if periodic:
+            self._periodic_followed = now
 
     def _take_turns(self, items: list[_T]) -> list[_T]:
         """At most ``max_lookups`` of ``items``, starting further on at each call, so that

@@ -1,0 +1,94 @@
+"""When a target's full sweep runs, and what one sweep under way has read.
+
+A sweep reads every page of the target to find what the fast path and the in-flight follow-up
+missed (an order that is not newest-first, a change to an old record) and what left the API.
+When sweeps keep finding nothing and the order stays newest-first, they are proof of nothing
+but their cost: :class:`SweepSchedule` doubles the interval after each such sweep, up to
+``max_factor`` times the configured one, and goes back to the configured interval at once when
+a sweep finds something or the order breaks (a fast path that sees a new result after a known
+one, a sweep whose order moved between pages).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from exporter.refresh.scheduling import due
+from exporter.runledger import ResultKey
+
+DEFAULT_SWEEP_BACKOFF = 16
+"""How many times the configured sweep interval the interval grows to while sweeps find
+nothing (doubling from the configured one: 1, 2, 4, 8, 16 times)."""
+
+
+class SweepSchedule:
+    """The adaptive sweep interval (see the module docstring); ``configured`` 0: no sweep."""
+
+    def __init__(self, configured: float, max_factor: int = DEFAULT_SWEEP_BACKOFF) -> None:
+        self.configured = configured
+        self.max_interval = configured * max(1, max_factor)
+        self.interval = configured
+        """The interval now (seconds): what the next sweep waits for after the last one."""
+        self.last = 0.0
+
+    def due(self, now: float) -> bool:
+        """True when a sweep should start now."""
+        return self.configured > 0 and due(self.last, now, self.interval)
+
+    def started(self, now: float) -> None:
+        """A sweep starts (or a walk of everything was just read, as the first one)."""
+        self.last = now
+
+    def found_nothing(self) -> None:
+        """A complete sweep found nothing the other steps missed, in newest-first order."""
+        self.interval = min(self.interval * 2, self.max_interval)
+
+    def alarm(self) -> None:
+        """Something was missed or the order broke: back to the configured interval now."""
+        self.interval = self.configured
+
+
+class OrderWatch:
+    """Tells, page by page, a walk whose order moved between pages (a result it returned came
+    back out of place, so another may have been missed) from one that new results only pushed
+    on (the last results of a page come again, in order, at the top of the next one)."""
+
+    def __init__(self) -> None:
+        self.moved = False
+        self._seen: set[ResultKey] = set()
+        self._previous: list[ResultKey] = []
+
+    def page(self, keys: list[ResultKey]) -> None:
+        """Take the keys of the next page, in order."""
+        lead = 0
+        while lead < len(keys) and keys[lead] in self._seen:
+            lead += 1
+        if any(key in self._seen for key in keys[lead:]) or (
+            lead and keys[:lead] != self._previous[-lead:]
+        ):
+            self.moved = True
+        self._seen.update(keys)
+        self._previous = keys
+
+
+@dataclass
+class SweepProgress:
+    """A sweep under way (it may take several refreshes when calls fail)."""
+
+    started: float
+    seen: set[ResultKey] = field(default_factory=set)
+    oldest_start: float | None = None
+    order: OrderWatch = field(default_factory=OrderWatch)
+    pages: int = 0
+    next_token: str = ""
+    walks: int = 0
+    resumed: bool = False
+    """A walk went on after a failure: its parts were read at different times."""
+    had_invalid: bool = False
+    """A part of it skipped a record that could not be parsed."""
+    returned: int = 0
+    counted: int = 0
+    """The tracker's count of runs found by sweeps when the sweep started."""
+    """The tracker's count of results back from outside the view when the sweep started."""
+    found: bool = False
+    """It read a result the other steps had not."""
