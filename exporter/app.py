@@ -66,6 +66,7 @@ from exporter.settings import (
     Target,
     TargetSettings,
 )
+from exporter.state import StateStore, target_identity
 from exporter.tracking import CommandBreakdown
 from exporter.webconfig import WebConfig
 
@@ -150,6 +151,8 @@ class Application:
     _stopping: Future[None] = field(default_factory=Future)
     exposition: Exposition | None = None
     """The /metrics body (``registry`` rendered by prometheus_client when None)."""
+    state: StateStore | None = None
+    """The state directory (``--storage.path``), None when persistence is off."""
 
     def prepare_scrape(self, max_wait: float) -> None:
         """Start every refresh that is due and wait for them together, at most ``max_wait``.
@@ -220,6 +223,8 @@ class Application:
         waiter.join(timeout)
         if waiter.is_alive():
             return False
+        if self.state is not None:
+            self.state.close()
         for client in self.http_clients:
             client.close()
         for pool in self.connection_pools:
@@ -233,11 +238,14 @@ def build_application(
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
     transport: httpx.BaseTransport | None = None,
+    state: StateStore | None = None,
 ) -> Application:
     """Build (but do not start) the exporter for ``settings``.
 
     ``environ`` is what the environment-reading credential sources see (``os.environ`` by
-    default); ``transport`` replaces the network for every HTTP client (tests).
+    default); ``transport`` replaces the network for every HTTP client (tests); ``state`` is
+    where the targets' trackers and counters are kept across restarts (none when None): the
+    application closes it.
     """
     environ = os.environ if environ is None else environ
     workers = settings.refresh.workers
@@ -282,6 +290,7 @@ def build_application(
     retry = RetryPolicy(
         max_attempts=settings.api.max_attempts, deadline=settings.api.deadline_seconds
     )
+    identities: set[str] = set()
     for target in targets:
         configured_target = configured[(target.account, target.region_id)]
         key = id(configured_target)
@@ -307,6 +316,14 @@ def build_application(
             on_request=api_stats.record_request,
             redact=REDACTOR.redact,  # every secret the exporter loaded, beyond the call's own
         )
+        identity = target_identity(
+            target.account,
+            target.region_id,
+            target.endpoint,
+            target.query,
+            include_history=target.include_history,
+        )
+        identities.add(identity)
         refresher = TargetRefresher(
             target.account,
             target.region_id,
@@ -317,8 +334,11 @@ def build_application(
             clock=clock,
             api_stats=api_stats,
             on_snapshot=collector.prerender,  # rendered by the refresh, not by the scrape
+            store=state.target(identity, target.label) if state is not None else None,
         )
         refreshers.append(refresher)
+    if state is not None:
+        state.forget_others(identities)
 
     # /metrics renders the process and platform collectors with prometheus_client and the
     # targets' families from the collector's per-snapshot text; ``registry`` has them all.
@@ -338,6 +358,7 @@ def build_application(
         http_clients=[api_http, credentials_http],
         connection_pools=[api_pool] if api_pool is not None else [],
         exposition=Exposition(runtime, collector),
+        state=state,
     )
 
 
@@ -453,10 +474,18 @@ def serve(
         log.info("shutting down", extra={"signal": signal.Signals(signum).name})
         stop.set()
 
+    def ignore_hangup(signum: int, frame: object) -> None:
+        # SIGHUP's default action ends the process silently: say so, and keep running.
+        log.warning(
+            "SIGHUP received: a reload is not supported, restart to apply a new configuration",
+            extra={"signal": "SIGHUP"},
+        )
+
     previous_handlers = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous_handlers[signum] = signal.signal(signum, request_stop)
+        previous_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, ignore_hangup)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     )

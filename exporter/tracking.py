@@ -49,6 +49,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+import msgspec
+
 from exporter.ecs.models import (
     ERROR_CODES,
     INVOCATION_STATUSES,
@@ -223,6 +225,38 @@ class CounterTotals:
 EMPTY_HISTOGRAM = Histogram(DURATION_BUCKETS).value()
 
 
+@dataclass(frozen=True, slots=True)
+class TrackerChanges:
+    """What a tracker has to save (see :meth:`RunTracker.export_changes`): ``summary`` is the
+    encoded counters and scalars, None when unchanged; ``rows`` are encoded ``(key, value)``
+    pairs, a None value deleting the row; ``keys`` the results they are for."""
+
+    summary: bytes | None
+    rows: tuple[tuple[bytes, bytes | None], ...]
+    keys: frozenset[ResultKey]
+
+    @property
+    def empty(self) -> bool:
+        """True when there is nothing to write."""
+        return self.summary is None and not self.rows
+
+
+class _SavedState(msgspec.Struct, frozen=True):
+    """The counters and the scalars of a tracker, as saved (msgpack; new fields need defaults)."""
+
+    baseline_done: bool
+    baseline_time: float
+    dropped_until: float
+    folders: list[list[str]]
+    finished: list[tuple[str, str, int]]
+    durations: list[tuple[str, list[int], float]]
+    oss: list[tuple[str, str, int]]
+    dropped_bytes: int
+    found_by_sweep: int
+    command_ids: list[str]
+    commands: list[tuple[str, str, str, int]]
+
+
 @dataclass(slots=True)
 class _ViewEntry:
     result: InvocationResult
@@ -272,6 +306,13 @@ class _RunEntry:
     time: float
     finish_done: bool = False
     oss_done: bool = False
+
+
+_SUMMARY_ENCODER = msgspec.msgpack.Encoder()
+_SUMMARY_DECODER = msgspec.msgpack.Decoder(_SavedState)
+_ENTRY_ENCODER = msgspec.msgpack.Encoder()
+_ENTRY_DECODER = msgspec.msgpack.Decoder(tuple[_ViewEntry | None, list[tuple[int, _RunEntry]]])
+_KEY_DECODER = msgspec.msgpack.Decoder(tuple[str, str, str])
 
 
 class _CommandCounts:
@@ -327,6 +368,15 @@ class _CommandCounts:
     def folded(self) -> int:
         return len(self._folded)
 
+    @property
+    def admitted(self) -> tuple[str, ...]:
+        return tuple(self._admitted)
+
+    def restore(self, admitted: Iterable[str], counts: Iterable[tuple[str, str, str, int]]) -> None:
+        for command_id in admitted:
+            self._admit(command_id)
+        self.counts = {(i, n, s): c for i, n, s, c in counts}
+
 
 class RunTracker:
     """The mirror of one target's results and its counters (see the module docstring).
@@ -365,6 +415,9 @@ class RunTracker:
         self._dropped_bytes = 0
         self._found_by_sweep = 0
         self._commands = _CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
+        # Results whose entries (view entry and remembered runs) changed since the last save.
+        self._dirty: set[ResultKey] = set()
+        self._saved_summary = b""
 
     # --- state ---------------------------------------------------------------------------
 
@@ -443,6 +496,7 @@ class RunTracker:
         if entry is None:
             self._history_due.discard(key)
             return
+        self._dirty.add(key)
         last = entry.last_ended_run()
         through = entry.history_through
         while through < last:
@@ -469,6 +523,7 @@ class RunTracker:
         entry = self._view.get(key)
         if entry is not None:
             entry.history_refused = True
+            self._dirty.add(key)
 
     # --- observing ---------------------------------------------------------------------------
 
@@ -495,6 +550,7 @@ class RunTracker:
         else:
             entry.result = result
             change = Change.CHANGED
+        self._dirty.add(key)
         run = run_number(result)
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
             entry.periodic = True
@@ -631,6 +687,7 @@ class RunTracker:
         """
         if result.repeats < 1:
             return False
+        self._dirty.add(result.key)
         run = run_number(result)
         run_key = (*result.key, run)
         if run_key not in self._runs and self._forgotten(result_time(result, now), now):
@@ -734,12 +791,14 @@ class RunTracker:
         ]
         for key in gone:
             del self._view[key]
+        self._dirty.update(gone)
         return len(gone)
 
     def evict_keys(self, keys: Iterable[ResultKey]) -> None:
         """Drop the given view entries (a lookup by InvokeId no longer returned them)."""
         for key in keys:
-            self._view.pop(key, None)
+            if self._view.pop(key, None) is not None:
+                self._dirty.add(key)
 
     def expire(self, now: float) -> int:
         """Drop entries older than the retention, then the oldest beyond the size cap.
@@ -752,9 +811,11 @@ class RunTracker:
         ]
         for key in old_view:
             del self._view[key]
+        self._dirty.update(old_view)
         old_runs = [key for key, e in self._runs.items() if e.time < horizon]
         for run_key in old_runs:
             del self._runs[run_key]
+            self._dirty.add(run_key[:3])
         dropped = len(old_view) + len(old_runs)
         excess = len(self) - self._cap
         if excess > 0:
@@ -768,12 +829,136 @@ class RunTracker:
         aged.extend((e.time, 1, key) for key, e in self._runs.items())
         oldest = heapq.nsmallest(excess, aged)
         for time, kind, key in oldest:
+            self._dirty.add(key[:3])  # the result (a run belongs to one)
             if kind == 0:
                 self._view.pop(key, None)  # type: ignore[arg-type]  # a ResultKey
             else:
                 self._runs.pop(key, None)  # type: ignore[arg-type]  # a RunKey
             self._dropped_until = max(self._dropped_until, time)
         return len(oldest)
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def export_changes(self) -> TrackerChanges:
+        """What changed since the last :meth:`changes_saved`: the counters and scalars (when
+        they changed) and one row per result whose entries changed (``None``: delete it)."""
+        summary = _SUMMARY_ENCODER.encode(self._summary_state())
+        runs: dict[ResultKey, list[tuple[int, _RunEntry]]] = {}
+        if self._dirty and self._runs:
+            for run_key, run_entry in self._runs.items():
+                result_key = run_key[:3]
+                if result_key in self._dirty:
+                    runs.setdefault(result_key, []).append((run_key[3], run_entry))
+        rows: list[tuple[bytes, bytes | None]] = []
+        for key in self._dirty:
+            entry = self._view.get(key)
+            key_runs = runs.get(key, [])
+            value = (
+                None if entry is None and not key_runs else _ENTRY_ENCODER.encode((entry, key_runs))
+            )
+            rows.append((_ENTRY_ENCODER.encode(key), value))
+        return TrackerChanges(
+            summary=None if summary == self._saved_summary else summary,
+            rows=tuple(rows),
+            keys=frozenset(self._dirty),
+        )
+
+    def changes_saved(self, changes: TrackerChanges) -> None:
+        """``changes`` (from :meth:`export_changes`) are stored: forget them."""
+        self._dirty.difference_update(changes.keys)
+        if changes.summary is not None:
+            self._saved_summary = changes.summary
+
+    def restore(self, summary: bytes, rows: Iterable[tuple[bytes, bytes]]) -> int:
+        """Take back a state :meth:`export_changes` exported (a fresh tracker only).
+
+        Returns how many results were restored. Raises ``ValueError`` when the state cannot be
+        read: the tracker is then left as it was (fresh). When only the rows cannot be read,
+        the counters are kept and the baseline is taken again (nothing counted twice).
+        """
+        if self._baseline_done or self._view or self._runs:
+            raise RuntimeError("restore() needs a fresh tracker")
+        try:
+            state = _SUMMARY_DECODER.decode(summary)
+        except msgspec.MsgspecError as exc:
+            raise ValueError(f"unreadable counters: {exc}") from None
+        view: dict[ResultKey, _ViewEntry] = {}
+        runs: dict[RunKey, _RunEntry] = {}
+        try:
+            for raw_key, raw_value in rows:
+                key = _KEY_DECODER.decode(raw_key)
+                entry, key_runs = _ENTRY_DECODER.decode(raw_value)
+                if entry is not None:
+                    view[key] = entry
+                for run, run_entry in key_runs:
+                    runs[(*key, run)] = run_entry
+            complete = True
+        except msgspec.MsgspecError:
+            complete = False
+        self._restore_summary(state, complete)
+        if not complete:
+            return 0
+        self._view = view
+        self._runs = runs
+        self._saved_summary = summary
+        if self._include_history:
+            self._history_due = {
+                key
+                for key, entry in view.items()
+                if entry.periodic
+                and not entry.history_refused
+                and entry.last_ended_run() > entry.history_through
+            }
+        return len(view)
+
+    def _summary_state(self) -> _SavedState:
+        folders = (
+            self._status_folder,
+            self._error_folder,
+            self._oss_status_folder,
+            self._oss_error_folder,
+        )
+        return _SavedState(
+            baseline_done=self._baseline_done,
+            baseline_time=self._baseline_time,
+            dropped_until=self._dropped_until,
+            # ValueFolder's admitted values: admission is permanent, across restarts too.
+            folders=[sorted(folder._admitted) for folder in folders],
+            finished=sorted((s, c, n) for (s, c), n in self._finished.items()),
+            durations=sorted((s, list(h._counts), h._sum) for s, h in self._durations.items()),
+            oss=sorted((s, c, n) for (s, c), n in self._oss.items()),
+            dropped_bytes=self._dropped_bytes,
+            found_by_sweep=self._found_by_sweep,
+            command_ids=list(self._commands.admitted),
+            commands=sorted((i, n, s, c) for (i, n, s), c in self._commands.counts.items()),
+        )
+
+    def _restore_summary(self, state: _SavedState, with_baseline: bool) -> None:
+        if with_baseline:
+            self._baseline_done = state.baseline_done
+            self._baseline_time = state.baseline_time
+            self._dropped_until = state.dropped_until
+        folders = (
+            self._status_folder,
+            self._error_folder,
+            self._oss_status_folder,
+            self._oss_error_folder,
+        )
+        for folder, admitted in zip(folders, state.folders, strict=False):
+            for value in admitted:
+                folder.fold(value)
+        self._finished = {(s, c): n for s, c, n in state.finished}
+        self._durations = {}
+        for status, counts, total in state.durations:
+            histogram = Histogram(DURATION_BUCKETS)
+            if len(counts) == len(histogram._counts):
+                histogram._counts = list(counts)
+                histogram._sum = total
+                self._durations[status] = histogram
+        self._oss = {(s, c): n for s, c, n in state.oss}
+        self._dropped_bytes = state.dropped_bytes
+        self._found_by_sweep = state.found_by_sweep
+        self._commands.restore(state.command_ids, state.commands)
 
     # --- summaries ---------------------------------------------------------------------------
 

@@ -129,6 +129,14 @@ class ExporterProcess:
             reader.join(timeout)  # the whole output, and the pipe closed
 
 
+def without_state(args: Sequence[str]) -> list[str]:
+    """``args`` with persistence off unless they name a ``--storage.path``: a child must not
+    share (and lock) the default ``data/`` of the project root with another."""
+    if any(arg.startswith("--storage.path") for arg in args):
+        return list(args)
+    return [*args, "--storage.path="]
+
+
 def start(args: Sequence[str], env: Mapping[str, str] | None = None) -> ExporterProcess:
     """Start ``python -m exporter ARGS`` on a free loopback port and wait until it listens.
 
@@ -137,7 +145,14 @@ def start(args: Sequence[str], env: Mapping[str, str] | None = None) -> Exporter
     carries what it wrote.
     """
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "--web.listen-address", "127.0.0.1:0", *args],
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            *without_state(args),
+        ],
         cwd=PROJECT_ROOT,
         env=clean_environment(env),
         stdin=subprocess.DEVNULL,
@@ -195,7 +210,7 @@ def run_cli(
 ) -> CliResult:
     """``python -m exporter ARGS`` to completion, in a clean environment plus ``env``."""
     completed = subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
+        [sys.executable, "-m", "exporter", *without_state(args)],
         cwd=PROJECT_ROOT,
         env=clean_environment(env),
         stdin=subprocess.DEVNULL,

@@ -39,6 +39,7 @@ from exporter.refresh.apistats import ApiStatistics
 from exporter.refresh.options import PageSource, RefreshOptions
 from exporter.refresh.plan import ReadPlan
 from exporter.refresh.scheduling import RefreshScheduler
+from exporter.state import TargetStore
 from exporter.tracking import CounterTotals, HistogramValue, RunTracker, ViewSummary
 
 
@@ -69,6 +70,7 @@ class TargetSnapshot:
     last_failure_reason: str  # the failure reason of the last refresh, "" when it succeeded
     last_failure_detail: str  # its code and message (never a secret), "" when it succeeded
     label_values_folded: int = 0  # distinct API values shown as "other" (see ValueFolder)
+    state: str = "fresh"  # "restored": the counters resumed from the state directory
 
 
 class TargetRefresher:
@@ -93,6 +95,7 @@ class TargetRefresher:
         logger: logging.Logger | None = None,
         api_stats: ApiStatistics | None = None,
         on_snapshot: Callable[[TargetSnapshot], None] | None = None,
+        store: TargetStore | None = None,
     ) -> None:
         self.name = name
         self.region_id = region_id
@@ -114,6 +117,17 @@ class TargetRefresher:
             tracking_cap=options.tracking_cap,
             command_breakdown=options.command_breakdown,
         )
+        # Persist, then publish: each refresh's changes are saved before its snapshot is served.
+        self._store = store
+        self._state = "fresh"
+        if store is not None:
+            restored = store.restore_into(self._tracker)
+            self._state = restored.state
+            if restored.state == "restored":
+                self._log.info(
+                    "state restored: counters resume",
+                    extra={**self._fields(), "results": restored.results},
+                )
         self._plan = ReadPlan(client, query, options, self._tracker, self._log, self._fields())
         self._scheduler = RefreshScheduler(
             self._run, executor, min_interval=options.min_refresh_interval, clock=clock
@@ -208,23 +222,20 @@ class TargetRefresher:
         else:
             self._failed_in_a_row += 1
         self._attempted = True
-        try:
-            self._snapshot = self._build_snapshot(up=up, duration=duration)
-        except Exception as exc:  # keep serving the previous values, marked down
-            self._log.error(
-                "building the snapshot failed",
-                extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
-            )
-            self._snapshot = replace(
-                self._snapshot,
-                attempted=True,
-                up=False,
-                refresh_duration_seconds=duration,
-                refreshes=self._refreshes,
-                refresh_failures=tuple(self._failures.items()),
-                last_failure_reason=self._last_failure_reason or "internal",
-                last_failure_detail=self._last_failure_detail or "building the snapshot failed",
-            )
+        if not self._persist():
+            # What this refresh counted is not on disk: serving it could show a counter that
+            # a restart takes back. The previous values stay; the next refresh saves both.
+            self._failures["internal"] += 1
+            self._publish_previous(duration, "saving the state failed (see the log)")
+        else:
+            try:
+                self._snapshot = self._build_snapshot(up=up, duration=duration)
+            except Exception as exc:  # keep serving the previous values, marked down
+                self._log.error(
+                    "building the snapshot failed",
+                    extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
+                )
+                self._publish_previous(duration, "building the snapshot failed")
         if self._on_snapshot is not None:
             try:
                 self._on_snapshot(self._snapshot)
@@ -233,6 +244,34 @@ class TargetRefresher:
                     "preparing the snapshot for scrapes failed",
                     extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
                 )
+
+    def _persist(self) -> bool:
+        """Save what the refresh changed (one transaction); False when it could not be."""
+        if self._store is None:
+            return True
+        try:
+            changes = self._tracker.export_changes()
+            self._store.save(changes)
+        except Exception as exc:  # a full disk must not stop the refreshes: logged, retried
+            self._log.error(
+                "saving the state failed",
+                extra={**self._fields(), "error": type(exc).__name__, "detail": str(exc)},
+            )
+            return False
+        self._tracker.changes_saved(changes)
+        return True
+
+    def _publish_previous(self, duration: float, detail: str) -> None:
+        self._snapshot = replace(
+            self._snapshot,
+            attempted=True,
+            up=False,
+            refresh_duration_seconds=duration,
+            refreshes=self._refreshes,
+            refresh_failures=tuple(self._failures.items()),
+            last_failure_reason=self._last_failure_reason or "internal",
+            last_failure_detail=self._last_failure_detail or detail,
+        )
 
     def _fields(self) -> dict[str, object]:
         """The log fields naming this target (structured fields travel in ``extra``)."""
@@ -264,4 +303,5 @@ class TargetRefresher:
             last_failure_reason=self._last_failure_reason,
             last_failure_detail=self._last_failure_detail,
             label_values_folded=self._tracker.values_folded + api.codes_folded,
+            state=self._state,
         )
