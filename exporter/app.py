@@ -66,7 +66,7 @@ from exporter.settings import (
     Target,
     TargetSettings,
 )
-from exporter.state import StateStore, target_identity
+from exporter.state import StateCollector, StateStore, target_identity
 from exporter.tracking import CommandBreakdown
 from exporter.webconfig import WebConfig
 
@@ -203,6 +203,7 @@ class Application:
                     if snapshot.attempted
                     else None
                 ),
+                state=snapshot.state,
             )
             for snapshot in (refresher.latest() for refresher in self.refreshers)
         ]
@@ -348,6 +349,9 @@ def build_application(
     registry = CollectorRegistry()
     for runtime_collector in (ProcessCollector(registry=None), PlatformCollector(registry=None)):
         registry.register(runtime_collector)
+    if state is not None:
+        runtime.register(StateCollector(state))
+        registry.register(StateCollector(state))
     registry.register(collector)
     return Application(
         settings=settings,

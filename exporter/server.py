@@ -72,6 +72,8 @@ class TargetStatus:
     """Its API code and message, "" after a success."""
     results_in_view: int | None = None
     """Results the API returns for the target, as of the last refresh."""
+    state: str = "fresh"
+    """``restored`` when its counters resumed from the state directory, else ``fresh``."""
 
 
 def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
@@ -402,6 +404,8 @@ def render_landing_page(telemetry_path: str, statuses: Sequence[TargetStatus]) -
     rows = []
     for status in statuses:
         up = {None: "pending", True: "1", False: "0"}[status.up]
+        if status.state == "restored":
+            up = f"{up} (counters restored)"
         cells = (
             status.account,
             status.region_id,

@@ -41,6 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from exporter.ecs.models import InvocationQuery
 from exporter.tracking import RunTracker, TrackerChanges
 
@@ -50,6 +53,7 @@ LOCK_NAME: Final = "lock"
 FORGET_AFTER_SECONDS: Final = 7 * 86400.0
 """The state of a target no longer configured is dropped once unused for this long."""
 MOVED_ASIDE_REASONS: Final = ("not_sqlite", "corrupt", "foreign", "newer_schema")
+MOVED_ASIDE_METRIC: Final = "aliyun_cloudassistant_exporter_state_files_moved_aside"
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: the first schema.
@@ -255,6 +259,25 @@ class StateStore:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._lock_file.close()
+
+
+class StateCollector(Collector):
+    """``aliyun_cloudassistant_exporter_state_files_moved_aside_total{reason}``: state files
+    this process found unusable and moved aside at start (every reason present, 0 if none)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            MOVED_ASIDE_METRIC,
+            "State files found unusable (by reason) and moved aside at start; the targets then "
+            "started with a fresh baseline.",
+            labels=["reason"],
+        )
+        for reason, count in self._store.moved_aside.items():
+            family.add_metric([reason], count)
+        yield family
 
 
 class TargetStore:

@@ -44,6 +44,7 @@ Bounds
 from __future__ import annotations
 
 import bisect
+import gc
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -884,6 +885,9 @@ class RunTracker:
             raise ValueError(f"unreadable counters: {exc}") from None
         view: dict[ResultKey, _ViewEntry] = {}
         runs: dict[RunKey, _RunEntry] = {}
+        # Tens of thousands of new objects, none garbage: collections would only slow it down.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             for raw_key, raw_value in rows:
                 key = _KEY_DECODER.decode(raw_key)
@@ -895,6 +899,9 @@ class RunTracker:
             complete = True
         except msgspec.MsgspecError:
             complete = False
+        finally:
+            if collecting:
+                gc.enable()
         self._restore_summary(state, complete)
         if not complete:
             return 0

@@ -16,7 +16,9 @@ from exporter.state import (
     DATABASE_NAME,
     FORGET_AFTER_SECONDS,
     MIGRATIONS,
+    MOVED_ASIDE_REASONS,
     SCHEMA_VERSION,
+    StateCollector,
     StateError,
     StateStore,
     target_identity,
@@ -170,6 +172,10 @@ def test_a_bad_state_file_is_moved_aside_and_the_exporter_starts_afresh(
     assert store.moved_aside[reason] == 1
     assert "state file unusable, moved aside" in caplog.text
     assert list(tmp_path.glob(f"{DATABASE_NAME}.{reason}-*"))
+    (family,) = StateCollector(store).collect()
+    assert {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")} == {
+        r: (1.0 if r == reason else 0.0) for r in MOVED_ASIDE_REASONS
+    }
     tracker, state = restored(store, "target")
     assert state == "fresh"
     assert not tracker.baseline_done  # a fresh baseline: backlog recorded, not counted

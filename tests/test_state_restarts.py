@@ -9,6 +9,7 @@ down are counted, once).
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -34,6 +35,7 @@ from tests.test_exporter_integration import (
 
 pytestmark = pytest.mark.slow
 
+HANGUP_MESSAGE = "SIGHUP received: a reload is not supported, restart to apply a new configuration"
 OUTCOMES = ("Success", "Failed", "Timeout", "Error", "Cancelled", "Stopped")
 
 
@@ -121,3 +123,19 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
 
         wait_for(exporter, settled)
         assert exporter.lines("state restored: counters resume")
+
+
+def test_sighup_is_logged_and_does_not_end_the_process(
+    tmp_path: Path, clock: ManualClock, start_exporter: StartExporter
+) -> None:
+    world = World(seed=3, clock=clock, spec=WorldSpec(instances=2))
+    with simulator_for(world) as simulator:
+        config = write_config(tmp_path, simulator)
+        exporter = start_exporter(["--config.file", str(config), "--storage.path="])
+        exporter.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not exporter.lines(HANGUP_MESSAGE) and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+        assert exporter.lines(HANGUP_MESSAGE)
+        assert exporter.process.poll() is None
+        wait_for(exporter, lambda s: refreshes(s) >= 1)  # still serving
