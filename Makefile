@@ -7,7 +7,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.stamp-installed
 APT_STAMP := $(VENV)/.stamp-apt
 
-.PHONY: help venv system-deps lint typecheck unit test demo bench generate check-generated clean
+.PHONY: help venv system-deps npm-deps lint typecheck unit test demo bench generate check-generated clean
 
 help:
 	@echo "make demo    start the simulator and the exporter against it"
@@ -54,6 +54,30 @@ $(APT_STAMP): | $(STAMP)
 
 system-deps: $(APT_STAMP)
 
+# typescript and @grafana/schema for the dashboards' typecheck (tests/dashboard_typecheck.py),
+# pinned in dashboards/typecheck/package-lock.json. node and npm come from Debian when missing
+# (as root or with sudo, like prometheus above).
+NPM_DIR   := dashboards/typecheck
+NPM_STAMP := $(NPM_DIR)/node_modules/.stamp-installed
+
+$(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "Installing Debian's nodejs and npm (missing)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	  elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "error: root or sudo is needed to apt-get install nodejs npm; install them" \
+	    "yourself, or run 'make unit' (the typecheck then skips)" >&2; exit 1; fi; \
+	  if ! command -v apt-get >/dev/null; then echo "error: no apt-get: install node and npm" \
+	    "yourself, or run 'make unit'" >&2; exit 1; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    nodejs npm >/dev/null || { echo "error: apt-get install nodejs npm failed" >&2; exit 1; }; \
+	fi
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+npm-deps: $(NPM_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -64,7 +88,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not e2e"
 
-test: $(STAMP) $(APT_STAMP) lint typecheck
+test: $(STAMP) $(APT_STAMP) $(NPM_STAMP) lint typecheck check-generated
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
@@ -73,19 +97,18 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
-# Rules, dashboards and the Kubernetes PrometheusRule are generated from code; the output is
-# committed, and `make test` fails when it is stale.
+# Rules, dashboards and the Kubernetes PrometheusRule are rendered from the monitoring mixin
+# (mixin/, jsonnet through the gojsonnet wheel); the output is committed, and `make test` fails
+# when it is stale.
 generate: $(STAMP)
-	$(PY) -m alerts.generate
-	$(PY) -m dashboards.generate
+	$(PY) -m mixin.render
 	$(PY) deploy/kubernetes/generate.py
 	$(PY) docs/generate_metrics.py
 
 check-generated: $(STAMP)
-	$(PY) -m alerts.generate --check
-	$(PY) -m dashboards.generate --check
+	$(PY) -m mixin.render --check
 	$(PY) deploy/kubernetes/generate.py --check
 	$(PY) docs/generate_metrics.py --check
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info $(NPM_DIR)/node_modules

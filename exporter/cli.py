@@ -100,8 +100,11 @@ class _Parser(argparse.ArgumentParser):
             hints = []
             for word in message.removeprefix(prefix).split():
                 flag = word.partition("=")[0]
-                close = did_you_mean(flag, known)
-                if flag.startswith("--") and close:
+                if not flag.startswith("-") or len(flag) < 3:
+                    continue  # a value, or a short flag
+                # -config.file (one dash, as Go's flag package has it) is --config.file here.
+                close = did_you_mean(flag if flag.startswith("--") else f"-{flag}", known)
+                if close:
                     hints.append(f"{flag}: did you mean {close}?")
             if hints:
                 message = f"{message} ({'; '.join(hints)})"

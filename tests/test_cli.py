@@ -237,6 +237,7 @@ def test_a_bad_web_config_exits_2(tmp_path: Path, good_config: Path) -> None:
             "--web.listen-adress: did you mean --web.listen-address?",
         ),
         (["--config.chek"], "--config.chek: did you mean --config.check?"),
+        (["-config.file", "x.yml"], "-config.file: did you mean --config.file?"),
         (["--log.level=debug", "--log-level=info"], "--log-level: did you mean --log.level?"),
         (["--log.level", "verbose"], "argument --log.level: invalid choice: 'verbose'"),
         (["--log.format", "xml"], "argument --log.format: invalid choice: 'xml'"),

@@ -3,7 +3,9 @@
 No Docker engine or cluster runs here, so the checks are offline: hadolint lints the Dockerfile,
 the builder stage's own commands are run in a fresh virtualenv (marked ``slow``), the manifests
 are validated against the Kubernetes 1.30 schemas (kubernetes-validate, strict) and, for the two
-Prometheus Operator CRDs, against the minimal JSON schemas in deploy/kubernetes/schemas/.
+Prometheus Operator CRDs, against the CRDs' own OpenAPI schemas (vendored in
+deploy/kubernetes/schemas/, source in its README) plus the rule check the Operator's admission
+webhook makes (each rule is an alert or a recording rule, not both).
 """
 
 from __future__ import annotations
@@ -292,14 +294,27 @@ def _documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
+class InvalidCustomResource(Exception):
+    """A ServiceMonitor or PrometheusRule that the API server or the Operator would refuse."""
+
+
 def _validate(doc: dict[str, Any]) -> None:
-    """Kubernetes 1.30 schema (strict) for built-in kinds, our minimal schema for the two CRDs."""
+    """Kubernetes 1.30 schema (strict) for built-in kinds; for the two CRDs their real schema
+    (unknown fields refused, as `kubectl apply --validate=strict` does) and, for a
+    PrometheusRule, the Operator's admission check that each rule is exactly one kind."""
     schema_file = CRD_SCHEMAS.get(doc.get("kind", ""))
-    if schema_file is not None:
-        schema = json.loads((SCHEMAS / schema_file).read_text())
-        jsonschema.Draft202012Validator(schema).validate(doc)
-    else:
+    if schema_file is None:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        return
+    schema = json.loads((SCHEMAS / schema_file).read_text())
+    try:
+        jsonschema.Draft202012Validator(schema).validate(doc)
+    except jsonschema.ValidationError as exc:
+        raise InvalidCustomResource(f"{exc.json_path}: {exc.message}") from None
+    for group in doc.get("spec", {}).get("groups", []):
+        for rule in group.get("rules", []):
+            if ("alert" in rule) == ("record" in rule):
+                raise InvalidCustomResource(f"group {group['name']}: alert xor record: {rule}")
 
 
 def _manifest_files() -> list[Path]:
@@ -549,7 +564,7 @@ def _broken(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 def test_the_crd_schemas_reject_broken_objects(doc: dict[str, Any]) -> None:
     _validate(_broken(_SERVICE_MONITOR, "metadata.name", "ok"))  # the bases are valid
     _validate(_RULE)
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(InvalidCustomResource):
         _validate(doc)
 
 

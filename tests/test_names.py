@@ -26,7 +26,9 @@ from tests.monitoring_queries import (
 )
 
 METRICS_DOC = ROOT / "docs" / "metrics.md"
-PROMETHEUS_LABELS = frozenset({"job", "instance"})
+# Prometheus adds job and instance; the Prometheus Operator's target labels add namespace and pod,
+# and a central ruler's external labels cluster (the mixin keeps and aggregates over them).
+PROMETHEUS_LABELS = frozenset({"job", "instance", "namespace", "pod", "cluster"})
 TARGET_LABELS = frozenset({"account", "region_id"})
 UNLABELLED_METRICS = frozenset({"aliyun_cloudassistant_exporter_build_info"})
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

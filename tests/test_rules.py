@@ -1,19 +1,26 @@
-"""The alerting rules: generated file current, promtool-clean, unit-tested, documented and
-restart-safe."""
+"""The alerting rules rendered from the mixin: current, promtool-clean, unit-tested, documented,
+replica-safe and restart-safe."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from alerts.generate import ALERT_PREFIX, THRESHOLDS, Alert, alerts, render_rules, runbook_anchor
+from exporter.ecs.errors import FAILURE_REASONS
+from mixin.render import (
+    RenderError,
+    alert_rules,
+    evaluate,
+    render_rules,
+    runbook_anchor,
+    stale_files,
+)
 from tests.monitoring_queries import ROOT, RULES_FILE, load_rules
 
 PROMTOOL = shutil.which("promtool")
@@ -22,8 +29,17 @@ needs_promtool = pytest.mark.skipif(
 )
 UNIT_TEST_FILES = sorted((ROOT / "alerts" / "tests").glob("*.yml"))
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
-ALERTS_README = ROOT / "alerts" / "README.md"
+CONFIG_DOC = ROOT / "docs" / "alerts-and-dashboards.md"
 SEVERITIES = ("critical", "warning", "info")
+EVALUATED = evaluate()
+CONFIG: dict[str, Any] = EVALUATED["config"]
+ALERTS = alert_rules(EVALUATED)
+# Alerts about a scrape job or the whole fleet, not about one account and region.
+NOT_PER_TARGET = {
+    "CloudAssistantExporterAbsent",
+    "CloudAssistantExporterDown",
+    "CloudAssistantFleetInvocationsFailing",
+}
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,10 +49,30 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_committed_rules_file_is_generated_from_thresholds() -> None:
-    assert RULES_FILE.read_text(encoding="utf-8") == render_rules(THRESHOLDS), (
-        "alerts/cloudassistant.rules.yml is out of date: run `.venv/bin/python -m alerts.generate`"
-    )
+def _alertname(alert: dict[str, Any]) -> str:
+    return str(alert["alert"])
+
+
+def test_every_rendered_file_is_current() -> None:
+    stale = [str(p.relative_to(ROOT)) for p in stale_files()]
+    assert not stale, f"out of date (run `.venv/bin/python -m mixin.render`): {stale}"
+
+
+def test_committed_rules_file_is_the_rendered_mixin() -> None:
+    assert RULES_FILE.read_text(encoding="utf-8") == render_rules()
+
+
+def test_config_overrides_reach_every_rule() -> None:
+    """The e2e test and users override _config; the override must change the rules."""
+    text = render_rules({"exporterSelector": 'job="other"', "finishedWindow": "20m"})
+    assert 'job="aliyun-cloudassistant-exporter"' not in text
+    assert "increase20m" in text
+    assert "increase15m" not in text
+
+
+def test_a_jsonnet_error_is_one_clear_message() -> None:
+    with pytest.raises(RenderError, match="jsonnet"):
+        evaluate({"failureStatuses": 42})
 
 
 @needs_promtool
@@ -61,7 +97,7 @@ def test_promtool_unit_tests_fail_on_a_wrong_expectation(tmp_path: Path) -> None
     (tmp_path / RULES_FILE.name).write_text(RULES_FILE.read_text(encoding="utf-8"))
     broken = tmp_path / "tests" / original.name
     broken.write_text(
-        original.read_text(encoding="utf-8").replace("severity: critical", "severity: info", 1),
+        original.read_text(encoding="utf-8").replace("severity: warning", "severity: info", 1),
         encoding="utf-8",
     )
     result = _promtool("test", "rules", str(broken))
@@ -78,55 +114,82 @@ def _unit_test_evaluations() -> list[dict[str, Any]]:
     return evaluations
 
 
-@pytest.mark.parametrize("alert", alerts(), ids=lambda a: a.alertname)
-def test_every_alert_is_unit_tested_firing_and_silent(alert: Alert) -> None:
-    evaluations = [e for e in _unit_test_evaluations() if e["alertname"] == alert.alertname]
-    assert any(e["exp_alerts"] for e in evaluations), f"no unit test where {alert.alertname} fires"
-    assert any(not e["exp_alerts"] for e in evaluations), (
-        f"no unit test where {alert.alertname} stays silent"
-    )
+@pytest.mark.parametrize("alert", ALERTS, ids=_alertname)
+def test_every_alert_is_unit_tested_firing_and_silent(alert: dict[str, Any]) -> None:
+    name = alert["alert"]
+    evaluations = [e for e in _unit_test_evaluations() if e["alertname"] == name]
+    assert any(e["exp_alerts"] for e in evaluations), f"no unit test where {name} fires"
+    assert any(not e["exp_alerts"] for e in evaluations), f"no unit test where {name} is silent"
 
 
-@pytest.mark.parametrize("alert", alerts(), ids=lambda a: a.alertname)
-def test_alert_follows_the_conventions(alert: Alert) -> None:
-    assert re.fullmatch(ALERT_PREFIX + r"(?:[A-Z][a-z0-9]*)+", alert.alertname)
-    assert alert.severity in SEVERITIES
-    assert alert.for_, "every alert waits for a `for:` duration"
-    assert "$value" in alert.description
-    if alert.name != "ExporterDown":  # the one alert about the scrape, not about a target
+@pytest.mark.parametrize("alert", ALERTS, ids=_alertname)
+def test_alert_follows_the_conventions(alert: dict[str, Any]) -> None:
+    name = alert["alert"]
+    assert re.fullmatch(r"CloudAssistant(?:[A-Z][a-z0-9]*)+", name)
+    assert alert["labels"] == {"severity": alert["labels"]["severity"]}
+    assert alert["labels"]["severity"] in SEVERITIES
+    assert alert["for"], "every alert waits for a `for:` duration"
+    notes = alert["annotations"]
+    assert set(notes) == {"summary", "description", "runbook_url", "dashboard_url"}
+    assert "$value" in notes["description"]
+    assert notes["runbook_url"] == f"{CONFIG['runbookUrlBase']}#{runbook_anchor(name)}"
+    assert notes["dashboard_url"].startswith(CONFIG["dashboardUrlBase"] + "/cloudassistant-")
+    if name not in NOT_PER_TARGET:
         for label in ("account", "region_id"):
-            assert "{{ $labels." + label + " }}" in alert.description
+            assert "{{ $labels." + label + " }}" in notes["description"]
 
 
-def test_rules_file_carries_labels_and_annotations() -> None:
+def test_fleet_wide_failure_is_the_critical_tier() -> None:
+    """Severity follows what operators care about: fleet-wide command failure pages; the
+    exporter's own troubles are warnings (kube-prometheus keeps TargetDown at warning)."""
+    critical = {a["alert"] for a in ALERTS if a["labels"]["severity"] == "critical"}
+    assert critical == {"CloudAssistantFleetInvocationsFailing"}
+
+
+def test_low_threshold_alerts_have_hysteresis() -> None:
+    keep = {a["alert"] for a in ALERTS if a.get("keep_firing_for") == CONFIG["keepFiringFor"]}
+    for name in ("AgentUnavailable", "SecurityGroupDenied", "OssOutputDeliveryFailing"):
+        assert "CloudAssistant" + name in keep
+
+
+def test_every_aggregation_keeps_cluster_namespace_and_job() -> None:
+    """A central ruler (Thanos, Mimir) must not merge clusters, and inhibit rules must be able
+    to match a run-based alert to CloudAssistantExporterDown."""
     for rule in load_rules():
-        if "alert" not in rule:
-            continue
-        assert set(rule["labels"]) == {"severity"}
-        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
-        assert rule["annotations"]["runbook_url"] == (
-            f"{THRESHOLDS.runbook_base_url}#{runbook_anchor(rule['alert'])}"
-        )
+        for clause in re.findall(r"\b(?:sum|max|min) by \(([^)]*)\)", rule["expr"]):
+            labels = {label.strip() for label in clause.split(",")}
+            assert set(CONFIG["keepLabels"]) <= labels, (
+                rule.get("alert") or rule["record"],
+                clause,
+            )
+
+
+def test_counts_take_the_max_over_replicas_before_summing() -> None:
+    """Two replicas of an HA pair see the same runs: a sum over them doubles every count."""
+    without = f"max without ({', '.join(CONFIG['replicaLabels'])})"
+    for rule in load_rules():
+        expr = rule["expr"]
+        for match in re.finditer(r"\bsum by \([^)]*\) \(\n?\s*", expr):
+            inner = expr[match.end() :]
+            # A ratio of request rates is not a count: replicas make distinct API calls.
+            if inner.startswith("rate(aliyun_cloudassistant_api_requests_total"):
+                continue
+            assert inner.startswith(without) or re.match(r"\w+:\w+:\w+", inner), (
+                rule.get("alert") or rule["record"],
+                expr,
+            )
 
 
 def test_every_alert_has_a_runbook_section() -> None:
     headings = set(re.findall(r"^## (\S+)\s*$", RUNBOOKS.read_text(encoding="utf-8"), re.M))
-    missing = [a.alertname for a in alerts() if a.alertname not in headings]
+    missing = [a["alert"] for a in ALERTS if a["alert"] not in headings]
     assert not missing, f"docs/runbooks.md has no `## <name>` section for {missing}"
 
 
-def _readme_value(value: object) -> str:
-    if isinstance(value, tuple):
-        return ", ".join(str(v) for v in value)
-    return str(value)
-
-
-def test_readme_lists_every_threshold_with_its_value() -> None:
-    readme = ALERTS_README.read_text(encoding="utf-8")
-    for field in fields(THRESHOLDS):
-        value = _readme_value(getattr(THRESHOLDS, field.name))
-        row = f"| `{field.name}` | `{value}` |"
-        assert row in readme, f"alerts/README.md lacks the row {row!r}"
+def test_docs_list_every_config_key_with_its_value() -> None:
+    text = CONFIG_DOC.read_text(encoding="utf-8")
+    for key in CONFIG:
+        assert f"| `{key}` |" in text, f"{CONFIG_DOC.name} lacks the _config key {key}"
 
 
 def test_alerts_read_only_recording_rules_that_exist() -> None:
@@ -147,3 +210,90 @@ def test_counters_are_only_read_through_restart_safe_functions() -> None:
             r"\b(?:increase|rate|changes|resets)\(\s*aliyun_cloudassistant_\w+_total\b", expr
         )
         assert len(counters) == len(wrapped), f"raw counter in {rule.get('alert')}: {expr}"
+
+
+# --- the example Alertmanager configuration ------------------------------------------------------
+
+ALERTMANAGER_EXAMPLE = ROOT / "alerts" / "alertmanager.example.yml"
+AMTOOL = shutil.which("amtool")
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed (make system-deps)")
+def test_example_alertmanager_config_is_valid() -> None:
+    assert AMTOOL is not None
+    result = subprocess.run(
+        [AMTOOL, "check-config", str(ALERTMANAGER_EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _alertname_matchers(matchers: list[str]) -> list[re.Pattern[str]]:
+    patterns = []
+    for matcher in matchers:
+        match = re.fullmatch(r'alertname(=~|=)"(.*)"', matcher)
+        if match:
+            patterns.append(
+                re.compile(match.group(2) if match.group(1) == "=~" else re.escape(match.group(2)))
+            )
+    return patterns
+
+
+def test_example_inhibit_rules_name_real_alerts_and_kept_labels() -> None:
+    """Each inhibit rule matches alerts the mixin has, on labels those alerts keep."""
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text(encoding="utf-8"))
+    names = [a["alert"] for a in ALERTS]
+    kept = {*CONFIG["keepLabels"], "account", "region_id"}
+    assert config["inhibit_rules"]
+    for rule in config["inhibit_rules"]:
+        for side in ("source_matchers", "target_matchers"):
+            for pattern in _alertname_matchers(rule[side]):
+                assert any(pattern.fullmatch(n) for n in names), (side, pattern.pattern)
+        assert set(rule["equal"]) <= kept, rule["equal"]
+    critical = {a["alert"] for a in ALERTS if a["labels"]["severity"] == "critical"}
+    exporter_rule = config["inhibit_rules"][0]
+    assert 'severity!="critical"' in exporter_rule["target_matchers"], "never inhibit the page"
+    assert critical
+
+
+def test_every_refresh_failure_reason_has_exactly_one_alert() -> None:
+    """The reasons come from the error classes; a new reason must reach an alert (and a
+    runbook), and the four refresh-failure alerts stay disjoint."""
+    owners: dict[str, list[str]] = {reason: [] for reason in FAILURE_REASONS}
+    for alert in ALERTS:
+        match = re.search(r'refresh_failures_total\{[^}]*reason=~"([^"]+)"', alert["expr"])
+        if match is None:
+            continue
+        for reason in match.group(1).split("|"):
+            assert reason in owners, f"{alert['alert']} reads unknown reason {reason}"
+            owners[reason].append(alert["alert"])
+    assert {r: o for r, o in owners.items() if len(o) != 1} == {}
+
+
+@needs_promtool
+@pytest.mark.parametrize("test_file", UNIT_TEST_FILES, ids=lambda p: p.name)
+def test_unit_tests_keep_their_outcome_with_every_series_seen_by_two_replicas(
+    test_file: Path, tmp_path: Path
+) -> None:
+    """The HA probe, replayed over every unit test: each exporter series also reported by a
+    second replica (another instance and pod) changes no alert and no recorded value."""
+    document = yaml.safe_load(test_file.read_text(encoding="utf-8"))
+    for test in document["tests"]:
+        doubled = []
+        for series in test["input_series"]:
+            doubled.append(series)
+            if series["series"].startswith("aliyun_cloudassistant_"):
+                labels = 'instance="replica-2:9107", pod="replica-2", '
+                twin = re.sub(r'instance="[^"]*",\s*', "", series["series"])
+                twin = re.sub(r'pod="[^"]*",\s*', "", twin).replace("{", "{" + labels, 1)
+                doubled.append({**series, "series": twin})
+        test["input_series"] = doubled
+    (tmp_path / "tests").mkdir()
+    (tmp_path / RULES_FILE.name).write_text(RULES_FILE.read_text(encoding="utf-8"))
+    replayed = tmp_path / "tests" / test_file.name
+    replayed.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    result = _promtool("test", "rules", str(replayed))
+    assert result.returncode == 0, result.stdout + result.stderr

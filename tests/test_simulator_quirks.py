@@ -134,6 +134,18 @@ def test_a_token_rule_without_a_page_refuses_the_first_token_never_a_first_page(
     assert error(_page(client, server, 10, _token(first))) == (400, "InvalidParameter.NextToken")
 
 
+def test_any_fault_can_target_a_page_and_a_retried_token_then_goes_on(
+    client: httpx.Client, world: World, server: SimulatorServer
+) -> None:
+    server.faults.next("internal_error", page=2)
+    first = _page(client, server, 10)
+    assert first.status_code == 200  # page 1 is not page 2
+    token = _token(first)
+    assert error(_page(client, server, 10, token)) == (500, "InternalError")
+    retried = _page(client, server, 10, token)  # unlike a refused token, it still works
+    assert _keys(results(retried)) == _keys(world.records())[10:20]
+
+
 # -- unstable order among equal keys ---------------------------------------------------------
 
 

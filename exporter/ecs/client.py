@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from exporter.ecs.errors import (
 from exporter.ecs.models import ECS_API_VERSION, MAX_RESULTS_LIMIT, InvocationQuery, Page
 from exporter.ecs.parsing import parse_page
 from exporter.ecs.ratelimit import RateLimiter, RateLimitWaitError
-from exporter.ecs.request import default_endpoint, signed_request_headers
+from exporter.ecs.request import default_endpoint, region_id_problem, signed_request_headers
 from exporter.ecs.request import parse_endpoint as parse_endpoint  # re-exported: old importers
 from exporter.ecs.transport import CoreWire, HttpxWire, Wire
 from exporter.ecs.untrusted import TextCleaner
@@ -48,7 +47,6 @@ from exporter.ecs.untrusted import TextCleaner
 log = logging.getLogger(__name__)
 
 ACTION = "DescribeInvocationResults"
-_REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +132,9 @@ class EcsClient:
         clock: Callable[[], float] = time.monotonic,
         redact: Callable[[str], str] | None = None,
     ) -> None:
-        if not _REGION_RE.match(region_id):
-            raise ValueError(f"region_id {region_id!r} is not a region id like 'cn-hangzhou'")
+        problem = region_id_problem(region_id)
+        if problem is not None:
+            raise ValueError(f"region_id {problem}")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         self.region_id = region_id

@@ -6,6 +6,7 @@ so these helpers sit below both of them; this module imports only :mod:`exporter
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -51,6 +52,17 @@ def parse_endpoint(url: str, *, default_scheme: str = "https") -> tuple[str, str
     if port is None and host.endswith(":"):
         host = host[:-1]
     return f"{parts.scheme}://{host}/", host
+
+
+# cn-hangzhou, ap-southeast-1, cn-shanghai-finance-1, us-east-1 ... (a part of a host name).
+_REGION_ID = re.compile(r"^[a-z]{2,}(?:-[a-z0-9]+){1,4}$")
+
+
+def region_id_problem(region_id: str) -> str | None:
+    """What is wrong with a region id, or ``None``: the one rule, the config checks it too."""
+    if not _REGION_ID.match(region_id):
+        return f"{region_id!r} is not a region id (expected something like cn-hangzhou)"
+    return None
 
 
 def default_endpoint(region_id: str, *, use_vpc_endpoint: bool = False) -> str:

@@ -62,6 +62,15 @@ _VARIABLES: Final[dict[str, str]] = {
     "api": f"{ENV_PREFIX}API",
 }
 SECRET_VARIABLES: Final = (ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN)
+# A field of the target built from the variables -> the variable it comes from.
+_TARGET_VARIABLES: Final[dict[str, str]] = {
+    "name": _VARIABLES["account"],
+    "endpoint": _VARIABLES["endpoint"],
+    "use_vpc_endpoint": _VARIABLES["use_vpc_endpoint"],
+    "credentials.access_key_id": ENV_ACCESS_KEY_ID,
+    "credentials.access_key_secret": ENV_ACCESS_KEY_SECRET,
+    "credentials.security_token": ENV_SECURITY_TOKEN,
+}
 
 
 def nested_variables() -> dict[str, str]:
@@ -87,7 +96,7 @@ class EnvironmentSettings(BaseModel):
     account: TargetName = "default"
     endpoint: ApiEndpoint | None = None
     use_vpc_endpoint: bool = False
-    access_key_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    access_key_id: str | None = None  # empty: not set (the default chain), as before
     access_key_secret: SecretStr | None = None
     security_token: SecretStr | None = None
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
@@ -261,6 +270,8 @@ def _variable_of(path: str) -> str:
     ``ALIYUN_CLOUDASSISTANT_REFRESH__PAGE_CAP``, ``regions[1]`` -> ``..._REGIONS[1]``)."""
     if not path:
         return path
+    if path.startswith("targets[0]."):  # the one target built from the variables
+        return _TARGET_VARIABLES.get(path.removeprefix("targets[0]."), "")
     head, bracket, rest = path.partition("[")
     section, dot, key = head.partition(".")
     variable = _VARIABLES.get(section)

@@ -19,12 +19,10 @@ from exporter.ecs.credentials import (
     role_arn_problem,
     session_name_problem,
 )
-from exporter.ecs.request import parse_endpoint
+from exporter.ecs.request import parse_endpoint, region_id_problem
 
 DEFAULT_SESSION_NAME: Final = "aliyun-cloudassistant-exporter"
 
-# cn-hangzhou, ap-southeast-1, cn-shanghai-finance-1, us-east-1 ...
-_REGION_ID: Final = re.compile(r"^[a-z]{2,}(?:-[a-z0-9]+){1,4}$")
 _TARGET_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
 _OIDC_PROVIDER_ARN: Final = re.compile(r"^acs:ram::\d+:oidc-provider/\S+$")
 
@@ -47,12 +45,6 @@ def _endpoint_rule(default_scheme: str) -> Callable[[str], str]:
         return value
 
     return check
-
-
-def _check_region_id(value: str) -> str:
-    if not _REGION_ID.match(value):
-        raise ValueError(f"{value!r} is not a region id (expected something like cn-hangzhou)")
-    return value
 
 
 def _check_target_name(value: str) -> str:
@@ -91,7 +83,7 @@ ApiEndpoint = Annotated[str, AfterValidator(_endpoint_rule("https"))]
 """The ECS API or STS: a URL or a bare host (``https://`` assumed), no path."""
 MetadataUrl = Annotated[str, AfterValidator(_endpoint_rule("http"))]
 """The instance metadata service: a URL or a bare host (``http://`` assumed), no path."""
-RegionId = Annotated[str, AfterValidator(_check_region_id)]
+RegionId = Annotated[str, AfterValidator(_rule(region_id_problem))]
 TargetName = Annotated[str, AfterValidator(_check_target_name)]
 RoleArn = Annotated[str, AfterValidator(_rule(role_arn_problem))]
 OidcProviderArn = Annotated[str, AfterValidator(_rule(_oidc_provider_arn_problem))]

@@ -81,6 +81,7 @@ class Workload:
         )
 
     def new_id(self, prefix: str, length: int) -> str:
+        """A new id like the API's (``t-`` + 20 characters), from the id stream."""
         return prefix + "".join(self._ids.choice(_ALNUM) for _ in range(length))
 
     def target_rng(self, invoke_id: str, index: int) -> random.Random:
@@ -88,6 +89,7 @@ class Workload:
         return random.Random(f"{self.seed}/{invoke_id}/{index}")
 
     def next_seq(self) -> int:
+        """The creation sequence number of the next invocation (orders equal creation times)."""
         self._seq += 1
         return self._seq
 
@@ -348,7 +350,8 @@ class Workload:
             self._next_arrival = created + self._arrivals.expovariate(self.spec.arrival_rate)
 
     def ensure_runs(self, inv: Invocation, ti: int, now: float) -> None:
-        """Draw the periodic runs of a target up to the first one due after ``now``."""
+        """Draw the runs of periodic target ``ti`` of ``inv`` up to the first one due after
+        ``now``."""
         target = inv.targets[ti]
         runs = target.runs
         rng = target.rng

@@ -3,8 +3,8 @@
 Everything is real and on 127.0.0.1: the ECS API simulator runs in this process with one world
 per region and a fault plan per AccessKey, the exporter runs as its own process
 (``python -m exporter --config.file ...``), Prometheus 2.42 and Alertmanager 0.25 are the Debian
-binaries. Prometheus loads a copy of the project's rules rendered from the same source
-(alerts/generate.py) with windows and ``for:`` durations in seconds. Each target is broken in
+binaries. Prometheus loads a copy of the project's rules rendered from the same source (the
+monitoring mixin, mixin/) with windows and ``for:`` durations in seconds. Each target is broken in
 one way, so each alert must fire for exactly the target that earns it:
 
 ============  ==============  =======================================  ============================
@@ -21,6 +21,9 @@ acct-down     cn-beijing      every request answered 503               ApiUnavai
 acct-malform  cn-shenzhen     every answer not JSON                    TargetRefreshFailing
 acct-big      ap-southeast-1  more results than page_cap allows        ResultsTruncated
 (none)        (none)          a second scrape target that refuses      ExporterDown
+(all)         (all)           most runs of the whole job fail          FleetInvocationsFailing
+(none)        (none)          the shard job the mixin expects is not   ExporterAbsent
+                              scraped at all
 ============  ==============  =======================================  ============================
 
 Then every rule expression and every dashboard query is run against that Prometheus, and every
@@ -29,7 +32,6 @@ dashboard panel must return data.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -49,10 +51,10 @@ import httpx
 import pytest
 import yaml
 
-from alerts.generate import THRESHOLDS, Thresholds, alerts, render_rules, runbook_anchor
 from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.world import World, WorldSpec
+from mixin.render import alert_rules, evaluate, render_rules, runbook_anchor
 from tests.monitoring_queries import (
     DASHBOARD_FILES,
     RULES_FILE,
@@ -78,32 +80,41 @@ if not all(BINARIES.values()):
     )
 
 # The same rules with seconds instead of minutes, and counts that a short run reaches.
-E2E_THRESHOLDS: Thresholds = dataclasses.replace(
-    THRESHOLDS,
-    exporter_down_for="2s",
-    refresh_failure_window="30s",
-    credentials_failing_for="2s",
-    throttled_failing_for="2s",
-    api_unavailable_for="2s",
-    refresh_failing_for="2s",
-    api_throttling_window="30s",
-    api_throttling_for="2s",
-    results_truncated_for="2s",
-    finished_window="1m",
-    failure_min_finished=3,
-    failure_ratio_for="2s",
-    execution_timeout_min=1,
-    delivery_timeout_min=1,
-    instance_gone_min=1,
-    error_code_for="2s",
-    stuck_running_seconds=5,
-    stuck_running_for="2s",
-    oss_failure_window="1m",
-    oss_failure_for="2s",
-    dropped_window="1m",
-    dropped_min_increments=1,
-    dropped_for="2s",
-)
+E2E_CONFIG: dict[str, Any] = {
+    "exporterSelector": 'job="aliyun-cloudassistant-exporter"',
+    # A shard job that nothing scrapes: what a target gone from service discovery looks like.
+    "absentSelector": 'job="aliyun-cloudassistant-exporter-shard-b"',
+    "absentFor": "2s",
+    "exporterDownFor": "2s",
+    "refreshFailureWindow": "30s",
+    "credentialsFailingFor": "2s",
+    "throttledFailingFor": "2s",
+    "apiUnavailableFor": "2s",
+    "refreshFailingFor": "2s",
+    "apiThrottlingWindow": "30s",
+    "apiThrottlingFor": "2s",
+    "resultsTruncatedFor": "2s",
+    "finishedWindow": "1m",
+    "failureMinFinished": 3,
+    "failureRatioFor": "2s",
+    "fleetFailureMinFinished": 3,
+    "fleetFailureRatio": 0.3,
+    "fleetFailureFor": "2s",
+    "commandFailureMinFinished": 3,
+    "commandFailureFor": "2s",
+    "executionTimeoutMin": 1,
+    "deliveryTimeoutMin": 1,
+    "instanceGoneMin": 1,
+    "errorCodeFor": "2s",
+    "stuckRunningSeconds": 5,
+    "stuckRunningFor": "2s",
+    "ossFailureWindow": "1m",
+    "ossFailureFor": "2s",
+    "droppedWindow": "1m",
+    "droppedMinIncrements": 1,
+    "droppedFor": "2s",
+}
+E2E_MIXIN = evaluate(E2E_CONFIG)
 
 
 def _job_name(selector: str) -> str:
@@ -112,7 +123,8 @@ def _job_name(selector: str) -> str:
     return match.group(1)
 
 
-JOB = _job_name(E2E_THRESHOLDS.exporter_job_selector)
+JOB = _job_name(E2E_CONFIG["exporterSelector"])
+ABSENT_JOB = _job_name(E2E_CONFIG["absentSelector"])
 STARTUP_TIMEOUT = 30.0
 ALERTS_TIMEOUT = 60.0
 # Grafana's variables as the test substitutes them: "All" for the template variables.
@@ -173,6 +185,9 @@ EXPECTED_TARGET_ALERTS = (
         {**OK, "oss_output_error_code": "OSS.AccessDenied"},
     ),
     ExpectedAlert("CloudAssistantOutputDropped", OK),
+    ExpectedAlert("CloudAssistantCommandFailureRatioHigh", OK),
+    ExpectedAlert("CloudAssistantFleetInvocationsFailing", {"job": JOB}),
+    ExpectedAlert("CloudAssistantExporterAbsent", {"job": ABSENT_JOB}),
 )
 
 T = TypeVar("T")
@@ -324,7 +339,7 @@ def exporter_config(simulator_url: str) -> dict[str, Any]:
 
     return {
         "targets": [
-            target("acct-ok", "cn-hangzhou", "ak-ok"),
+            target("acct-ok", "cn-hangzhou", "ak-ok", command_breakdown={"enabled": True}),
             target("acct-badkey", "cn-hangzhou", "ak-unknown"),
             target("acct-throttled", "cn-shanghai", "ak-throttled"),
             target("acct-down", "cn-beijing", "ak-down"),
@@ -426,7 +441,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )[0]
 
         rules_file = workdir / "cloudassistant.rules.yml"
-        rules_file.write_text(render_rules(E2E_THRESHOLDS), encoding="utf-8")
+        rules_file.write_text(render_rules(E2E_CONFIG), encoding="utf-8")
         alertmanager = f"127.0.0.1:{free_port()}"
         prometheus = f"127.0.0.1:{free_port()}"
         prometheus_config = render_template(
@@ -509,15 +524,17 @@ def test_each_broken_target_raises_its_alerts_through_alertmanager(stack: Stack)
         raise AssertionError(f"never delivered: {names}\n{exc}") from None
 
     received = stack.webhook.received()
-    severities = {a.alertname: a.severity for a in alerts(E2E_THRESHOLDS)}
+    severities = {a["alert"]: a["labels"]["severity"] for a in alert_rules(E2E_MIXIN)}
+    config = E2E_MIXIN["config"]
     for want in expected:
         alert = next(a for a in received if _matches(a, want))
         labels, annotations = alert["labels"], alert["annotations"]
         assert labels["severity"] == severities[want.alertname]
-        assert set(annotations) == {"summary", "description", "runbook_url"}
+        assert set(annotations) == {"summary", "description", "runbook_url", "dashboard_url"}
         assert annotations["runbook_url"] == (
-            f"{THRESHOLDS.runbook_base_url}#{runbook_anchor(want.alertname)}"
+            f"{config['runbookUrlBase']}#{runbook_anchor(want.alertname)}"
         )
+        assert annotations["dashboard_url"].startswith(config["dashboardUrlBase"])
         for text in (annotations["summary"], annotations["description"]):
             assert "<no value>" not in text, f"{want.alertname}: a template had no value"
         for value in want.labels.values():
@@ -526,6 +543,7 @@ def test_each_broken_target_raises_its_alerts_through_alertmanager(stack: Stack)
 
     # One broken target never raises another target's alerts (and healthy ones raise none).
     allowed = {(e.alertname, e.labels.get("account")) for e in expected}
+    assert any(a["labels"]["severity"] == "critical" for a in received), "no critical alert"
     unexpected = {
         (a["labels"]["alertname"], a["labels"].get("account")) for a in stack.webhook.received()
     } - allowed

@@ -1,0 +1,348 @@
+// Alerting and recording rules. Every threshold, window and selector comes from _config.
+local m = import '../lib/metrics.libsonnet';
+local q = import '../lib/promql.libsonnet';
+
+local PREFIX = 'CloudAssistant';
+local TARGET = 'account {{ $labels.account }} in region {{ $labels.region_id }}';
+// increase() extrapolates to the window's edges (2.6 for 3 events); a count reads better whole.
+local COUNT = '{{ printf "%.0f" $value }}';
+
+{
+  local c = $._config,
+
+  local dashboardUrl(uid, perTarget) =
+    c.dashboardUrlBase + '/' + uid
+    + (if perTarget then '?var-job={{ $labels.job }}&var-account={{ $labels.account }}&var-region_id={{ $labels.region_id }}' else ''),
+
+  local alert(name, expr, forDuration, severity, summary, description, dashboard='cloudassistant-overview', perTarget=true, keepFiring=false) = {
+    alert: PREFIX + name,
+    expr: expr,
+    'for': forDuration,
+    labels: { severity: severity },
+    annotations: {
+      summary: summary,
+      description: description,
+      runbook_url: c.runbookUrlBase + '#' + std.asciiLower(PREFIX + name),
+      dashboard_url: dashboardUrl(dashboard, perTarget),
+    },
+  } + (if keepFiring then { keep_firing_for: c.keepFiringFor } else {}),
+
+  // Recording rule names carry their window, as level:metric:operation asks.
+  local w = c.finishedWindow,
+  local rec = {
+    finished: 'account_region:%s:increase%s' % [m.prefix + 'invocation_results_finished', w],
+    failed: 'account_region:%s:increase%s' % [m.prefix + 'invocation_results_failed', w],
+    ratio: 'account_region:%s:ratio%s' % [m.prefix + 'invocation_results_failure', w],
+    byCode: 'account_region_error_code:%s:increase%s' % [m.prefix + 'invocation_results_finished', w],
+    cmdFinished: 'account_region_command:%s:increase%s' % [m.prefix + 'command_invocation_results_finished', w],
+    cmdFailed: 'account_region_command:%s:increase%s' % [m.prefix + 'command_invocation_results_failed', w],
+  },
+  local transitional = m.invocation_results + q.sel(c, 'invocation_status=~"Pending|Stopping"'),
+  local failing = 'invocation_status=~"%s"' % q.regex(c.failureStatuses),
+  local finishedIncrease(matchers='') =
+    'increase(%s%s[%s])' % [m.invocation_results_finished_total, q.sel(c, matchers), w],
+
+  // The last refresh failed on every replica and refreshes failed for one of these reasons.
+  local refreshFailureExpr(reasons) =
+    'max without (%s) (\n  increase(%s%s[%s])\n) > 0\nand ignoring (reason)\nmax without (%s) (%s%s) == 0' % [
+      q.replicas(c),
+      m.refresh_failures_total,
+      q.sel(c, 'reason=~"%s"' % reasons),
+      c.refreshFailureWindow,
+      q.replicas(c),
+      m.up,
+      q.sel(c),
+    ],
+  local refreshFailure =
+    'Job {{ $labels.job }} cannot refresh ' + TARGET + ': ' + COUNT
+    + ' refreshes failed with reason {{ $labels.reason }} in the last ' + c.refreshFailureWindow
+    + ' and the last one failed too.',
+
+  local errorCodeAlert(name, codes, minimum, severity, summary, what, keepFiring=true) = alert(
+    name,
+    '%s{error_code=~"%s"} >= %d' % [rec.byCode, q.regex(codes), minimum],
+    c.errorCodeFor,
+    severity,
+    summary + ' in ' + TARGET + '.',
+    COUNT + ' runs in ' + TARGET + ' finished with ErrorCode {{ $labels.error_code }} in the last '
+    + w + ': ' + what,
+    keepFiring=keepFiring,
+  ),
+
+  prometheusAlerts+:: {
+    groups+: [
+      {
+        name: 'cloudassistant.exporter',
+        rules: [
+          alert(
+            'ExporterAbsent',
+            'absent(up{%s})' % c.absentSelector,
+            c.absentFor,
+            'warning',
+            'No Cloud Assistant exporter is scraped at all.',
+            'Prometheus has no target matching {%s} for %s (absent = {{ $value }}): the exporter was removed from service discovery, so no account or region is monitored.' % [c.absentSelector, c.absentFor],
+            dashboard='cloudassistant-exporter',
+            perTarget=false,
+          ),
+          alert(
+            'ExporterDown',
+            'up{%s} == 0' % c.exporterSelector,
+            c.exporterDownFor,
+            'warning',
+            'Prometheus cannot scrape the Cloud Assistant exporter {{ $labels.instance }}.',
+            'The scrape of {{ $labels.instance }} (job {{ $labels.job }}) has failed for '
+            + c.exporterDownFor + ' (up = {{ $value }}): the accounts and regions it serves are not monitored by it.',
+            dashboard='cloudassistant-exporter',
+            perTarget=false,
+          ),
+          alert(
+            'TargetCredentialsFailing',
+            refreshFailureExpr('auth|permission|credentials'),
+            c.credentialsFailingFor,
+            'warning',
+            'Cloud Assistant exporter is refused by the API (reason {{ $labels.reason }}) for ' + TARGET + '.',
+            refreshFailure,
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'TargetThrottled',
+            refreshFailureExpr('throttled'),
+            c.throttledFailingFor,
+            'warning',
+            'Cloud Assistant API throttling stops the refresh of ' + TARGET + '.',
+            refreshFailure,
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'ApiUnavailable',
+            refreshFailureExpr('server|transport'),
+            c.apiUnavailableFor,
+            'warning',
+            'The ECS API is unreachable or failing (reason {{ $labels.reason }}) for ' + TARGET + '.',
+            refreshFailure,
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'TargetRefreshFailing',
+            refreshFailureExpr('invalid_request|malformed|internal|clock_skew'),
+            c.refreshFailingFor,
+            'warning',
+            'The exporter cannot use the API\'s answers (reason {{ $labels.reason }}) for ' + TARGET + '.',
+            refreshFailure,
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'TargetStale',
+            'time() - max without (%s) (%s%s) > %d\nunless\nmax without (%s) (%s%s) == 0' % [
+              q.replicas(c), m.last_refresh_success_timestamp_seconds, q.sel(c), c.refreshStaleSeconds,
+              q.replicas(c), m.up, q.sel(c),
+            ],
+            c.refreshStaleFor,
+            'warning',
+            'Cloud Assistant data of ' + TARGET + ' is stale.',
+            'The last successful refresh of ' + TARGET + ' by job {{ $labels.job }} was {{ $value | humanizeDuration }} ago, although no refresh failed: a refresh is hanging.',
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'ApiThrottling',
+            'sum by (%s) (\n  rate(%s%s[%s])\n)\n/\nsum by (%s) (rate(%s%s[%s]))\n> %s' % [
+              q.target(c), m.api_requests_total, q.sel(c, 'code=~"(?i)throttling.*|http_429"'), c.apiThrottlingWindow,
+              q.target(c), m.api_requests_total, q.sel(c), c.apiThrottlingWindow, c.apiThrottlingRatio,
+            ],
+            c.apiThrottlingFor,
+            'warning',
+            'Cloud Assistant API requests for ' + TARGET + ' are being throttled.',
+            '{{ $value | humanizePercentage }} of the API requests for ' + TARGET + ' were throttled over the last '
+            + c.apiThrottlingWindow + '. Refreshes are slowed down by retries and may start to fail.',
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'RateLimiterSaturated',
+            'max without (%s) (\n  rate(%s%s[%s])\n) > %s' % [
+              q.replicas(c), m.api_rate_limit_wait_seconds_total, q.sel(c), c.rateLimitWindow, c.rateLimitWaitRatio,
+            ],
+            c.rateLimitFor,
+            'warning',
+            "The exporter's rate limiter holds back the refresh of " + TARGET + '.',
+            'Requests for ' + TARGET + ' waited {{ $value | humanizePercentage }} of the time on the exporter\'s own token bucket over the last '
+            + c.rateLimitWindow + ': refreshes run late; raise the limit or share it less.',
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'ResultsTruncated',
+            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.results_truncated, q.sel(c)],
+            c.resultsTruncatedFor,
+            'warning',
+            'Cloud Assistant results of ' + TARGET + ' are truncated by the page cap.',
+            "The exporter's full walk of " + TARGET + ' stopped at its page cap (results_truncated = {{ $value }}) for '
+            + c.resultsTruncatedFor + ': older runs are missing from the metrics.',
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'SweepFindsMissedRuns',
+            'max without (%s) (\n  increase(%s%s[%s])\n) >= %d' % [
+              q.replicas(c), m.results_found_by_sweep_total, q.sel(c), c.sweepWindow, c.sweepFoundMin,
+            ],
+            c.sweepFoundFor,
+            'info',
+            'The fast path misses Cloud Assistant runs of ' + TARGET + '.',
+            'The periodic full sweep found ' + COUNT + ' runs of ' + TARGET + ' in the last ' + c.sweepWindow
+            + ' that the fast path had missed: their counts arrive one sweep late.',
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'InvalidRecords',
+            'max without (%s) (\n  increase(%s%s[%s])\n) > 0' % [
+              q.replicas(c), m.invalid_records_total, q.sel(c), c.invalidRecordsWindow,
+            ],
+            c.invalidRecordsFor,
+            'warning',
+            'The ECS API returns records the exporter cannot read for ' + TARGET + '.',
+            COUNT + ' records of ' + TARGET + ' were skipped as unreadable in the last ' + c.invalidRecordsWindow
+            + ': the API schema may have changed; those runs are not counted.',
+            dashboard='cloudassistant-exporter',
+            keepFiring=true,
+          ),
+          alert(
+            'LabelValuesFolded',
+            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.label_values_folded, q.sel(c)],
+            c.labelValuesFoldedFor,
+            'info',
+            'Unknown or oversized API values of ' + TARGET + ' are counted as "' + m.other + '".',
+            '{{ $value }} distinct values the API returned for ' + TARGET + ' (statuses, error codes, API codes) were undocumented beyond the cap or too long, and are counted under "'
+            + m.other + '": the API may have new values; the exporter log names them.',
+            dashboard='cloudassistant-exporter',
+          ),
+          alert(
+            'CommandIdsFolded',
+            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.command_ids_folded, q.sel(c)],
+            c.commandIdsFoldedFor,
+            'info',
+            'Per-command counters of ' + TARGET + ' hit their cap.',
+            '{{ $value }} CommandIds of ' + TARGET + ' are counted under command_id="other": raise command_breakdown.max_command_ids or accept the fold.',
+            dashboard='cloudassistant-exporter',
+          ),
+        ],
+      },
+      {
+        name: 'cloudassistant.invocations',
+        // The recording rules come first: rules of one group run in order, so the alerts read the
+        // values of the same evaluation.
+        rules: [
+          { record: rec.finished, expr: q.replicaSafeSum(c, finishedIncrease()) },
+          { record: rec.failed, expr: q.replicaSafeSum(c, finishedIncrease(failing)) },
+          { record: rec.ratio, expr: '%s\n/\n%s' % [rec.failed, rec.finished] },
+          { record: rec.byCode, expr: q.replicaSafeSum(c, finishedIncrease('error_code!="%s"' % m.noErrorCode), ['error_code']) },
+          {
+            record: rec.cmdFinished,
+            expr: q.replicaSafeSum(c, 'increase(%s%s[%s])' % [m.command_invocation_results_finished_total, q.sel(c), w], ['command_id', 'command_name']),
+          },
+          {
+            record: rec.cmdFailed,
+            expr: q.replicaSafeSum(c, 'increase(%s%s[%s])' % [m.command_invocation_results_finished_total, q.sel(c, failing), w], ['command_id', 'command_name']),
+          },
+          alert(
+            'FleetInvocationsFailing',
+            'sum by (%s) (%s)\n/\nsum by (%s) (%s)\n> %s\nand on (%s)\nsum by (%s) (%s) >= %d' % [
+              std.join(', ', c.keepLabels), rec.failed,
+              std.join(', ', c.keepLabels), rec.finished,
+              c.fleetFailureRatio,
+              std.join(', ', c.keepLabels),
+              std.join(', ', c.keepLabels), rec.finished, c.fleetFailureMinFinished,
+            ],
+            c.fleetFailureFor,
+            'critical',
+            'Cloud Assistant runs fail across the whole fleet of job {{ $labels.job }}.',
+            '{{ $value | humanizePercentage }} of all runs that finished in every account and region of job {{ $labels.job }} over the last '
+            + w + ' ended as ' + std.join(', ', c.failureStatuses) + ': this is not one broken target.',
+            perTarget=false,
+          ),
+          alert(
+            'InvocationFailureRatioHigh',
+            '%s > %s\nand on (%s)\n%s >= %d' % [rec.ratio, c.failureRatio, q.target(c), rec.finished, c.failureMinFinished],
+            c.failureRatioFor,
+            'warning',
+            'Many Cloud Assistant runs fail in ' + TARGET + '.',
+            '{{ $value | humanizePercentage }} of the runs that finished in ' + TARGET + ' over the last ' + w
+            + ' ended as ' + std.join(', ', c.failureStatuses) + '.',
+          ),
+          alert(
+            'CommandFailureRatioHigh',
+            '%s\n/\n%s\n> %s\nand on (%s)\n%s >= %d' % [
+              rec.cmdFailed, rec.cmdFinished, c.commandFailureRatio,
+              q.target(c, ['command_id', 'command_name']), rec.cmdFinished, c.commandFailureMinFinished,
+            ],
+            c.commandFailureFor,
+            'warning',
+            'Cloud Assistant command {{ $labels.command_name }} fails in ' + TARGET + '.',
+            '{{ $value | humanizePercentage }} of the runs of command {{ $labels.command_id }} ({{ $labels.command_name }}) in '
+            + TARGET + ' over the last ' + w + ' ended as ' + std.join(', ', c.failureStatuses) + '.',
+          ),
+          errorCodeAlert('ExecutionTimeouts', ['ExecutionTimeout'], c.executionTimeoutMin, 'warning',
+                         'Cloud Assistant commands time out', 'commands ran longer than their Timeout and were stopped.'),
+          errorCodeAlert('DeliveryTimeouts', ['DeliveryTimeout'], c.deliveryTimeoutMin, 'warning',
+                         'Cloud Assistant commands cannot be delivered', "the commands never reached the instances' agents."),
+          errorCodeAlert('AgentUnavailable', m.agentErrorCodes, c.agentUnavailableMin, 'warning',
+                         'The Cloud Assistant agent is unavailable on instances',
+                         'the agent on those instances is stopped, hung, upgrading or too old.'),
+          errorCodeAlert('SecurityGroupDenied', ['SecurityGroupRuleDenied'], c.securityGroupDeniedMin, 'warning',
+                         'Security groups block Cloud Assistant',
+                         'security group rules deny the instances access to the Cloud Assistant service.'),
+          errorCodeAlert('InstancesGone', m.instanceGoneErrorCodes, c.instanceGoneMin, 'info',
+                         'Cloud Assistant commands target stopped or released instances',
+                         'the instances were stopped, released or never existed when the command ran.',
+                         keepFiring=false),
+          alert(
+            'InvocationStuckRunning',
+            'max without (%s) (%s%s) > %d' % [q.replicas(c), m.invocation_running_oldest_age_seconds, q.sel(c), c.stuckRunningSeconds],
+            c.stuckRunningFor,
+            'warning',
+            'A Cloud Assistant run has been Running for too long in ' + TARGET + '.',
+            'The oldest run still Running in ' + TARGET + ' started {{ $value | humanizeDuration }} ago, longer than the '
+            + c.stuckRunningSeconds + 's any command should take.',
+          ),
+          alert(
+            'InvocationStuckInTransition',
+            // `offset` keeps a fresh start (a few minutes of samples) from counting as the window.
+            'max without (%s) (\n  min_over_time(%s[%s]) > 0\n  and\n  %s offset %s\n)' % [
+              q.replicas(c), transitional, c.stuckTransitionWindow, transitional, c.stuckTransitionWindow,
+            ],
+            c.stuckTransitionFor,
+            'warning',
+            'Cloud Assistant runs stay {{ $labels.invocation_status }} in ' + TARGET + '.',
+            'At least {{ $value }} results of ' + TARGET + ' have been {{ $labels.invocation_status }} without a break for '
+            + c.stuckTransitionWindow + ': runs are stuck before starting or while stopping.',
+          ),
+          alert(
+            'OssOutputDeliveryFailing',
+            '%s\n>= %d' % [
+              q.replicaSafeSum(c, 'increase(%s%s[%s])' % [m.oss_output_deliveries_total, q.sel(c, 'oss_output_status="Failed"'), c.ossFailureWindow], ['oss_output_error_code']),
+              c.ossFailureMin,
+            ],
+            c.ossFailureFor,
+            'warning',
+            'Command output cannot be delivered to OSS in ' + TARGET + '.',
+            COUNT + ' deliveries of command output to OSS failed in ' + TARGET + ' over the last ' + c.ossFailureWindow
+            + ' with OssOutputErrorCode {{ $labels.oss_output_error_code }}.',
+            keepFiring=true,
+          ),
+          alert(
+            'OutputDropped',
+            '%s\n>= %d' % [
+              q.replicaSafeSum(c, 'changes(%s%s[%s]) - resets(%s%s[%s])' % [
+                m.output_dropped_bytes_total, q.sel(c), c.droppedWindow, m.output_dropped_bytes_total, q.sel(c), c.droppedWindow,
+              ]),
+              c.droppedMinIncrements,
+            ],
+            c.droppedFor,
+            'info',
+            'Command output is repeatedly truncated in ' + TARGET + '.',
+            'Runs with output cut at 24 KB (Dropped > 0) appeared at {{ $value }} separate refreshes of ' + TARGET
+            + ' over the last ' + c.droppedWindow + ': those commands print more than the API keeps.',
+            keepFiring=true,
+          ),
+        ],
+      },
+    ],
+  },
+}

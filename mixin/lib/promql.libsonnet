@@ -1,0 +1,13 @@
+// Small helpers that every rule and panel uses, so selectors and groupings are written once.
+{
+  // `{<exporter selector>, <extra matchers>}`
+  sel(c, extra=''):: '{' + c.exporterSelector + (if extra == '' then '' else ', ' + extra) + '}',
+  // The labels a per-target aggregation keeps: cluster, namespace, job, then account, region_id.
+  target(c, extra=[]):: std.join(', ', c.keepLabels + ['account', 'region_id'] + extra),
+  replicas(c):: std.join(', ', c.replicaLabels),
+  // One value per target (and extra labels) however many replicas report it: the max over the
+  // replicas first, then the sum over everything else (statuses, codes).
+  replicaSafeSum(c, inner, extra=[])::
+    'sum by (%s) (\n  max without (%s) (\n    %s\n  )\n)' % [$.target(c, extra), $.replicas(c), inner],
+  regex(values):: std.join('|', values),
+}
