@@ -59,7 +59,12 @@ class _Api:
         ]
 
     def iter_pages(
-        self, query: InvocationQuery, *, max_results: int = 50, max_pages: int | None = None
+        self,
+        query: InvocationQuery,
+        *,
+        max_results: int = 50,
+        max_pages: int | None = None,
+        next_token: str = "",
     ) -> Iterator[Page]:
         for start in range(0, len(self._results), max_results):
             chunk = self._results[start : start + max_results]

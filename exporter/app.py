@@ -304,7 +304,7 @@ def build_application(
             buckets[bucket_key] = TokenBucket(
                 settings.api.rate_limit_per_second, settings.api.burst
             )
-        api_stats = ApiStatistics()
+        api_stats = ApiStatistics(clock)
         client = EcsClient(
             region_id=target.region_id,
             credentials=providers[key],

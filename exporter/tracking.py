@@ -8,12 +8,16 @@ State
   * the *view*: one entry per result the target's query returns, keyed
     ``(invoke_id, instance_id, container_id)``; the gauges are computed from it;
   * for targets with ``include_history``: one entry per run of a periodic task, keyed
-    ``(invoke_id, instance_id, container_id, repeats)``, that remembers what was counted.
+    ``(invoke_id, instance_id, container_id, repeats)``, that remembers what was counted (the
+    counting strategy is a :mod:`~exporter.runledger` ledger);
+  * results that left the view (a complete walk and a look-up no longer returned them): what
+    they counted is kept until the retention or the cap forgets it, so a result the API missed
+    once and shows again is never counted again.
 
 Counting rules
-  * Until :meth:`RunTracker.complete_baseline` is called (after the first successful refresh),
-    records are remembered as seen *without* being counted: counters start at exporter start,
-    the backlog shows in the gauges only.
+  * Until :meth:`RunTracker.complete_baseline` is called (after the first walk), records are
+    remembered as seen *without* being counted: counters start when the exporter has read the
+    target once, the backlog shows in the gauges only.
   * After that, each run is counted once in the finished counters when it is first seen with a
     terminal ``InvocationStatus``, whatever order the records come in. A run is identified by
     its key and its run number ``max(Repeats, 1)``: a one-time task has one run; a periodic task
@@ -21,9 +25,14 @@ Counting rules
     ``Repeats`` seen in a terminal status is a new run — unless it is a run that ended before
     the baseline (the record showed it ``Scheduled`` then), or the run already counted read
     again with another ``Repeats`` (same ``FinishedTime``: a garbled or missing ``Repeats``).
-  * A record the baseline did not see (a page cap with an order that is not newest-first, a
-    record that could not be parsed then) whose run finished more than
-    :data:`BASELINE_TOLERANCE_SECONDS` before the baseline is backlog: recorded, not counted.
+  * What is backlog is decided by what the exporter saw, not by clocks: a record the baseline
+    read is backlog up to the run (and the time) it showed then; a run the exporter saw
+    unfinished after the baseline, or that started after every result of a complete baseline,
+    is counted. Only a record the baseline did not see otherwise (a page cap with an order
+    that is not newest-first, a record that could not be parsed then, an order that moved
+    between pages) is judged by time: finished more than :data:`BASELINE_TOLERANCE_SECONDS`
+    (2 s when the API's clock was measured from its ``Date``) before the baseline by the API's
+    clock (the host's plus the estimated offset) is backlog.
   * An OSS delivery is counted once per run when ``OssOutputStatus`` is first seen ``Finished``
     or ``Failed``, independently of the run's own status.
   * Limitation without ``include_history``: a periodic task's record shows ``Scheduled``
@@ -43,12 +52,12 @@ Bounds
 
 from __future__ import annotations
 
-import bisect
 import gc
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 
 import msgspec
 
@@ -61,13 +70,49 @@ from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvocationResult,
 )
-from exporter.metrics import DURATION_BUCKETS, MAX_LABEL_VALUE_CHARS, MAX_UNKNOWN_VALUES
-from exporter.metrics import OTHER as OTHER
+from exporter.metrics import MAX_LABEL_VALUE_CHARS, MAX_UNKNOWN_VALUES
+from exporter.runledger import (
+    HistoryLedger,
+    RecordLedger,
+    ResultClaim,
+    ResultKey,
+    RunLedger,
+    SavedRun,
+)
+from exporter.summaries import (
+    DURATION_BUCKETS,
+    EMPTY_HISTOGRAM,
+    OTHER,
+    CommandBreakdown,
+    CommandCounts,
+    CounterTotals,
+    Histogram,
+    HistogramValue,
+    ViewSummary,
+)
 
-ResultKey = tuple[str, str, str]
-"""``(invoke_id, instance_id, container_id)``: one result in the API's view."""
-RunKey = tuple[str, str, str, int]
-"""``(invoke_id, instance_id, container_id, run)``: one run of a periodic task."""
+# What other modules import from here (the summaries are re-exported for them).
+__all__ = [
+    "BASELINE_TOLERANCE_SECONDS",
+    "DEFAULT_MAX_UNKNOWN_VALUES",
+    "DURATION_BUCKETS",
+    "HISTORY_MISSES_ALLOWED",
+    "OTHER",
+    "RETENTION_SECONDS",
+    "Change",
+    "CommandBreakdown",
+    "CounterTotals",
+    "Histogram",
+    "HistogramValue",
+    "ResultKey",
+    "RunTracker",
+    "TrackerChanges",
+    "ValueFolder",
+    "ViewSummary",
+    "needs_follow_up",
+    "result_time",
+    "run_number",
+]
 
 RETENTION_SECONDS = 30 * 86400.0
 """The API keeps results for 30 days."""
@@ -153,111 +198,6 @@ class ValueFolder:
         return len(self._folded)
 
 
-@dataclass(frozen=True, slots=True)
-class HistogramValue:
-    """A histogram as of one moment: cumulative counts per upper bound (``+Inf`` excluded)."""
-
-    buckets: tuple[tuple[float, int], ...]
-    count: int
-    sum: float
-
-
-class Histogram:
-    """A plain, unsynchronised histogram (the owner serialises access)."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self._bounds = tuple(bounds)
-        self._counts = [0] * (len(self._bounds) + 1)
-        self._sum = 0.0
-
-    def observe(self, value: float) -> None:
-        """Add one observation."""
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
-        self._sum += value
-
-    def value(self) -> HistogramValue:
-        """Return the cumulative view."""
-        cumulative: list[tuple[float, int]] = []
-        running = 0
-        for bound, count in zip(self._bounds, self._counts, strict=False):
-            running += count
-            cumulative.append((bound, running))
-        return HistogramValue(tuple(cumulative), running + self._counts[-1], self._sum)
-
-
-@dataclass(frozen=True)
-class CommandBreakdown:
-    """Opt-in per-command counters; beyond ``max_command_ids`` ids fold into ``"other"``.
-
-    Ids named in ``command_names`` get their own series first (they count toward the cap).
-    """
-
-    enabled: bool = False
-    max_command_ids: int = 50
-    command_names: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ViewSummary:
-    """The gauges of one target, computed from the view. Every known enum value is present."""
-
-    by_status: tuple[tuple[str, int], ...]
-    by_error_code: tuple[tuple[str, int], ...]
-    running: int
-    running_oldest_age_seconds: float
-    oss_by_status: tuple[tuple[str, int], ...]
-    with_dropped_output: int
-    tracked_runs: int
-
-
-@dataclass(frozen=True, slots=True)
-class CounterTotals:
-    """The counters of one target since the exporter started. Known combinations are present."""
-
-    finished: tuple[tuple[tuple[str, str], int], ...]
-    durations: tuple[tuple[str, HistogramValue], ...]
-    oss_deliveries: tuple[tuple[tuple[str, str], int], ...]
-    dropped_bytes: int
-    found_by_sweep: int
-    commands: tuple[tuple[tuple[str, str, str], int], ...]
-    command_ids_folded: int
-
-
-EMPTY_HISTOGRAM = Histogram(DURATION_BUCKETS).value()
-
-
-@dataclass(frozen=True, slots=True)
-class TrackerChanges:
-    """What a tracker has to save (see :meth:`RunTracker.export_changes`): ``summary`` is the
-    encoded counters and scalars, None when unchanged; ``rows`` are encoded ``(key, value)``
-    pairs, a None value deleting the row; ``keys`` the results they are for."""
-
-    summary: bytes | None
-    rows: tuple[tuple[bytes, bytes | None], ...]
-    keys: frozenset[ResultKey]
-
-    @property
-    def empty(self) -> bool:
-        """True when there is nothing to write."""
-        return self.summary is None and not self.rows
-
-
-class _SavedState(msgspec.Struct, frozen=True):
-    """The counters and the scalars of a tracker, as saved (msgpack; new fields need defaults)."""
-
-    baseline_done: bool
-    baseline_time: float
-    dropped_until: float
-    folders: list[list[str]]
-    finished: list[tuple[str, str, int]]
-    durations: list[tuple[str, list[int], float]]
-    oss: list[tuple[str, str, int]]
-    dropped_bytes: int
-    found_by_sweep: int
-    command_ids: list[str]
-    commands: list[tuple[str, str, str, int]]
-
-
 @dataclass(slots=True)
 class _ViewEntry:
     result: InvocationResult
@@ -282,11 +222,17 @@ class _ViewEntry:
     oss_counted_finish: float | None = None
     """``FinishedTime`` of the run in ``oss_counted_run``."""
     floor_time: float = float("-inf")
-    """The latest time the record showed before the baseline: runs that finished by then are
-    backlog, whatever their (possibly garbled) ``Repeats``."""
-    result_claims: list[tuple[int, float, bool]] | None = None
-    """With include_history: ``(run, time, oss)`` of what the record itself counted before the
-    task was known to be periodic; its ``Repeats`` may have been garbled, the time is not."""
+    """The latest finish (or stop) time the record showed before the baseline: runs that
+    finished by then are backlog, whatever their (possibly garbled) ``Repeats``."""
+    result_claims: list[ResultClaim] | None = None
+    """With include_history: what the record itself counted with a missing ``Repeats``."""
+    seen_at: float = float("-inf")
+    """When the record was last read (by the exporter's clock)."""
+    baseline_state: bool = False
+    """The baseline read this record: its state then says what is backlog, no clock does."""
+    watched_run: float = float("inf")
+    """Runs from this one on are known to end after the baseline: the exporter saw them (or
+    the record) unfinished after it, or the run started after everything the baseline saw."""
 
     def last_ended_run(self) -> int:
         """The newest run of a periodic task known to have ended (0 when none)."""
@@ -296,87 +242,63 @@ class _ViewEntry:
             last = result.repeats
         else:
             last = result.repeats - 1
-        if result.repeats < self.max_repeats:
+        if self.periodic and result.repeats < self.max_repeats:
             # The record went back to a pending run: every run shown before has ended.
             last = max(last, self.max_repeats)
         return max(0, last)
 
 
-@dataclass(slots=True)
-class _RunEntry:
-    time: float
-    finish_done: bool = False
-    oss_done: bool = False
+@dataclass(frozen=True, slots=True)
+class TrackerChanges:
+    """What a tracker has to save (see :meth:`RunTracker.export_changes`): ``summary`` is the
+    encoded counters and scalars, None when unchanged; ``rows`` are encoded ``(key, value)``
+    pairs, a None value deleting the row; ``keys`` the results they are for, ``kept`` those
+    still remembered."""
+
+    summary: bytes | None
+    rows: tuple[tuple[bytes, bytes | None], ...]
+    keys: frozenset[ResultKey]
+    kept: frozenset[ResultKey]
+
+    @property
+    def empty(self) -> bool:
+        """True when there is nothing to write."""
+        return self.summary is None and not self.rows
 
 
-_SUMMARY_ENCODER = msgspec.msgpack.Encoder()
-_SUMMARY_DECODER = msgspec.msgpack.Decoder(_SavedState)
-_ENTRY_ENCODER = msgspec.msgpack.Encoder()
-_ENTRY_DECODER = msgspec.msgpack.Decoder(tuple[_ViewEntry | None, list[tuple[int, _RunEntry]]])
+class _SavedState(msgspec.Struct, frozen=True):
+    """The counters and scalars of a tracker as saved (msgpack; a new field needs a default)."""
+
+    baseline_done: bool
+    baseline_time: float
+    dropped_until: float
+    folders: list[list[str]]
+    finished: list[tuple[str, str, int]]
+    durations: list[tuple[str, list[int], float]]
+    oss: list[tuple[str, str, int]]
+    dropped_bytes: int
+    found_by_sweep: int
+    command_ids: list[str]
+    commands: list[tuple[str, str, str, int]]
+    baseline_consistent: bool = False
+    tolerance: float = BASELINE_TOLERANCE_SECONDS
+    newest_baseline_time: float = float("-inf")
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_STATE_DECODER = msgspec.msgpack.Decoder(_SavedState)
 _KEY_DECODER = msgspec.msgpack.Decoder(tuple[str, str, str])
+_ROW_DECODER = msgspec.msgpack.Decoder(
+    tuple[_ViewEntry | None, _ViewEntry | None, list[tuple[int, float, bool, bool]]]
+)
 
 
-class _CommandCounts:
-    def __init__(self, config: CommandBreakdown, cap: int) -> None:
-        self.enabled = config.enabled
-        self._names = dict(config.command_names)
-        self._max = config.max_command_ids
-        self._admitted: list[str] = []
-        self._admitted_set: set[str] = set()
-        for command_id in self._names:
-            self._admit(command_id)
-        self._folded: set[str] = set()
-        self._folded_cap = cap
-        self.counts: dict[tuple[str, str, str], int] = {}
+@dataclass(order=True, frozen=True, slots=True)
+class _Aged:
+    """An entry of the tracking state by age, and how to drop it (for the size cap)."""
 
-    def _admit(self, command_id: str) -> bool:
-        if command_id in self._admitted_set:
-            return True
-        if len(self._admitted) >= self._max:
-            return False
-        self._admitted.append(command_id)
-        self._admitted_set.add(command_id)
-        return True
-
-    def count(self, command_id: str, status: str) -> None:
-        if len(command_id) <= MAX_LABEL_VALUE_CHARS and self._admit(command_id):
-            label = (command_id, self._names.get(command_id, ""), status)
-        else:
-            # Bounded like the rest of the state; past it the gauge stops growing.
-            if len(self._folded) < self._folded_cap:
-                self._folded.add(command_id)
-            label = (OTHER, "", status)
-        self.counts[label] = self.counts.get(label, 0) + 1
-
-    def totals(self) -> tuple[tuple[tuple[str, str, str], int], ...]:
-        rows: list[tuple[tuple[str, str, str], int]] = []
-        seen: set[tuple[str, str, str]] = set()
-        for command_id in self._admitted:
-            name = self._names.get(command_id, "")
-            for status in TERMINAL_STATUSES:
-                label = (command_id, name, status)
-                seen.add(label)
-                rows.append((label, self.counts.get(label, 0)))
-        if self._folded:
-            for status in TERMINAL_STATUSES:
-                label = (OTHER, "", status)
-                seen.add(label)
-                rows.append((label, self.counts.get(label, 0)))
-        rows.extend((label, n) for label, n in self.counts.items() if label not in seen)
-        return tuple(rows)
-
-    @property
-    def folded(self) -> int:
-        return len(self._folded)
-
-    @property
-    def admitted(self) -> tuple[str, ...]:
-        return tuple(self._admitted)
-
-    def restore(self, admitted: Iterable[str], counts: Iterable[tuple[str, str, str, int]]) -> None:
-        for command_id in admitted:
-            self._admit(command_id)
-        self.counts = {(i, n, s): c for i, n, s, c in counts}
+    time: float
+    drop: Callable[[], object] = field(compare=False)
 
 
 class RunTracker:
@@ -394,13 +316,20 @@ class RunTracker:
         command_breakdown: CommandBreakdown | None = None,
         max_unknown_values: int = DEFAULT_MAX_UNKNOWN_VALUES,
     ) -> None:
-        self._include_history = include_history
+        self._ledger: RunLedger = HistoryLedger() if include_history else RecordLedger()
         self._cap = tracking_cap
         self._retention = retention_seconds
         self._view: dict[ResultKey, _ViewEntry] = {}
-        self._runs: dict[RunKey, _RunEntry] = {}
         self._baseline_done = False
+        # The baseline's time by the API's clock (estimated), for the only judgement that needs
+        # a clock: a record the baseline did not see, first read finished after it.
         self._baseline_time = float("-inf")
+        self._baseline_consistent = False
+        self._tolerance = BASELINE_TOLERANCE_SECONDS
+        self._newest_baseline_time = float("-inf")
+        # Results that left the view (a walk or a look-up no longer returned them), kept until
+        # the retention or the cap forgets them: if one comes back, it is not counted again.
+        self._ghosts: dict[ResultKey, _ViewEntry] = {}
         # Everything at or before this time may have been dropped by the cap: ignore it.
         self._dropped_until = float("-inf")
         self._history_due: set[ResultKey] = set()
@@ -415,9 +344,12 @@ class RunTracker:
         self._oss: dict[tuple[str, str], int] = {}
         self._dropped_bytes = 0
         self._found_by_sweep = 0
-        self._commands = _CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
-        # Results whose entries (view entry and remembered runs) changed since the last save.
+        self._commands = CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
+        # Persistence (see export_changes): results whose entries changed since the last save,
+        # the results saved, whether entries may have been dropped, the counters saved.
         self._dirty: set[ResultKey] = set()
+        self._saved_keys: set[ResultKey] = set()
+        self._maybe_dropped = False
         self._saved_summary = b""
 
     # --- state ---------------------------------------------------------------------------
@@ -427,15 +359,36 @@ class RunTracker:
         """True once the first successful refresh has recorded the backlog."""
         return self._baseline_done
 
-    def complete_baseline(self, at: float | None = None) -> None:
+    def complete_baseline(
+        self,
+        at: float | None = None,
+        *,
+        api_at: float | None = None,
+        consistent: bool = False,
+        tolerance: float | None = None,
+    ) -> None:
         """Mark the backlog as recorded: from now on terminal runs are counted.
 
-        ``at`` is when the baseline's walk started: a record it missed that turns up later,
-        finished well before that, is backlog too (see the module docstring).
+        ``at`` is when the baseline's last walk started (by the exporter's clock), ``api_at``
+        the same moment by the API's clock (estimated; ``at`` when not given). Records read
+        since ``at`` are known as they were then: what was finished is backlog, what was not is
+        counted when it finishes, whatever the clocks say. ``consistent``: one walk returned
+        every record; a record it did not see that started after the newest one it saw is new.
+        A record the baseline did not see otherwise, finished more than ``tolerance`` seconds
+        (:data:`BASELINE_TOLERANCE_SECONDS` when not given) before ``api_at``, is backlog (see
+        the module docstring).
         """
         self._baseline_done = True
+        if tolerance is not None:
+            self._tolerance = tolerance
+        self._baseline_consistent = consistent
         if at is not None:
-            self._baseline_time = at
+            self._baseline_time = at if api_at is None else api_at
+        latest = (result_time(e.result, float("-inf")) for e in self._view.values())
+        self._newest_baseline_time = max(latest, default=float("-inf"))
+        for entry in self._view.values():
+            entry.baseline_state = at is None or entry.seen_at >= at
+        self._dirty.update(self._view)
 
     @property
     def values_folded(self) -> int:
@@ -450,7 +403,7 @@ class RunTracker:
 
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""
-        return len(self._view) + len(self._runs)
+        return len(self._view) + len(self._ledger)
 
     def __contains__(self, key: object) -> bool:
         return key in self._view
@@ -531,53 +484,67 @@ class RunTracker:
     def _forgotten(self, time: float, now: float) -> bool:
         return time <= self._dropped_until or time < now - self._retention
 
+    def _take_in(
+        self, result: InvocationResult, run: int, now: float
+    ) -> tuple[_ViewEntry, Change, bool] | None:
+        """The view entry for ``result`` (updated), what changed, and whether a record first
+        read now is backlog; None when it is too old to remember."""
+        key = result.key
+        entry = self._view.get(key)
+        if entry is not None:
+            if entry.result == result:
+                entry.seen_at = now
+                return entry, Change.UNCHANGED, False
+            entry.result = result
+            return entry, Change.CHANGED, False
+        entry = self._ghosts.pop(key, None)
+        if entry is not None:
+            # Back in the view: what it counted before still stands.
+            self._view[key] = entry
+            entry.result = result
+            return entry, Change.CHANGED, False
+        if self._baseline_done and self._forgotten(result_time(result, now), now):
+            return None
+        entry = self._view[key] = _ViewEntry(result, now)
+        missed = self._baseline_done and self._first_seen_as_backlog(entry, run)
+        return entry, Change.NEW, missed
+
     def observe(self, result: InvocationResult, *, now: float, from_sweep: bool = False) -> Change:
         """Take one record of the target's view into account and count what it finished.
 
         Idempotent: observing the same record again changes nothing.
         """
-        key = result.key
-        entry = self._view.get(key)
-        missed_by_baseline = False
-        if entry is None:
-            if self._baseline_done and self._forgotten(result_time(result, now), now):
-                return Change.IGNORED
-            entry = _ViewEntry(result, now)
-            self._view[key] = entry
-            change = Change.NEW
-            missed_by_baseline = self._baseline_done and self._before_baseline(result)
-        elif entry.result == result:
-            return Change.UNCHANGED
-        else:
-            entry.result = result
-            change = Change.CHANGED
-        self._dirty.add(key)
         run = run_number(result)
+        taken = self._take_in(result, run, now)
+        if taken is None:
+            return Change.IGNORED
+        entry, change, missed_by_baseline = taken
+        if change is Change.UNCHANGED:
+            return change
+        self._dirty.add(result.key)
+        entry.seen_at = now
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)
         if not self._baseline_done or missed_by_baseline:
             self._record_without_counting(entry, result, run, now)
             return change
-        if (
-            self._include_history
-            and entry.periodic
-            and not entry.history_refused
-            and entry.last_ended_run() > entry.history_through
-        ):
+        if result.invocation_status not in _TERMINAL:
+            # Seen unfinished after the baseline: the runs after the last one that ended end
+            # after it, whatever the clocks say.
+            entry.watched_run = min(entry.watched_run, entry.last_ended_run() + 1)
+        counts_history = (
+            self._ledger.counts_history and entry.periodic and not entry.history_refused
+        )
+        if counts_history and entry.last_ended_run() > entry.history_through:
             # A run ended that the history has not settled: the record itself shows Scheduled
             # between runs, the history has every run with its own status.
-            self._history_due.add(key)
+            self._history_due.add(result.key)
         # With include_history the runs of a periodic task are counted from its history, where
         # each run has its own record and number; the result itself only says a run ended (and
         # its Repeats may be garbled). A task without any numbered run (stopped before its first
         # one) has no history to read: its result is counted.
-        by_history = (
-            self._include_history
-            and entry.periodic
-            and not entry.history_refused
-            and entry.max_repeats >= 1
-        )
+        by_history = counts_history and entry.max_repeats >= 1
         terminal = result.invocation_status in _TERMINAL
         if terminal:
             # A terminal record shows the task's latest run: never an older one than seen before
@@ -594,11 +561,11 @@ class RunTracker:
             # Not counted here: a run the history counts, the run already counted read with
             # another Repeats, or a run that ended before the baseline: by its FinishedTime, or
             # by its number when the Repeats is not garbled (smaller than one seen before).
-            backlog = self._before_baseline(result, entry) or (
+            backlog = self._is_backlog(result, entry, run) or (
                 run <= entry.floor_run and result.repeats >= entry.max_repeats
             )
-            if not (by_history or same_run or backlog) and self._claim_run(
-                result, run, now, oss=False
+            if not (by_history or same_run or backlog) and self._ledger.claim(
+                result.key, run, result_time(result, now), oss=False
             ):
                 self._note_result_claim(entry, result, run, now, oss=False)
                 self._count_finish(result, from_sweep)
@@ -610,7 +577,9 @@ class RunTracker:
             )
             entry.oss_counted_run = run
             entry.oss_counted_finish = result.finished_time
-            if not (by_history or same_run) and self._claim_run(result, run, now, oss=True):
+            if not (by_history or same_run) and self._ledger.claim(
+                result.key, run, result_time(result, now), oss=True
+            ):
                 self._note_result_claim(entry, result, run, now, oss=True)
                 self._count_oss(result)
         return change
@@ -619,20 +588,37 @@ class RunTracker:
         self, entry: _ViewEntry, result: InvocationResult, run: int, now: float, *, oss: bool
     ) -> None:
         # Only a missing (garbled) Repeats can put a claim under the wrong number.
-        if self._include_history and result.repeats == 0:
+        if result.repeats == 0:
             claims = entry.result_claims if entry.result_claims is not None else []
-            claims.append((run, result_time(result, now), oss))
-            entry.result_claims = claims
+            self._ledger.note_result_claim(claims, run, result_time(result, now), oss=oss)
+            entry.result_claims = claims or None
 
-    def _before_baseline(self, result: InvocationResult, entry: _ViewEntry | None = None) -> bool:
-        """True when the record's run finished before the baseline (backlog): by the time its
-        result showed then, or well before the baseline by the exporter's clock."""
+    def _first_seen_as_backlog(self, entry: _ViewEntry, run: int) -> bool:
+        """For a result first read after the baseline: True when its run ended before it."""
+        start = entry.result.start_time
+        if self._baseline_consistent and start is not None and start > self._newest_baseline_time:
+            # The baseline returned every result, and this run started after every time any of
+            # them showed: it is new.
+            entry.watched_run = run
+        return self._is_backlog(entry.result, entry, run)
+
+    def _is_backlog(self, result: InvocationResult, entry: _ViewEntry | None, run: int) -> bool:
+        """True when the record's run ``run`` finished before the baseline.
+
+        Decided by what the exporter saw, not by clocks: by the time the result showed at the
+        baseline, and never for a record the baseline read or a run seen unfinished after it.
+        Only a record the baseline did not see is judged by time: finished well before the
+        baseline by the API's clock (estimated).
+        """
         finished = result.finished_time
         if finished is None:
             return False
-        if entry is not None and finished <= entry.floor_time:
-            return True
-        return finished < self._baseline_time - BASELINE_TOLERANCE_SECONDS
+        if entry is not None:
+            if finished <= entry.floor_time:
+                return True
+            if entry.baseline_state or run >= entry.watched_run:
+                return False
+        return finished < self._baseline_time - self._tolerance
 
     def _record_without_counting(
         self, entry: _ViewEntry, result: InvocationResult, run: int, now: float
@@ -641,41 +627,22 @@ class RunTracker:
         # runs of a periodic task); a run in progress is counted when it ends.
         entry.floor_run = max(entry.floor_run, entry.last_ended_run())
         entry.history_through = entry.floor_run
-        entry.floor_time = max(entry.floor_time, result_time(result, entry.floor_time))
+        # Only a time something ended: a run that started at the baseline's latest time may
+        # well have ended after it (the API's times may be coarse).
+        for ended in (result.finished_time, result.stop_time):
+            if ended is not None and ended > entry.floor_time:
+                entry.floor_time = ended
         if result.invocation_status in _TERMINAL:
             run = max(run, entry.max_repeats)
             if run > entry.counted_run:
                 entry.counted_run = run
                 entry.counted_finish = result.finished_time
-            self._claim_run(result, run, now, oss=False)
+            self._ledger.claim(result.key, run, result_time(result, now), oss=False)
         if result.oss_output_status in _OSS_TERMINAL:
             if run > entry.oss_counted_run:
                 entry.oss_counted_run = run
                 entry.oss_counted_finish = result.finished_time
-            self._claim_run(result, run, now, oss=True)
-
-    def _claim_run(self, result: InvocationResult, run: int, now: float, *, oss: bool) -> bool:
-        """Mark the run's finish (or OSS delivery) as done; False if it already was.
-
-        Only targets with ``include_history`` remember runs one by one: elsewhere the view
-        entry's counted run is enough, because a record only ever shows its latest run.
-        """
-        if not self._include_history:
-            return True
-        run_key = (*result.key, run)
-        run_entry = self._runs.get(run_key)
-        if run_entry is None:
-            run_entry = _RunEntry(result_time(result, now))
-            self._runs[run_key] = run_entry
-        if oss:
-            if run_entry.oss_done:
-                return False
-            run_entry.oss_done = True
-        else:
-            if run_entry.finish_done:
-                return False
-            run_entry.finish_done = True
-        return True
+            self._ledger.claim(result.key, run, result_time(result, now), oss=True)
 
     def observe_history_run(
         self, result: InvocationResult, *, now: float, from_sweep: bool = False
@@ -690,72 +657,32 @@ class RunTracker:
             return False
         self._dirty.add(result.key)
         run = run_number(result)
-        run_key = (*result.key, run)
-        if run_key not in self._runs and self._forgotten(result_time(result, now), now):
+        time = result_time(result, now)
+        if not self._ledger.remembers(result.key, run) and self._forgotten(time, now):
             return False
-        entry = self._view.get(result.key)
+        entry = self._view.get(result.key) or self._ghosts.get(result.key)
+        claims = entry.result_claims if entry is not None else None
         before_baseline = (
             not self._baseline_done
             or (entry is not None and run <= entry.floor_run)
-            or self._before_baseline(result, entry)
+            or self._is_backlog(result, entry, run)
         )
         counted = False
         # The claim comes first: a run before the baseline is remembered, just not counted.
         if (
             result.invocation_status in _TERMINAL
-            and self._claim_history(entry, result, run, now, oss=False)
+            and self._ledger.claim_history(claims, result.key, run, time, oss=False)
             and not before_baseline
         ):
             self._count_finish(result, from_sweep)
             counted = True
         if (
             result.oss_output_status in _OSS_TERMINAL
-            and self._claim_history(entry, result, run, now, oss=True)
+            and self._ledger.claim_history(claims, result.key, run, time, oss=True)
             and not before_baseline
         ):
             self._count_oss(result)
         return counted
-
-    def _claim_history(
-        self,
-        entry: _ViewEntry | None,
-        result: InvocationResult,
-        run: int,
-        now: float,
-        *,
-        oss: bool,
-    ) -> bool:
-        """Claim a history run; the runs the record itself counted are matched by their time
-        (their ``Repeats`` may have been garbled), so each run is still counted once."""
-        if not self._include_history:
-            raise RuntimeError("history runs need a tracker created with include_history=True")
-        claims = entry.result_claims if entry is not None else None
-        if claims:
-            time = result_time(result, now)
-            for index, (claimed_run, claimed_time, claimed_oss) in enumerate(claims):
-                if claimed_oss is not oss:
-                    continue
-                if claimed_time == time and claimed_run != run:
-                    # The record counted this run under another number: move the claim, so
-                    # the run that number belongs to is counted when the history shows it.
-                    del claims[index]
-                    slot = self._runs.get((*result.key, claimed_run))
-                    if slot is not None:
-                        if oss:
-                            slot.oss_done = False
-                        else:
-                            slot.finish_done = False
-                    self._claim_run(result, run, now, oss=oss)
-                    return False
-                if claimed_run == run and claimed_time != time:
-                    # The record counted another run under this number: this one is new; the
-                    # other is recognised by its time when the history shows it.
-                    claims[index] = (0, claimed_time, oss)
-                    slot = self._runs.get((*result.key, run))
-                    if slot is not None:
-                        slot.time = time
-                    return True
-        return self._claim_run(result, run, now, oss=oss)
 
     # --- counting ----------------------------------------------------------------------------
 
@@ -781,24 +708,37 @@ class RunTracker:
 
     # --- forgetting --------------------------------------------------------------------------
 
-    def evict_missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> int:
-        """Drop view entries first seen before ``seen_before`` that a complete walk did not
-        return: they left the API's retention. Returns how many were dropped."""
+    def missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> list[ResultKey]:
+        """Keys of the view first seen before ``seen_before`` that a walk did not return."""
         seen_keys = seen if isinstance(seen, set | frozenset) else set(seen)
-        gone = [
+        return [
             key
             for key, entry in self._view.items()
             if key not in seen_keys and entry.first_seen < seen_before
         ]
-        for key in gone:
-            del self._view[key]
-        self._dirty.update(gone)
+
+    def start_time(self, key: ResultKey) -> float | None:
+        """The ``StartTime`` the view holds for ``key`` (None when unknown)."""
+        entry = self._view.get(key)
+        return None if entry is None else entry.result.start_time
+
+    def evict_missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> int:
+        """Take out of the view the entries first seen before ``seen_before`` that a complete
+        walk did not return (see :meth:`evict_keys`). Returns how many left the view."""
+        gone = self.missing(seen, seen_before=seen_before)
+        self.evict_keys(gone)
         return len(gone)
 
     def evict_keys(self, keys: Iterable[ResultKey]) -> None:
-        """Drop the given view entries (a lookup by InvokeId no longer returned them)."""
+        """Take the given entries out of the view (the API no longer returns them).
+
+        What they counted is remembered until the retention or the cap forgets it: a result
+        that comes back (an API that missed it once) is never counted again.
+        """
         for key in keys:
-            if self._view.pop(key, None) is not None:
+            entry = self._view.pop(key, None)
+            if entry is not None:
+                self._ghosts[key] = entry
                 self._dirty.add(key)
 
     def expire(self, now: float) -> int:
@@ -807,35 +747,34 @@ class RunTracker:
         Returns how many entries were dropped.
         """
         horizon = now - self._retention
-        old_view = [
-            key for key, e in self._view.items() if result_time(e.result, e.first_seen) < horizon
-        ]
-        for key in old_view:
-            del self._view[key]
-        self._dirty.update(old_view)
-        old_runs = [key for key, e in self._runs.items() if e.time < horizon]
-        for run_key in old_runs:
-            del self._runs[run_key]
-            self._dirty.add(run_key[:3])
-        dropped = len(old_view) + len(old_runs)
-        excess = len(self) - self._cap
+        dropped = 0
+        for entries in (self._view, self._ghosts):
+            old = [
+                key for key, e in entries.items() if result_time(e.result, e.first_seen) < horizon
+            ]
+            for key in old:
+                del entries[key]
+            dropped += len(old)
+        dropped += self._ledger.expire(horizon)
+        excess = len(self._view) + len(self._ledger) + len(self._ghosts) - self._cap
         if excess > 0:
             dropped += self._drop_oldest(excess)
+        if dropped:
+            self._maybe_dropped = True
         return dropped
 
     def _drop_oldest(self, excess: int) -> int:
-        aged: list[tuple[float, int, ResultKey | RunKey]] = [
-            (result_time(e.result, e.first_seen), 0, key) for key, e in self._view.items()
-        ]
-        aged.extend((e.time, 1, key) for key, e in self._runs.items())
+        aged: list[_Aged] = []
+        for entries in (self._view, self._ghosts):
+            aged.extend(
+                _Aged(result_time(e.result, e.first_seen), partial(entries.pop, key, None))
+                for key, e in entries.items()
+            )
+        aged.extend(_Aged(time, drop) for time, drop in self._ledger.aged())
         oldest = heapq.nsmallest(excess, aged)
-        for time, kind, key in oldest:
-            self._dirty.add(key[:3])  # the result (a run belongs to one)
-            if kind == 0:
-                self._view.pop(key, None)  # type: ignore[arg-type]  # a ResultKey
-            else:
-                self._runs.pop(key, None)  # type: ignore[arg-type]  # a RunKey
-            self._dropped_until = max(self._dropped_until, time)
+        for item in oldest:
+            item.drop()
+            self._dropped_until = max(self._dropped_until, item.time)
         return len(oldest)
 
     # --- persistence -------------------------------------------------------------------------
@@ -843,72 +782,83 @@ class RunTracker:
     def export_changes(self) -> TrackerChanges:
         """What changed since the last :meth:`changes_saved`: the counters and scalars (when
         they changed) and one row per result whose entries changed (``None``: delete it)."""
-        summary = _SUMMARY_ENCODER.encode(self._summary_state())
-        runs: dict[ResultKey, list[tuple[int, _RunEntry]]] = {}
-        if self._dirty and self._runs:
-            for run_key, run_entry in self._runs.items():
-                result_key = run_key[:3]
-                if result_key in self._dirty:
-                    runs.setdefault(result_key, []).append((run_key[3], run_entry))
+        summary = _ENCODER.encode(self._saved_state())
+        if self._maybe_dropped:
+            present = self._view.keys() | self._ghosts.keys()
+            present |= self._ledger.saved_runs(self._saved_keys - present).keys()
+            self._dirty |= self._saved_keys - present
+        runs = self._ledger.saved_runs(self._dirty)
         rows: list[tuple[bytes, bytes | None]] = []
         for key in self._dirty:
-            entry = self._view.get(key)
-            key_runs = runs.get(key, [])
-            value = (
-                None if entry is None and not key_runs else _ENTRY_ENCODER.encode((entry, key_runs))
-            )
-            rows.append((_ENTRY_ENCODER.encode(key), value))
+            saved = (self._view.get(key), self._ghosts.get(key), runs.get(key, []))
+            value = None if saved == (None, None, []) else _ENCODER.encode(saved)
+            rows.append((_ENCODER.encode(key), value))
         return TrackerChanges(
             summary=None if summary == self._saved_summary else summary,
             rows=tuple(rows),
             keys=frozenset(self._dirty),
+            kept=frozenset(key for key, (_, value) in zip(self._dirty, rows, strict=True) if value),
         )
 
     def changes_saved(self, changes: TrackerChanges) -> None:
         """``changes`` (from :meth:`export_changes`) are stored: forget them."""
-        self._dirty.difference_update(changes.keys)
+        self._dirty -= changes.keys
+        self._saved_keys -= changes.keys
+        self._saved_keys |= changes.kept
+        self._maybe_dropped = False
         if changes.summary is not None:
             self._saved_summary = changes.summary
 
     def restore(self, summary: bytes, rows: Iterable[tuple[bytes, bytes]]) -> int:
         """Take back a state :meth:`export_changes` exported (a fresh tracker only).
 
-        Returns how many results were restored. Raises ``ValueError`` when the state cannot be
-        read: the tracker is then left as it was (fresh). When only the rows cannot be read,
-        the counters are kept and the baseline is taken again (nothing counted twice).
+        Returns how many results were restored. Raises ``ValueError`` when the counters cannot
+        be read (the tracker is left fresh). When only the rows cannot be read, the counters
+        are kept and the baseline is taken again (nothing is counted twice).
         """
-        if self._baseline_done or self._view or self._runs:
+        if self._baseline_done or self._view or self._ghosts or len(self._ledger):
             raise RuntimeError("restore() needs a fresh tracker")
         try:
-            state = _SUMMARY_DECODER.decode(summary)
+            state = _STATE_DECODER.decode(summary)
         except msgspec.MsgspecError as exc:
             raise ValueError(f"unreadable counters: {exc}") from None
         view: dict[ResultKey, _ViewEntry] = {}
-        runs: dict[RunKey, _RunEntry] = {}
-        # Tens of thousands of new objects, none garbage: collections would only slow it down.
+        ghosts: dict[ResultKey, _ViewEntry] = {}
+        runs: list[tuple[ResultKey, list[SavedRun]]] = []
+        # Tens of thousands of new objects, none of them garbage: collections only slow it down.
         collecting = gc.isenabled()
         gc.disable()
         try:
             for raw_key, raw_value in rows:
                 key = _KEY_DECODER.decode(raw_key)
-                entry, key_runs = _ENTRY_DECODER.decode(raw_value)
+                entry, ghost, key_runs = _ROW_DECODER.decode(raw_value)
                 if entry is not None:
                     view[key] = entry
-                for run, run_entry in key_runs:
-                    runs[(*key, run)] = run_entry
+                if ghost is not None:
+                    ghosts[key] = ghost
+                if key_runs:
+                    runs.append((key, key_runs))
             complete = True
         except msgspec.MsgspecError:
             complete = False
         finally:
             if collecting:
                 gc.enable()
-        self._restore_summary(state, complete)
+        self._restore_counters(state)
         if not complete:
             return 0
-        self._view = view
-        self._runs = runs
+        self._view, self._ghosts = view, ghosts
+        for key, key_runs in runs:
+            self._ledger.restore_runs(key, key_runs)
+        self._saved_keys = set(view) | set(ghosts) | {key for key, _ in runs}
+        self._baseline_done = state.baseline_done
+        self._baseline_time = state.baseline_time
+        self._baseline_consistent = state.baseline_consistent
+        self._tolerance = state.tolerance
+        self._newest_baseline_time = state.newest_baseline_time
+        self._dropped_until = state.dropped_until
         self._saved_summary = summary
-        if self._include_history:
+        if self._ledger.counts_history:
             self._history_due = {
                 key
                 for key, entry in view.items()
@@ -918,21 +868,26 @@ class RunTracker:
             }
         return len(view)
 
-    def _summary_state(self) -> _SavedState:
-        folders = (
+    def _folders(self) -> tuple[ValueFolder, ...]:
+        return (
             self._status_folder,
             self._error_folder,
             self._oss_status_folder,
             self._oss_error_folder,
         )
+
+    def _saved_state(self) -> _SavedState:
         return _SavedState(
             baseline_done=self._baseline_done,
             baseline_time=self._baseline_time,
+            baseline_consistent=self._baseline_consistent,
+            tolerance=self._tolerance,
+            newest_baseline_time=self._newest_baseline_time,
             dropped_until=self._dropped_until,
-            # ValueFolder's admitted values: admission is permanent, across restarts too.
-            folders=[sorted(folder._admitted) for folder in folders],
+            # Admission is permanent, across restarts too (a series never moves to "other").
+            folders=[sorted(folder._admitted) for folder in self._folders()],
             finished=sorted((s, c, n) for (s, c), n in self._finished.items()),
-            durations=sorted((s, list(h._counts), h._sum) for s, h in self._durations.items()),
+            durations=sorted((s, *h.state()) for s, h in self._durations.items()),
             oss=sorted((s, c, n) for (s, c), n in self._oss.items()),
             dropped_bytes=self._dropped_bytes,
             found_by_sweep=self._found_by_sweep,
@@ -940,27 +895,14 @@ class RunTracker:
             commands=sorted((i, n, s, c) for (i, n, s), c in self._commands.counts.items()),
         )
 
-    def _restore_summary(self, state: _SavedState, with_baseline: bool) -> None:
-        if with_baseline:
-            self._baseline_done = state.baseline_done
-            self._baseline_time = state.baseline_time
-            self._dropped_until = state.dropped_until
-        folders = (
-            self._status_folder,
-            self._error_folder,
-            self._oss_status_folder,
-            self._oss_error_folder,
-        )
-        for folder, admitted in zip(folders, state.folders, strict=False):
+    def _restore_counters(self, state: _SavedState) -> None:
+        for folder, admitted in zip(self._folders(), state.folders, strict=False):
             for value in admitted:
                 folder.fold(value)
         self._finished = {(s, c): n for s, c, n in state.finished}
-        self._durations = {}
         for status, counts, total in state.durations:
             histogram = Histogram(DURATION_BUCKETS)
-            if len(counts) == len(histogram._counts):
-                histogram._counts = list(counts)
-                histogram._sum = total
+            if histogram.restore(counts, total):
                 self._durations[status] = histogram
         self._oss = {(s, c): n for s, c, n in state.oss}
         self._dropped_bytes = state.dropped_bytes

@@ -8,6 +8,7 @@ and compares its counters with the simulator's ground truth.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -22,7 +23,12 @@ from prometheus_client import CollectorRegistry
 from exporter.app import Application
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider
-from exporter.ecs.errors import AuthenticationError, InvalidRequestError, ThrottledError
+from exporter.ecs.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ThrottledError,
+    classify_api_error,
+)
 from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult
 from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.settings import ExporterSettings
@@ -972,3 +978,156 @@ def test_prepare_scrape_waits_for_every_due_refresh_together_and_not_past_shutdo
     assert time.monotonic() - started < 2
     gate.set()
     assert refreshers[1].start_if_due() is None  # no new refresh after the stop
+
+
+# --- quirks the API may show (issue 9): exact counts whichever way it behaves -----------------
+
+
+def burst(prefix: str, n: int, start: float, **fields: object) -> list[InvocationResult]:
+    """``n`` finished one-time runs, newest first."""
+    runs = [result(f"{prefix}-{i:04d}", start=start + i, **fields) for i in range(n)]  # type: ignore[arg-type]
+    return runs[::-1]
+
+
+def test_a_refused_next_token_is_not_mistaken_for_the_end_of_the_news(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(50), page_size=50)
+    refresher = make_refresher(api, executor, clock, sweep_interval=0.0)
+    refresher.refresh_now()
+    for round_, prefix in enumerate(("a", "b")):
+        api.records[:0] = burst(prefix, 120, T0 + 100 * (round_ + 1))
+        clock.now += 30
+        api.refuse_token = {len(api.calls) + 2}  # the fast path's second page
+        snap = refresher.refresh_now()
+        assert snap.up
+        assert sum(finished(snap).values()) == 120 * (round_ + 1)
+
+
+def test_an_unstable_order_among_equal_start_times_never_counts_a_run_twice(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    old = [result(f"old-{i:03d}", start=T0 - 1000 - i // 30) for i in range(100)]
+    api = FakeApi(old, page_size=20)
+    api.unstable = random.Random(9)
+    refresher = make_refresher(api, executor, clock, sweep_interval=60.0, min_refresh_interval=0)
+    refresher.refresh_now()
+    # 200 runs in groups of 30 of equal StartTime (pages of 20), arriving over 10 refreshes.
+    new = [result(f"new-{i:03d}", start=T0 + 10 + i // 30) for i in range(200)]
+    for step in range(12):
+        api.records[:0] = new[step * 20 : (step + 1) * 20] if step < 10 else []
+        clock.now += 61  # a sweep every refresh
+        snap = refresher.refresh_now()
+        assert snap.up
+        assert sum(finished(snap).values()) <= 200
+    assert sum(finished(snap).values()) == 200
+    assert snap.view.tracked_runs == 300  # nothing the API still has was forgotten
+
+
+def test_an_api_clock_behind_the_hosts_loses_no_run(executor: ThreadPoolExecutor) -> None:
+    # The API's timestamps are 300 s behind the exporter host's clock.
+    clock = FakeClock(T0 + 300)
+    running = [result(f"r-{i:02d}", status="Running", start=T0 - 5) for i in range(50)]
+    api = FakeApi([*running, *backlog(20)])
+    refresher = make_refresher(api, executor, clock)
+    refresher.refresh_now()
+    # Seen Running by the baseline, they end just after it (by the API's clock).
+    for record in running:
+        api.set(result(record.invoke_id, start=T0 - 5, finished=T0 + 5))
+    # New runs that start and end between two refreshes.
+    api.records[:0] = burst("short", 30, T0 + 10, finished=T0 + 45)
+    clock.now += 60
+    snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 80
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5])
+def test_the_first_walk_makes_progress_under_sustained_throttling(
+    share: float, executor: ThreadPoolExecutor
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(2000), page_size=50)  # 40 pages
+    api.throttle = (random.Random(int(share * 100)), share)
+    refresher = make_refresher(api, executor, clock, min_refresh_interval=0.0)
+    for _ in range(200):
+        snap = refresher.refresh_now()
+        if snap.baseline_done:
+            break
+        clock.now += 30
+    assert snap.baseline_done
+    assert snap.baseline_results == 2000
+    assert sum(finished(snap).values()) == 0  # the backlog is recorded, not counted
+    # Counting goes on under the same throttling.
+    api.records[:0] = burst("n", 30, clock.now + 10)
+    for _ in range(50):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 30
+
+
+def test_a_first_walk_cut_short_reports_how_far_it_got(executor: ThreadPoolExecutor) -> None:
+    api = FakeApi(backlog(200), page_size=50)
+    api.errors[3] = ThrottledError("slow down", code="Throttling.User")
+    refresher = make_refresher(api, executor, FakeClock())
+    snap = refresher.refresh_now()
+    assert not snap.up
+    assert not snap.baseline_done
+    assert (snap.baseline_pages, snap.baseline_results) == (2, 100)
+    snap = refresher.refresh_now()
+    assert snap.baseline_done
+    assert (snap.baseline_pages, snap.baseline_results) == (4, 200)
+    # Resumed at page 3 (not started over), then page 1 again for what came in meanwhile.
+    assert len(api.calls) == 6
+
+
+def test_a_request_clock_the_api_refuses_is_reported_as_clock_skew(
+    executor: ThreadPoolExecutor,
+) -> None:
+    api = FakeApi(backlog(3))
+    api.errors[1] = classify_api_error(400, "InvalidTimeStamp.Expired", "too old", "R-1", None)
+    snap = make_refresher(api, executor, FakeClock()).refresh_now()
+    assert not snap.up
+    assert snap.last_failure_reason == "clock_skew"
+    assert failures(snap) == {"clock_skew": 1}
+
+
+def test_a_sweep_that_fails_half_way_goes_on_where_it_stopped(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(300), page_size=50)  # six pages
+    refresher = make_refresher(api, executor, clock, sweep_interval=600.0)
+    refresher.refresh_now()
+    # A new result the fast path cannot see (the API put it last).
+    api.records.append(result("t-late", start=T0 + 50))
+    clock.now += 600
+    calls = len(api.calls)
+    api.errors[calls + 5] = ThrottledError("slow down", code="Throttling.User")  # sweep page 4
+    assert not refresher.refresh_now().up
+    clock.now += 30  # long before the next sweep is due
+    snap = refresher.refresh_now()
+    assert snap.up
+    assert finished(snap) == Counter({("Success", ""): 1})
+    assert snap.counters.found_by_sweep == 1
+    # Fast path (1), then the sweep's pages 4 to 7 (301 results now): not all of them again.
+    assert len(api.calls) == calls + 5 + 1 + 4
+
+
+def test_the_api_clock_is_estimated_from_the_date_header_and_start_times() -> None:
+    clock = FakeClock()
+    stats = ApiStatistics(clock)
+    assert stats.api_clock.offset() is None  # nothing told yet
+    stats.api_clock.observe_start(T0 - 3600)  # a quiet account says nothing
+    assert stats.api_clock.offset() is None
+    stats.api_clock.observe_start(T0 + 120)  # a StartTime in the host's future: the API is ahead
+    assert stats.api_clock.offset() == 120
+    for _ in range(3):
+        stats.record_request(
+            RequestEvent(
+                "DescribeInvocationResults", "cn-hangzhou", "", 0.1, 200, 1, server_time=T0 + 200
+            )
+        )
+    assert stats.api_clock.measured
+    assert stats.api_clock.offset() == pytest.approx(200.5)

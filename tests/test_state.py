@@ -342,3 +342,27 @@ def test_a_second_exporter_on_the_same_directory_refuses_to_start(tmp_path: Path
     assert outcome.code == 2
     assert "--storage.path:" in outcome.stderr
     assert "in use by another exporter" in outcome.stderr
+
+
+def test_results_that_left_the_view_and_history_runs_survive_a_restart(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    plain = RunTracker()
+    plain.complete_baseline(at=T0)
+    plain.observe(finished("t-1", T0 + 10), now=T0 + 10)
+    plain.evict_keys([("t-1", "i-1", "")])  # the API missed it once
+    save(store, "plain", plain)
+    history = RunTracker(include_history=True)
+    history.complete_baseline(at=T0)
+    periodic = result("t-p", "i-1", "Success", repeats=3, start=T0 + 20, finished=T0 + 25)
+    assert history.observe_history_run(periodic, now=T0 + 30)
+    save(store, "history", history)
+    store.close()
+
+    store = StateStore(tmp_path)
+    again, _ = restored(store, "plain")
+    again.observe(finished("t-1", T0 + 10), now=T0 + 40)  # back in the view: not again
+    assert counted(again) == 1
+    again_history = RunTracker(include_history=True)
+    store.target("history", "prod").restore_into(again_history)
+    assert not again_history.observe_history_run(periodic, now=T0 + 40)  # the same run
+    assert counted(again_history) == 1

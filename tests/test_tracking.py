@@ -490,3 +490,35 @@ def test_a_periodic_result_first_read_with_a_garbled_repeats_keeps_every_run_lab
     totals = tracker.counter_totals()
     assert (finished_total(totals, "Error"), finished_total(totals, "Failed")) == (1, 1)
     assert finished_total(totals) == 2
+
+
+def test_a_result_that_left_the_view_and_comes_back_is_never_counted_again() -> None:
+    # A walk that missed it (an order that moves between pages) took it out of the view.
+    tracker = RunTracker()
+    baseline(tracker, [])
+    done = result("t-1", status="Success", start=T0 + 10)
+    tracker.observe(done, now=T0 + 60)
+    tracker.evict_keys([done.key])
+    assert tracker.get(done.key) is None
+    assert dict(tracker.view_summary(T0 + 60).by_status)["Success"] == 0
+    assert tracker.observe(done, now=T0 + 120) is Change.CHANGED
+    assert finished_total(tracker.counter_totals()) == 1
+    assert dict(tracker.view_summary(T0 + 120).by_status)["Success"] == 1
+
+
+def test_a_run_the_baseline_saw_unfinished_counts_whatever_the_api_clock_says() -> None:
+    # The API's clock is 300 s behind the host's: the run ends "before" the host's baseline.
+    tracker = RunTracker()
+    tracker.observe(result("t-1", status="Running", start=T0 - 310), now=T0)
+    tracker.complete_baseline(at=T0)
+    tracker.observe(result("t-1", status="Success", start=T0 - 310, finished=T0 - 290), now=T0 + 30)
+    assert finished_total(tracker.counter_totals()) == 1
+
+
+def test_a_result_the_baseline_missed_is_judged_by_the_api_clock() -> None:
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0, api_at=T0 - 300, tolerance=2.0)
+    tracker.observe(result("t-old", start=T0 - 400, finished=T0 - 310), now=T0 + 30)
+    tracker.observe(result("t-new", start=T0 - 298, finished=T0 - 290), now=T0 + 30)
+    totals = tracker.counter_totals()
+    assert finished_total(totals) == 1  # t-new: after the baseline by the API's clock

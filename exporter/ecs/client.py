@@ -12,6 +12,7 @@ slotted dataclasses by :func:`exporter.ecs.parsing.parse_page`.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import random
 import time
@@ -60,6 +61,7 @@ class RequestEvent:
     http_status: int | None
     attempt: int  # 1-based
     rate_limit_wait_seconds: float = 0.0
+    server_time: float | None = None  # the answer's Date header (epoch seconds), if any
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,9 @@ class EcsClient:
         *,
         max_results: int = MAX_RESULTS_LIMIT,
         max_pages: int | None = None,
+        next_token: str = "",
     ) -> Iterator[Page]:
-        """Yield every page of results for ``query``.
+        """Yield every page of results for ``query`` (from ``next_token``'s page when given).
 
         The first request carries ``MaxResults`` only; the next ones the ``NextToken`` of the
         previous answer, until it is empty or absent. An empty page that still has a token, or a
@@ -187,12 +190,13 @@ class EcsClient:
         if max_pages is not None and (type(max_pages) is not int or max_pages < 1):
             raise InvalidRequestError(f"max_pages must be a positive integer, got {max_pages!r}")
         params = {"RegionId": self.region_id, **query.to_params(), "MaxResults": str(max_results)}
-        return self._pages(params, max_pages)
+        return self._pages(params, max_pages, next_token)
 
-    def _pages(self, first: dict[str, str], max_pages: int | None) -> Iterator[Page]:
+    def _pages(
+        self, first: dict[str, str], max_pages: int | None, token: str = ""
+    ) -> Iterator[Page]:
         restarted = False
         seen: set[str] = set()
-        token = ""
         count = 0
         while True:
             params = {**first, "NextToken": token} if token else first
@@ -274,11 +278,11 @@ class EcsClient:
             credentials = self._credentials.get_credentials()
             began = clock()
             try:
-                page = self._try_once(target, params, credentials, remaining)
+                page, server_time = self._try_once(target, params, credentials, remaining)
             except EcsError as exc:
                 error = exc
             else:
-                self._emit(began, None, 200, attempt, waited)
+                self._emit(began, None, 200, attempt, waited, server_time)
                 return page
             self._emit(began, error, error.http_status, attempt, waited)
             if isinstance(error, MalformedResponseError) and error.http_status == 200:
@@ -303,7 +307,13 @@ class EcsClient:
             self._sleep(delay)
 
     def _emit(
-        self, began: float, error: EcsError | None, status: int | None, attempt: int, waited: float
+        self,
+        began: float,
+        error: EcsError | None,
+        status: int | None,
+        attempt: int,
+        waited: float,
+        server_time: float | None = None,
     ) -> None:
         if self._on_request is None:
             return
@@ -316,12 +326,13 @@ class EcsClient:
                 status,
                 attempt,
                 waited,
+                server_time,
             )
         )
 
     def _try_once(
         self, target: str, params: Mapping[str, str], credentials: Credentials, remaining: float
-    ) -> Page:
+    ) -> tuple[Page, float | None]:
         secret = credentials.access_key_secret.get_secret_value()
         token = credentials.security_token
         token_value = token.get_secret_value() if token is not None else None
@@ -345,7 +356,7 @@ class EcsClient:
         request_id = answer.headers.get("x-acs-request-id", "")
         if answer.status == 200:
             try:
-                return parse_page(answer.body, text)
+                return parse_page(answer.body, text), _server_time(answer.headers.get("date", ""))
             except MalformedResponseError as exc:
                 raise MalformedResponseError(
                     exc.message,
@@ -368,3 +379,11 @@ class EcsClient:
             cleaner = TextCleaner(secrets, redact=self._redact)
             self._cleaner = (secrets, cleaner)
         return cleaner
+
+
+def _server_time(date: str) -> float | None:
+    """The epoch seconds of an HTTP ``Date`` header, None when absent or unreadable."""
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None

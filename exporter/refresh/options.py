@@ -14,9 +14,15 @@ class PageSource(Protocol):
     """What the refresher needs of :class:`exporter.ecs.client.EcsClient`."""
 
     def iter_pages(
-        self, query: InvocationQuery, *, max_results: int = 50, max_pages: int | None = None
+        self,
+        query: InvocationQuery,
+        *,
+        max_results: int = 50,
+        max_pages: int | None = None,
+        next_token: str = "",
     ) -> Iterator[Page]:
-        """Yield the pages of ``query`` (see ``EcsClient.iter_pages``)."""
+        """Yield the pages of ``query`` from the first one, or from ``next_token``'s (see
+        ``EcsClient.iter_pages``)."""
         ...
 
 

@@ -1,9 +1,12 @@
 """What one refresh reads, and in which order (the read plan of one target).
 
 1. *Baseline* (until the first walk is done): every page up to the page cap; the backlog is
-   recorded without being counted.
+   recorded without being counted. A walk that fails goes on where it stopped at the next
+   refresh (see :meth:`ReadPlan._baseline`); its progress is :attr:`ReadPlan.baseline`.
 2. *Fast path*: pages from the first one, stopping after a page that brings nothing new or
    changed, or whose last record is known and unchanged (newest-first, nothing new follows).
+   What this walk itself found new is still news when read again (a walk restarted from the
+   first page after a refused ``NextToken``, pages pushed on by new results).
    The API's order is undocumented; when a new record follows an unchanged known one, the
    order is not newest-first: that is logged once and the sweep covers it.
 3. *In-flight follow-up*, only when the view holds records the service may still change (not
@@ -15,7 +18,10 @@
    periodic task and instance with ended runs not yet counted; each read stops once it has seen
    the runs it needs. Every run is counted once.
 5. *Sweep*, every ``sweep_interval`` seconds: every page up to the page cap. Runs it counts were
-   missed by the steps above and also go to ``results_found_by_sweep_total``.
+   missed by the steps above and also go to ``results_found_by_sweep_total``. A result a
+   complete sweep did not return leaves the view when it is older than every result returned
+   (the API drops its oldest), else after a complete look-up by its ``InvokeId`` does not
+   return it either; what it counted is remembered anyway (see :mod:`exporter.tracking`).
 
 Steady state with no news: one call (two with tasks in flight or periodic tasks). API calls are
 counted in :attr:`ReadPlan.pages`; unusable records are logged once each.
@@ -25,26 +31,63 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from exporter.ecs.errors import InvalidRequestError
 from exporter.ecs.models import TERMINAL_STATUSES, InvocationQuery, Page
+from exporter.refresh.apistats import ApiClock
 from exporter.refresh.options import PageSource, RefreshOptions
 from exporter.refresh.scheduling import due
-from exporter.tracking import Change, ResultKey, RunTracker, run_number
+from exporter.runledger import ResultKey
+from exporter.tracking import Change, RunTracker, run_number
 
 _MAX_INVALID_LOGGED = 10_000
 _MAX_HISTORY_REFUSED = 10_000
+_MAX_SWEEPS = 3  # walks of one sweep when the order moves between pages
 _T = TypeVar("_T")
+
+
+@dataclass
+class BaselineProgress:
+    """How far the first walk got (it may take several refreshes under throttling)."""
+
+    done: bool = False
+    pages: int = 0
+    """Pages the first walk read (all its attempts)."""
+    results: int = 0
+    """Results it recorded so far."""
+    next_token: str = ""
+    """Where it goes on from."""
+    walk_done: bool = False
+    consistent: bool = False
+    """One attempt returned every record (nothing missed, nothing changed in between)."""
+
+
+@dataclass
+class SweepProgress:
+    """A sweep under way (it may take several refreshes when calls fail)."""
+
+    started: float
+    seen: set[ResultKey] = field(default_factory=set)
+    oldest_start: float | None = None
+    returned: int = 0
+    pages: int = 0
+    next_token: str = ""
+    walks: int = 0
+    resumed: bool = False
+    """A walk went on after a failure: its parts were read at different times."""
+    had_invalid: bool = False
+    """A part of it skipped a record that could not be parsed."""
 
 
 class PageLog:
     """Counts the pages of a refresh and logs each unusable record once."""
 
-    def __init__(self, log: logging.Logger, fields: dict[str, object]) -> None:
+    def __init__(self, log: logging.Logger, fields: dict[str, object], api_clock: ApiClock) -> None:
         self._log = log
         self._fields = fields
+        self._api_clock = api_clock
         self.pages = 0
         self.invalid_records = 0
         self._invalid_seen: set[tuple[str, str, str]] = set()
@@ -56,6 +99,9 @@ class PageLog:
     def note(self, page: Page) -> None:
         """Account for one page an API call returned."""
         self.pages += 1
+        starts = [r.start_time for r in page.results if r.start_time is not None]
+        if starts:
+            self._api_clock.observe_start(max(starts))
         for record in page.invalid:
             marker = (record.invoke_id, record.instance_id, record.reason)
             if marker in self._invalid_seen:
@@ -80,12 +126,21 @@ class Walk:
     early, ``invalid`` how many records it skipped because they could not be parsed."""
 
     def __init__(
-        self, source: PageSource, query: InvocationQuery, options: RefreshOptions, log: PageLog
+        self,
+        source: PageSource,
+        query: InvocationQuery,
+        options: RefreshOptions,
+        log: PageLog,
+        *,
+        next_token: str = "",
+        page_cap: int | None = None,
     ) -> None:
         self._source = source
         self._query = query
         self._options = options
         self._log = log
+        self._next_token = next_token
+        self._cap = options.page_cap if page_cap is None else page_cap
         self.truncated = False
         self.invalid = 0
 
@@ -96,10 +151,14 @@ class Walk:
         return not self.truncated and self.invalid == 0
 
     def __iter__(self) -> Iterator[Page]:
-        cap = self._options.page_cap
-        pages = self._source.iter_pages(
-            self._query, max_results=self._options.max_results, max_pages=cap
-        )
+        cap = self._cap
+        max_results = self._options.max_results
+        if self._next_token:  # resuming a walk where it stopped
+            pages = self._source.iter_pages(
+                self._query, max_results=max_results, max_pages=cap, next_token=self._next_token
+            )
+        else:
+            pages = self._source.iter_pages(self._query, max_results=max_results, max_pages=cap)
         for count, page in enumerate(pages, start=1):
             self._log.note(page)
             self.invalid += len(page.invalid)
@@ -121,20 +180,28 @@ class ReadPlan:
         query: InvocationQuery,
         options: RefreshOptions,
         tracker: RunTracker,
+        api_clock: ApiClock,
         log: logging.Logger,
         fields: dict[str, object],
     ) -> None:
         self._source = source
+        self._api_clock = api_clock
         self._query = query
         self._options = options
         self._tracker = tracker
         self._log = log
         self._fields = fields
         self._max_lookups = options.max_lookups or options.page_cap
-        self.pages = PageLog(log, fields)
+        self.pages = PageLog(log, fields, api_clock)
+        self.baseline = BaselineProgress()
         self.truncated = False
+        # Results a complete sweep did not return although older ones it did: looked up by
+        # their InvokeId before they leave the view (one walk is not proof enough).
+        self._suspects: set[ResultKey] = set()
         self._last_sweep = 0.0
         self._order_warned = False
+        self._order_moved = False  # the last sweep saw a result twice
+        self._sweeping: SweepProgress | None = None
         # Set while a fast path is in flight, to when it (or the interrupted one before it)
         # started: a fast path that failed half-way has not seen what lay beyond its last page.
         self._fast_path_since: float | None = None
@@ -146,23 +213,89 @@ class ReadPlan:
 
     def refresh(self, now: float) -> None:
         """Read what this refresh needs; raises the API's error when a call fails (everything
-        read until then is applied)."""
+        read until then is applied, and the first walk goes on where it stopped)."""
         tracker = self._tracker
         if not tracker.baseline_done:
-            self._full_walk(now, sweep=False)
-            tracker.complete_baseline(at=now)
-            self._last_sweep = now
-            self._log_baseline()
+            self._baseline(now)
         else:
             self._fast_path(now)
             self._follow_in_flight(now)
             if self._options.include_history:
                 self._read_histories(now)
             interval = self._options.sweep_interval
-            if interval > 0 and due(self._last_sweep, now, interval):
-                self._last_sweep = now  # a failing sweep waits for the next interval too
-                self._full_walk(now, sweep=True)
+            if self._sweeping is None and interval > 0 and due(self._last_sweep, now, interval):
+                self._last_sweep = now
+                self._sweeping = SweepProgress(started=now)
+            if self._sweeping is not None:
+                # A sweep that failed goes on where it stopped, at the next refresh.
+                self._sweep(now, self._sweeping)
+            if self._suspects:
+                self._check_suspects(now)
         tracker.expire(now)
+
+    def _baseline(self, now: float) -> None:
+        """The first walk: records the backlog without counting it.
+
+        A long walk that fails (throttling, a server error) keeps what it read and goes on from
+        the page where it stopped at the next refresh, so it ends whatever share of calls fail.
+        Records read by an earlier attempt may have changed since, and new ones came in at the
+        top: the pages from the first one are read again until known records (a fast path),
+        and those the service may still change (the in-flight follow-up), before the baseline
+        is complete. It takes effect as of its last attempt.
+        """
+        progress = self.baseline
+        # An attempt that read nothing (it failed at the first page) leaves nothing to resume.
+        resumed = progress.pages > 0
+        if not progress.walk_done:
+            returned = 0
+            walk = Walk(
+                self._source,
+                self._query,
+                self._options,
+                self.pages,
+                next_token=progress.next_token,
+                page_cap=max(1, self._options.page_cap - progress.pages),
+            )
+            for page in walk:
+                for result in page.results:
+                    self._tracker.observe(result, now=now)
+                returned += len(page.results)
+                progress.pages += 1
+                progress.next_token = page.next_token
+                progress.results = len(self._tracker)
+            progress.walk_done = True
+            self.truncated = walk.truncated
+            # A result that came twice means the order moved between pages (or the walk
+            # started over), so another may have been missed: reading again finds most of
+            # those, but the baseline is not taken as complete.
+            moved = returned > len(self._tracker)
+            progress.consistent = not resumed and walk.saw_everything and not moved
+            if moved and walk.saw_everything:
+                self._walk_again(now)
+        if resumed:
+            self._fast_path(now)
+            self._follow_in_flight(now)
+        offset = self._api_clock.offset()
+        self._tracker.complete_baseline(
+            at=now,
+            api_at=now + (offset or 0.0),
+            consistent=progress.consistent,
+            # Measured from the answers' Date, the offset is good to a second or two.
+            tolerance=2.0 if self._api_clock.measured else None,
+        )
+        progress.results = len(self._tracker)
+        progress.done = True
+        self._last_sweep = now
+        self._log_baseline()
+
+    def _walk_again(self, now: float, times: int = 2) -> None:
+        for _ in range(times):
+            before = len(self._tracker)
+            for page in self._walk(self._query):
+                for result in page.results:
+                    self._tracker.observe(result, now=now)
+            if len(self._tracker) == before:
+                return
 
     def _log_baseline(self) -> None:
         # A filter that matches nothing looks exactly like a quiet account: say what was found.
@@ -186,23 +319,93 @@ class ReadPlan:
                 extra=self._fields,
             )
 
-    def _full_walk(self, now: float, *, sweep: bool) -> None:
-        walk = self._walk(self._query)
-        seen: set[ResultKey] = set()
+    def _sweep(self, now: float, sweep: SweepProgress) -> None:
+        while True:
+            known = len(sweep.seen)
+            complete = self._sweep_walk(now, sweep)
+            if not complete:
+                self._sweeping = None
+                return  # a page cap, or a record that could not be parsed: nothing is gone
+            if sweep.walks == 1:
+                # A result returned twice means the order moved between pages (or new results
+                # pushed the pages on), so another may have been missed. When that keeps
+                # happening, the sweep reads again (twice at most) while that finds more.
+                moved = sweep.returned > len(sweep.seen) and not sweep.resumed
+                again = moved and self._order_moved
+                self._order_moved = moved
+                if not again:
+                    break
+            elif len(sweep.seen) == known or sweep.walks >= _MAX_SWEEPS:
+                break
+        self._sweeping = None
+        # The API drops its oldest results (30 days, or beyond its own size cap): a result
+        # older than every one the sweep returned is gone. A younger one may just have been
+        # missed (an order that is not stable between pages): it is looked up first.
+        gone: list[ResultKey] = []
+        oldest = sweep.oldest_start
+        for key in self._tracker.missing(sweep.seen, seen_before=sweep.started):
+            start = self._tracker.start_time(key)
+            if start is not None and oldest is not None and start < oldest:
+                gone.append(key)
+            else:
+                self._suspects.add(key)
+        self._tracker.evict_keys(gone)
+
+    def _sweep_walk(self, now: float, sweep: SweepProgress) -> bool:
+        """One walk of a sweep (or the rest of one that failed); True when it returned every
+        record (no page cap, no record that could not be parsed)."""
+        if sweep.pages:
+            sweep.resumed = True
+        walk = Walk(
+            self._source,
+            self._query,
+            self._options,
+            self.pages,
+            next_token=sweep.next_token,
+            page_cap=max(1, self._options.page_cap - sweep.pages),
+        )
         saw_unchanged = False
         for page in walk:
             for result in page.results:
-                change = self._tracker.observe(result, now=now, from_sweep=sweep)
-                seen.add(result.key)
+                change = self._tracker.observe(result, now=now, from_sweep=True)
+                sweep.seen.add(result.key)
+                sweep.returned += 1
+                start = result.start_time
+                if start is not None and (sweep.oldest_start is None or start < sweep.oldest_start):
+                    sweep.oldest_start = start
                 if change is Change.UNCHANGED:
                     saw_unchanged = True
-                elif change is Change.NEW and saw_unchanged and sweep:
+                elif change is Change.NEW and saw_unchanged:
                     self._warn_order()
+            sweep.pages += 1
+            sweep.next_token = page.next_token
+            sweep.had_invalid = sweep.had_invalid or bool(page.invalid)
         self.truncated = walk.truncated
-        # A record that could not be parsed is not in ``seen``: forgetting it would count it
-        # again when it reads well next time.
-        if walk.saw_everything:
-            self._tracker.evict_missing(seen, seen_before=now)
+        sweep.walks += 1
+        sweep.pages = 0
+        sweep.next_token = ""
+        return not walk.truncated and not sweep.had_invalid
+
+    def _check_suspects(self, now: float) -> None:
+        """Look up by ``InvokeId`` the results a sweep missed: only a complete look-up that
+        does not return a result takes it out of the view."""
+        by_invocation: dict[str, list[ResultKey]] = {}
+        for key in self._suspects:
+            if key in self._tracker:
+                by_invocation.setdefault(key[0], []).append(key)
+        self._suspects.intersection_update(k for keys in by_invocation.values() for k in keys)
+        for invoke_id in self._take_turns(sorted(by_invocation)):
+            lookup = self._walk(replace(self._query, invoke_id=invoke_id))
+            found: set[ResultKey] = set()
+            for page in lookup:
+                for result in page.results:
+                    self._tracker.observe(result, now=now)
+                    found.add(result.key)
+            if not lookup.saw_everything:
+                continue
+            keys = by_invocation[invoke_id]
+            self._tracker.evict_keys(k for k in keys if k not in found)
+            self._suspects.difference_update(keys)
 
     def _fast_path(self, now: float) -> None:
         # After a fast path that failed half-way, the records beyond its last page were never
@@ -211,6 +414,10 @@ class ReadPlan:
         interrupted = self._fast_path_since
         self._fast_path_since = now if interrupted is None else interrupted
         saw_unchanged = False
+        # What this walk found new or changed: read again, it is still news. A service that
+        # refuses a NextToken makes the client start over from the first page, and new results
+        # shift the pages: neither is the end of the news.
+        touched: set[ResultKey] = set()
         for page in self._walk(self._query):
             news = False
             last_change = Change.UNCHANGED
@@ -219,9 +426,13 @@ class ReadPlan:
                 last_change = self._tracker.observe(result, now=now)
                 last_key = result.key
                 if last_change is Change.UNCHANGED:
-                    saw_unchanged = True
+                    if result.key in touched:
+                        news = True
+                    else:
+                        saw_unchanged = True
                 elif last_change is Change.NEW or last_change is Change.CHANGED:
                     news = True
+                    touched.add(result.key)
                     # (Resuming, the pages the interrupted walk read come before new ones.)
                     if last_change is Change.NEW and saw_unchanged and interrupted is None:
                         self._warn_order()
@@ -231,7 +442,11 @@ class ReadPlan:
                     continue
             # Newest-first, a page that ends on a known, unchanged record has shown every new
             # one; older records that change are the in-flight follow-up's (or the sweep's).
-            if not news or (last_change is Change.UNCHANGED and not self._order_warned):
+            if not news or (
+                last_change is Change.UNCHANGED
+                and last_key not in touched
+                and not self._order_warned
+            ):
                 break
         self._fast_path_since = None
 
@@ -289,9 +504,14 @@ class ReadPlan:
                 for key in keys:
                     self._tracker.history_abandoned(key)
                 continue
+            pages = self.pages.pages
             try:
                 self._read_history(invoke_id, instance_id, keys, now)
             except InvalidRequestError as exc:
+                if self.pages.pages > pages:
+                    # Refused after a page was read (a NextToken refused twice): the query
+                    # itself is fine; this refresh fails and the read is tried again.
+                    raise
                 # Not a periodic task after all: the API refuses IncludeHistory for it. The set
                 # is bounded: past the bound a refused task is simply asked (and refused) again.
                 if len(self._history_refused) >= _MAX_HISTORY_REFUSED:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 
-from exporter.ecs.errors import FAILURE_REASONS, EcsError, failure_reason
+from exporter.ecs.errors import FAILURE_REASONS, EcsError
 from exporter.ecs.models import InvocationQuery
 from exporter.logs import raised_at
 from exporter.refresh.apistats import ApiStatistics
@@ -70,6 +70,15 @@ class TargetSnapshot:
     last_failure_reason: str  # the failure reason of the last refresh, "" when it succeeded
     last_failure_detail: str  # its code and message (never a secret), "" when it succeeded
     label_values_folded: int = 0  # distinct API values shown as "other" (see ValueFolder)
+    baseline_done: bool = False
+    """The first walk is complete: runs are counted from then on."""
+    baseline_pages: int = 0
+    """Pages the first walk read so far (over all its attempts)."""
+    baseline_results: int = 0
+    """Results the first walk recorded so far (the tracked results once it is done)."""
+    api_clock_offset_seconds: float | None = None
+    """How far the API's clock is ahead of this host's (negative: behind); None while no
+    answer told (see :class:`~exporter.refresh.apistats.ApiClock`)."""
     state: str = "fresh"  # "restored": the counters resumed from the state directory
 
 
@@ -107,7 +116,7 @@ class TargetRefresher:
             query = replace(query, include_history=False)
         self.query = query
         self.options = options
-        self.api_stats = api_stats if api_stats is not None else ApiStatistics()
+        self.api_stats = api_stats if api_stats is not None else ApiStatistics(clock)
         self._clock = clock
         self._log = logger or logging.getLogger("exporter.refresh")
         # Called in the refresh with each new snapshot (the collector renders it ahead of scrapes).
@@ -128,7 +137,18 @@ class TargetRefresher:
                     "state restored: counters resume",
                     extra={**self._fields(), "results": restored.results},
                 )
-        self._plan = ReadPlan(client, query, options, self._tracker, self._log, self._fields())
+        self._plan = ReadPlan(
+            client,
+            query,
+            options,
+            self._tracker,
+            self.api_stats.api_clock,
+            self._log,
+            self._fields(),
+        )
+        if self._tracker.baseline_done:  # restored: the first walk was done before a restart
+            self._plan.baseline.done = True
+            self._plan.baseline.results = len(self._tracker)
         self._scheduler = RefreshScheduler(
             self._run, executor, min_interval=options.min_refresh_interval, clock=clock
         )
@@ -175,6 +195,7 @@ class TargetRefresher:
     def _run(self) -> None:
         started = time.monotonic()
         self._plan.pages.new_refresh()
+        baseline_pages = self._plan.baseline.pages
         up = False
         self._last_failure_reason = ""
         self._last_failure_detail = ""
@@ -182,10 +203,13 @@ class TargetRefresher:
             self._plan.refresh(self._clock())
             up = True
         except EcsError as exc:
-            reason = failure_reason(exc)
+            reason = exc.reason
             self._failures[reason] += 1
             self._last_failure_reason = reason
-            if reason == "throttled":
+            # A first walk that advanced keeps its pace: backing off would only make it
+            # longer, and it goes on where it stopped.
+            advanced = self._plan.baseline.pages > baseline_pages
+            if reason == "throttled" and not advanced:
                 self._scheduler.throttled()
             self._last_failure_detail = str(exc)  # the client scrubs secrets from API messages
             self._log.warning(
@@ -303,5 +327,9 @@ class TargetRefresher:
             last_failure_reason=self._last_failure_reason,
             last_failure_detail=self._last_failure_detail,
             label_values_folded=self._tracker.values_folded + api.codes_folded,
+            baseline_done=plan.baseline.done,
+            baseline_pages=plan.baseline.pages,
+            baseline_results=plan.baseline.results,
+            api_clock_offset_seconds=self.api_stats.api_clock.offset(),
             state=self._state,
         )

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ import httpx
 from exporter.ecs import signing
 from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider
+from exporter.ecs.errors import ThrottledError
 from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvalidRecord,
@@ -366,23 +368,40 @@ class FakeApi:
         self.errors: dict[int, Exception] = {}
         self.garbled: set[int] = set()
         self.gate: threading.Event | None = None
+        # Quirks the real API may show (issue 9): calls whose NextToken is refused (the client
+        # then restarts from the first page: that call answers page 1), records of equal
+        # StartTime in a new order at every call, and calls throttled at random.
+        self.refuse_token: set[int] = set()
+        self.unstable: random.Random | None = None
+        self.throttle: tuple[random.Random, float] | None = None
         self._lock = threading.Lock()
 
     def iter_pages(
-        self, query: InvocationQuery, *, max_results: int = 50, max_pages: int | None = None
+        self,
+        query: InvocationQuery,
+        *,
+        max_results: int = 50,
+        max_pages: int | None = None,
+        next_token: str = "",
     ) -> Iterator[Page]:
         size = min(max_results, self.page_size)
-        offset = 0
+        offset = int(next_token or 0)
         pages = 0
         while True:
             with self._lock:
                 self.calls.append(query)
                 number = len(self.calls)
                 error = self.errors.pop(number, None)
+                if error is None and self.throttle is not None:
+                    rng, share = self.throttle
+                    if rng.random() < share:
+                        error = ThrottledError("slow down", code="Throttling.User")
             if self.gate is not None:
                 self.gate.wait(10)
             if error is not None:
                 raise error
+            if number in self.refuse_token and offset:
+                offset = 0
             rows = self._select(query)
             chunk = rows[offset : offset + size]
             offset += size
@@ -404,6 +423,11 @@ class FakeApi:
             rows = [r for r in rows if r.instance_id == query.instance_id]
         if query.invoke_record_status is not None:
             rows = [r for r in rows if r.invoke_record_status == query.invoke_record_status]
+        if self.unstable is not None:
+            # Sorted by StartTime only: among equal ones, any order, a new one at every call.
+            keyed = [(r.start_time or 0.0, self.unstable.random(), r) for r in rows]
+            keyed.sort(key=lambda item: (-item[0], item[1]))
+            rows = [r for _, _, r in keyed]
         return rows
 
     def set(self, record: InvocationResult) -> None:
