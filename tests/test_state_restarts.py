@@ -29,6 +29,7 @@ from tests.test_exporter_integration import (
     refreshes,
     scrape,
     simulator_for,
+    static_target,
     wait_for,
     write_config,
 )
@@ -59,17 +60,22 @@ def scrape_in_background(exporter: ExporterProcess, into: list[Samples]) -> thre
     return thread
 
 
+@pytest.mark.parametrize("history", [False, True], ids=["records", "history"])
 def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
-    tmp_path: Path, clock: ManualClock, start_exporter: StartExporter
+    tmp_path: Path, clock: ManualClock, start_exporter: StartExporter, history: bool
 ) -> None:
-    rng = random.Random(20261206)
+    rng = random.Random(20261206 + history)
     world = World(seed=17, clock=clock, spec=WorldSpec(instances=8))
     world.add_invocation(3, "Success", at=clock.now() - 3600, duration=5)  # backlog
+    if history:  # periodic tasks whose runs go on while the exporter is down
+        world.add_invocation(
+            2, ["Success", "Failed"], repeat_mode="Period", period=10, duration=1, runs=60
+        )
     highest: Counter[tuple[str, str]] = Counter()
 
     def check(samples: Samples) -> None:
         exported = exported_finished(samples)
-        expected = expected_finished(world, world.ground_truth(), baseline)
+        expected = expected_finished(world, world.ground_truth(), baseline, history=history)
         assert exported - expected == Counter(), "counted above the ground truth"
         went_down = {key: (n, exported[key]) for key, n in highest.items() if exported[key] < n}
         assert not went_down, f"a counter went down: {went_down}"
@@ -83,7 +89,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
         clock.advance(rng.uniform(2, 8))
 
     with simulator_for(world) as simulator:
-        config = write_config(tmp_path, simulator, refresh={"sweep_interval_seconds": 0})
+        target = static_target(include_history=history)
+        config = write_config(
+            tmp_path, simulator, targets=[target], refresh={"sweep_interval_seconds": 0}
+        )
         args = ["--config.file", str(config), f"--storage.path={tmp_path / 'state'}"]
         exporter = start_exporter(args)
         samples = wait_for(exporter, lambda s: refreshes(s) >= 1)
@@ -115,7 +124,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
             check(samples)
         clock.advance(60)  # everything finishes
         truth = world.ground_truth()
-        expected = expected_finished(world, truth, baseline)
+        expected = expected_finished(world, truth, baseline, history=history)
 
         def settled(samples: Samples) -> bool:
             check(samples)
