@@ -366,3 +366,30 @@ def test_results_that_left_the_view_and_history_runs_survive_a_restart(tmp_path:
     store.target("history", "prod").restore_into(again_history)
     assert not again_history.observe_history_run(periodic, now=T0 + 40)  # the same run
     assert counted(again_history) == 1
+
+
+def test_a_refresh_whose_state_cannot_be_saved_is_not_served(tmp_path: Path) -> None:
+    api = FakeApi()
+    now = [T0]
+    options = RefreshOptions(min_refresh_interval=0, sweep_interval=0)
+    store = StateStore(tmp_path)
+    with ThreadPoolExecutor(1) as executor:
+        refresher = TargetRefresher(
+            "prod",
+            "cn-hangzhou",
+            api,
+            InvocationQuery(),
+            options,
+            executor,
+            clock=lambda: now[0],
+            store=store.target("target", "prod"),
+        )
+        refresher.refresh_now()  # baseline, saved
+        store.close()  # the disk goes away: saves fail from now on
+        api.records.insert(0, result("t-1", "i-1", "Failed", start=T0, finished=T0 + 5))
+        now[0] += 10
+        snapshot = refresher.refresh_now()
+        # Served, it could be taken back by a restart: the counters stay as saved, marked down.
+        assert not snapshot.up
+        assert snapshot.last_failure_reason == "internal"
+        assert sum(n for _, n in snapshot.counters.finished) == 0
