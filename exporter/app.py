@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import httpcore
 import httpx
@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from exporter import __version__
 from exporter.collector import CloudAssistantCollector, Exposition, build_info, build_revision
+from exporter.connections import ConnectionLimits
 from exporter.ecs.client import EcsClient, RetryPolicy
 from exporter.ecs.credentials import (
     DEFAULT_METADATA_URL,
@@ -53,6 +54,7 @@ from exporter.ecs.credentials import (
 )
 from exporter.ecs.ratelimit import TokenBucket
 from exporter.ecs.transport import api_connection_pool
+from exporter.listeners import ListenError, systemd_sockets
 from exporter.logs import REDACTOR, SecretRedactor
 from exporter.metrics import TargetInfoKey, TargetKey
 from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher
@@ -188,6 +190,11 @@ class Application:
         for refresher in self.refreshers:
             refresher.start_if_due()
 
+    def snapshot_version(self) -> tuple[object, ...]:
+        """Every target's latest snapshot: a new object whenever a refresh publishes one, so
+        the server knows a rendering of the registry is still current."""
+        return tuple(refresher.latest() for refresher in self.refreshers)
+
     def target_statuses(self) -> list[TargetStatus]:
         """Per-target status for the landing page and ``/-/ready``."""
         return [
@@ -240,13 +247,15 @@ def build_application(
     clock: Callable[[], float] = time.time,
     transport: httpx.BaseTransport | None = None,
     state: StateStore | None = None,
+    exporter_metrics: bool = True,
 ) -> Application:
     """Build (but do not start) the exporter for ``settings``.
 
     ``environ`` is what the environment-reading credential sources see (``os.environ`` by
-    default); ``transport`` replaces the network for every HTTP client (tests); ``state`` is
-    where the targets' trackers and counters are kept across restarts (none when None): the
-    application closes it.
+    default); ``transport`` replaces the network for every HTTP client (tests). Without
+    ``exporter_metrics`` (``--web.disable-exporter-metrics``) the process and platform
+    collectors are left out. ``state`` is where the targets' trackers and counters are kept
+    across restarts (none when None): the application closes it.
     """
     environ = os.environ if environ is None else environ
     workers = settings.refresh.workers
@@ -344,11 +353,15 @@ def build_application(
     # /metrics renders the process and platform collectors with prometheus_client and the
     # targets' families from the collector's per-snapshot text; ``registry`` has them all.
     runtime = CollectorRegistry()
-    ProcessCollector(registry=runtime)
-    PlatformCollector(registry=runtime)
     registry = CollectorRegistry()
-    for runtime_collector in (ProcessCollector(registry=None), PlatformCollector(registry=None)):
-        registry.register(runtime_collector)
+    if exporter_metrics:  # --web.disable-exporter-metrics leaves them out
+        ProcessCollector(registry=runtime)
+        PlatformCollector(registry=runtime)
+        for runtime_collector in (
+            ProcessCollector(registry=None),
+            PlatformCollector(registry=None),
+        ):
+            registry.register(runtime_collector)
     if state is not None:
         runtime.register(StateCollector(state))
         registry.register(StateCollector(state))
@@ -436,14 +449,21 @@ def describe_targets(targets: Sequence[Target]) -> str:
 def serve(
     app: Application,
     *,
-    listen_address: tuple[str, int],
+    listen_address: tuple[str, int] | None = None,
     telemetry_path: str = "/metrics",
     web_config: WebConfig | None = None,
     on_listening: Callable[[ExporterHTTPServer], None] | None = None,
     stop: threading.Event | None = None,
     grace_seconds: float = 10.0,
+    listen_addresses: Sequence[tuple[str, int]] = (),
+    systemd_socket: bool = False,
+    route_prefix: str = "",
+    limits: ConnectionLimits | None = None,
 ) -> int:
     """Serve ``app`` until SIGTERM/SIGINT (or ``stop`` is set); return the exit code.
+
+    It listens on ``listen_address`` and ``listen_addresses``, or on the sockets systemd
+    passed (``systemd_socket``), with every route under ``route_prefix``.
 
     Shutdown is graceful and prompt: stop accepting, let requests in flight finish (up to
     ``grace_seconds``; a scrape waiting for a refresh answers at once with the last snapshots),
@@ -452,57 +472,46 @@ def serve(
     it). Returns 1 when the address cannot be bound.
     """
     stop = stop if stop is not None else threading.Event()
+    addresses = [] if systemd_socket else [*filter(None, [listen_address]), *listen_addresses]
     try:
         server = ExporterHTTPServer(
-            listen_address,
+            addresses=addresses,
+            sockets=systemd_sockets() if systemd_socket else (),
             registry=app.registry,
             target_statuses=app.target_statuses,
             prepare_scrape=app.prepare_scrape,
             render_metrics=app.exposition.render if app.exposition is not None else None,
             scrape_max_wait=app.settings.refresh.scrape_max_wait_seconds,
             telemetry_path=telemetry_path,
+            route_prefix=route_prefix,
             web_config=web_config,
+            limits=limits,
+            data_version=app.snapshot_version,
         )
-    except OSError as exc:
-        log.error(
-            "cannot listen",
-            extra={"address": format_listen_address(listen_address), "err": exc.strerror or exc},
-        )
+    except (ListenError, OSError) as exc:
+        _log_cannot_listen(exc, addresses)
         app.close()
         return 1
     except BaseException:
         app.close()
         raise
 
-    def request_stop(signum: int, frame: object) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    def ignore_hangup(signum: int, frame: object) -> None:
-        # SIGHUP's default action ends the process silently: say so, and keep running.
-        log.warning(
-            "SIGHUP received: a reload is not supported, restart to apply a new configuration",
-            extra={"signal": "SIGHUP"},
-        )
-
-    previous_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous_handlers[signum] = signal.signal(signum, request_stop)
-        previous_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, ignore_hangup)
+    previous_handlers = _handle_signals(stop)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     )
     thread.start()
-    log.info(
-        "listening",
-        extra={
-            "address": server.url,
-            "telemetry_path": telemetry_path,
-            "tls": server.ssl_context is not None,
-            "targets": describe_targets(app.targets),
-        },
-    )
+    for url in server.urls:
+        log.info(
+            "listening",
+            extra={
+                "address": url,
+                "telemetry_path": server.route_prefix + telemetry_path,
+                "tls": server.ssl_context is not None,
+                "max_connections": server.connections.max_connections,
+                "targets": describe_targets(app.targets),
+            },
+        )
     app.start_refreshes()
     if on_listening is not None:
         on_listening(server)
@@ -527,6 +536,37 @@ def serve(
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _handle_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM and SIGINT set ``stop``; SIGHUP is logged (its default action would end the
+    process silently). Returns the handlers replaced (none off the main thread)."""
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    def ignore_hangup(signum: int, frame: object) -> None:
+        log.warning(
+            "SIGHUP received: a reload is not supported, restart to apply a new configuration",
+            extra={"signal": "SIGHUP"},
+        )
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, request_stop)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, ignore_hangup)
+    return previous
+
+
+def _log_cannot_listen(exc: ListenError | OSError, addresses: Sequence[tuple[str, int]]) -> None:
+    if isinstance(exc, ListenError):
+        address, err = exc.address, exc.reason
+    else:
+        address = ", ".join(format_listen_address(address) for address in addresses)
+        err = exc.strerror or str(exc)
+    log.error("cannot listen", extra={"address": address, "err": err})
 
 
 def format_listen_address(address: tuple[str, int]) -> str:

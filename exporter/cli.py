@@ -18,13 +18,14 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Final, NoReturn, TypeVar
 
 from exporter import __version__
 from exporter.app import Application, build_application, serve
+from exporter.connections import ConnectionLimits
 from exporter.ecs.errors import EcsError
 from exporter.logs import (
     LOG_FORMATS,
@@ -36,6 +37,7 @@ from exporter.logs import (
     describe_exception,
     log_uncaught_exceptions,
 )
+from exporter.server import normalize_route_prefix, route_prefix_of
 from exporter.settings import (
     SECRET_VARIABLES,
     ConfigError,
@@ -57,6 +59,7 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 log = logging.getLogger("exporter")
+_T = TypeVar("_T")
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -88,6 +91,25 @@ def parse_telemetry_path(value: str) -> str:
             f"{value!r} must be a path like /metrics (not /, /-/..., or with a query)"
         )
     return value
+
+
+def parse_max_connections(value: str) -> int:
+    """A whole number of connections, at least 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{value!r} must be a whole number of connections, at least 1")
+    return int(value)
+
+
+def _checked(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """``parse`` as an argparse type: its ``ValueError`` becomes a one-line usage error."""
+
+    def checked(value: str) -> _T:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return checked
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the built-in API simulator with a lively workload and export it",
     )
     parser.add_argument(
+        "--demo.profile",
+        dest="demo_profile",
+        metavar="NAME",
+        help="with --demo: the simulator's workload (demo, steady, bench, quiet; default demo)",
+    )
+    parser.add_argument(
         "--version",
         action="version",
         version=f"{PROGRAM} {__version__} (python {platform.python_version()})",
@@ -149,13 +177,51 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_web_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web.listen-address",
-        dest="listen_address",
+        dest="listen_addresses",
+        action="append",
         type=parse_listen_address,
         metavar="ADDRESS",
         help=(
-            f"address to listen on, host:port or :port (default {DEFAULT_LISTEN_ADDRESS}; "
+            "address to listen on, host:port, [v6]:port or :port (every address, IPv4 and "
+            f"IPv6); repeat it to listen on several (default {DEFAULT_LISTEN_ADDRESS}; "
             f"{DEFAULT_DEMO_LISTEN_ADDRESS} with --demo)"
         ),
+    )
+    parser.add_argument(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_true",
+        help="listen on the sockets systemd passes (socket activation) instead of addresses",
+    )
+    parser.add_argument(
+        "--web.external-url",
+        dest="external_url",
+        type=_checked(route_prefix_of),
+        metavar="URL",
+        help="the URL users reach the exporter at (behind a reverse proxy); its path is the "
+        "default route prefix",
+    )
+    parser.add_argument(
+        "--web.route-prefix",
+        dest="route_prefix",
+        type=_checked(normalize_route_prefix),
+        metavar="PATH",
+        help="prefix of every route (default: the path of --web.external-url, or none)",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_checked(parse_max_connections),
+        default=ConnectionLimits.max_connections,
+        metavar="N",
+        help="open HTTP connections at most; beyond, idle ones are closed first "
+        f"(default {ConnectionLimits.max_connections}, lowered to fit the open-files limit)",
+    )
+    parser.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_true",
+        help="leave out the process_* and python_* metrics about the exporter itself",
     )
     parser.add_argument(
         "--web.telemetry-path",
@@ -210,6 +276,17 @@ def _add_log_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _default_address(*, demo: bool) -> tuple[str, int]:
+    return parse_listen_address(DEFAULT_DEMO_LISTEN_ADDRESS if demo else DEFAULT_LISTEN_ADDRESS)
+
+
+def _route_prefix(args: argparse.Namespace) -> str:
+    """``--web.route-prefix``, else the path of ``--web.external-url``, as Prometheus has it."""
+    if args.route_prefix is not None:
+        return str(args.route_prefix)
+    return str(args.external_url or "")
+
+
 class StartupError(Exception):
     """The exporter cannot start with this configuration; ``str()`` is the one-line reason."""
 
@@ -230,12 +307,16 @@ def prepare(
     web_config_file: Path | None,
     environ: Mapping[str, str],
     storage_path: str = "",
+    *,
+    exporter_metrics: bool = True,
 ) -> Prepared:
     """Load and check everything a start needs, and build the application (not started).
 
     ``storage_path`` is the state directory ("": no persistence); ``--config.check`` passes ""
     (the directory belongs to the running exporter, which holds its lock). Raises
-    :class:`StartupError`. The caller closes ``application``.
+    :class:`StartupError`. The caller closes ``application``. Without ``exporter_metrics``
+    (``--web.disable-exporter-metrics``) the application leaves out the process and platform
+    metrics.
     """
     try:
         web_config = load_web_config(web_config_file) if web_config_file is not None else None
@@ -252,7 +333,9 @@ def prepare(
     REDACTOR.add_all(environ.get(name, "") for name in SECRET_VARIABLES)
     state = open_state(storage_path)
     try:
-        application = build_application(settings, environ=environ, state=state)
+        application = build_application(
+            settings, environ=environ, exporter_metrics=exporter_metrics, state=state
+        )
     except (ValueError, EcsError) as exc:  # what validation let through but a constructor refused
         if state is not None:
             state.close()
@@ -312,14 +395,21 @@ def _run(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.demo and (args.config_file is not None or args.config_check):
         parser.error("--demo cannot be combined with --config.file or --config.check")
+    if args.demo_profile is not None and not args.demo:
+        parser.error("--demo.profile needs --demo")
     configure_logging(args.log_level, args.log_format)
     log_uncaught_exceptions()
 
     if args.demo:
-        return _run_demo(args)
+        return _run_demo(args, parser)
     try:
-        storage = "" if args.config_check else args.storage_path
-        prepared = prepare(args.config_file, args.web_config_file, os.environ, storage)
+        prepared = prepare(
+            args.config_file,
+            args.web_config_file,
+            os.environ,
+            "" if args.config_check else args.storage_path,
+            exporter_metrics=not args.disable_exporter_metrics,
+        )
     except StartupError as exc:
         return _config_failure(exc)
 
@@ -338,7 +428,10 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         return serve(
             prepared.application,
-            listen_address=args.listen_address or parse_listen_address(DEFAULT_LISTEN_ADDRESS),
+            listen_addresses=args.listen_addresses or [_default_address(demo=False)],
+            systemd_socket=args.systemd_socket,
+            route_prefix=_route_prefix(args),
+            limits=ConnectionLimits(max_connections=args.max_connections),
             telemetry_path=args.telemetry_path,
             web_config=prepared.web_config,
         )
@@ -346,17 +439,23 @@ def _run(argv: Sequence[str] | None) -> int:
         return _config_failure(exc)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from exporter.demo import run_demo  # the simulator is only imported for the demo
+def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # The simulator is only imported for the demo.
+    from exporter.demo import DEMO_PROFILE, run_demo, unknown_profile
 
+    profile = args.demo_profile or DEMO_PROFILE
+    problem = unknown_profile(profile)
+    if problem is not None:
+        parser.error(problem)
     try:
         web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except WebConfigError as exc:
         return _config_failure(exc)
     return run_demo(
-        listen_address=args.listen_address or parse_listen_address(DEFAULT_DEMO_LISTEN_ADDRESS),
+        listen_address=(args.listen_addresses or [_default_address(demo=True)])[0],
         telemetry_path=args.telemetry_path,
         web_config=web_config,
+        profile=profile,
     )
 
 

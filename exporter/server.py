@@ -1,4 +1,4 @@
-"""The exporter's HTTP endpoints, on a threading HTTP server with graceful shutdown.
+"""The exporter's HTTP endpoints, served over HTTP/1.1 with keep-alive and graceful shutdown.
 
 =================  ===========================================================================
 ``/metrics``       the application's registry, in the format the ``Accept`` header asks for
@@ -11,36 +11,45 @@
 
 Only GET and HEAD are allowed (405 otherwise); unknown paths are 404. With a web config, TLS
 and basic auth apply to every path, health endpoints included (as exporter-toolkit does),
-except the paths listed in the web config's ``auth_excluded_paths`` (for probes). An
+except the paths listed in the web config's ``auth_excluded_paths`` (for probes; with or
+without the route prefix). An
 exception while answering is logged on one line (no traceback) and becomes a 500; a client that
 goes away mid-answer is only noted at debug level. The server keeps serving either way.
 
-Each connection is served by its own thread, and a connection that sends nothing for
-:data:`CONNECTION_TIMEOUT_SECONDS` is dropped, so silent or slow clients never hold up a scrape.
+Every path is under ``--web.route-prefix`` (by default the path of ``--web.external-url``, or
+none), as in Prometheus; ``/`` and the bare prefix then redirect to ``PREFIX/``. The landing
+page's links are relative, so it also works behind a reverse proxy that strips a prefix.
+
+Connections, their limits and deadlines are :mod:`exporter.connections`' job: a silent, slow or
+hostile client never holds up a scrape. Scrapes that arrive together share one rendering of
+the registry, and a scrape's wait for refreshes counts the time it was queued, so it answers
+within Prometheus' timeout (serving the last snapshots if it must).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import html
+import io
 import logging
 import socket
-import socketserver
 import ssl
-import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
+from exporter.connections import Answer, ConnectionLimits, ConnectionServer, Request
+from exporter.listeners import ListenError, bind_all
 from exporter.logs import describe_exception
 from exporter.webconfig import BASIC_AUTH_CHALLENGE, WebConfig
 
@@ -49,10 +58,9 @@ log = logging.getLogger(__name__)
 SCRAPE_TIMEOUT_HEADER: Final = "X-Prometheus-Scrape-Timeout-Seconds"
 # Time kept back from Prometheus' scrape timeout to encode and send the answer.
 SCRAPE_TIMEOUT_MARGIN_SECONDS: Final = 0.5
-# A connection that sends nothing (or stalls a TLS handshake) for this long is dropped.
-CONNECTION_TIMEOUT_SECONDS: Final = 30.0
 ALLOWED_METHODS: Final = "GET, HEAD"
-LISTEN_BACKLOG: Final = 128
+# How old a rendering of unchanged data a scrape may be served (see ExpositionCache).
+RENDERING_REUSE_SECONDS: Final = 1.0
 # The longest request path quoted in a log line.
 _MAX_LOGGED_PATH: Final = 200
 
@@ -89,157 +97,251 @@ def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
     return max(0.0, min(max_wait, timeout - SCRAPE_TIMEOUT_MARGIN_SECONDS))
 
 
-class ExporterHTTPServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that counts requests in flight, so shutdown can wait for them.
+def normalize_route_prefix(value: str) -> str:
+    """``--web.route-prefix`` as Prometheus reads it: a leading ``/`` added, the trailing one
+    dropped (``/`` and ``""`` mean no prefix). Raises ``ValueError`` for a query or fragment."""
+    if (
+        not value.isascii()
+        or any(mark in value for mark in "?#%")
+        or any(ord(char) < 33 or ord(char) == 127 for char in value)
+    ):
+        raise ValueError(
+            f"{value!r} must be a path like /exporter (ASCII, no query, no spaces, no %)"
+        )
+    return ("/" + value.strip("/")) if value.strip("/") else ""
 
-    TLS handshakes happen in the request's thread, never in the accept loop, so a slow or
-    silent client cannot stall other scrapes.
+
+def route_prefix_of(external_url: str) -> str:
+    """The route prefix ``--web.external-url`` implies (its path); ``ValueError`` if it is not
+    an absolute http(s) URL."""
+    parsed = urlsplit(external_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(
+            f"{external_url!r} must be an absolute http(s) URL, e.g. https://host/path"
+        )
+    return normalize_route_prefix(parsed.path)
+
+
+class ExpositionCache:
+    """Renders the registry once for scrapes that arrive together.
+
+    A scrape may take a rendering that began after its refreshes were done (``not_before``):
+    it holds everything the scrape would have rendered itself. It may also take one that
+    began up to :data:`RENDERING_REUSE_SECONDS` earlier if ``data_version`` (the snapshots
+    the collector renders, compared by identity) has not changed since: no refresh finished
+    in between. Without this, 100 scrapes at once rendered 100 times, one after the other,
+    and many answered after Prometheus' timeout.
     """
-
-    daemon_threads = True
-    # The listen backlog. socketserver's default of 5 makes the kernel drop the SYNs of a burst
-    # of connections (an HA pair, a flood, idle clients) and clients wait a second or more for
-    # their retransmission.
-    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self,
-        address: tuple[str, int],
+        registry: CollectorRegistry,
+        data_version: Callable[[], Sequence[object]] | None = None,
+        render_metrics: Callable[[str], tuple[bytes, str]] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._data_version = data_version
+        # (Accept header) -> (body, content type); without it the registry is encoded.
+        self._render_metrics = render_metrics
+        self._lock = threading.Lock()
+        self._latest: dict[str, _Rendering] = {}
+
+    def render(self, accept: str, not_before: float, *, compress: bool) -> tuple[bytes, str]:
+        """The exposition (gzip-compressed if ``compress``) and its content type."""
+        encoder, content_type = choose_encoder(accept)
+        version = tuple(self._data_version()) if self._data_version is not None else None
+        with self._lock:
+            rendering = self._latest.get(content_type)
+            mine = rendering is None or not self._serves(rendering, not_before, version)
+            if mine:
+                rendering = _Rendering(time.monotonic(), version)
+                self._latest[content_type] = rendering
+        assert rendering is not None
+        if mine:
+            try:
+                if self._render_metrics is not None:
+                    rendering.body, content_type = self._render_metrics(accept)
+                    rendering.content_type = content_type
+                else:
+                    rendering.body = encoder(self._registry)
+            finally:
+                rendering.done.set()
+        else:
+            rendering.done.wait()
+            if rendering.body is None:  # that rendering failed: render afresh
+                return self.render(accept, time.monotonic(), compress=compress)
+        assert rendering.body is not None
+        content_type = rendering.content_type or content_type
+        if not compress:
+            return rendering.body, content_type
+        with rendering.lock:
+            if rendering.compressed is None:
+                rendering.compressed = gzip.compress(rendering.body, compresslevel=6)
+            return rendering.compressed, content_type
+
+    @staticmethod
+    def _serves(
+        rendering: _Rendering, not_before: float, version: tuple[object, ...] | None
+    ) -> bool:
+        if rendering.done.is_set() and rendering.body is None:
+            return False  # it failed
+        if rendering.started >= not_before:
+            return True
+        return (
+            version is not None
+            and rendering.version is not None
+            and rendering.started >= not_before - RENDERING_REUSE_SECONDS
+            and len(version) == len(rendering.version)
+            and all(new is old for new, old in zip(version, rendering.version, strict=True))
+        )
+
+
+@dataclass(eq=False)
+class _Rendering:
+    started: float
+    version: tuple[object, ...] | None
+    body: bytes | None = None
+    content_type: str = ""
+    compressed: bytes | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ExporterHTTPServer:
+    """The exporter's endpoints on one or more listening sockets (see the module docstring).
+
+    Listens on ``address`` and ``addresses`` (bound here: ``ListenError`` when one cannot be),
+    plus already listening ``sockets`` (systemd socket activation). Every route is under
+    ``route_prefix``. ``render_metrics`` (Accept header -> body and content type) renders
+    ``/metrics`` instead of encoding ``registry``; ``data_version`` tells when the data behind
+    it changed (see :class:`ExpositionCache`). Connections are served by
+    :class:`~exporter.connections.ConnectionServer` within ``limits``.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int] | None = None,
         *,
+        addresses: Sequence[tuple[str, int]] = (),
+        sockets: Sequence[socket.socket] = (),
         registry: CollectorRegistry,
         target_statuses: Callable[[], Sequence[TargetStatus]],
         prepare_scrape: Callable[[float], None] = lambda max_wait: None,
         render_metrics: Callable[[str], tuple[bytes, str]] | None = None,
         scrape_max_wait: float = 9.0,
         telemetry_path: str = "/metrics",
+        route_prefix: str = "",
         web_config: WebConfig | None = None,
+        limits: ConnectionLimits | None = None,
+        data_version: Callable[[], Sequence[object]] | None = None,
     ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.registry = registry
+        self.exposition = ExpositionCache(registry, data_version, render_metrics)
         self.target_statuses = target_statuses
         self.prepare_scrape = prepare_scrape
-        # (Accept header) -> (body, content type); without it the registry is rendered.
-        self.render_metrics = render_metrics
         self.scrape_max_wait = scrape_max_wait
         self.telemetry_path = telemetry_path
+        self.route_prefix = normalize_route_prefix(route_prefix)
         self.web_config = web_config
         self.ssl_context: ssl.SSLContext | None = (
             web_config.ssl_context() if web_config is not None else None
         )
         self.response_headers = web_config.response_headers if web_config is not None else {}
-        self._in_flight = 0
-        # Open connections by serving thread: the socket, and whether a request is being
-        # answered on it (an idle one is closed at shutdown instead of waited for).
-        self._connections: dict[int, tuple[socket.socket, bool]] = {}
-        self._idle = threading.Condition()
-        super().__init__(address, ExporterRequestHandler)
+        wanted = ([address] if address is not None else []) + list(addresses)
+        listeners = [*bind_all(wanted), *sockets]
+        if not listeners:
+            raise ListenError("no address to listen on", address="")
+        self._scrape_target = (self.route_prefix + telemetry_path).encode()
+        self.connections = ConnectionServer(
+            listeners,
+            self.answer,
+            is_scrape=self._is_scrape,
+            ssl_context=self.ssl_context,
+            limits=limits if limits is not None else ConnectionLimits(),
+        )
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, a reverse DNS lookup that can hang
-        # start-up where DNS is broken; nothing here uses the name.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
+    @property
+    def server_address(self) -> tuple[str, int]:
+        """The first listening socket's address (host, port)."""
+        host, port = self.connections.listeners[0].getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def urls(self) -> list[str]:
+        """The base URL of every listening socket, e.g. ``http://127.0.0.1:9907``."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        urls = []
+        for listener in self.connections.listeners:
+            host, port = listener.getsockname()[:2]
+            host = str(host)
+            urls.append(f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}")
+        return urls
 
     @property
     def url(self) -> str:
-        """The base URL clients use, e.g. ``http://127.0.0.1:9907``."""
-        host, port = self.server_address[:2]
-        host = str(host)
-        if ":" in host:
-            host = f"[{host}]"
-        scheme = "https" if self.ssl_context is not None else "http"
-        return f"{scheme}://{host}:{port}"
+        """The first listening socket's base URL (see :attr:`urls`)."""
+        return self.urls[0]
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._idle:
-            self._in_flight += 1
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._request_done()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        self._track_connection(request, busy=False)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._idle:
-                self._connections.pop(threading.get_ident(), None)
-            self._request_done()
-
-    def _track_connection(self, connection: socket.socket, *, busy: bool) -> None:
-        with self._idle:
-            self._connections[threading.get_ident()] = (connection, busy)
-
-    def mark_busy(self, connection: socket.socket) -> None:
-        """Called by the handler once a request has arrived on ``connection``."""
-        self._track_connection(connection, busy=True)
-
-    def _request_done(self) -> None:
-        with self._idle:
-            self._in_flight -= 1
-            self._idle.notify_all()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.ssl_context is None:
-            super().finish_request(request, client_address)
-            return
-        request.settimeout(CONNECTION_TIMEOUT_SECONDS)
-        if _speaks_plain_http(request):
-            # As Go's servers do: tell a client that forgot https:// instead of a bare reset.
-            with contextlib.suppress(OSError):
-                request.sendall(_PLAIN_HTTP_TO_TLS_ANSWER)
-            return
-        try:
-            tls_socket = self.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.debug("TLS handshake failed", extra={"client": client_address[0], "err": exc})
-            return
-        self._track_connection(tls_socket, busy=False)
-        try:
-            super().finish_request(tls_socket, client_address)
-        finally:
-            tls_socket.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # The default prints a traceback to stderr; a dropped connection is not worth one.
-        exc = sys.exc_info()[1]
-        err = describe_exception(exc) if exc is not None else "unknown"
-        log.debug("connection error", extra={"client": client_address[0], "err": err})
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until :meth:`stop` (``poll_interval`` is accepted for compatibility, unused)."""
+        self.connections.serve_forever()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is in flight; False if ``timeout`` passed first."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+        return self.connections.wait_idle(timeout)
 
     def stop(self, grace_seconds: float = 10.0) -> bool:
-        """Stop accepting, close the listening socket and idle connections, wait for requests.
+        """Stop accepting, close idle connections, wait for requests in flight, close.
 
         Must be called from another thread than the one in ``serve_forever()``. Returns
         whether every request in flight finished within ``grace_seconds``.
         """
-        self.shutdown()
-        self.server_close()
-        with self._idle:
-            idle = [sock for sock, busy in self._connections.values() if not busy]
-        for sock in idle:
-            # A client that connected but sent nothing would hold its thread (and shutdown)
-            # until the connection timeout: end its wait for a request line now.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        return self.wait_idle(grace_seconds)
+        return self.connections.stop(grace_seconds)
+
+    def answer(self, request: Request) -> Answer:
+        """Answer one request (in a worker thread)."""
+        return ExporterRequestHandler(request, self).answer()
+
+    def _is_scrape(self, head: bytes) -> bool:
+        words = head.split(b"\n", 1)[0].split()
+        return len(words) > 1 and words[1].split(b"?", 1)[0] == self._scrape_target
 
 
 class ExporterRequestHandler(BaseHTTPRequestHandler):
-    """Routes one request; see the module docstring for the endpoints."""
+    """Routes one request, whose head the connection layer has read; see the module docstring.
 
-    server: ExporterHTTPServer
+    Not socketserver's life cycle: the handler reads the head from memory and writes the
+    whole response to memory, which the connection layer sends.
+    """
+
+    protocol_version = "HTTP/1.1"
     server_version = f"aliyun-cloudassistant-exporter/{__version__}"
-    sys_version = ""  # the Server header does not advertise the Python version
-    timeout = CONNECTION_TIMEOUT_SECONDS
+
+    def __init__(self, request: Request, exporter: ExporterHTTPServer) -> None:
+        # BaseRequestHandler.__init__ would serve a socket; set up what handle_one_request uses.
+        self.exporter = exporter
+        self.received = request.received
+        self.client_address = (request.client, 0)
+        self.rfile = io.BytesIO(request.head)
+        self._output = io.BytesIO()
+        self.wfile = self._output
+        self.close_connection = True
+
+    def answer(self) -> Answer:
+        """Parse the head, route it and return the response."""
+        self.handle_one_request()
+        headers = getattr(self, "headers", None)
+        if headers is not None and (
+            headers.get("Content-Length", "0").strip() not in ("", "0")
+            or "Transfer-Encoding" in headers
+        ):
+            # Bodies are never read: what follows the head is not the next request.
+            self.close_connection = True
+        return Answer(self._output.getvalue(), keep_alive=not self.close_connection)
+
+    def version_string(self) -> str:
+        # The default appends the Python version after a space (or a trailing space).
+        return self.server_version
 
     def do_GET(self) -> None:
         self._dispatch(send_body=True)
@@ -248,7 +350,6 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         self._dispatch(send_body=False)
 
     def _method_not_allowed(self) -> None:
-        self.server.mark_busy(self.connection)
         if self._authorized(send_body=True):
             self._send(
                 HTTPStatus.METHOD_NOT_ALLOWED,
@@ -261,38 +362,40 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
     )
 
     def _dispatch(self, *, send_body: bool) -> None:
-        self.server.mark_busy(self.connection)
         if not self._authorized(send_body=send_body):
             return
         path = self.path.split("?", 1)[0]
+        prefix = self.exporter.route_prefix
         routes: dict[str, Callable[[bool], None]] = {
-            self.server.telemetry_path: self._metrics,
-            "/": self._landing_page,
-            "/-/healthy": self._healthy,
-            "/-/ready": self._ready,
+            prefix + self.exporter.telemetry_path: self._metrics,
+            prefix + "/": self._landing_page,
+            prefix + "/-/healthy": self._healthy,
+            prefix + "/-/ready": self._ready,
         }
+        if prefix and path in ("/", prefix):
+            # As Prometheus does: the root and the bare prefix lead to the landing page.
+            self._send(
+                HTTPStatus.FOUND,
+                b"Found\n",
+                headers={"Location": prefix + "/"},
+                send_body=send_body,
+            )
+            return
         route = routes.get(path)
         if route is None:
             self._send(HTTPStatus.NOT_FOUND, b"Not Found\n", send_body=send_body)
             return
         try:
             route(send_body)
-        except (ConnectionError, TimeoutError) as exc:
-            # The client went away (or stopped reading) mid-answer: nothing to answer to.
-            self.close_connection = True
-            log.debug(
-                "client went away",
-                extra={
-                    "client": self.client_address[0],
-                    "path": path[:_MAX_LOGGED_PATH],
-                    "err": describe_exception(exc),
-                },
-            )
         except Exception as exc:
             log.error(
                 "error while answering a request",
                 extra={"path": path[:_MAX_LOGGED_PATH], "err": describe_exception(exc)},
             )
+            # Whatever was written before the exception is not sent.
+            self._output.seek(0)
+            self._output.truncate()
+            self._headers_buffer: list[bytes] = []
             self._send(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 b"Internal Server Error\n",
@@ -300,8 +403,16 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             )
 
     def _authorized(self, *, send_body: bool) -> bool:
-        web_config = self.server.web_config
-        if web_config is None or not web_config.auth_required_for(self.path):
+        web_config = self.exporter.web_config
+        prefix = self.exporter.route_prefix
+        # auth_excluded_paths may name a path with the route prefix or without it.
+        under_prefix = self.path[len(prefix) :] if prefix else self.path
+        if web_config is None or not (
+            web_config.auth_required_for(self.path)
+            and (
+                not self.path.startswith(prefix + "/") or web_config.auth_required_for(under_prefix)
+            )
+        ):
             return True
         if web_config.check_basic_auth(self.headers.get("Authorization")):
             return True
@@ -315,19 +426,15 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
 
     def _metrics(self, send_body: bool) -> None:
         max_wait = scrape_wait_seconds(
-            self.headers.get(SCRAPE_TIMEOUT_HEADER), self.server.scrape_max_wait
+            self.headers.get(SCRAPE_TIMEOUT_HEADER), self.exporter.scrape_max_wait
         )
-        self.server.prepare_scrape(max_wait)
-        accept = self.headers.get("Accept", "")
-        if self.server.render_metrics is not None:
-            body, content_type = self.server.render_metrics(accept)
-        else:
-            encoder, content_type = choose_encoder(accept)
-            body = encoder(self.server.registry)
-        headers: dict[str, str] = {}
-        if gzip_accepted(self.headers.get("Accept-Encoding", "")):
-            body = gzip.compress(body, compresslevel=6)
-            headers["Content-Encoding"] = "gzip"
+        # Time spent queued for a worker counts: the answer is due by Prometheus' deadline.
+        self.exporter.prepare_scrape(max(0.0, self.received + max_wait - time.monotonic()))
+        compress = gzip_accepted(self.headers.get("Accept-Encoding", ""))
+        body, content_type = self.exporter.exposition.render(
+            self.headers.get("Accept", ""), time.monotonic(), compress=compress
+        )
+        headers = {"Content-Encoding": "gzip"} if compress else {}
         self._send(
             HTTPStatus.OK, body, content_type=content_type, headers=headers, send_body=send_body
         )
@@ -336,7 +443,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, b"Healthy\n", send_body=send_body)
 
     def _ready(self, send_body: bool) -> None:
-        statuses = self.server.target_statuses()
+        statuses = self.exporter.target_statuses()
         waiting = [status for status in statuses if status.up is None]
         if waiting:
             body = f"Not ready: {len(waiting)} of {len(statuses)} targets not refreshed yet\n"
@@ -345,7 +452,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, b"Ready\n", send_body=send_body)
 
     def _landing_page(self, send_body: bool) -> None:
-        page = render_landing_page(self.server.telemetry_path, self.server.target_statuses())
+        page = render_landing_page(self.exporter.telemetry_path, self.exporter.target_statuses())
         self._send(
             HTTPStatus.OK,
             page.encode(),
@@ -365,7 +472,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        extra_headers = dict(self.server.response_headers)
+        extra_headers = dict(self.exporter.response_headers)
         extra_headers.update(headers or {})
         for name, value in extra_headers.items():
             self.send_header(name, value)
@@ -378,21 +485,6 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         log.debug(format % args, extra={"client": self.client_address[0]})
 
 
-_PLAIN_HTTP_TO_TLS_ANSWER: Final = (
-    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
-)
-
-
-def _speaks_plain_http(connection: socket.socket) -> bool:
-    """True when the client's first byte is a letter (``GET``, ``HEAD``...), not a TLS record."""
-    try:
-        first = connection.recv(1, socket.MSG_PEEK)
-    except OSError:
-        return False
-    return first.isalpha()
-
-
 def _format_time(timestamp: float | None) -> str:
     if timestamp is None:
         return "never"
@@ -400,7 +492,7 @@ def _format_time(timestamp: float | None) -> str:
 
 
 def render_landing_page(telemetry_path: str, statuses: Sequence[TargetStatus]) -> str:
-    """The HTML of ``/``: links to the endpoints and one row per target."""
+    """The HTML of ``/``: links to the endpoints (relative) and one row per target."""
     rows = []
     for status in statuses:
         up = {None: "pending", True: "1", False: "0"}[status.up]
@@ -416,7 +508,9 @@ def render_landing_page(telemetry_path: str, statuses: Sequence[TargetStatus]) -
             status.last_error_detail or "-",
         )
         rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
-    path = html.escape(telemetry_path, quote=True)
+    # Relative links, so the page works behind a reverse proxy's path prefix and under
+    # --web.route-prefix: the page is served at PREFIX/, so "metrics" is PREFIX/metrics.
+    path = html.escape(telemetry_path.lstrip("/"), quote=True)
     table_rows = "\n".join(rows) or '<tr><td colspan="7">no targets</td></tr>'
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -427,9 +521,9 @@ tr:nth-child(even){{background:#f2f2f2}}</style></head>
 <h1>Alibaba Cloud ECS Cloud Assistant exporter</h1>
 <p>Version {html.escape(__version__)}</p>
 <ul>
-<li><a href="{path}">Metrics</a> ({path})</li>
-<li><a href="/-/healthy">/-/healthy</a></li>
-<li><a href="/-/ready">/-/ready</a></li>
+<li><a href="{path}">Metrics</a></li>
+<li><a href="-/healthy">Health</a></li>
+<li><a href="-/ready">Readiness</a></li>
 </ul>
 <h2>Targets</h2>
 <table>

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,28 +137,34 @@ def without_state(args: Sequence[str]) -> list[str]:
     return [*args, "--storage.path="]
 
 
-def start(args: Sequence[str], env: Mapping[str, str] | None = None) -> ExporterProcess:
+def start(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    listen_address: str | None = "127.0.0.1:0",
+    wrapper: Sequence[str] = (),
+    preexec_fn: Callable[[], None] | None = None,
+    pass_fds: Sequence[int] = (),
+) -> ExporterProcess:
     """Start ``python -m exporter ARGS`` on a free loopback port and wait until it listens.
 
-    The URL is the one its ``listening`` log line announces (it binds port 0), in either log
-    format. A process that exits or stays silent instead is stopped, and an ``AssertionError``
-    carries what it wrote.
+    The URL is the one its (first) ``listening`` log line announces (it binds port 0), in
+    either log format. A process that exits or stays silent instead is stopped, and an
+    ``AssertionError`` carries what it wrote. ``listen_address`` None leaves the flag to
+    ``args``; ``wrapper`` is a command the exporter's command line is appended to;
+    ``preexec_fn`` and ``pass_fds`` are ``subprocess.Popen``'s.
     """
+    listen = ["--web.listen-address", listen_address] if listen_address is not None else []
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--web.listen-address",
-            "127.0.0.1:0",
-            *without_state(args),
-        ],
+        [*wrapper, sys.executable, "-m", "exporter", *listen, *without_state(args)],
         cwd=PROJECT_ROOT,
         env=clean_environment(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
+        pass_fds=pass_fds,
     )
     exporter = ExporterProcess(process)
     # Set when the URL is known, or when a pipe closes (the process is gone).

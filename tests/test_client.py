@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -528,3 +529,35 @@ def test_an_answer_larger_than_any_real_page_is_refused() -> None:
     http = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200, content=huge)))
     with open_client(http) as client, pytest.raises(MalformedResponseError, match="larger than"):
         list(client.iter_pages(InvocationQuery()))
+
+
+@HTTP_KINDS
+def test_a_server_that_never_answers_times_out_per_try(
+    make_http: Callable[[], httpcore.ConnectionPool | httpx.Client | httpx.BaseTransport],
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])  # and never answer
+
+    threading.Thread(target=accept, daemon=True).start()
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, deadline=5.0)
+    started = time.monotonic()
+    try:
+        with (
+            open_client(
+                make_http(), endpoint=f"http://127.0.0.1:{port}", retry=retry, timeout=0.3
+            ) as client,
+            pytest.raises(RequestTimeoutError, match="ReadTimeout") as caught,
+        ):
+            list(client.iter_pages(InvocationQuery()))
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+    assert "0.3s" in str(caught.value)
+    assert time.monotonic() - started < 3.0  # two tries of 0.3 s, not the 5 s deadline

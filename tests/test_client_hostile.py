@@ -7,23 +7,30 @@ surface (encodable, printable, bounded, no secret) or raises an error whose ever
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
+from prometheus_client import generate_latest
 
+from exporter.app import build_application
 from exporter.ecs.client import RequestEvent, RetryPolicy
 from exporter.ecs.errors import (
     ApiError,
     AuthenticationError,
     EcsError,
     MalformedResponseError,
+    RateLimitWaitError,
     RequestTimeoutError,
     ServerError,
+    failure_reason,
 )
 from exporter.ecs.models import InvocationQuery, InvocationResult
-from exporter.ecs.ratelimit import RateLimitWaitError, TokenBucket
+from exporter.ecs.ratelimit import TokenBucket
 from exporter.ecs.untrusted import MAX_MESSAGE_CHARS, MAX_NAME_CHARS
+from exporter.server import render_landing_page
+from exporter.settings import load_config_file
 from tests.support.fakes import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
@@ -130,6 +137,7 @@ def test_a_rate_limit_wait_longer_than_the_deadline_fails_at_once() -> None:
         with pytest.raises(RequestTimeoutError, match="rate limit") as caught:
             list(client.iter_pages(InvocationQuery()))
     assert isinstance(caught.value, RateLimitWaitError)
+    assert failure_reason(caught.value) == "throttled"  # the remedy is throttling's
     assert "delay this request by 10.0s, more than the 5.0s" in str(caught.value)
     assert clock.sleeps == []  # it did not wait at all
     assert len(checks.seen) == 1
@@ -307,3 +315,63 @@ def test_a_huge_message_is_bounded() -> None:
         list(client.iter_pages(InvocationQuery()))
     assert len(caught.value.message) == MAX_MESSAGE_CHARS
     assert len(str(caught.value)) < MAX_MESSAGE_CHARS + 100
+
+
+# --- end to end: what the exporter shows of a hostile API -------------------------------------
+
+HOSTILE_TOKEN = "CAIS-sts-token-echoed-back-9f2e"
+
+
+def _hostile_api(request: httpx.Request) -> httpx.Response:
+    """Every string a refresh meets is hostile: a lone surrogate, controls, the echoed token."""
+    if request.url.params.get("NextToken"):
+        body = json.dumps(
+            {
+                "Code": f"Throttling.{HOSTILE_TOKEN}",
+                "Message": f"token {HOSTILE_TOKEN} \x1b[2J",
+                "RequestId": HOSTILE_TOKEN,
+            }
+        )
+        return httpx.Response(400, content=body.replace("[2J", "\\ud800").encode())
+    record = json.dumps(api_record(1, ErrorCode="SURROGATE", InvocationStatus="Failed"))
+    record = record.replace("SURROGATE", f"{SURROGATE}{HOSTILE_TOKEN}\\u0000")
+    oss = json.dumps(api_record(2, OssOutputStatus="X", OssOutputErrorCode="Y"))
+    oss = oss.replace('"X"', f'"{SURROGATE}"').replace('"Y"', f'"E{"e" * 5000}"')
+    body = (
+        f'{{"RequestId": "{HOSTILE_TOKEN}", "Invocation": {{"NextToken": "more",'
+        f' "InvocationResults": {{"InvocationResult": [{record}, {oss}]}}}}}}'
+    )
+    return httpx.Response(200, content=body.encode())
+
+
+def test_a_hostile_api_reaches_no_surface_unsafe(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "targets:\n"
+        "  - name: hostile\n"
+        "    region_id: cn-hangzhou\n"
+        "    credentials:\n"
+        "      source: static\n"
+        "      access_key_id: LTAI5tHostile\n"
+        "      access_key_secret: hostile-secret-value\n"
+        f"      security_token: {HOSTILE_TOKEN}\n"
+        "api:\n"
+        "  max_attempts: 1\n",
+        encoding="utf-8",
+    )
+    app = build_application(load_config_file(config), transport=httpx.MockTransport(_hostile_api))
+    try:
+        app.refreshers[0].refresh_now()  # page 1 is read, page 2 fails with the hostile error
+        app.refreshers[0].refresh_now()
+        metrics = generate_latest(app.registry).decode("utf-8")
+        page = render_landing_page("/metrics", app.target_statuses())
+    finally:
+        app.close()
+    for surface in (metrics, page):
+        surface.encode("utf-8")
+        assert HOSTILE_TOKEN not in surface
+        assert "hostile-secret-value" not in surface
+        assert "\x00" not in surface
+        assert "\x1b" not in surface
+    assert 'code="Throttling.***"' in metrics  # the error code, redacted, still tells the kind
+    assert "e" * 300 not in metrics  # no label holds the 5,000-character code

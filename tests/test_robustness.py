@@ -7,12 +7,14 @@ runs ``python -m exporter`` (or ``exporter.cli.main``) and greps everything it p
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import io
 import json
 import logging
 import os
+import resource
 import socket
-import socketserver
 import subprocess
 import sys
 import threading
@@ -29,11 +31,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from exporter.cli import main
+from exporter.connections import ConnectionLimits
 from exporter.logs import REDACTOR, configure_logging, log_uncaught_exceptions
-from exporter.server import CONNECTION_TIMEOUT_SECONDS, ExporterHTTPServer, ExporterRequestHandler
+from exporter.server import ExporterHTTPServer
 from exporter.simulator.faults import ALL_FAULT_KINDS, FaultPlan
 from exporter.simulator.server import Account, SimulatorServer
 from exporter.simulator.world import ManualClock, World, WorldSpec
+from tests import exporter_process
 from tests.conftest import StartExporter
 from tests.exporter_process import PROJECT_ROOT, ExporterProcess, run_cli, taken_loopback_port
 from tests.exposition import PREFIX, Samples, parse_samples, sample_key
@@ -291,13 +295,9 @@ def test_fifty_concurrent_scrapes_while_every_refresh_is_failing(
         scrape_until(exporter.url, lambda s: refreshes(s, "t0") >= 1)
 
         def scrape(_: int) -> tuple[int, float, str]:
-            started = time.monotonic()
-            response = httpx.get(
-                exporter.url + "/metrics",
-                headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.5"},
-                timeout=10,
-            )
-            return response.status_code, time.monotonic() - started, response.text
+            # http.client: httpx.get builds a TLS context per call, and 50 of them at once
+            # measured the test's own CPU more than the exporter.
+            return timed_scrape(exporter.url, timeout=1.5)
 
         with ThreadPoolExecutor(max_workers=50) as pool:
             answers = list(pool.map(scrape, range(50)))
@@ -458,11 +458,14 @@ def test_sigterm_with_silent_connections_open_exits_promptly(
 # --- the HTTP server ---------------------------------------------------------------------------
 
 
-def test_the_server_serves_each_connection_in_its_own_thread_with_a_timeout() -> None:
-    assert issubclass(ExporterHTTPServer, socketserver.ThreadingMixIn)
-    assert ExporterHTTPServer.daemon_threads
-    assert ExporterHTTPServer.request_queue_size >= 64
-    assert 0 < float(ExporterRequestHandler.timeout or 0) <= CONNECTION_TIMEOUT_SECONDS <= 60
+def test_the_server_has_bounded_connections_and_deadlines() -> None:
+    # What each limit does is tested against the real process in test_server.py.
+    limits = ConnectionLimits()
+    assert 0 < limits.header_timeout <= 30
+    assert limits.header_timeout < limits.idle_timeout <= 300
+    assert 0 < limits.write_timeout <= 60
+    assert 100 <= limits.max_connections <= 4096
+    assert limits.scrape_workers >= 100  # 100 parallel scrapes never wait for a worker
 
 
 def raw_request(url: str, data: bytes, timeout: float = 5.0) -> bytes:
@@ -523,6 +526,135 @@ def test_hostile_and_clumsy_clients_do_not_disturb_scrapes(
         assert exporter.stop() == 0
     assert_clean(exporter.output())
     assert not exporter.lines("error while answering a request")
+
+
+def timed_scrape(url: str, timeout: float) -> tuple[int, float, str]:
+    """One scrape as Prometheus sends it (its timeout in the header, a fresh connection):
+    the status, how long it took and the body; status 0 when it failed."""
+    host, port = host_and_port(url)
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(host, port, timeout=timeout + 5)
+    try:
+        connection.request(
+            "GET", "/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": str(timeout)}
+        )
+        response = connection.getresponse()
+        body = response.read().decode()
+        status = response.status
+    except OSError:
+        status, body = 0, ""
+    finally:
+        connection.close()
+    return status, time.monotonic() - started, body
+
+
+def threads_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("Threads:", 1)[1].split()[0])
+
+
+def lower_fd_limit() -> None:
+    """In the child: a 1,024 file-descriptor limit, as many hosts have."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+def test_1100_idle_connections_under_a_1024_fd_limit_do_not_block_scrapes(
+    tmp_path: Path, world: World
+) -> None:
+    with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}) as simulator:
+        config = write_config(
+            tmp_path,
+            [
+                {
+                    "name": "prod",
+                    "region_id": REGION,
+                    "endpoint": simulator.url,
+                    "credentials": static(KEY_ID),
+                }
+            ],
+        )
+        exporter = exporter_process.start(["--config.file", str(config)], preexec_fn=lower_fd_limit)
+        idle: list[socket.socket] = []
+        try:
+            scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
+            address = host_and_port(exporter.url)
+            for _ in range(1100):
+                idle.append(socket.create_connection(address, timeout=5))
+            for _ in range(5):
+                status, duration, body = timed_scrape(exporter.url, timeout=3)
+                assert status == 200
+                assert duration < 3.0
+                assert f'{PREFIX}up{{account="prod"' in body
+            assert httpx.get(exporter.url + "/-/healthy", timeout=3).status_code == 200
+            assert threads_of(exporter.process.pid) < 100  # idle connections cost no thread
+        finally:
+            for connection in idle:
+                connection.close()
+        assert exporter.stop() == 0
+    assert_clean(exporter.output())
+    assert not exporter.lines("error while answering a request")
+    assert exporter.lines("too many connections: closing the ones waiting longest for a request")
+
+
+def test_slowloris_connections_neither_delay_scrapes_nor_live_past_the_deadline(
+    tmp_path: Path, world: World, start_exporter: StartExporter
+) -> None:
+    with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}) as simulator:
+        exporter = start_reading(start_exporter, tmp_path, simulator)
+        scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
+        address = host_and_port(exporter.url)
+        slow = [socket.create_connection(address, timeout=5) for _ in range(100)]
+        head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: a\r\n" * 1000
+        try:
+            for offset in range(30):  # a byte per connection every 0.1 s, for 3 s
+                for connection in slow:
+                    with contextlib.suppress(OSError):
+                        connection.send(head[offset : offset + 1])
+                status, duration, _ = timed_scrape(exporter.url, timeout=1)
+                assert (status, duration < 1.0) == (200, True)
+                time.sleep(0.1)
+        finally:
+            for connection in slow:
+                connection.close()
+        assert exporter.stop() == 0
+    assert_clean(exporter.output())
+
+
+@pytest.mark.parametrize("scrapes", [100, 200])
+def test_parallel_scrapes_during_a_slow_refresh_answer_within_the_timeout(
+    tmp_path: Path, world: World, start_exporter: StartExporter, scrapes: int
+) -> None:
+    faults = FaultPlan()
+    with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}, faults=faults) as simulator:
+        exporter = start_reading(
+            start_exporter,
+            tmp_path,
+            simulator,
+            api={"timeout_seconds": 20, "deadline_seconds": 30},
+        )
+        scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
+        slow = faults.always("slow", delay=10)
+        deadline = time.monotonic() + 15
+        while slow.fired == 0:  # until a refresh is stuck on the API
+            assert time.monotonic() < deadline
+            timed_scrape(exporter.url, timeout=0.6)
+
+        def scrape(_: int) -> tuple[int, float, str]:
+            return timed_scrape(exporter.url, timeout=2)
+
+        with ThreadPoolExecutor(max_workers=scrapes) as pool:
+            answers = list(pool.map(scrape, range(scrapes)))
+        assert [status for status, _, _ in answers] == [200] * scrapes
+        durations = sorted(duration for _, duration, _ in answers)
+        assert durations[-1] < 2.0, durations[-10:]
+        # The last snapshot, served while the refresh is stuck.
+        assert all(
+            f'{PREFIX}up{{account="prod",region_id="{REGION}"}} 1.0' in body
+            for _, _, body in answers
+        )
+        faults.clear()
+        assert exporter.stop(timeout=20) == 0
+    assert_clean(exporter.output())
 
 
 class BigCollector:

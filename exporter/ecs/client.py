@@ -5,9 +5,9 @@ signed afresh (new date and nonce) with :func:`exporter.ecs.signing.authorizatio
 string on the wire is exactly the signed canonical string: the URL is built here, never with
 httpx's ``params=`` (which would encode a space as ``+``).
 
-The hot path is kept lean on purpose (a refresh may page 10,000 results): one reused
-``httpx.Client``, a plain dict of headers per try, no validation framework, records parsed into
-slotted dataclasses by :func:`exporter.ecs.parsing.parse_page`.
+The hot path is kept lean on purpose (a refresh may page 10,000 results): one shared connection
+pool called directly (:mod:`exporter.ecs.transport`), a plain dict of headers per try, records
+decoded by ``msgspec`` (:func:`exporter.ecs.parsing.parse_page`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import httpcore
 import httpx
 
 from exporter.ecs import signing
-from exporter.ecs.credentials import Credentials, CredentialsProvider
+from exporter.ecs.credentials_base import Credentials, CredentialsProvider
 from exporter.ecs.errors import (
     ApiError,
     EcsError,
     InvalidRequestError,
     MalformedResponseError,
+    RateLimitWaitError,
     RequestTimeoutError,
     ThrottledError,
     classify_api_error,
@@ -39,9 +40,13 @@ from exporter.ecs.errors import (
 )
 from exporter.ecs.models import ECS_API_VERSION, MAX_RESULTS_LIMIT, InvocationQuery, Page
 from exporter.ecs.parsing import parse_page
-from exporter.ecs.ratelimit import RateLimiter, RateLimitWaitError
-from exporter.ecs.request import default_endpoint, region_id_problem, signed_request_headers
-from exporter.ecs.request import parse_endpoint as parse_endpoint  # re-exported: old importers
+from exporter.ecs.ratelimit import RateLimiter
+from exporter.ecs.request import (
+    default_endpoint,
+    parse_endpoint,
+    region_id_problem,
+    signed_request_headers,
+)
 from exporter.ecs.transport import CoreWire, HttpxWire, Wire
 from exporter.ecs.untrusted import TextCleaner
 
@@ -157,7 +162,7 @@ class EcsClient:
         self._clock = clock
         self._redact = redact
         # The cleaner for the current credentials' secrets (replaced when they rotate).
-        self._cleaner: tuple[tuple[str, str], TextCleaner] = (("", ""), TextCleaner(redact=redact))
+        self._cleaner: tuple[tuple[str, ...], TextCleaner] = ((), TextCleaner(redact=redact))
 
     def __repr__(self) -> str:
         return f"EcsClient(region_id={self.region_id!r}, endpoint={self.base_url!r})"
@@ -345,7 +350,7 @@ class EcsClient:
             access_key_secret=secret,
             security_token=token_value,
         )
-        text = self._text_cleaner((secret, token_value or ""))
+        text = self._text_cleaner(credentials.secret_values())
         answer = self._wire.post(
             target,
             headers,
@@ -372,7 +377,7 @@ class EcsClient:
             parse_retry_after(answer.headers),
         )
 
-    def _text_cleaner(self, secrets: tuple[str, str]) -> TextCleaner:
+    def _text_cleaner(self, secrets: tuple[str, ...]) -> TextCleaner:
         """The cleaner that hides these secrets; kept while the credentials stay the same."""
         known, cleaner = self._cleaner
         if known != secrets:

@@ -24,16 +24,17 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlencode
 
 import httpx
 from pydantic import SecretStr
 
 from exporter.ecs import signing
+from exporter.ecs.credentials_base import Credentials as Credentials  # re-exported
+from exporter.ecs.credentials_base import CredentialsProvider as CredentialsProvider  # re-exported
+from exporter.ecs.credentials_base import RefreshingProvider, temporary_credentials
 from exporter.ecs.errors import CredentialsError, parse_error_body
 from exporter.ecs.request import USER_AGENT, acs_date, parse_endpoint, signed_request_headers
 from exporter.ecs.untrusted import PLAIN, TextCleaner
@@ -61,44 +62,13 @@ ENV_ECS_METADATA_DISABLED = "ALIBABA_CLOUD_ECS_METADATA_DISABLED"
 ENV_STS_REGION = "ALIBABA_CLOUD_STS_REGION"
 ENV_VPC_ENDPOINT_ENABLED = "ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED"
 
-_MAX_EARLY_REFRESH = timedelta(minutes=15)
-_RETRY_AFTER_FAILED_REFRESH = timedelta(seconds=30)
 _SESSION_NAME_RE = re.compile(r"^[\w.@-]{2,64}$")
 _ROLE_ARN_RE = re.compile(r"^acs:ram::\d+:role/\S+$")
 MIN_DURATION_SECONDS, MAX_DURATION_SECONDS = 900, 43200
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """An AccessKey pair, with the STS token and expiry of temporary credentials."""
-
-    access_key_id: str
-    access_key_secret: SecretStr
-    security_token: SecretStr | None = None
-    expiration: datetime | None = None  # aware UTC; None for long-term keys
-    provider: str = "static"  # static | environment | oidc_role | ecs_ram_role | assume_role
-
-    def secret_values(self) -> tuple[str, ...]:
-        """The secret and the token (when there is one), for redaction and scrubbing."""
-        token = self.security_token
-        secret = self.access_key_secret.get_secret_value()
-        return (secret, token.get_secret_value()) if token is not None else (secret,)
-
-
-class CredentialsProvider(Protocol):
-    """Something that hands out credentials."""
-
-    def get_credentials(self) -> Credentials:
-        """Return valid credentials (cached, refreshed before expiry; thread-safe)."""
-        ...
-
-
 def _secret(value: str | SecretStr) -> SecretStr:
     return value if isinstance(value, SecretStr) else SecretStr(value)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class StaticProvider:
@@ -157,95 +127,6 @@ class EnvironmentProvider:
         )
 
 
-def _refresh_time(now: datetime, expiration: datetime) -> datetime:
-    lifetime = expiration - now
-    return expiration - min(_MAX_EARLY_REFRESH, lifetime / 3)
-
-
-class _RefreshingProvider:
-    """Caches temporary credentials and fetches new ones before they expire (one at a time).
-
-    If a refresh fails while the cached credentials are still valid, those are kept (and the
-    refresh retried at most every 30 s) so a short STS or metadata outage does not fail scrapes.
-    """
-
-    name = "temporary"
-
-    def __init__(self, now: Callable[[], datetime] | None) -> None:
-        self._now = now or _utc_now
-        self._lock = threading.Lock()
-        self._cached: Credentials | None = None
-        self._refresh_at: datetime | None = None
-
-    def get_credentials(self) -> Credentials:
-        """Return cached credentials, fetching new ones when due."""
-        with self._lock:
-            now = self._now()
-            cached = self._cached
-            if cached is not None and (self._refresh_at is None or now < self._refresh_at):
-                return cached
-            try:
-                fresh = self._fetch()
-            except CredentialsError as exc:
-                expiration = cached.expiration if cached is not None else None
-                if cached is None or expiration is None or now >= expiration:
-                    raise
-                log.warning(
-                    "refreshing %s credentials failed, using the current ones until %s: %s",
-                    self.name,
-                    expiration.isoformat(),
-                    exc,
-                )
-                self._refresh_at = min(expiration, now + _RETRY_AFTER_FAILED_REFRESH)
-                return cached
-            expiration = fresh.expiration
-            if expiration is None:
-                self._refresh_at = None
-            elif expiration <= now:
-                raise CredentialsError(
-                    f"{self.name} credentials expired at {expiration.isoformat()} on arrival; "
-                    "is the clock right?"
-                )
-            else:
-                self._refresh_at = _refresh_time(now, expiration)
-            self._cached = fresh
-            log.info(
-                "fetched %s credentials for AccessKey %s, valid until %s",
-                self.name,
-                fresh.access_key_id,
-                expiration.isoformat() if expiration else "revoked",
-            )
-            return fresh
-
-    def _fetch(self) -> Credentials:
-        raise NotImplementedError
-
-
-def _parse_expiration(value: object, source: str) -> datetime:
-    if not isinstance(value, str):
-        raise CredentialsError(f"{source}: the answer has no Expiration")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise CredentialsError(f"{source}: Expiration {value[:40]!r} is not a time") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _temporary_credentials(data: object, source: str, provider: str) -> Credentials:
-    """Build credentials from ``{AccessKeyId, AccessKeySecret, SecurityToken, Expiration}``."""
-    if not isinstance(data, dict):
-        raise CredentialsError(f"{source}: the answer has no credentials object")
-    key_id = data.get("AccessKeyId")
-    secret = data.get("AccessKeySecret")
-    token = data.get("SecurityToken")
-    if not (isinstance(key_id, str) and key_id and isinstance(secret, str) and secret):
-        raise CredentialsError(f"{source}: the answer lacks AccessKeyId or AccessKeySecret")
-    if not isinstance(token, str) or not token:
-        raise CredentialsError(f"{source}: the answer lacks SecurityToken")
-    expiration = _parse_expiration(data.get("Expiration"), source)
-    return Credentials(key_id, SecretStr(secret), SecretStr(token), expiration, provider)
-
-
 def _sts_answer(
     response: httpx.Response, action: str, provider: str, hide: tuple[str, ...]
 ) -> Credentials:
@@ -264,7 +145,7 @@ def _sts_answer(
         raise CredentialsError(f"{source}: the answer is not JSON", http_status=200) from None
     if not isinstance(data, dict):
         raise CredentialsError(f"{source}: the answer is not a JSON object", http_status=200)
-    return _temporary_credentials(data.get("Credentials"), source, provider)
+    return temporary_credentials(data.get("Credentials"), source, provider)
 
 
 # The STS rules, checked here and by the config (which reports them under the field's name).
@@ -308,7 +189,7 @@ def _transport_failure(source: str, url: str, exc: httpx.RequestError) -> Creden
     return CredentialsError(f"{source}: no answer from {url} ({type(exc).__name__})")
 
 
-class OidcRoleProvider(_RefreshingProvider):
+class OidcRoleProvider(RefreshingProvider):
     """An OIDC role (ACK RRSA): STS ``AssumeRoleWithOIDC`` with the pod's service-account token.
 
     The call is anonymous (the OIDC token is the proof). Like the official SDKs, the action,
@@ -389,7 +270,7 @@ class OidcRoleProvider(_RefreshingProvider):
         return _sts_answer(response, "AssumeRoleWithOIDC", self.name, (token,))
 
 
-class EcsRamRoleProvider(_RefreshingProvider):
+class EcsRamRoleProvider(RefreshingProvider):
     """The RAM role of the ECS instance, from the instance metadata service (IMDSv2 only).
 
     The exchange is the one the official SDK makes (``tests/vectors/credentials_imds_capture
@@ -492,10 +373,10 @@ class EcsRamRoleProvider(_RefreshingProvider):
                 f"{source}: the metadata service answered Code {code!r}, not 'Success'",
                 code=code,
             )
-        return _temporary_credentials(data, source, self.name)
+        return temporary_credentials(data, source, self.name)
 
 
-class AssumeRoleProvider(_RefreshingProvider):
+class AssumeRoleProvider(RefreshingProvider):
     """A RAM role assumed with STS ``AssumeRole``, signed (V3) with a base provider's credentials.
 
     ``external_id`` is the role's confused-deputy guard when the trust policy demands one.

@@ -5,6 +5,7 @@
     EcsError                       base: .code .message .request_id .http_status
      ├── TransportError            connection refused/reset, DNS, TLS, truncated body (retried)
      │    └── RequestTimeoutError  connect/read timeout, or the call's deadline ran out (retried)
+     │         └── RateLimitWaitError  the client-side rate limit would wait past the deadline
      ├── ApiError                  an error answer of the API ({RequestId, Code, Message, ...})
      │    ├── ThrottledError       Throttling*, HTTP 429; .retry_after seconds or None (retried)
      │    ├── ServerError          HTTP 5xx, ServiceUnavailable, InternalError*, UnknownError
@@ -17,7 +18,8 @@
      │    ├── AccessDeniedError    Forbidden*, NoPermission*, Operation.Forbidden
      │    └── InvalidRequestError  any other 4xx (InvalidParameter.*, MissingParameter.*, ...),
      │                             and a query refused before it is sent
-     ├── MalformedResponseError    not JSON, wrong shape, empty page with a token, repeated token
+     ├── MalformedResponseError    not JSON, wrong shape (a 200 answer: retried once), an empty
+     │                             page with a token, a repeated token
      └── CredentialsError          no credentials found, or a provider failed
 
 Each class has a ``reason``: the ``reason`` label of a failed refresh (:func:`failure_reason`).
@@ -89,6 +91,13 @@ class TransportError(EcsError):
 
 class RequestTimeoutError(TransportError):
     """A connect or read timeout, or the call's total deadline ran out."""
+
+
+class RateLimitWaitError(RequestTimeoutError):
+    """The client-side rate limit would hold a request past its call's deadline (not sent)."""
+
+    # The remedy is throttling's: fewer calls for the configured rate (or a higher rate).
+    reason = "throttled"
 
 
 class ApiError(EcsError):

@@ -11,11 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from exporter.ecs.errors import RequestTimeoutError
-
-
-class RateLimitWaitError(RequestTimeoutError):
-    """The rate limit would make a request wait longer than its call has left."""
+from exporter.ecs.errors import RateLimitWaitError
 
 
 class RateLimiter(Protocol):

@@ -1,0 +1,1 @@
+"""``make demo-stack``: the exporter with Prometheus, the project's rules and Alertmanager."""
