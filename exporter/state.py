@@ -188,16 +188,27 @@ class StateStore:
     # --- targets ---------------------------------------------------------------------------
 
     def target(self, target_id: str, label: str) -> TargetStore:
-        """The state of one target (marked as used now)."""
-        with self._lock, self._db:
-            self._db.execute(
-                "UPDATE targets SET last_used = ? WHERE target_id = ?", (self._clock(), target_id)
-            )
+        """The state of one target (marked as used now, if the file can be written)."""
+        try:
+            with self._lock, self._db:
+                self._db.execute(
+                    "UPDATE targets SET last_used = ? WHERE target_id = ?",
+                    (self._clock(), target_id),
+                )
+        except sqlite3.Error as exc:  # the refreshes' saves will say it again, per target
+            log.warning("cannot write the state file", extra={"detail": str(exc)})
         return TargetStore(self, target_id, label)
 
     def forget_others(self, keep: set[str]) -> int:
         """Drop the state of targets not in ``keep`` that were not used for
         :data:`FORGET_AFTER_SECONDS`; vacuum when much of the file is free. Returns how many."""
+        try:
+            return self._forget_others(keep)
+        except sqlite3.Error as exc:  # housekeeping: it is tried again at the next start
+            log.warning("cannot clean up the state file", extra={"detail": str(exc)})
+            return 0
+
+    def _forget_others(self, keep: set[str]) -> int:
         horizon = self._clock() - FORGET_AFTER_SECONDS
         with self._lock:
             with self._db:
@@ -291,7 +302,14 @@ class TargetStore:
     def restore_into(self, tracker: RunTracker) -> Restored:
         """Give a fresh ``tracker`` the stored state, if any (an unreadable one is dropped with
         a warning: the target starts afresh)."""
-        stored = self._store._load(self.target_id)
+        try:
+            stored = self._store._load(self.target_id)
+        except sqlite3.Error as exc:
+            log.warning(
+                "cannot read the stored state of a target: it starts afresh",
+                extra={"target": self.label, "detail": str(exc)},
+            )
+            return Restored("fresh")
         if stored is None:
             return Restored("fresh")
         summary, rows = stored
@@ -349,10 +367,10 @@ class _LockFile:
 
 
 def _is_unwritable(exc: sqlite3.DatabaseError) -> bool:
+    """An error of the file system or of access, not of the file's content."""
     text = str(exc).lower()
-    return any(
-        words in text for words in ("readonly", "read-only", "unable to open", "disk i/o error")
-    )
+    reasons = ("readonly", "read-only", "unable to open", "disk i/o error", "locked", "busy")
+    return any(words in text for words in reasons) or "database or disk is full" in text
 
 
 def _check_header(path: Path) -> None:
@@ -370,7 +388,8 @@ def _check_header(path: Path) -> None:
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path``, check it is ours and sound, bring its schema up to date."""
     _check_header(path)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # timeout: another program reading the file (a backup, sqlite3 by hand) may hold it briefly.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     try:
         _prepare(db)
     except BaseException:
