@@ -154,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the simulator's workload (default demo: fails often enough to fire alerts)",
     )
     parser.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    parser.add_argument(
+        "--rules",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="a rule file for Prometheus instead of the shipped alerts/*.rules.yml (repeatable; "
+        "e.g. rendered from the mixin with your own _config)",
+    )
     for name in ("prometheus", "alertmanager"):
         parser.add_argument(
             f"--{name}-port",
@@ -186,11 +194,16 @@ class Stack:
         self.notifications = Notifications(out)
         self.prometheus_url = ""
 
+    def _rules_origin(self) -> str:
+        if self.args.rules:
+            return "from " + ", ".join(str(path) for path in self.args.rules)
+        return "the shipped rules, unchanged"
+
     def start(self) -> str:
         """Start everything and return what to tell the user."""
         prometheus_bin = _binary("prometheus")
         alertmanager_bin = _binary("prometheus-alertmanager")  # Debian's name for it
-        rules = configs.rule_files()
+        rules = self.args.rules or configs.rule_files()
         if not rules:
             raise StackError(f"no rule files match {configs.ROOT / configs.RULES_GLOB}")
         python = sys.executable
@@ -274,7 +287,7 @@ in {self.workdir} (removed at exit).
 
   Prometheus alerts:  {self.prometheus_url}/alerts
                       pending within a minute or two, firing after each rule's `for:`
-                      ({wait / 60:g} min at the shortest): the shipped rules, unchanged
+                      ({wait / 60:g} min at the shortest): {self._rules_origin()}
   Prometheus rules:   {self.prometheus_url}/rules
   Alertmanager:       {alertmanager_url}/#/alerts  (routed by severity; notifications below)
   Exporter:           {exporter_url}/  and  {exporter_url}/metrics

@@ -536,6 +536,7 @@ class ReadPlan:
         walk = self._walk(query)
         complete = True
         unnamed = False  # records without a usable Repeats: a run may hide among them
+        moved = False  # a run came twice: the order moved between pages, one may be missing
         for page in walk:
             for result in page.results:
                 self._tracker.observe_history_run(result, now=now)
@@ -546,6 +547,8 @@ class ReadPlan:
                     unnamed = True
                     continue
                 run = run_number(result)
+                if run in runs:
+                    moved = True
                 runs.add(run)
                 if (
                     result.invocation_status in TERMINAL_STATUSES
@@ -557,6 +560,6 @@ class ReadPlan:
                 break
         else:
             # A run missing from a read with unusable records may just not have read well.
-            complete = walk.saw_everything and not unnamed
+            complete = walk.saw_everything and not unnamed and not moved
         for key in keys:
             self._tracker.history_read(key, settled=settled[key], seen=seen[key], complete=complete)
