@@ -11,6 +11,7 @@ import pytest
 
 from exporter.ecs.models import InvocationQuery, InvocationResult
 from exporter.refresh import RefreshOptions, TargetRefresher
+from exporter.server import TargetStatus, render_landing_page
 from exporter.state import (
     APPLICATION_ID,
     DATABASE_NAME,
@@ -393,3 +394,14 @@ def test_a_refresh_whose_state_cannot_be_saved_is_not_served(tmp_path: Path) -> 
         assert not snapshot.up
         assert snapshot.last_failure_reason == "internal"
         assert sum(n for _, n in snapshot.counters.finished) == 0
+
+
+def test_the_landing_page_says_which_counters_were_restored() -> None:
+    statuses = [
+        TargetStatus("prod", "cn-hangzhou", True, T0, "", state="restored"),
+        TargetStatus("dev", "cn-hangzhou", True, T0, ""),
+    ]
+    page = render_landing_page("/metrics", statuses)
+    prod, dev = (line for line in page.splitlines() if line.startswith("<tr><td>"))
+    assert "counters restored" in prod
+    assert "counters restored" not in dev
