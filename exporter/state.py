@@ -144,6 +144,8 @@ class StateStore:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create {directory}: {exc.strerror or exc}") from None
+        except ValueError:  # a NUL byte: no file system takes it
+            raise StateError(f"{str(directory)!r} is not a usable path") from None
         self._lock_file = _lock_directory(directory)
         try:
             self._db = self._open_database()

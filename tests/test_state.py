@@ -405,3 +405,8 @@ def test_the_landing_page_says_which_counters_were_restored() -> None:
     prod, dev = (line for line in page.splitlines() if line.startswith("<tr><td>"))
     assert "counters restored" in prod
     assert "counters restored" not in dev
+
+
+def test_a_path_no_file_system_takes_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="not a usable path"):
+        StateStore(tmp_path / "bad\0name")
