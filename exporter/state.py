@@ -142,6 +142,8 @@ class StateStore:
         self.moved_aside: dict[str, int] = dict.fromkeys(MOVED_ASIDE_REASONS, 0)
         try:
             directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise StateError(f"{directory} is not a directory") from None
         except OSError as exc:
             raise StateError(f"cannot create {directory}: {exc.strerror or exc}") from None
         except ValueError:  # a NUL byte: no file system takes it
