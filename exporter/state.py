@@ -44,6 +44,7 @@ from typing import Final
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter import metrics
 from exporter.ecs.models import InvocationQuery
 from exporter.tracking import RunTracker, TrackerChanges
 
@@ -52,8 +53,7 @@ DATABASE_NAME: Final = "state.db"
 LOCK_NAME: Final = "lock"
 FORGET_AFTER_SECONDS: Final = 7 * 86400.0
 """The state of a target no longer configured is dropped once unused for this long."""
-MOVED_ASIDE_REASONS: Final = ("not_sqlite", "corrupt", "foreign", "newer_schema")
-MOVED_ASIDE_METRIC: Final = "aliyun_cloudassistant_exporter_state_files_moved_aside"
+MOVED_ASIDE_REASONS: Final = metrics.STATE_MOVE_REASONS
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: the first schema.
@@ -284,12 +284,8 @@ class StateCollector(Collector):
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            MOVED_ASIDE_METRIC,
-            "State files found unusable (by reason) and moved aside at start; the targets then "
-            "started with a fresh baseline.",
-            labels=["reason"],
-        )
+        spec = metrics.STATE_FILES_MOVED_ASIDE
+        family = CounterMetricFamily(spec.family, spec.help, labels=list(spec.labels))
         for reason, count in self._store.moved_aside.items():
             family.add_metric([reason], count)
         yield family
