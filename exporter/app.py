@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import httpcore
 import httpx
@@ -57,7 +57,7 @@ from exporter.ecs.transport import api_connection_pool
 from exporter.listeners import ListenError, systemd_sockets
 from exporter.logs import REDACTOR, SecretRedactor
 from exporter.metrics import TargetInfoKey, TargetKey
-from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher
+from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import (
     EcsRamRoleCredentialsSettings,
@@ -68,6 +68,7 @@ from exporter.settings import (
     Target,
     TargetSettings,
 )
+from exporter.state import StateCollector, StateStore, target_identity
 from exporter.tracking import CommandBreakdown
 from exporter.webconfig import WebConfig
 
@@ -138,6 +139,15 @@ def refresh_options(settings: ExporterSettings, target: Target) -> RefreshOption
     )
 
 
+def first_walk_progress(snapshot: TargetSnapshot) -> str:
+    """The landing page's word on the first walk: "done", or how far it got."""
+    if snapshot.baseline_done:
+        return "done"
+    if not snapshot.attempted:
+        return ""
+    return f"reading: {snapshot.baseline_pages} pages, {snapshot.baseline_results} results so far"
+
+
 @dataclass
 class Application:
     """Everything a running exporter holds; :meth:`close` releases it."""
@@ -152,6 +162,8 @@ class Application:
     _stopping: Future[None] = field(default_factory=Future)
     exposition: Exposition | None = None
     """The /metrics body (``registry`` rendered by prometheus_client when None)."""
+    state: StateStore | None = None
+    """The state directory (``--storage.path``), None when persistence is off."""
 
     def prepare_scrape(self, max_wait: float) -> None:
         """Start every refresh that is due and wait for them together, at most ``max_wait``.
@@ -207,6 +219,8 @@ class Application:
                     if snapshot.attempted
                     else None
                 ),
+                first_walk=first_walk_progress(snapshot),
+                state=snapshot.state,
             )
             for snapshot in (refresher.latest() for refresher in self.refreshers)
         ]
@@ -227,6 +241,8 @@ class Application:
         waiter.join(timeout)
         if waiter.is_alive():
             return False
+        if self.state is not None:
+            self.state.close()
         for client in self.http_clients:
             client.close()
         for pool in self.connection_pools:
@@ -240,6 +256,7 @@ def build_application(
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
     transport: httpx.BaseTransport | None = None,
+    state: StateStore | None = None,
     exporter_metrics: bool = True,
 ) -> Application:
     """Build (but do not start) the exporter for ``settings``.
@@ -247,7 +264,8 @@ def build_application(
     ``environ`` is what the environment-reading credential sources see (``os.environ`` by
     default); ``transport`` replaces the network for every HTTP client (tests). Without
     ``exporter_metrics`` (``--web.disable-exporter-metrics``) the process and platform
-    collectors are left out.
+    collectors are left out. ``state`` is where the targets' trackers and counters are kept
+    across restarts (none when None): the application closes it.
     """
     environ = os.environ if environ is None else environ
     workers = settings.refresh.workers
@@ -292,6 +310,7 @@ def build_application(
     retry = RetryPolicy(
         max_attempts=settings.api.max_attempts, deadline=settings.api.deadline_seconds
     )
+    identities: set[str] = set()
     for target in targets:
         configured_target = configured[(target.account, target.region_id)]
         key = id(configured_target)
@@ -317,6 +336,14 @@ def build_application(
             on_request=api_stats.record_request,
             redact=REDACTOR.redact,  # every secret the exporter loaded, beyond the call's own
         )
+        identity = target_identity(
+            target.account,
+            target.region_id,
+            target.endpoint,
+            target.query,
+            include_history=target.include_history,
+        )
+        identities.add(identity)
         refresher = TargetRefresher(
             target.account,
             target.region_id,
@@ -327,8 +354,11 @@ def build_application(
             clock=clock,
             api_stats=api_stats,
             on_snapshot=collector.prerender,  # rendered by the refresh, not by the scrape
+            store=state.target(identity, target.label) if state is not None else None,
         )
         refreshers.append(refresher)
+    if state is not None:
+        state.forget_others(identities)
 
     # /metrics renders the process and platform collectors with prometheus_client and the
     # targets' families from the collector's per-snapshot text; ``registry`` has them all.
@@ -342,6 +372,9 @@ def build_application(
             PlatformCollector(registry=None),
         ):
             registry.register(runtime_collector)
+    if state is not None:
+        runtime.register(StateCollector(state))
+        registry.register(StateCollector(state))
     registry.register(collector)
     return Application(
         settings=settings,
@@ -352,6 +385,7 @@ def build_application(
         http_clients=[api_http, credentials_http],
         connection_pools=[api_pool] if api_pool is not None else [],
         exposition=Exposition(runtime, collector),
+        state=state,
     )
 
 
@@ -472,14 +506,7 @@ def serve(
         app.close()
         raise
 
-    def request_stop(signum: int, frame: object) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    previous_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous_handlers[signum] = signal.signal(signum, request_stop)
+    previous_handlers = _handle_signals(stop)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     )
@@ -519,6 +546,28 @@ def serve(
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _handle_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM and SIGINT set ``stop``; SIGHUP is logged (its default action would end the
+    process silently). Returns the handlers replaced (none off the main thread)."""
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    def ignore_hangup(signum: int, frame: object) -> None:
+        log.warning(
+            "SIGHUP received: a reload is not supported, restart to apply a new configuration",
+            extra={"signal": "SIGHUP"},
+        )
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, request_stop)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, ignore_hangup)
+    return previous
 
 
 def _log_cannot_listen(exc: ListenError | OSError, addresses: Sequence[tuple[str, int]]) -> None:

@@ -133,6 +133,13 @@ class BuildInfoKey(NamedTuple):
     python_version: str
 
 
+class MovedAsideKey(NamedTuple):
+    reason: str
+
+
+STATE_MOVE_REASONS: tuple[str, ...] = ("not_sqlite", "corrupt", "foreign", "newer_schema")
+"""Why a state file was found unusable and moved aside."""
+
 TARGET_LABELS: tuple[str, ...] = TargetKey._fields
 ENDPOINT_KINDS: tuple[str, ...] = ("public", "vpc", "custom")
 
@@ -250,6 +257,8 @@ class MetricSpec:
     """More for the reference than the help text says (markdown); empty when the help is all."""
     opt_in: bool = False
     """Only exposed for targets that turned the feature on (not counted in the default series)."""
+    absent_until_known: bool = False
+    """Exposed once its value is known (not counted in the series before anything happened)."""
 
     @property
     def family(self) -> str:
@@ -267,7 +276,7 @@ class MetricSpec:
 
     def default_series(self) -> int:
         """Series a target with default settings shows before anything happened."""
-        if self.opt_in or not self.per_target:
+        if self.opt_in or self.absent_until_known or not self.per_target:
             return 0
         keys = len(self.preinitialised) if self.labels else 1
         return keys * self.series_per_key()
@@ -304,7 +313,8 @@ INVOCATION_RESULTS_FINISHED = MetricSpec(
     _m("invocation_results_finished_total"),
     "counter",
     "Runs (InvokeId, InstanceId, container, run) that reached a terminal InvocationStatus since "
-    "the exporter started, each counted once; the backlog found by the first refresh is not "
+    "the target's first refresh (resumed across restarts from the state directory), each "
+    "counted once; the backlog found by the first refresh is not "
     f'counted. error_code="{NO_ERROR_CODE}" for a run without an ErrorCode.',
     FinishedKey._fields,
     preinitialised=tuple(pair.key for pair in FINISHED_PAIRS),
@@ -416,6 +426,25 @@ INVALID_RECORDS = MetricSpec(
     "Distinct records skipped because they could not be parsed.",
     doc="Each is logged once, with its InvokeId and InstanceId.",
 )
+FIRST_WALK_COMPLETE = MetricSpec(
+    _m("first_walk_complete"),
+    "gauge",
+    "1 once the target's first full walk is complete (runs are counted from then on), 0 while "
+    "it is still reading.",
+    doc="A long first walk resumes where it stopped across failed refreshes; the landing page "
+    "shows how many pages and results it has read.",
+)
+API_CLOCK_OFFSET = MetricSpec(
+    _m("api_clock_offset_seconds"),
+    "gauge",
+    "Estimated offset of the API's clock from this host's clock (API minus host), from the "
+    "Date header of its answers.",
+    unit="seconds",
+    absent_until_known=True,
+    doc="Absent until an answer carried a `Date` header. Counting decides backlog by what the "
+    "exporter saw, not by clocks; only a result the first walk never saw is judged by time, "
+    "against this estimate.",
+)
 LABEL_VALUES_FOLDED = MetricSpec(
     _m("label_values_folded"),
     "gauge",
@@ -480,6 +509,18 @@ BUILD_INFO = MetricSpec(
     doc="The one series without `account`/`region_id`.",
 )
 
+STATE_FILES_MOVED_ASIDE = MetricSpec(
+    _m("exporter_state_files_moved_aside_total"),
+    "counter",
+    "State files found unusable (by reason) and moved aside at start; the targets then started "
+    "with a fresh baseline.",
+    MovedAsideKey._fields,
+    per_target=False,
+    preinitialised=_keys(*STATE_MOVE_REASONS),
+    preinitialised_note="every reason",
+    doc="Only with `--storage.path` set (the default). See the runbook *State directory failing*.",
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     INVOCATION_RESULTS,
     INVOCATION_RESULTS_BY_ERROR_CODE,
@@ -501,6 +542,8 @@ METRICS: tuple[MetricSpec, ...] = (
     REFRESH_PAGES,
     RESULTS_TRUNCATED,
     INVALID_RECORDS,
+    FIRST_WALK_COMPLETE,
+    API_CLOCK_OFFSET,
     LABEL_VALUES_FOLDED,
     API_REQUESTS,
     API_REQUEST_DURATION,
@@ -509,6 +552,7 @@ METRICS: tuple[MetricSpec, ...] = (
     COMMAND_IDS_FOLDED,
     TARGET_INFO,
     BUILD_INFO,
+    STATE_FILES_MOVED_ASIDE,
 )
 """Every family, in the order of the exposition."""
 

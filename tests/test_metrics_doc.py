@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from exporter.collector import CloudAssistantCollector, build_info
 from exporter.ecs.models import ERROR_CODES, TERMINAL_STATUSES, InvocationQuery
 from exporter.metrics import TargetInfoKey, TargetKey
 from exporter.refresh import RefreshOptions, TargetRefresher
+from exporter.state import StateCollector, StateStore
 from exporter.tracking import CommandBreakdown
 from tests.support.fakes import FakeApi, FakeClock, backlog
 
@@ -46,9 +48,10 @@ def contract() -> dict[str, Family]:
 
 
 @pytest.fixture
-def produced() -> Iterator[dict[str, Family]]:
-    """Every family of a scrape of a target with every opt-in turned on."""
+def produced(tmp_path: Path) -> Iterator[dict[str, Family]]:
+    """Every family of a scrape of a target with every opt-in turned on (and a state directory)."""
     pool = ThreadPoolExecutor(max_workers=1)
+    state = StateStore(tmp_path / "state")
     refresher = TargetRefresher(
         "prod",
         "cn-hangzhou",
@@ -61,11 +64,13 @@ def produced() -> Iterator[dict[str, Family]]:
     registry = CollectorRegistry()
     registry.register(
         CloudAssistantCollector(
-            lambda: [refresher.latest()],
+            # As after an answer that carried a Date header (FakeApi answers have none).
+            lambda: [replace(refresher.latest(), api_clock_offset_seconds=0.0)],
             build=build_info("0.0.0", "unknown"),
             target_info={TargetKey("prod", "cn-hangzhou"): TargetInfoKey("public", "static")},
         )
     )
+    registry.register(StateCollector(state))
     families: dict[str, Family] = {}
     try:
         refresher.refresh_now()
@@ -77,6 +82,7 @@ def produced() -> Iterator[dict[str, Family]]:
         yield families
     finally:
         pool.shutdown(wait=True)
+        state.close()
 
 
 def test_a_scrape_shows_exactly_the_contract(produced: dict[str, Family]) -> None:
