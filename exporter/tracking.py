@@ -383,6 +383,28 @@ class RunTracker:
             if needs_follow_up(self._view[key].result)
         }
 
+    def read_order(self, key: ResultKey) -> tuple[float, int] | None:
+        """Where ``key`` stands in the order the walks took results in (larger: newer); None
+        for results the baseline read (a first walk resumed over several refreshes took them
+        in out of that order) and those not in the view."""
+        entry = self._view.get(key)
+        if entry is None or entry.baseline_state:
+            return None
+        return (entry.first_seen, -entry.arrival)
+
+    def in_flight_near_top(self, now: float, reach: int) -> set[ResultKey]:
+        """Results the service may still change, not read at ``now``, among the ``reach`` the
+        view took in last (periodic tasks' records between or during runs left out)."""
+        newest = self._arrivals - reach
+        return {
+            key
+            for key, entry in self._view.items()
+            if entry.arrival > newest
+            and entry.seen_at < now
+            and needs_follow_up(entry.result)
+            and not follows_slowly(entry)
+        }
+
     def trim_view(self, size: int) -> int:
         """Take the results the API dropped out of the view, judged by count: beyond ``size``
         (what the API holds at most, as a sweep saw it), the oldest in the order the walks
@@ -839,6 +861,7 @@ class RunTracker:
         if not complete:
             return 0
         self._view, self._ghosts = view, ghosts
+        self._arrivals = max((e.arrival for e in (*view.values(), *ghosts.values())), default=0)
         for key, key_runs in runs:
             self._ledger.restore_runs(key, key_runs)
         self._saved_keys = set(view) | set(ghosts) | {key for key, _ in runs}

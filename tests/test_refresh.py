@@ -137,9 +137,19 @@ def test_steady_state_costs_one_call_and_two_with_runs_in_flight_beyond_the_firs
     for _ in range(3):
         clock.now += 30
         assert refresher.refresh_now().refresh_pages == 1  # still on page 1: read by it
-    # Newer results push it beyond the first page: the fast path no longer reads it.
+    # Newer results push it to the second page: the fast path reads on to it.
     for n in range(60):
-        api.set(result(f"t-new{n:02d}", start=T0 + 100 + n))
+        api.set(result(f"t-new{n:03d}", start=T0 + 100 + n))
+    clock.now += 30
+    refresher.refresh_now()
+    for _ in range(3):
+        clock.now += 30
+        calls_before = len(api.calls)
+        assert refresher.refresh_now().refresh_pages == 2
+        assert all(q == InvocationQuery() for q in api.calls[calls_before:])
+    # Beyond the pages a fast path reads on: one InvokeRecordStatus=Running walk follows it.
+    for n in range(60, 260):
+        api.set(result(f"t-new{n:03d}", start=T0 + 100 + n))
     clock.now += 30
     refresher.refresh_now()
     for _ in range(3):
@@ -154,13 +164,13 @@ def test_runs_that_left_running_are_looked_up_by_invoke_id_and_counted_once(
     executor: ThreadPoolExecutor,
 ) -> None:
     clock = FakeClock()
-    api = FakeApi([result("t-a", status="Running"), *backlog(60)])
+    api = FakeApi([result("t-a", status="Running"), *backlog(200)])
     refresher = make_refresher(api, executor, clock)
     refresher.refresh_now()
 
-    # t-a finished; it is now an older record (page 2) that the fast path does not reach.
+    # t-a finished; it is now an older record (page 4) that the fast path does not reach.
     api.records.remove(result("t-a", status="Running"))
-    api.records.insert(55, result("t-a", status="Failed", error_code="ExitCodeNonzero"))
+    api.records.insert(195, result("t-a", status="Failed", error_code="ExitCodeNonzero"))
     for _ in range(3):
         clock.now += 30
         snap = refresher.refresh_now()
@@ -831,11 +841,12 @@ def test_a_look_up_with_unusable_records_does_not_lose_the_run(
     executor: ThreadPoolExecutor,
 ) -> None:
     clock = FakeClock()
-    api = FakeApi([result("t-a", status="Running"), *backlog(60)])
+    # t-a is an old record (page 4), beyond what a fast path reads on to.
+    api = FakeApi([result("t-a", status="Running"), *backlog(200)])
     refresher = make_refresher(api, executor, clock, sweep_interval=0.0)
     refresher.refresh_now()
     api.records.remove(result("t-a", status="Running"))
-    api.records.insert(55, result("t-a", status="Failed", error_code="ExitCodeNonzero"))
+    api.records.insert(195, result("t-a", status="Failed", error_code="ExitCodeNonzero"))
     clock.now += 30
     api.garbled.add(len(api.calls) + 3)  # fast path, Running walk, then the look-up of t-a
     assert sum(finished(refresher.refresh_now()).values()) == 0

@@ -51,6 +51,9 @@ from exporter.tracking import Change, RunTracker, run_number
 
 _MAX_HISTORY_REFUSED = 10_000
 _MAX_SWEEPS = 3  # walks of one sweep when the order moves between pages
+_REACH_PAGES = 3
+"""Pages a fast path may read past its stop to reach the records in flight near the top (fewer
+calls than following them up)."""
 API_MAX_ENTRIES = 10_000
 """The most results the API documents it keeps (it drops its oldest beyond)."""
 _T = TypeVar("_T")
@@ -276,6 +279,7 @@ class ReadPlan:
             sweep.found
             or self._tracker.found_by_sweep > sweep.counted
             or sweep.order.moved
+            or sweep.inverted
             or self._tracker.returned > sweep.returned
             or bool(gone)
         )
@@ -305,6 +309,11 @@ class ReadPlan:
                 start = result.start_time
                 if start is not None and (sweep.oldest_start is None or start < sweep.oldest_start):
                     sweep.oldest_start = start
+                order = self._tracker.read_order(result.key)
+                if order is not None:
+                    last = sweep.last_order
+                    sweep.inverted = sweep.inverted or (last is not None and order > last)
+                    sweep.last_order = order
                 if change is Change.UNCHANGED:
                     saw_unchanged = True
                 elif change is Change.NEW:
@@ -364,6 +373,10 @@ class ReadPlan:
         # refuses a NextToken makes the client start over from the first page, and new results
         # shift the pages: neither is the end of the news.
         touched: set[ResultKey] = set()
+        # Records in flight near the top (by the order the walks read them): reading on to them
+        # costs fewer calls than a follow-up.
+        unread = self._tracker.in_flight_near_top(now, _REACH_PAGES * self._options.max_results)
+        extended = 0
         for page in self._walk(self._query):
             news = False
             last_change = Change.UNCHANGED
@@ -371,6 +384,7 @@ class ReadPlan:
             for result in page.results:
                 last_change = self._tracker.observe(result, now=now)
                 last_key = result.key
+                unread.discard(result.key)
                 if last_change is Change.UNCHANGED:
                     if result.key in touched:
                         news = True
@@ -393,7 +407,9 @@ class ReadPlan:
                 and last_key not in touched
                 and not self._order_warned
             ):
-                break
+                if not unread or extended >= _REACH_PAGES:
+                    break
+                extended += 1
         self._fast_path_since = None
 
     def _follow_in_flight(self, now: float, *, periodic: bool = False) -> None:

@@ -92,3 +92,6 @@ class SweepProgress:
     """The tracker's count of results back from outside the view when the sweep started."""
     found: bool = False
     """It read a result the other steps had not."""
+    inverted: bool = False
+    """It returned a result taken in earlier before one taken in later: not newest-first."""
+    last_order: tuple[float, int] | None = None
