@@ -272,7 +272,9 @@ class ReadPlan:
                 self._suspects.add(key)
         self._tracker.evict_keys(gone)
         if self._query == InvocationQuery():
-            self._slow_periodic = True
+            # With include_history every run counts from the history, read when the record shows
+            # a run ended: those records are followed at every refresh.
+            self._slow_periodic = not self._options.include_history
             if gone or self._api_holds is not None:
                 self._api_holds = len(sweep.seen)
         found = (
