@@ -212,6 +212,7 @@ def _refresh_series(snap: TargetSnapshot, info: TargetInfoKey | None) -> Series:
         ),
         m.REFRESH_PAGES.name: [((), snap.refresh_pages)],
         m.RESULTS_TRUNCATED.name: [((), 1 if snap.results_truncated else 0)],
+        m.SWEEP_INTERVAL.name: [((), snap.sweep_interval_seconds)],
         m.INVALID_RECORDS.name: [((), snap.invalid_records)],
         m.FIRST_WALK_COMPLETE.name: [((), 1 if snap.baseline_done else 0)],
         m.LABEL_VALUES_FOLDED.name: [((), snap.label_values_folded)],

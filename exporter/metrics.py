@@ -434,6 +434,16 @@ FIRST_WALK_COMPLETE = MetricSpec(
     doc="A long first walk resumes where it stopped across failed refreshes; the landing page "
     "shows how many pages and results it has read.",
 )
+SWEEP_INTERVAL = MetricSpec(
+    _m("sweep_interval_seconds"),
+    "gauge",
+    "Seconds between the target's full sweeps now: the configured interval, doubled after each "
+    "sweep that found nothing in newest-first order, up to sweep_backoff times it (0: off).",
+    unit="seconds",
+    doc="Back to the configured interval at once when a sweep finds a run the other steps "
+    "missed or the API's order is not newest-first; above the configured interval, the fast "
+    "path has been enough.",
+)
 API_CLOCK_OFFSET = MetricSpec(
     _m("api_clock_offset_seconds"),
     "gauge",
@@ -541,6 +551,7 @@ METRICS: tuple[MetricSpec, ...] = (
     REFRESH_FAILURES,
     REFRESH_PAGES,
     RESULTS_TRUNCATED,
+    SWEEP_INTERVAL,
     INVALID_RECORDS,
     FIRST_WALK_COMPLETE,
     API_CLOCK_OFFSET,

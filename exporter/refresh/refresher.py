@@ -80,6 +80,8 @@ class TargetSnapshot:
     """How far the API's clock is ahead of this host's (negative: behind); None while no
     answer told (see :class:`~exporter.refresh.apistats.ApiClock`)."""
     state: str = "fresh"  # "restored": the counters resumed from the state directory
+    sweep_interval_seconds: float = 0.0
+    """The sweep interval now (see :class:`~exporter.refresh.sweeps.SweepSchedule`)."""
 
 
 class TargetRefresher:
@@ -332,4 +334,5 @@ class TargetRefresher:
             baseline_results=plan.baseline.results,
             api_clock_offset_seconds=self.api_stats.api_clock.offset(),
             state=self._state,
+            sweep_interval_seconds=plan.sweep_interval,
         )

@@ -22,6 +22,7 @@
   refresh_failures_total: 'aliyun_cloudassistant_refresh_failures_total',
   refresh_pages: 'aliyun_cloudassistant_refresh_pages',
   results_truncated: 'aliyun_cloudassistant_results_truncated',
+  sweep_interval_seconds: 'aliyun_cloudassistant_sweep_interval_seconds',
   invalid_records_total: 'aliyun_cloudassistant_invalid_records_total',
   first_walk_complete: 'aliyun_cloudassistant_first_walk_complete',
   api_clock_offset_seconds: 'aliyun_cloudassistant_api_clock_offset_seconds',
