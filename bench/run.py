@@ -10,7 +10,9 @@ so its CPU time, imports and memory are its own:
    steady-state refreshes with nothing new and ``/metrics`` rendering;
 3. ``bench.import_floor``: the memory of the mandated libraries alone, of one TLS-ready
    ``httpx.Client`` and of every module the exporter imports;
-4. the real exporter process (``python -m exporter``): peak RSS and ``/metrics`` latency over HTTP.
+4. the real exporter process (``python -m exporter``): peak RSS and ``/metrics`` latency over HTTP;
+5. ``bench.calls``: API calls per hour of a 10,000-result target in the simulator's steady
+   profile with the default refresh options, 24 hours of simulated time on a manual clock.
 
 Two phases: CPU is measured without simulated latency (on a VM, every wait for an answer leaves
 the caches cold and inflates the CPU time of whatever runs next, for both contenders); wall time
@@ -77,6 +79,10 @@ PROCESS_RSS = Target("exporter process peak RSS (VmHWM)", 40.0, "MB")
 METRICS_LATENCY = Target("/metrics over HTTP from the last refresh, median", 10.0, "ms")
 STEADY_CALLS = Target("API calls of a refresh with nothing new", 2, "", strict=False)
 COLD_VS_SDK = Target("cold walk CPU / the official SDK's (same run)", 0.75, "x", strict=False)
+CALLS_PER_HOUR = Target("API calls per hour, steady 10k target (24 h)", 250, "", strict=False)
+CALLS_PER_HOUR_BEFORE = 1679.0
+"""The landed version before issue 13, measured the same way (``bench.calls``): its --before
+JSON files predate the measurement."""
 
 
 class BenchError(Exception):
@@ -276,7 +282,10 @@ def _measure(results: int, latency: float) -> dict[str, Any]:
             "exporter": _child(ours_args),
             "exporter_process": _exporter_process(config, SCRAPES, Path(tmp) / "exporter.log"),
         }
+    print("API calls per hour: 24 h of a moving world on a manual clock...", flush=True)
+    calls = _child(["-m", "bench.calls", "--results", str(results)])
     return {
+        "calls": calls,
         "cpu_phase": cpu,
         "wall_phase": wall,
         "results": results,
@@ -301,6 +310,7 @@ def _median_walk(run: dict[str, Any] | None) -> dict[str, Any] | None:
 def _target_figures(f: dict[str, Any]) -> list[tuple[Target, float | None, str]]:
     """Each target with its figure in the run ``f`` (None when it was not measured)."""
     cpu, proc = f["cpu_phase"], f["wall_phase"]["exporter_process"]
+    calls = f.get("calls")
     ours = cpu["exporter"]
     colds = ours["cold"]["cpu_seconds_each"]
     sdk = _median_walk(cpu["sdk_poller"])
@@ -312,7 +322,19 @@ def _target_figures(f: dict[str, Any]) -> list[tuple[Target, float | None, str]]
         (PROCESS_RSS, proc["peak_rss_mb"], f"anonymous {proc['rss_anon_mb']:.1f}"),
         (METRICS_LATENCY, proc["scrape_ms_median"], f"p99 {proc['scrape_ms_p99']:.2f}"),
         (STEADY_CALLS, float(max(s["api_calls"] for s in ours["steady"])), ""),
+        (CALLS_PER_HOUR, calls["calls_per_hour"] if calls else None, _calls_note(calls)),
     ]
+
+
+def _calls_note(calls: dict[str, Any] | None) -> str:
+    if not calls:
+        return ""
+    shares = ", ".join(f"{step} {share:.0%}" for step, share in calls["share_by_step"].items())
+    interval = calls["sweep_interval_seconds"]
+    return (
+        f"{shares}; sweep interval {interval['min']:g}-{interval['max']:g} s; "
+        f"found by sweeps {calls['found_by_sweep']}"
+    )
 
 
 def _report(f: dict[str, Any], before: dict[str, Any] | None = None) -> None:
@@ -406,6 +428,8 @@ def _report(f: dict[str, Any], before: dict[str, Any] | None = None) -> None:
         figure = "       -" if value is None else f"{value:8.3f}"
         verdict = "not measured" if value is None else "met" if target.met(value) else "NOT met"
         was = earlier.get(target.label)
+        if was is None and target is CALLS_PER_HOUR:
+            was = CALLS_PER_HOUR_BEFORE
         if before is not None:
             note = f"before: {'-' if was is None else f'{was:.3f}'}; {note}".rstrip("; ")
         note = f"  ({note})" if note else ""

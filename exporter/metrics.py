@@ -437,8 +437,9 @@ FIRST_WALK_COMPLETE = MetricSpec(
 SWEEP_INTERVAL = MetricSpec(
     _m("sweep_interval_seconds"),
     "gauge",
-    "Seconds between the target's full sweeps now: the configured interval, doubled after each "
-    "sweep that found nothing in newest-first order, up to sweep_backoff times it (0: off).",
+    "Seconds between the target's full sweeps now: the configured interval, multiplied by 4 "
+    "after each sweep that found nothing in newest-first order, up to 32 times it by default "
+    "(0: no sweep).",
     unit="seconds",
     doc="Back to the configured interval at once when a sweep finds a run the other steps "
     "missed or the API's order is not newest-first; above the configured interval, the fast "

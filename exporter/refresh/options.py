@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from exporter.ecs.models import InvocationQuery, Page
+from exporter.refresh.sweeps import DEFAULT_SWEEP_BACKOFF
 from exporter.tracking import CommandBreakdown
 
 
@@ -32,7 +33,7 @@ class RefreshOptions:
 
     ``page_cap`` bounds each walk (baseline, fast path, follow-up, each look-up, sweep);
     ``sweep_interval`` 0 turns the periodic sweep off; while sweeps find nothing the interval
-    doubles up to ``sweep_backoff`` times it (1: a fixed interval; see
+    grows up to ``sweep_backoff`` times it (1: a fixed interval; see
     :mod:`exporter.refresh.sweeps`). ``max_lookups`` bounds the ``InvokeId``
     look-ups and history reads of one refresh (the rest wait for the next one); ``None`` means
     ``page_cap``.
@@ -46,4 +47,4 @@ class RefreshOptions:
     include_history: bool = False
     command_breakdown: CommandBreakdown = field(default_factory=CommandBreakdown)
     max_lookups: int | None = None
-    sweep_backoff: int = 16
+    sweep_backoff: int = DEFAULT_SWEEP_BACKOFF

@@ -99,6 +99,7 @@ class ReadPlan:
         self._slow_periodic = False
         self._arrivals = 0
         self._order_warned = False
+        self._order_broke = False  # since the last complete sweep
         self._order_moved = False  # the last sweep saw a result twice
         self._sweeping: SweepProgress | None = None
         # Set while a fast path is in flight, to when it (or the interrupted one before it)
@@ -230,8 +231,10 @@ class ReadPlan:
             )
 
     def _warn_order(self) -> None:
-        # The fast path cannot be trusted in this order: the sweep comes back at its pace.
+        # The fast path cannot be trusted in this order: the sweep comes back at its pace, and
+        # the next one does not space out (it may well find nothing: this walk read it all).
         self._schedule.alarm()
+        self._order_broke = True
         if not self._order_warned:
             self._order_warned = True
             self._log.warning(
@@ -282,9 +285,11 @@ class ReadPlan:
             or self._tracker.found_by_sweep > sweep.counted
             or sweep.order.moved
             or sweep.inverted
+            or self._order_broke
             or self._tracker.returned > sweep.returned
             or bool(gone)
         )
+        self._order_broke = False
         if found:
             self._schedule.alarm()
         else:

@@ -3,10 +3,11 @@
 A sweep reads every page of the target to find what the fast path and the in-flight follow-up
 missed (an order that is not newest-first, a change to an old record) and what left the API.
 When sweeps keep finding nothing and the order stays newest-first, they are proof of nothing
-but their cost: :class:`SweepSchedule` doubles the interval after each such sweep, up to
-``max_factor`` times the configured one, and goes back to the configured interval at once when
-a sweep finds something or the order breaks (a fast path that sees a new result after a known
-one, a sweep whose order moved between pages).
+but their cost: :class:`SweepSchedule` multiplies the interval by :data:`SWEEP_GROWTH` after
+each such sweep, up to ``max_factor`` times the configured one, and goes back to the
+configured interval at once when a sweep finds something or the order breaks (a fast path that
+sees a new result after a known one, a sweep whose order moved between pages or that returned
+results in another order than the walks took them in).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from exporter.refresh.scheduling import due
 from exporter.runledger import ResultKey
 
-DEFAULT_SWEEP_BACKOFF = 16
+DEFAULT_SWEEP_BACKOFF = 32
 """How many times the configured sweep interval the interval grows to while sweeps find
-nothing (doubling from the configured one: 1, 2, 4, 8, 16 times)."""
+nothing (1, 4, 16, 32 times; 10 minutes configured: 5 h 20 min at most)."""
+SWEEP_GROWTH = 4
+"""What a sweep that found nothing multiplies the interval by."""
 
 
 class SweepSchedule:
@@ -41,7 +44,7 @@ class SweepSchedule:
 
     def found_nothing(self) -> None:
         """A complete sweep found nothing the other steps missed, in newest-first order."""
-        self.interval = min(self.interval * 2, self.max_interval)
+        self.interval = min(self.interval * SWEEP_GROWTH, self.max_interval)
 
     def alarm(self) -> None:
         """Something was missed or the order broke: back to the configured interval now."""

@@ -1,0 +1,105 @@
+"""The adaptive sweep: it spaces out while sweeps find nothing in newest-first order, and comes
+back at the configured interval at once when a run was missed or the order breaks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from exporter.ecs.models import InvocationQuery
+from exporter.refresh import RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.refresh.sweeps import SweepSchedule
+from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-sweeps")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def refresher_for(
+    api: FakeApi, executor: ThreadPoolExecutor, clock: FakeClock, **options: object
+) -> TargetRefresher:
+    return TargetRefresher(
+        "prod",
+        "cn-hangzhou",
+        api,
+        InvocationQuery(),
+        RefreshOptions(**options),  # type: ignore[arg-type]
+        executor,
+        clock=clock,
+    )
+
+
+def run_for(refresher: TargetRefresher, clock: FakeClock, seconds: float) -> TargetSnapshot:
+    """Refresh once a minute for ``seconds``."""
+    snap = refresher.latest()
+    for _ in range(int(seconds // 60)):
+        clock.now += 60
+        snap = refresher.refresh_now()
+        assert snap.up
+    return snap
+
+
+def test_the_schedule_doubles_while_quiet_up_to_its_bound_and_resets_at_once() -> None:
+    schedule = SweepSchedule(600.0, max_factor=20)
+    seen = []
+    for _ in range(4):
+        schedule.found_nothing()
+        seen.append(schedule.interval)
+    assert seen == [2400.0, 9600.0, 12000.0, 12000.0]  # x4 each time, up to 20 x 600
+    schedule.alarm()
+    assert schedule.interval == 600.0
+    schedule.started(1000.0)
+    assert not schedule.due(1599.0)
+    assert schedule.due(1600.0)
+    assert not SweepSchedule(0.0).due(1e9)  # 0: no sweep at all
+
+
+def test_quiet_sweeps_space_out_and_a_run_they_find_brings_them_back(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(120))
+    refresher = refresher_for(api, executor, clock, sweep_interval=600.0, sweep_backoff=4)
+    assert refresher.refresh_now().sweep_interval_seconds == 600.0
+    calls = len(api.calls)
+    snap = run_for(refresher, clock, 3 * 3600)
+    assert snap.sweep_interval_seconds == 2400.0  # 600, then the bound 4 x 600
+    # 180 refreshes of one call each, and sweeps of 3 pages at 10, 50, 90, 130, 170 minutes.
+    assert len(api.calls) - calls == 180 + 5 * 3
+
+    # A new run the fast path cannot see (the API lists it among old records): only a sweep
+    # finds it, and the sweeps come back at the configured interval.
+    api.records.insert(100, result("t-missed", status="Failed", start=T0 + 50, error_code="X"))
+    for _ in range(40):  # the bound: 2400 s
+        snap = run_for(refresher, clock, 60)
+        if snap.counters.found_by_sweep:
+            break
+    assert snap.counters.found_by_sweep == 1
+    assert snap.sweep_interval_seconds == 600.0
+    assert run_for(refresher, clock, 600).sweep_interval_seconds == 2400.0  # quiet again
+
+
+def test_a_new_result_below_known_ones_brings_the_sweep_back_at_once(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(120))
+    refresher = refresher_for(api, executor, clock, sweep_interval=600.0, sweep_backoff=16)
+    refresher.refresh_now()
+    assert run_for(refresher, clock, 2 * 3600).sweep_interval_seconds > 600.0
+    # Not newest-first: a new result comes below known, unchanged ones.
+    api.set(result("t-top", start=T0 + 10))
+    api.records.insert(3, result("t-below", start=T0 + 5))
+    calls = len(api.calls)
+    clock.now += 60
+    snap = refresher.refresh_now()
+    assert snap.sweep_interval_seconds == 600.0
+    # The last sweep is older than the configured interval: this refresh swept (3 pages).
+    assert len(api.calls) - calls >= 1 + 3
+    assert run_for(refresher, clock, 600).sweep_interval_seconds == 2400.0  # quiet again
