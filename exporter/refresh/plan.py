@@ -29,7 +29,8 @@
    Once a sweep saw the API drop its oldest results, an unfiltered target's view is trimmed to
    what that sweep saw the API hold, oldest first, at every refresh (the next sweep checks it).
 
-Steady state with no news: one call (two with tasks in flight or periodic tasks). API calls are
+Steady state with no news: one call (two with runs in flight beyond the pages the fast path
+reads on to; more once per sweep interval for periodic tasks' records). API calls are
 counted in :attr:`ReadPlan.pages`; unusable records are logged once each.
 """
 
