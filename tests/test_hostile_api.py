@@ -49,6 +49,12 @@ MAX_EXPOSITION_BYTES = 200_000  # one target: the exposition is a few tens of KB
 OLD_RECORDS = 10  # finished before the exporter started: seen, not counted
 NEW_FAILED_RECORDS = 20  # finished after the exporter started, so they are counted
 PROMTOOL = shutil.which("promtool")
+# label -> (start, end) of the value the surrogate_records fault sends, around the surrogate.
+SURROGATE_VALUES = {
+    "error_code": ("Bad", "Code"),
+    "invocation_status": ("Odd", "Status"),
+    "oss_output_status": ("Odd", "Delivery"),
+}
 LONE_SURROGATE_ESCAPE = b"\\ud800"  # as the answer's bytes carry it
 
 
@@ -146,7 +152,7 @@ def assert_usable(exporter: ExporterProcess) -> tuple[Samples, str]:
     response = httpx.get(exporter.url + "/metrics", timeout=10)
     assert response.status_code == 200, response.text[:500]
     assert len(response.content) < MAX_EXPOSITION_BYTES, len(response.content)
-    text = response.text
+    text = response.content.decode("utf-8")  # strict: a lone surrogate would not encode
     for secret in (TOKEN, SECRET):
         assert secret not in text
     samples = parse_samples(text)
@@ -235,6 +241,13 @@ def test_a_hostile_answer_takes_no_surface_down_and_leaks_no_secret(
         assert any(request.fault == kind for request in simulator.served)
         promtool_accepts(hostile)
 
+        if kind == "surrogate_records":
+            # Each hostile value reached its label, made safe (or folded into "other").
+            for label, (head, tail) in SURROGATE_VALUES.items():
+                shown = {v for _, labels in samples for k, v in labels if k == label}
+                assert "other" in shown or any(
+                    v.startswith(head) and v.endswith(tail) for v in shown
+                ), (label, shown)
         if kind == "huge_records":
             # Every record in view has its own 500 KB code: each is shown as "other" and
             # counted as folded; the runs that finished since the start are counted there too.

@@ -341,9 +341,9 @@ def make_hostile(records: list[dict[str, Any]], kind: str) -> None:
             if index % 3 == 0:
                 _show_failed(record, f"Bad{LONE_SURROGATE}Code")
             elif index % 3 == 1:
-                record["InvocationStatus"] = f"Fail{LONE_SURROGATE}ed"
+                record["InvocationStatus"] = f"Odd{LONE_SURROGATE}Status"
             else:
-                record["OssOutputStatus"] = f"Fail{LONE_SURROGATE}ed"
+                record["OssOutputStatus"] = f"Odd{LONE_SURROGATE}Delivery"
     elif kind == "huge_records":
         for record in records[:HUGE_RECORDS_PER_ANSWER]:
             # Distinct per record and the same on every answer: 20 records, 20 label values.
