@@ -186,7 +186,10 @@ class Application:
     def snapshot_version(self) -> tuple[object, ...]:
         """Every target's latest snapshot: a new object whenever a refresh publishes one, so
         the server knows a rendering of the registry is still current."""
-        return tuple(refresher.latest() for refresher in self.refreshers)
+        return (
+            *(refresher.latest() for refresher in self.refreshers),
+            self.reload_status.read(),
+        )
 
     def target_statuses(self) -> list[TargetStatus]:
         """Per-target status for the landing page and ``/-/ready``."""

@@ -73,24 +73,23 @@ class ReloadStatus:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._successful = True
-        self._success_time = clock()
+        # Replaced, never changed: the same object while nothing happened (a scrape's rendering
+        # is reused while the objects it was made from are the same).
+        self._state: tuple[bool, float] = (True, clock())
 
     def succeeded(self) -> None:
         """A reload was applied now."""
         with self._lock:
-            self._successful = True
-            self._success_time = self._clock()
+            self._state = (True, self._clock())
 
     def failed(self) -> None:
         """A reload was refused: the previous configuration goes on."""
         with self._lock:
-            self._successful = False
+            self._state = (False, self._state[1])
 
     def read(self) -> tuple[bool, float]:
         """(last reload successful, Unix time of the last successful load)."""
-        with self._lock:
-            return self._successful, self._success_time
+        return self._state
 
 
 class ReloadError(Exception):

@@ -59,7 +59,7 @@ def settings(tmp_path: Path, *targets: tuple[str, str, str], workers: int = 2) -
         TARGET.format(name=name, key_id=key_id, command=command)
         for name, key_id, command in targets
     )
-    text += f"refresh: {{workers: {workers}}}\n"
+    text += f"refresh: {{workers: {workers}}}\napi: {{max_attempts: 1}}\n"
     path = tmp_path / "config.yml"
     path.write_text(text, encoding="utf-8")
     return load_config_file(path)
@@ -165,9 +165,12 @@ def test_the_reload_metrics_say_when_the_config_was_last_loaded_and_if_the_last_
 
 
 def test_the_exposition_shows_the_reload_status(app: Application) -> None:
+    version = app.snapshot_version()
+    assert all(new is old for new, old in zip(app.snapshot_version(), version, strict=True))
     text = families(app)
     assert "aliyun_cloudassistant_exporter_config_last_reload_successful 1.0" in text
     app.reload_status.failed()
+    assert app.snapshot_version()[-1] is not version[-1]  # a cached rendering is not reused
     text = families(app)
     assert "aliyun_cloudassistant_exporter_config_last_reload_successful 0.0" in text
     assert "aliyun_cloudassistant_exporter_config_last_reload_success_timestamp_seconds " in text
