@@ -138,8 +138,10 @@ class Application:
         self.refreshers = [item.refresher for item in running]
         for item in plan.stop:
             item.refresher.stop_refreshing()
-        if not self._stopping.done():
-            for _, item in started:
+        for _, item in started:
+            if self._stopping.done():  # shutdown began meanwhile (an HTTP reload racing it)
+                item.refresher.stop_refreshing()
+            else:
                 item.refresher.start_if_due()
         new = [item.target for _, item in started]
         return (
@@ -351,6 +353,7 @@ def serve(
     web_config_source: WebConfigSource | None = None,
     reload: Callable[[str], str | None] | None = None,
     lifecycle: bool = False,
+    signals: SignalInbox | None = None,
 ) -> int:
     """Serve ``app`` until a stop signal (or ``stop`` is set); return the exit code.
 
@@ -359,6 +362,8 @@ def serve(
     ``reload``, as ``POST /-/reload`` does when ``lifecycle`` (``--web.enable-lifecycle``) is
     on; :mod:`exporter.signals` says what every other signal does. The web config comes from
     ``web_config_source`` when given (re-read when its files change), else ``web_config``.
+    ``signals`` is an inbox installed earlier (so that a signal during start-up waits for the
+    loop instead of ending the process); one is installed here otherwise.
 
     Shutdown is graceful and prompt: stop accepting, let requests in flight finish (up to
     ``grace_seconds``; a scrape waiting for a refresh answers at once with the last snapshots),
@@ -393,8 +398,9 @@ def serve(
         app.close()
         raise
 
-    signals = SignalInbox()
-    signals.install()
+    if signals is None:
+        signals = SignalInbox()
+        signals.install()
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     )

@@ -46,6 +46,7 @@ from exporter.settings import (
     load_settings,
     variables_help,
 )
+from exporter.signals import SignalInbox
 from exporter.validation import did_you_mean
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.webwatch import WebConfigSource
@@ -411,6 +412,10 @@ def _run(argv: Sequence[str] | None) -> int:
 
     if args.demo:
         return _run_demo(args, parser)
+    # From now on no signal ends the process without a word: they wait for the serving loop.
+    signals = SignalInbox()
+    if not args.config_check:
+        signals.install()
     try:
         prepared = prepare(
             args.config_file,
@@ -446,6 +451,7 @@ def _run(argv: Sequence[str] | None) -> int:
             web_config_source=web_config,
             reload=reloader.reload,
             lifecycle=args.enable_lifecycle,
+            signals=signals,
         )
     except WebConfigError as exc:  # a TLS file that stopped loading since validation
         prepared.application.close()
