@@ -104,20 +104,11 @@ class Application:
         # Build everything first: a constructor that refuses leaves the running config as it is.
         kept: list[tuple[int, RunningTarget, ClientSpec, EcsClient | None]] = []
         for item, index in plan.keep:
-            target, spec, make = clients[index]
+            _, spec, make = clients[index]
             changed = spec != item.client_spec
             kept.append((index, item, spec, make(item.refresher.api_stats) if changed else None))
-            if refresh_options(settings, target) != item.options:
-                log.warning(
-                    "changed refresh options of a kept target apply after a restart",
-                    extra={"target": target.label},
-                )
         started = [(index, self.builder.running(settings, *clients[index])) for index in plan.start]
-        if settings.refresh.workers != self.settings.refresh.workers:
-            log.warning(
-                "a changed refresh.workers applies after a restart",
-                extra={"workers": self.settings.refresh.workers},
-            )
+        self._warn_restart_only(settings, [(item, clients[index][0]) for item, index in plan.keep])
         for _, item, spec, client in kept:
             if client is not None:
                 item.source.client = client
@@ -150,6 +141,27 @@ class Application:
             + f", {len(plan.stop)} removed"
             + (f" ({describe_targets([i.target for i in plan.stop])})" if plan.stop else "")
         )
+
+    def _warn_restart_only(
+        self, settings: ExporterSettings, kept: Sequence[tuple[RunningTarget, Target]]
+    ) -> None:
+        """Log what a reload cannot apply to running targets (it needs a restart)."""
+        for item, target in kept:
+            if refresh_options(settings, target) != item.options:
+                log.warning(
+                    "changed refresh options of a kept target apply after a restart",
+                    extra={"target": target.label},
+                )
+        restart_only = [
+            name
+            for name in ("workers", "scrape_max_wait_seconds")
+            if getattr(settings.refresh, name) != getattr(self.settings.refresh, name)
+        ]
+        if restart_only:
+            log.warning(
+                "changed settings apply after a restart",
+                extra={"settings": ", ".join(f"refresh.{name}" for name in restart_only)},
+            )
 
     def prepare_scrape(self, max_wait: float) -> None:
         """Start every refresh that is due and wait for them together, at most ``max_wait``.

@@ -234,3 +234,32 @@ def test_turning_tls_on_needs_a_restart(tmp_path: Path) -> None:
     path.write_text(f"tls_server_config: {{cert_file: {cert}, key_file: {key}}}\n")
     with pytest.raises(Exception, match="TLS is off in the running server; turning it on or off"):
         source.load()
+
+
+def test_a_target_that_cannot_be_built_leaves_the_running_configuration_untouched(
+    app: Application, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = (list(app.refreshers), list(app.targets), app.settings)
+    assert app.builder is not None
+    source = app.refreshers[0].client
+    assert isinstance(source, SwitchableSource)
+    client = source.client
+
+    def refuse(*args: object) -> None:
+        raise ValueError("endpoint: refused by the client")
+
+    monkeypatch.setattr(app.builder, "running", refuse)
+    with pytest.raises(ValueError, match="refused by the client"):
+        app.reconfigure(settings(tmp_path, ("a", "LTAI5tRotated", "c-1"), ("z", "LTAI5tZ", "c")))
+    assert (app.refreshers, app.targets, app.settings) == before
+    assert source.client is client  # the rotated key is not half-applied either
+
+
+def test_what_a_reload_cannot_apply_is_logged(
+    app: Application, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    new = settings(tmp_path, ("a", "LTAI5tKeyA", "c-1"), ("b", "LTAI5tKeyB", "c-1"), workers=3)
+    with caplog.at_level(logging.WARNING):
+        app.reconfigure(new)
+    assert [r.getMessage() for r in caplog.records] == ["changed settings apply after a restart"]
+    assert caplog.records[0].settings == "refresh.workers"  # type: ignore[attr-defined]
