@@ -4,6 +4,7 @@ the log say, and the web config's files re-read when they change."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def settings(tmp_path: Path, *targets: tuple[str, str, str], workers: int = 2) -
         for name, key_id, command in targets
     )
     text += f"refresh: {{workers: {workers}}}\napi: {{max_attempts: 1}}\n"
+    tmp_path.mkdir(exist_ok=True)
     path = tmp_path / "config.yml"
     path.write_text(text, encoding="utf-8")
     return load_config_file(path)
@@ -263,3 +265,34 @@ def test_what_a_reload_cannot_apply_is_logged(
         app.reconfigure(new)
     assert [r.getMessage() for r in caplog.records] == ["changed settings apply after a restart"]
     assert caplog.records[0].settings == "refresh.workers"  # type: ignore[attr-defined]
+
+
+def test_scrapes_during_reloads_see_each_target_once(app: Application, tmp_path: Path) -> None:
+    configs = [
+        settings(tmp_path / "one", ("a", "LTAI5tKeyA", "c-1"), ("b", "LTAI5tKeyB", "c-1")),
+        settings(tmp_path / "two", ("c", "LTAI5tKeyC", "c-1"), ("a", "LTAI5tKeyA", "c-1")),
+    ]
+    done = threading.Event()
+    problems: list[str] = []
+
+    def scrape() -> None:
+        while not done.is_set():
+            text = families(app)
+            lines = [line for line in text.splitlines() if line.startswith("aliyun_")]
+            if len(lines) != len(set(lines)):
+                problems.append("a series twice")
+            if text.count("# TYPE aliyun_cloudassistant_up gauge") != 1:
+                problems.append("a family header twice")
+
+    scrapers = [threading.Thread(target=scrape) for _ in range(2)]
+    for thread in scrapers:
+        thread.start()
+    try:
+        for round_ in range(40):
+            app.reconfigure(configs[round_ % 2])
+    finally:
+        done.set()
+        for thread in scrapers:
+            thread.join()
+    assert problems == []
+    assert [r.name for r in app.refreshers] == ["c", "a"]  # the last one applied
