@@ -26,7 +26,7 @@ from exporter.simulator.world import ManualClock, World, WorldSpec
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess, run_cli
 from tests.exposition import PREFIX, Samples, sample_key
-from tests.support.tls import common_name, self_signed
+from tests.support.tls import common_name, self_signed, write_bcrypt_web_config
 from tests.test_exporter_integration import (
     REGION,
     expected_finished,
@@ -335,3 +335,26 @@ def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(
     assert "not a PEM certificate" in error
     self_signed(tmp_path, "third")
     until(lambda: served_name(exporter.url) == "third", exporter)
+
+
+def test_reload_sits_behind_basic_auth_and_a_changed_password_applies_without_a_restart(
+    tmp_path: Path, start_exporter: StartExporter
+) -> None:
+    web_config = write_bcrypt_web_config(tmp_path, "prometheus", "first-password")
+    exporter = start_exporter(
+        ["--web.config.file", str(web_config), "--web.enable-lifecycle"],
+        env={
+            "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+            "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:9",
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sup3rS3cretValue-DoNotLeak",
+        },
+    )
+    assert httpx.post(exporter.url + "/-/reload").status_code == 401
+    assert reloads(exporter, RELOADED) == 0
+    first = ("prometheus", "first-password")
+    assert httpx.post(exporter.url + "/-/reload", auth=first, timeout=30).status_code == 200
+    write_bcrypt_web_config(tmp_path, "prometheus", "second-password")
+    second = ("prometheus", "second-password")
+    until(lambda: httpx.get(exporter.url + "/-/healthy", auth=second).status_code == 200, exporter)
+    assert httpx.get(exporter.url + "/-/healthy", auth=first).status_code == 401
