@@ -41,7 +41,7 @@ from exporter.ecs.client import EcsClient
 from exporter.ecs.transport import api_connection_pool
 from exporter.listeners import ListenError, systemd_sockets
 from exporter.metrics import TargetKey
-from exporter.refresh import TargetRefresher
+from exporter.refresh import TargetRefresher, TargetSnapshot
 from exporter.reload import ReloadStatus, plan_reload
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import ExporterSettings, Target
@@ -64,6 +64,15 @@ log = logging.getLogger(__name__)
 REFRESH_STOP_SECONDS: Final = 2.0
 # How often the serving loop looks at ``stop`` when no signal arrives.
 SIGNAL_POLL_SECONDS: Final = 0.2
+
+
+def first_walk_progress(snapshot: TargetSnapshot) -> str:
+    """The landing page's word on the first walk: "done", or how far it got."""
+    if snapshot.baseline_done:
+        return "done"
+    if not snapshot.attempted:
+        return ""
+    return f"reading: {snapshot.baseline_pages} pages, {snapshot.baseline_results} results so far"
 
 
 @dataclass
@@ -220,6 +229,7 @@ class Application:
                     if snapshot.attempted
                     else None
                 ),
+                first_walk=first_walk_progress(snapshot),
             )
             for snapshot in (refresher.latest() for refresher in self.refreshers)
         ]

@@ -85,6 +85,8 @@ class TargetStatus:
     """Its API code and message, "" after a success."""
     results_in_view: int | None = None
     """Results the API returns for the target, as of the last refresh."""
+    first_walk: str = ""
+    """"done", or how far the first walk got while it is still reading (counting starts after)."""
 
 
 def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
@@ -551,6 +553,7 @@ def render_landing_page(telemetry_path: str, statuses: Sequence[TargetStatus]) -
             status.region_id,
             up,
             "-" if status.results_in_view is None else str(status.results_in_view),
+            status.first_walk or "-",
             _format_time(status.last_success_time),
             status.last_error or "-",
             status.last_error_detail or "-",
@@ -559,7 +562,7 @@ def render_landing_page(telemetry_path: str, statuses: Sequence[TargetStatus]) -
     # Relative links, so the page works behind a reverse proxy's path prefix and under
     # --web.route-prefix: the page is served at PREFIX/, so "metrics" is PREFIX/metrics.
     path = html.escape(telemetry_path.lstrip("/"), quote=True)
-    table_rows = "\n".join(rows) or '<tr><td colspan="7">no targets</td></tr>'
+    table_rows = "\n".join(rows) or '<tr><td colspan="8">no targets</td></tr>'
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Alibaba Cloud Assistant exporter</title>
@@ -575,7 +578,7 @@ tr:nth-child(even){{background:#f2f2f2}}</style></head>
 </ul>
 <h2>Targets</h2>
 <table>
-<tr><th>account</th><th>region</th><th>up</th><th>results in view</th>
+<tr><th>account</th><th>region</th><th>up</th><th>results in view</th><th>first walk</th>
 <th>last successful refresh</th><th>last error</th><th>detail</th></tr>
 {table_rows}
 </table>
