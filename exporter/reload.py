@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from exporter.logs import describe_exception
+
 log = logging.getLogger(__name__)
 
 Running = TypeVar("Running")
@@ -126,6 +128,14 @@ class Reloader:
                     extra={"trigger": trigger, "err": str(exc)},
                 )
                 return str(exc)
+            except Exception as exc:  # a bug: the running configuration goes on all the same
+                self.status.failed()
+                reason = describe_exception(exc)
+                log.error(
+                    "reload failed, the running configuration is kept",
+                    extra={"trigger": trigger, "err": reason},
+                )
+                return reason
             self.status.succeeded()
             log.info("configuration reloaded", extra={"trigger": trigger, "targets": summary})
             return None

@@ -296,3 +296,21 @@ def test_scrapes_during_reloads_see_each_target_once(app: Application, tmp_path:
             thread.join()
     assert problems == []
     assert [r.name for r in app.refreshers] == ["c", "a"]  # the last one applied
+
+
+def test_a_bug_in_a_reload_is_logged_and_the_running_configuration_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    status = ReloadStatus()
+
+    def load() -> object:
+        raise KeyError("boom")
+
+    reloader = Reloader(load, status)  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR):
+        refused = reloader.reload("SIGHUP")
+    assert refused is not None
+    assert "KeyError" in refused
+    assert status.read()[0] is False
+    [line] = caplog.records
+    assert line.getMessage() == "reload failed, the running configuration is kept"
