@@ -1,6 +1,7 @@
 """Wiring: from validated :class:`~exporter.settings.ExporterSettings` to a running exporter.
 
-For every target (one account in one region) the application builds, in this order:
+For every target (one account in one region) :class:`~exporter.targets.TargetBuilder` builds,
+in this order:
 
 * a credentials provider, one per configured target and shared by its regions (so temporary
   credentials are fetched once), with ``assume_role`` on top when configured;
@@ -14,6 +15,7 @@ For every target (one account in one region) the application builds, in this ord
 One :class:`CloudAssistantCollector` renders every refresher's snapshot and is registered on a
 registry created here (never the global one), next to the process and platform collectors.
 The HTTP clients are created here and closed by :meth:`Application.close`.
+:meth:`Application.reconfigure` applies a reloaded configuration (see :mod:`exporter.reload`).
 """
 
 from __future__ import annotations
