@@ -48,6 +48,7 @@ from exporter.reload import ReloadStatus, plan_reload
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import ExporterSettings, Target
 from exporter.signals import RELOAD_SIGNAL, STOP_SIGNALS, SignalInbox, signal_name
+from exporter.state import StateCollector, StateStore
 from exporter.targets import (
     ClientSpec,
     RunningTarget,
@@ -96,6 +97,8 @@ class Application:
     running: list[RunningTarget] = field(default_factory=list)
     collector: CloudAssistantCollector | None = None
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
+    state: StateStore | None = None
+    """The state directory (``--storage.path``), None when persistence is off."""
 
     def reconfigure(self, settings: ExporterSettings) -> str:
         """Apply a new, valid configuration (a reload); returns a summary for the log.
@@ -140,6 +143,8 @@ class Application:
         self.refreshers = [item.refresher for item in running]
         for item in plan.stop:
             item.refresher.stop_refreshing()
+        if self.state is not None:  # housekeeping: long-unused state of removed targets
+            self.state.forget_others({item.identity for item in running})
         for _, item in started:
             if self._stopping.done():  # shutdown began meanwhile (an HTTP reload racing it)
                 item.refresher.stop_refreshing()
@@ -232,6 +237,7 @@ class Application:
                     else None
                 ),
                 first_walk=first_walk_progress(snapshot),
+                state=snapshot.state,
             )
             for snapshot in (refresher.latest() for refresher in self.refreshers)
         ]
@@ -252,6 +258,8 @@ class Application:
         waiter.join(timeout)
         if waiter.is_alive():
             return False
+        if self.state is not None:
+            self.state.close()
         for client in self.http_clients:
             client.close()
         for pool in self.connection_pools:
@@ -265,6 +273,7 @@ def build_application(
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
     transport: httpx.BaseTransport | None = None,
+    state: StateStore | None = None,
     exporter_metrics: bool = True,
 ) -> Application:
     """Build (but do not start) the exporter for ``settings``.
@@ -272,7 +281,8 @@ def build_application(
     ``environ`` is what the environment-reading credential sources see (``os.environ`` by
     default); ``transport`` replaces the network for every HTTP client (tests). Without
     ``exporter_metrics`` (``--web.disable-exporter-metrics``) the process and platform
-    collectors are left out.
+    collectors are left out. ``state`` is where the targets' trackers and counters are kept
+    across restarts (none when None): the application closes it.
     """
     environ = os.environ if environ is None else environ
     workers = settings.refresh.workers
@@ -319,8 +329,11 @@ def build_application(
         environ=environ,
         clock=clock,
         collector=collector,
+        state=state,
     )
     running = builder.build(settings)
+    if state is not None:
+        state.forget_others({item.identity for item in running})
 
     # /metrics renders the process and platform collectors with prometheus_client and the
     # targets' families from the collector's per-snapshot text; ``registry`` has them all.
@@ -334,6 +347,9 @@ def build_application(
             PlatformCollector(registry=None),
         ):
             registry.register(runtime_collector)
+    if state is not None:
+        runtime.register(StateCollector(state))
+        registry.register(StateCollector(state))
     registry.register(collector)
     app = Application(
         settings=settings,
@@ -348,6 +364,7 @@ def build_application(
         running=running,
         collector=collector,
         reload_status=reload_status,
+        state=state,
     )
     return app
 

@@ -5,7 +5,7 @@ only when both are valid: a bad new config is refused with one error line (the w
 same error at start-up) and the running one goes on unchanged.
 
 Which refreshers survive is :func:`plan_reload`'s decision, made on the targets' identities
-(:func:`exporter.identity.target_identity`): a target whose identity is unchanged keeps its
+(:func:`exporter.state.target_identity`): a target whose identity is unchanged keeps its
 refresher, with its tracker, counters and any refresh in flight; a new identity starts a new
 refresher, and one no longer configured is stopped (its series disappear from the next scrape).
 

@@ -33,7 +33,6 @@ from exporter.ecs.credentials import (
 )
 from exporter.ecs.models import InvocationQuery, Page
 from exporter.ecs.ratelimit import TokenBucket
-from exporter.identity import target_identity
 from exporter.logs import REDACTOR, SecretRedactor
 from exporter.metrics import TargetInfoKey
 from exporter.refresh import ApiStatistics, PageSource, RefreshOptions, TargetRefresher
@@ -47,6 +46,7 @@ from exporter.settings import (
     Target,
     TargetSettings,
 )
+from exporter.state import StateStore, target_identity
 from exporter.tracking import CommandBreakdown
 
 
@@ -173,7 +173,7 @@ class RedactingProvider:
 
 
 def identity_of(target: Target) -> str:
-    """``target``'s identity (:func:`exporter.identity.target_identity`)."""
+    """``target``'s identity (:func:`exporter.state.target_identity`)."""
     return target_identity(
         target.account,
         target.region_id,
@@ -242,6 +242,7 @@ class TargetBuilder:
         environ: Mapping[str, str],
         clock: Callable[[], float] = time.time,
         collector: CloudAssistantCollector,
+        state: StateStore | None = None,
     ) -> None:
         self._executor = executor
         self._api_http = api_http
@@ -250,6 +251,7 @@ class TargetBuilder:
         self._environ = environ
         self._clock = clock
         self._collector = collector
+        self._state = state
         # Shared by every target reading one account's quota in one region, across reloads.
         self._buckets: dict[tuple[str, str, float, int], TokenBucket] = {}
 
@@ -322,6 +324,7 @@ class TargetBuilder:
         api_stats = ApiStatistics(self._clock)
         source = SwitchableSource(make_client(api_stats))
         options = refresh_options(settings, target)
+        identity = identity_of(target)
         refresher = TargetRefresher(
             target.account,
             target.region_id,
@@ -332,5 +335,7 @@ class TargetBuilder:
             clock=self._clock,
             api_stats=api_stats,
             on_snapshot=self._collector.prerender,  # rendered by the refresh, not by the scrape
+            # Its saved tracker and counters, restored (a reload that adds a target it had).
+            store=self._state.target(identity, target.label) if self._state is not None else None,
         )
-        return RunningTarget(target, identity_of(target), refresher, source, spec, options)
+        return RunningTarget(target, identity, refresher, source, spec, options)

@@ -37,6 +37,7 @@
   exporter_build_info: 'aliyun_cloudassistant_exporter_build_info',
   exporter_config_last_reload_successful: 'aliyun_cloudassistant_exporter_config_last_reload_successful',
   exporter_config_last_reload_success_timestamp_seconds: 'aliyun_cloudassistant_exporter_config_last_reload_success_timestamp_seconds',
+  exporter_state_files_moved_aside_total: 'aliyun_cloudassistant_exporter_state_files_moved_aside_total',
   failureStatuses: ['Failed', 'Error', 'Timeout', 'Aborted', 'Invalid'],
   agentErrorCodes: ['ClientNotRunning', 'ClientNotResponse', 'ClientIsUpgrading', 'ClientNeedUpgrade'],
   instanceGoneErrorCodes: ['InstanceNotRunning', 'InstanceReleased', 'InstanceNotExists'],
