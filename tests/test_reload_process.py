@@ -358,3 +358,34 @@ def test_reload_sits_behind_basic_auth_and_a_changed_password_applies_without_a_
     second = ("prometheus", "second-password")
     until(lambda: httpx.get(exporter.url + "/-/healthy", auth=second).status_code == 200, exporter)
     assert httpx.get(exporter.url + "/-/healthy", auth=first).status_code == 401
+
+
+def test_targets_added_by_a_reload_are_kept_across_a_restart(
+    tmp_path: Path, clock: ManualClock, start_exporter: StartExporter
+) -> None:
+    world = World(seed=7, clock=clock, spec=WorldSpec(instances=6))
+    world.add_invocation(2, "Success", at=clock.now() - 3600, duration=5)
+    state = f"--storage.path={tmp_path / 'state'}"
+    with simulator_for(world) as simulator:
+        config = write_config(tmp_path, simulator, [static_target("prod")])
+        exporter = start_exporter(["--config.file", str(config), state])
+        wait_for(exporter, lambda s: refreshes(s, "prod") >= 1)
+        rewrite(config, simulator, [static_target("prod"), static_target("new")])
+        sighup(exporter)
+        wait_for(exporter, lambda s: refreshes(s, "new") >= 1)
+        baseline = clock.now()
+        world.add_invocation(3, "Failed", duration=2)
+        clock.advance(20)
+        expected = expected_finished(world, world.ground_truth(), baseline)
+        wait_for(
+            exporter,
+            lambda s: (
+                exported_finished(s, "prod") == expected and exported_finished(s, "new") == expected
+            ),
+        )
+        assert exporter.stop() == 0
+
+        restarted = start_exporter(["--config.file", str(config), state])
+        samples = scrape(restarted)  # the saved counters, from the first scrape
+        assert exported_finished(samples, "prod") == expected
+        assert exported_finished(samples, "new") == expected
