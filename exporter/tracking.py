@@ -321,6 +321,11 @@ class RunTracker:
         """Number of entries in the tracking state (view plus remembered history runs)."""
         return len(self._view) + len(self._ledger)
 
+    @property
+    def results_in_view(self) -> int:
+        """Results the target's query returns now (the landing page's "results in view")."""
+        return len(self._view)
+
     def __contains__(self, key: object) -> bool:
         return key in self._view
 
