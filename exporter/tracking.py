@@ -367,11 +367,6 @@ class RunTracker:
         return keys, in_flight
 
     @property
-    def view_size(self) -> int:
-        """How many results the view holds."""
-        return len(self._view)
-
-    @property
     def arrivals(self) -> int:
         """How many results the view took in so far (each once)."""
         return self._arrivals

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from exporter.ecs.models import InvocationQuery
+from exporter.ecs.models import InvocationQuery, InvocationResult
 from exporter.refresh import RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.refresh.sweeps import SweepSchedule
 from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
@@ -103,3 +103,33 @@ def test_a_new_result_below_known_ones_brings_the_sweep_back_at_once(
     # The last sweep is older than the configured interval: this refresh swept (3 pages).
     assert len(api.calls) - calls >= 1 + 3
     assert run_for(refresher, clock, 600).sweep_interval_seconds == 2400.0  # quiet again
+
+
+def test_periodic_records_are_followed_once_per_sweep_interval_and_their_end_still_counts(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    # An endless periodic task between runs, below the pages a fast path reads on to.
+    periodic = result("t-p", status="Scheduled", repeats=3, record_status="Running", start=T0 - 1)
+    api = FakeApi([*backlog(200)[:199], periodic])
+    refresher = refresher_for(api, executor, clock, sweep_interval=600.0)
+    refresher.refresh_now()
+    run_for(refresher, clock, 600)  # the first sweep: from now on periodic records go slowly
+    followed = []
+    for _ in range(20):
+        calls = len(api.calls)
+        run_for(refresher, clock, 60)
+        followed.append(
+            any(q.invoke_record_status == "Running" or q.invoke_id for q in api.calls[calls:])
+        )
+    assert 1 <= sum(followed) <= 2  # once per 600 s, not at every refresh
+    # The schedule is stopped: its record shows the last run's status, counted once.
+    api.set(replace_status(periodic))
+    snap = run_for(refresher, clock, 600)
+    assert dict(snap.counters.finished)[("Failed", "")] == 1
+
+
+def replace_status(record: InvocationResult) -> InvocationResult:
+    return result(
+        record.invoke_id, status="Failed", repeats=4, record_status="Finished", start=T0 + 100
+    )

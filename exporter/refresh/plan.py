@@ -441,7 +441,9 @@ class ReadPlan:
         arrived = self._tracker.arrivals - self._arrivals
         self._arrivals = self._tracker.arrivals
         holds = self._api_holds if self._api_holds is not None else API_MAX_ENTRIES
-        at_risk = self._tracker.oldest_in_flight(self._tracker.view_size - holds + 2 * arrived)
+        at_risk = self._tracker.oldest_in_flight(
+            self._tracker.results_in_view - holds + 2 * arrived
+        )
         periodic = periodic or not self._slow_periodic
         in_flight, total = self._tracker.follow_up(now, periodic=periodic, at_risk=at_risk)
         if not in_flight:
