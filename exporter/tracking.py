@@ -356,13 +356,15 @@ class RunTracker:
         periodic tasks between or during runs (see :func:`follows_slowly`) but those in
         ``at_risk`` (about to leave the API's retention).
         """
+        # One refresh reads everything at one ``now``; "not at now" rather than "before now": a
+        # wall clock set back must not hide what was read before it.
         keys: list[ResultKey] = []
         in_flight = 0
         for key, entry in self._view.items():
             if not needs_follow_up(entry.result):
                 continue
             in_flight += 1
-            if entry.seen_at < now and (periodic or key in at_risk or not follows_slowly(entry)):
+            if entry.seen_at != now and (periodic or key in at_risk or not follows_slowly(entry)):
                 keys.append(key)
         return keys, in_flight
 
@@ -400,7 +402,7 @@ class RunTracker:
             key
             for key, entry in self._view.items()
             if entry.arrival > newest
-            and entry.seen_at < now
+            and entry.seen_at != now
             and needs_follow_up(entry.result)
             and not follows_slowly(entry)
         }
