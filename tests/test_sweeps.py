@@ -133,3 +133,38 @@ def replace_status(record: InvocationResult) -> InvocationResult:
     return result(
         record.invoke_id, status="Failed", repeats=4, record_status="Finished", start=T0 + 100
     )
+
+
+def test_a_spaced_out_sweep_is_paced_over_refreshes_and_still_finds_a_missed_run(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(120), page_size=10)  # a sweep is 12 pages
+    refresher = refresher_for(
+        api,
+        executor,
+        clock,
+        sweep_interval=600.0,
+        sweep_backoff=4,
+        max_results=10,
+        sweep_pages_per_refresh=4,
+    )
+    refresher.refresh_now()
+    # The first sweep (at the configured interval) reads everything at once; the next ones,
+    # spaced out, 4 pages per refresh.
+    most = 0
+    for _ in range(60):
+        calls = len(api.calls)
+        run_for(refresher, clock, 60)
+        most = max(most, len(api.calls) - calls)
+    assert most == 1 + 12  # the first sweep
+    api.records.insert(100, result("t-missed", status="Failed", start=T0 + 50, error_code="X"))
+    most = 0
+    for _ in range(45):
+        calls = len(api.calls)
+        snap = run_for(refresher, clock, 60)
+        most = max(most, len(api.calls) - calls)
+        if snap.counters.found_by_sweep:
+            break
+    assert snap.counters.found_by_sweep == 1
+    assert most <= 1 + 4  # the fast path and a part of the sweep

@@ -34,9 +34,10 @@ class RefreshOptions:
     ``page_cap`` bounds each walk (baseline, fast path, follow-up, each look-up, sweep);
     ``sweep_interval`` 0 turns the periodic sweep off; while sweeps find nothing the interval
     grows up to ``sweep_backoff`` times it (1: a fixed interval; see
-    :mod:`exporter.refresh.sweeps`). ``max_lookups`` bounds the ``InvokeId``
-    look-ups and history reads of one refresh (the rest wait for the next one); ``None`` means
-    ``page_cap``.
+    :mod:`exporter.refresh.sweeps`). While spaced out, a sweep reads ``sweep_pages_per_refresh``
+    pages per refresh and goes on from its NextToken at the next one (0: all of them at once).
+    ``max_lookups`` bounds the ``InvokeId`` look-ups and history reads of one refresh (the rest
+    wait for the next one); ``None`` means ``page_cap``.
     """
 
     min_refresh_interval: float = 30.0
@@ -48,3 +49,4 @@ class RefreshOptions:
     command_breakdown: CommandBreakdown = field(default_factory=CommandBreakdown)
     max_lookups: int | None = None
     sweep_backoff: int = DEFAULT_SWEEP_BACKOFF
+    sweep_pages_per_refresh: int = 20

@@ -21,7 +21,9 @@
    the runs it needs. Every run is counted once.
 5. *Sweep*, every ``sweep_interval`` seconds while sweeps find something, up to
    ``sweep_backoff`` times that while they find nothing (:mod:`exporter.refresh.sweeps`): every
-   page up to the page cap. Runs it counts were
+   page up to the page cap; while sweeps find nothing, ``sweep_pages_per_refresh`` of them per
+   refresh (it goes on from its NextToken: no refresh, and no scrape, waits for a whole sweep).
+   Runs it counts were
    missed by the steps above and also go to ``results_found_by_sweep_total``. A result a
    complete sweep did not return leaves the view when it is older than every result returned
    (the API drops its oldest), else after a complete look-up by its ``InvokeId`` does not
@@ -249,6 +251,8 @@ class ReadPlan:
         while True:
             known = len(sweep.seen)
             complete = self._sweep_walk(now, sweep)
+            if complete is None:
+                return  # paced: it goes on from its NextToken at the next refresh
             if not complete:
                 self._sweeping = None
                 return  # a page cap, or a record that could not be parsed: nothing is gone
@@ -297,18 +301,25 @@ class ReadPlan:
         else:
             self._schedule.found_nothing()
 
-    def _sweep_walk(self, now: float, sweep: SweepProgress) -> bool:
-        """One walk of a sweep (or the rest of one that failed); True when it returned every
-        record (no page cap, no record that could not be parsed)."""
+    def _sweep_walk(self, now: float, sweep: SweepProgress) -> bool | None:
+        """One walk of a sweep (or the rest of one that failed or was paced); True when it
+        returned every record (no page cap, no record that could not be parsed), None when it
+        read its ``sweep_pages_per_refresh`` pages and goes on at the next refresh."""
         if sweep.pages:
             sweep.resumed = True
+        cap_left = max(1, self._options.page_cap - sweep.pages)
+        # Paced only while sweeps find nothing (the interval spaced out): after a find or with
+        # an order that is not newest-first, what the sweep may find is wanted now.
+        quiet = self._schedule.interval > self._schedule.configured
+        pace = self._options.sweep_pages_per_refresh if quiet else 0
+        limit = min(cap_left, pace) if pace > 0 else cap_left
         walk = Walk(
             self._source,
             self._query,
             self._options,
             self.pages,
             next_token=sweep.next_token,
-            page_cap=max(1, self._options.page_cap - sweep.pages),
+            page_cap=limit,
         )
         saw_unchanged = False
         for page in walk:
@@ -334,6 +345,8 @@ class ReadPlan:
             sweep.pages += 1
             sweep.next_token = page.next_token
             sweep.had_invalid = sweep.had_invalid or bool(page.invalid)
+        if walk.truncated and limit < cap_left:
+            return None  # where it stopped (pages, NextToken) is kept in ``sweep``
         self.truncated = walk.truncated
         sweep.walks += 1
         sweep.pages = 0
