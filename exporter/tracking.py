@@ -394,6 +394,13 @@ class RunTracker:
             return None
         return (entry.first_seen, -entry.arrival)
 
+    def taken_in_since(self, when: float, seen: set[ResultKey]) -> int:
+        """Results of the view first seen at or after ``when`` that are not in ``seen`` (what
+        came in while a walk went on)."""
+        return sum(
+            1 for key, entry in self._view.items() if entry.first_seen >= when and key not in seen
+        )
+
     def in_flight_near_top(self, now: float, reach: int) -> set[ResultKey]:
         """Results the service may still change, not read at ``now``, among the ``reach`` the
         view took in last (periodic tasks' records between or during runs left out)."""

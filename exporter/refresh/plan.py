@@ -285,7 +285,10 @@ class ReadPlan:
             # a run ended: those records are followed at every refresh.
             self._slow_periodic = not self._options.include_history
             if gone or self._api_holds is not None:
-                self._api_holds = len(sweep.seen)
+                # With what came in while the sweep went on (a paced one reads the top first).
+                self._api_holds = len(sweep.seen) + self._tracker.taken_in_since(
+                    sweep.started, sweep.seen
+                )
         found = (
             sweep.found
             or self._tracker.found_by_sweep > sweep.counted
