@@ -34,21 +34,19 @@ SEVERITIES = ("critical", "warning", "info")
 EVALUATED = evaluate()
 CONFIG: dict[str, Any] = EVALUATED["config"]
 ALERTS = alert_rules(EVALUATED)
-# Alerts about a scrape job or the whole fleet, not about one account and region.
-NOT_PER_TARGET = {
-    "CloudAssistantExporterAbsent",
-    "CloudAssistantExporterDown",
-    "CloudAssistantFleetInvocationsFailing",
-    "CloudAssistantExporterConfigReloadFailed",
-    "CloudAssistantExporterStateReset",
-    "CloudAssistantHostClockSkewed",
-}
 # Alerts about one exporter process (its reloads, its state directory, its host clock): every
 # replica reports its own, so a second replica with the same trouble is a second alert.
 PER_PROCESS = {
     "CloudAssistantExporterConfigReloadFailed",
     "CloudAssistantExporterStateReset",
     "CloudAssistantHostClockSkewed",
+}
+# Alerts about a scrape job, an exporter process or the whole fleet, not one account and region.
+NOT_PER_TARGET = {
+    "CloudAssistantExporterAbsent",
+    "CloudAssistantExporterDown",
+    "CloudAssistantFleetInvocationsFailing",
+    *PER_PROCESS,
 }
 REPLICA_2 = {"instance": "replica-2:9107", "pod": "replica-2"}
 
