@@ -66,16 +66,18 @@ TRACKING = (
 # Bottom to top; a layer may import what its ``may_import`` lists, nothing else of exporter/.
 LAYERS = (
     Layer(
-        "base: leaves (version, file reading, plain-words validation errors, logging, sockets)",
+        "base: leaves (version, files, plain-words errors, logging, sockets, signals, reload)",
         (
             "exporter",
+            "exporter.reload",
+            "exporter.signals",
             "exporter.files",
             "exporter.validation",
             "exporter.logs",
             "exporter.listeners",
             "exporter.workers",
         ),
-        ("exporter",),
+        ("exporter", "exporter.logs"),
         frozenset({"prometheus_client", "httpx", "httpcore"}),
     ),
     Layer(
@@ -119,7 +121,7 @@ LAYERS = (
     Layer(
         "collector: snapshots to metric families, no I/O",
         ("exporter.collector",),
-        ("exporter", "exporter.metrics", *TRACKING, "exporter.refresh"),
+        ("exporter", "exporter.metrics", *TRACKING, "exporter.refresh", "exporter.reload"),
         IO - {"prometheus_client", "threading"},
     ),
     Layer(
@@ -136,9 +138,10 @@ LAYERS = (
     ),
     Layer(
         "http: the exporter's HTTP server",
-        ("exporter.webconfig", "exporter.connections", "exporter.server"),
+        ("exporter.webconfig", "exporter.webwatch", "exporter.connections", "exporter.server"),
         (
             *BASE,
+            "exporter.webwatch",
             "exporter.listeners",
             "exporter.workers",
             "exporter.webconfig",
@@ -148,9 +151,13 @@ LAYERS = (
     ),
     Layer(
         "app: the wiring",
-        ("exporter.app",),
+        ("exporter.app", "exporter.targets"),
         (
             *BASE,
+            "exporter.targets",
+            "exporter.reload",
+            "exporter.signals",
+            "exporter.webwatch",
             "exporter.ecs.*",
             "exporter.metrics",
             *TRACKING,
@@ -203,6 +210,9 @@ LAYERS = (
             "exporter.settings",
             "exporter.state",
             "exporter.webconfig",
+            "exporter.reload",
+            "exporter.signals",
+            "exporter.webwatch",
             "exporter.demo",
         ),
     ),
