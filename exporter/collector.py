@@ -38,6 +38,7 @@ from exporter.metrics import (
     TargetKey,
 )
 from exporter.refresh import TargetSnapshot
+from exporter.reload import ReloadStatus
 from exporter.tracking import CounterTotals, HistogramValue, ViewSummary
 
 SnapshotSource = Callable[[], Sequence[TargetSnapshot]]
@@ -323,10 +324,12 @@ class CloudAssistantCollector:
         *,
         build: BuildInfoKey,
         target_info: Mapping[TargetKey, TargetInfoKey] | None = None,
+        reload_status: ReloadStatus | None = None,
     ) -> None:
         self._snapshots = snapshots
         self._build = build
         self._target_info = dict(target_info or {})
+        self._reload_status = reload_status if reload_status is not None else ReloadStatus()
         self._specs = tuple(spec for spec in m.METRICS if spec.per_target)
         self._lock = threading.Lock()
         self._headers: dict[str, tuple[str, ...]] = {}  # by content type
@@ -353,7 +356,7 @@ class CloudAssistantCollector:
                     else:
                         assert not isinstance(family, HistogramMetricFamily)
                         family.add_metric(labels, value)
-        return [*families.values(), self._build_family()]
+        return [*families.values(), *self._process_families()]
 
     # --- the cached exposition ---------------------------------------------------------------
 
@@ -374,9 +377,18 @@ class CloudAssistantCollector:
         for spec, header in zip(self._specs, headers, strict=True):
             parts.append(header)
             parts.extend(target.chunk(spec.name) for target in rendered)
-        build = encoder(_Families((self._build_family(),))).decode("utf-8")
+        build = encoder(_Families(self._process_families())).decode("utf-8")
         parts.append(build.removesuffix(_EOF))
         return "".join(parts), content_type
+
+    def retarget(self, target_info: Mapping[TargetKey, TargetInfoKey]) -> None:
+        """The targets changed (a reload): new ``target_info`` labels; the text rendered for a
+        target that is gone or whose labels changed is dropped."""
+        with self._lock:
+            for key in list(self._rendered):
+                if key not in target_info or target_info[key] != self._target_info.get(key):
+                    del self._rendered[key]
+            self._target_info = dict(target_info)
 
     def prerender(self, snapshot: TargetSnapshot) -> None:
         """Render ``snapshot`` now (from the refresh that made it), so the scrape finds it ready."""
@@ -435,12 +447,24 @@ class CloudAssistantCollector:
 
     # --- building the families ---------------------------------------------------------------
 
-    def _build_family(self) -> Metric:
+    def _process_families(self) -> tuple[Metric, ...]:
+        """The families of the exporter itself (no target labels)."""
         family = GaugeMetricFamily(
             m.BUILD_INFO.family, m.BUILD_INFO.help, labels=m.BUILD_INFO.label_names
         )
         family.add_metric(self._build, 1)
-        return family
+        successful, success_time = self._reload_status.read()
+        last_reload, last_success = (
+            m.CONFIG_LAST_RELOAD_SUCCESSFUL,
+            m.CONFIG_LAST_RELOAD_SUCCESS_TIME,
+        )
+        return (
+            family,
+            GaugeMetricFamily(last_reload.family, last_reload.help, 1 if successful else 0),
+            GaugeMetricFamily(
+                last_success.family, last_success.help, success_time, unit=last_success.unit
+            ),
+        )
 
     def _target_series(self, snap: TargetSnapshot) -> Series:
         """Every per-target family of one snapshot."""

@@ -35,6 +35,8 @@
   command_ids_folded: 'aliyun_cloudassistant_command_ids_folded',
   target_info: 'aliyun_cloudassistant_target_info',
   exporter_build_info: 'aliyun_cloudassistant_exporter_build_info',
+  exporter_config_last_reload_successful: 'aliyun_cloudassistant_exporter_config_last_reload_successful',
+  exporter_config_last_reload_success_timestamp_seconds: 'aliyun_cloudassistant_exporter_config_last_reload_success_timestamp_seconds',
   exporter_state_files_moved_aside_total: 'aliyun_cloudassistant_exporter_state_files_moved_aside_total',
   failureStatuses: ['Failed', 'Error', 'Timeout', 'Aborted', 'Invalid'],
   agentErrorCodes: ['ClientNotRunning', 'ClientNotResponse', 'ClientIsUpgrading', 'ClientNeedUpgrade'],
