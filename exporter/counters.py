@@ -114,6 +114,11 @@ class RunCounters:
         """Distinct API values its labels counted under ``"other"`` (see :class:`ValueFolder`)."""
         return sum(folder.folded for folder in self._folders())
 
+    @property
+    def found_by_sweep(self) -> int:
+        """Runs counted from a sweep's records (the other steps had missed them)."""
+        return self._found_by_sweep
+
     def count_finish(self, result: InvocationResult, from_sweep: bool) -> None:
         """Count one finished run (its status is terminal)."""
         status = result.invocation_status  # terminal, hence known
