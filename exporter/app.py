@@ -19,6 +19,8 @@ The HTTP clients are created here and closed by :meth:`Application.close`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -56,7 +58,7 @@ from exporter.ecs.ratelimit import TokenBucket
 from exporter.ecs.transport import api_connection_pool
 from exporter.listeners import ListenError, systemd_sockets
 from exporter.logs import REDACTOR, SecretRedactor
-from exporter.metrics import TargetInfoKey, TargetKey
+from exporter.metrics import ShardFigures, TargetInfoKey, TargetKey
 from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import (
@@ -68,6 +70,7 @@ from exporter.settings import (
     Target,
     TargetSettings,
 )
+from exporter.sharding import Sharding
 from exporter.tracking import CommandBreakdown
 from exporter.webconfig import WebConfig
 
@@ -76,6 +79,38 @@ log = logging.getLogger(__name__)
 # At shutdown, how long a refresh still in flight may take to finish. Its result would be thrown
 # away, so it is not worth holding up a SIGTERM: a refresh stuck on a slow API is abandoned.
 REFRESH_STOP_SECONDS: Final = 2.0
+# Refresh workers when ``refresh.workers`` is not set: one per target, within these bounds. A
+# worker spends most of a walk waiting (for the API's answer, for the token bucket), so a target
+# waiting for a free worker is the bottleneck long before the CPU is; 300 targets of 1,000
+# results are all ready within a minute at the default rate limits with 64.
+MIN_WORKERS: Final = 4
+MAX_WORKERS: Final = 64
+
+
+def refresh_workers(configured: int | None, targets: int) -> int:
+    """Targets refreshed in parallel: ``refresh.workers``, else one per target within
+    :data:`MIN_WORKERS` .. :data:`MAX_WORKERS`."""
+    if configured is not None:
+        return configured
+    return min(MAX_WORKERS, max(MIN_WORKERS, targets))
+
+
+def target_identity(target: Target) -> str:
+    """What a target reads, as stable text: account, region, endpoint and the filters that are
+    set. Shards split the targets by it (a target whose identity changes may move shard)."""
+    filters = {
+        name: value
+        for name, value in dataclasses.asdict(target.query).items()
+        if value not in (None, (), [], False, "")
+    }
+    identity = {
+        "account": target.account,
+        "region": target.region_id,
+        "endpoint": target.endpoint or "",
+        "filters": filters,
+        "include_history": target.include_history,
+    }
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"), default=list)
 
 
 def build_credentials(
@@ -152,6 +187,13 @@ class Application:
     _stopping: Future[None] = field(default_factory=Future)
     exposition: Exposition | None = None
     """The /metrics body (``registry`` rendered by prometheus_client when None)."""
+    sharding: Sharding = field(default_factory=Sharding)
+    configured_targets: int = 0
+    """Targets in the configuration, this shard's (``targets``) and the others'."""
+
+    def shard_summary(self) -> str:
+        """Which shard this is and how many targets it owns, for the log and landing page."""
+        return self.sharding.describe(len(self.targets), self.configured_targets)
 
     def prepare_scrape(self, max_wait: float) -> None:
         """Start every refresh that is due and wait for them together, at most ``max_wait``.
@@ -241,8 +283,10 @@ def build_application(
     clock: Callable[[], float] = time.time,
     transport: httpx.BaseTransport | None = None,
     exporter_metrics: bool = True,
+    sharding: Sharding | None = None,
 ) -> Application:
-    """Build (but do not start) the exporter for ``settings``.
+    """Build (but do not start) the exporter for ``settings``: of its targets, only those
+    ``sharding`` gives this process (every one by default).
 
     ``environ`` is what the environment-reading credential sources see (``os.environ`` by
     default); ``transport`` replaces the network for every HTTP client (tests). Without
@@ -250,7 +294,10 @@ def build_application(
     collectors are left out.
     """
     environ = os.environ if environ is None else environ
-    workers = settings.refresh.workers
+    sharding = sharding if sharding is not None else Sharding()
+    configured_targets = settings.expanded_targets()
+    targets = sharding.select(configured_targets, target_identity)
+    workers = refresh_workers(settings.refresh.workers, len(targets))
     limits = httpx.Limits(max_connections=max(10, 2 * workers), max_keepalive_connections=workers)
     # One TLS context (CA bundle loaded once) for both clients: each costs about 0.8 MB.
     tls = httpx.create_ssl_context()
@@ -280,11 +327,11 @@ def build_application(
     providers: dict[int, CredentialsProvider] = {}
     buckets: dict[tuple[str, str], TokenBucket] = {}
     refreshers: list[TargetRefresher] = []
-    targets = settings.expanded_targets()
     collector = CloudAssistantCollector(
         lambda: [refresher.latest() for refresher in refreshers],
         build=build_info(__version__, build_revision(environ)),
         target_info={TargetKey(t.account, t.region_id): target_info(t) for t in targets},
+        shard=ShardFigures(sharding.shard, sharding.total, len(targets), len(configured_targets)),
     )
     configured = {
         (target.name, region): target for target in settings.targets for region in target.regions
@@ -352,6 +399,8 @@ def build_application(
         http_clients=[api_http, credentials_http],
         connection_pools=[api_pool] if api_pool is not None else [],
         exposition=Exposition(runtime, collector),
+        sharding=sharding,
+        configured_targets=len(configured_targets),
     )
 
 
@@ -463,6 +512,7 @@ def serve(
             web_config=web_config,
             limits=limits,
             data_version=app.snapshot_version,
+            shard_summary=app.shard_summary() if app.sharding.enabled else "",
         )
     except (ListenError, OSError) as exc:
         _log_cannot_listen(exc, addresses)
@@ -493,6 +543,7 @@ def serve(
                 "tls": server.ssl_context is not None,
                 "max_connections": server.connections.max_connections,
                 "targets": describe_targets(app.targets),
+                **({"shard": app.shard_summary()} if app.sharding.enabled else {}),
             },
         )
     app.start_refreshes()

@@ -45,6 +45,7 @@ from exporter.settings import (
     load_settings,
     variables_help,
 )
+from exporter.sharding import Sharding, ShardingError, sharding_from_flags
 from exporter.validation import did_you_mean
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
@@ -98,6 +99,13 @@ def parse_max_connections(value: str) -> int:
     return int(value)
 
 
+def parse_count(value: str) -> int:
+    """A whole number, 0 or more (``--shard``, ``--total-shards``)."""
+    if not value.isascii() or not value.isdigit():
+        raise ValueError(f"{value!r} must be a whole number, 0 or more")
+    return int(value)
+
+
 def _checked(parse: Callable[[str], _T]) -> Callable[[str], _T]:
     """``parse`` as an argparse type: its ``ValueError`` becomes a one-line usage error."""
 
@@ -143,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_web_flags(parser)
     _add_config_flags(parser)
     _add_log_flags(parser)
+    _add_shard_flags(parser)
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -264,6 +273,30 @@ def _add_log_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_shard_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        type=_checked(parse_count),
+        metavar="N",
+        help="this exporter's shard, counted from 0: it refreshes and exports only the targets "
+        "it owns (each target is owned by exactly one shard; needs --total-shards)",
+    )
+    parser.add_argument(
+        "--total-shards",
+        dest="total_shards",
+        type=_checked(parse_count),
+        metavar="N",
+        help="the number of shards the targets are split between (default 1: no sharding); "
+        "every shard gets the same config and the same --total-shards",
+    )
+    parser.add_argument(
+        "--pod",
+        metavar="NAME",
+        help="the name of this StatefulSet pod (e.g. --pod=$(POD_NAME)): its ordinal suffix "
+        "is the shard (instead of --shard)",
+    )
+
+
 def _default_address(*, demo: bool) -> tuple[str, int]:
     return parse_listen_address(DEFAULT_DEMO_LISTEN_ADDRESS if demo else DEFAULT_LISTEN_ADDRESS)
 
@@ -296,12 +329,13 @@ def prepare(
     environ: Mapping[str, str],
     *,
     exporter_metrics: bool = True,
+    sharding: Sharding | None = None,
 ) -> Prepared:
     """Load and check everything a start needs, and build the application (not started).
 
     Raises :class:`StartupError`. The caller closes ``application``. Without
     ``exporter_metrics`` (``--web.disable-exporter-metrics``) the application leaves out the
-    process and platform metrics.
+    process and platform metrics; with ``sharding`` it builds only the targets this shard owns.
     """
     try:
         web_config = load_web_config(web_config_file) if web_config_file is not None else None
@@ -318,7 +352,10 @@ def prepare(
     REDACTOR.add_all(environ.get(name, "") for name in SECRET_VARIABLES)
     try:
         application = build_application(
-            settings, environ=environ, exporter_metrics=exporter_metrics
+            settings,
+            environ=environ,
+            exporter_metrics=exporter_metrics,
+            sharding=sharding or Sharding(),
         )
     except (ValueError, EcsError) as exc:  # what validation let through but a constructor refused
         raise StartupError(str(exc)) from None
@@ -363,6 +400,8 @@ def _run(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.demo and (args.config_file is not None or args.config_check):
         parser.error("--demo cannot be combined with --config.file or --config.check")
+    if args.demo and (args.shard, args.total_shards, args.pod) != (None, None, None):
+        parser.error("--demo cannot be combined with --shard, --total-shards or --pod")
     if args.demo_profile is not None and not args.demo:
         parser.error("--demo.profile needs --demo")
     configure_logging(args.log_level, args.log_format)
@@ -371,11 +410,16 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.demo:
         return _run_demo(args, parser)
     try:
+        sharding = sharding_from_flags(args.shard, args.total_shards, args.pod)
+    except ShardingError as exc:
+        return _config_failure(exc)
+    try:
         prepared = prepare(
             args.config_file,
             args.web_config_file,
             os.environ,
             exporter_metrics=not args.disable_exporter_metrics,
+            sharding=sharding,
         )
     except StartupError as exc:
         return _config_failure(exc)
@@ -383,6 +427,8 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.config_check:
         prepared.application.close()
         print(f"{prepared.source}: OK: {prepared.settings.summary()}")
+        if sharding.enabled:
+            print(f"{prepared.source}: {prepared.application.shard_summary()}")
         for doubt in prepared.doubts:
             print(f"{PROGRAM}: warning: {doubt}", file=sys.stderr)
         return EXIT_OK

@@ -320,9 +320,11 @@ class CloudAssistantCollector:
         *,
         build: BuildInfoKey,
         target_info: Mapping[TargetKey, TargetInfoKey] | None = None,
+        shard: m.ShardFigures | None = None,
     ) -> None:
         self._snapshots = snapshots
         self._build = build
+        self._shard = shard
         self._target_info = dict(target_info or {})
         self._specs = tuple(spec for spec in m.METRICS if spec.per_target)
         self._lock = threading.Lock()
@@ -350,7 +352,7 @@ class CloudAssistantCollector:
                     else:
                         assert not isinstance(family, HistogramMetricFamily)
                         family.add_metric(labels, value)
-        return [*families.values(), self._build_family()]
+        return [*families.values(), *self._process_families()]
 
     # --- the cached exposition ---------------------------------------------------------------
 
@@ -366,12 +368,14 @@ class CloudAssistantCollector:
         if headers is None:
             headers = tuple(_header_lines(encoder, spec) for spec in self._specs)
             self._headers[content_type] = headers
-        rendered = [self._rendered_target(snapshot) for snapshot in self._snapshots()]
+        snapshots = self._snapshots()
+        rendered = [self._rendered_target(snapshot) for snapshot in snapshots]
         parts: list[str] = []
         for spec, header in zip(self._specs, headers, strict=True):
             parts.append(header)
             parts.extend(target.chunk(spec.name) for target in rendered)
-        build = encoder(_Families((self._build_family(),))).decode("utf-8")
+        process = _Families(self._process_families(len(snapshots)))
+        build = encoder(process).decode("utf-8")
         parts.append(build.removesuffix(_EOF))
         return "".join(parts), content_type
 
@@ -432,12 +436,27 @@ class CloudAssistantCollector:
 
     # --- building the families ---------------------------------------------------------------
 
-    def _build_family(self) -> Metric:
+    def _process_families(self, targets: int | None = None) -> list[Metric]:
+        """``build_info`` and the shard's families (not sharded: shard 0 of 1, owning the
+        ``targets`` it exports)."""
         family = GaugeMetricFamily(
             m.BUILD_INFO.family, m.BUILD_INFO.help, labels=m.BUILD_INFO.label_names
         )
         family.add_metric(self._build, 1)
-        return family
+        shard = self._shard
+        if shard is None:
+            owned = len(self._snapshots()) if targets is None else targets
+            shard = m.ShardFigures(0, 1, owned, owned)
+        gauges = (
+            (m.EXPORTER_SHARD, shard.shard),
+            (m.EXPORTER_TOTAL_SHARDS, shard.total_shards),
+            (m.EXPORTER_OWNED_TARGETS, shard.owned_targets),
+            (m.EXPORTER_CONFIGURED_TARGETS, shard.configured_targets),
+        )
+        return [
+            family,
+            *(GaugeMetricFamily(spec.family, spec.help, value) for spec, value in gauges),
+        ]
 
     def _target_series(self, snap: TargetSnapshot) -> Series:
         """Every per-target family of one snapshot."""
