@@ -395,15 +395,19 @@ def _report_unexpected(exc: Exception) -> None:
         print(f"{PROGRAM}: unexpected error: {describe_exception(exc)}", file=sys.stderr)
 
 
-def _run(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _check_demo_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.demo and (args.config_file is not None or args.config_check):
         parser.error("--demo cannot be combined with --config.file or --config.check")
     if args.demo and (args.shard, args.total_shards, args.pod) != (None, None, None):
         parser.error("--demo cannot be combined with --shard, --total-shards or --pod")
     if args.demo_profile is not None and not args.demo:
         parser.error("--demo.profile needs --demo")
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_demo_flags(args, parser)
     configure_logging(args.log_level, args.log_format)
     log_uncaught_exceptions()
 
@@ -434,6 +438,11 @@ def _run(argv: Sequence[str] | None) -> int:
         return EXIT_OK
     for doubt in prepared.doubts:
         log.warning("configuration looks wrong", extra={"problem": doubt})
+    if sharding.enabled and not prepared.application.targets:
+        # Legitimate with more shards than targets, but worth a look when it is a surprise.
+        log.warning(
+            "this shard owns no target", extra={"shard": prepared.application.shard_summary()}
+        )
     # Everything built so far lives as long as the process: moving it out of the collector's
     # generations spares the full collections the first refresh would otherwise trigger.
     gc.collect()

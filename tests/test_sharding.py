@@ -335,3 +335,26 @@ def test_three_shards_serve_every_target_exactly_once_and_count_the_ground_truth
         assert seen == Counter(dict.fromkeys(targets, 1)), "every target served exactly once"
         total_owned = sum(_value(samples, "exporter_owned_targets") for samples in scraped)
         assert total_owned == len(targets)
+
+
+def test_a_shard_without_targets_is_ready_exports_none_and_says_so(
+    tmp_path: Path, start_exporter: StartExporter
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "targets:\n"
+        "  - name: lonely\n"
+        "    region_id: cn-hangzhou\n"
+        "    endpoint: http://127.0.0.1:9\n"  # never called: this shard does not own it
+        "    credentials: {source: static, access_key_id: k, access_key_secret: s}\n",
+        encoding="utf-8",
+    )
+    (target,) = load_config_file(config).expanded_targets()
+    other = 1 - owner(target_identity(target), 2)
+    exporter = start_exporter([f"--config.file={config}", f"--shard={other}", "--total-shards=2"])
+    assert httpx.get(exporter.url + "/-/ready", timeout=10).status_code == 200
+    samples = _scrape(exporter)
+    assert _value(samples, "exporter_owned_targets") == 0
+    assert _value(samples, "exporter_configured_targets") == 1
+    assert not _by_target(samples, "up")
+    assert exporter.lines("this shard owns no target")
