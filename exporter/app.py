@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import signal
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -185,6 +187,7 @@ class Application:
     http_clients: list[httpx.Client]
     connection_pools: list[httpcore.ConnectionPool] = field(default_factory=list)
     _stopping: Future[None] = field(default_factory=Future)
+    _settled: bool = False
     exposition: Exposition | None = None
     """The /metrics body (``registry`` rendered by prometheus_client when None)."""
     sharding: Sharding = field(default_factory=Sharding)
@@ -228,6 +231,20 @@ class Application:
         """Start the first refresh of every target (so ``/-/ready`` turns true without a scrape)."""
         for refresher in self.refreshers:
             refresher.start_if_due()
+
+    def settle_memory(self) -> None:
+        """Once every target's first refresh is done, move what they built (the tracked
+        results: most of the process's objects) out of the garbage collector's generations.
+
+        They live as long as the targets, and the refreshes free them by reference counting;
+        left in the oldest generation, every full collection would walk all of them again.
+        Does nothing after the first time it acted.
+        """
+        if self._settled or not all(r.latest().attempted for r in self.refreshers):
+            return
+        self._settled = True
+        gc.collect()
+        gc.freeze()
 
     def snapshot_version(self) -> tuple[object, ...]:
         """Every target's latest snapshot: a new object whenever a refresh publishes one, so
@@ -305,15 +322,20 @@ def build_application(
     # The ECS clients call httpx's transport layer (an httpcore pool) directly: the Client's
     # layers cost a third of a call's CPU and do nothing for them. Only when the environment
     # names a proxy do they go through the Client, which applies it.
-    api_pool = (
-        api_connection_pool(
+    direct = transport is None and not urllib.request.getproxies_environment()
+    # One pool per region: httpcore scans every connection of a pool on each request, so one
+    # pool for 64 workers costs more CPU than the calls; a region's pool holds what its
+    # targets can use at once.
+    per_region = Counter(target.region_id for target in targets)
+    api_pools = {
+        region: api_connection_pool(
             ssl_context=tls,
-            max_connections=max(10, 2 * workers),
-            max_keepalive_connections=workers,
+            max_connections=max(10, 2 * min(workers, count)),
+            max_keepalive_connections=min(workers, count),
         )
-        if transport is None and not urllib.request.getproxies_environment()
-        else None
-    )
+        for region, count in per_region.items()
+        if direct
+    }
     # STS may need the environment's HTTP(S)_PROXY; the instance metadata service is link-local
     # and must never go through it (a proxy would answer for it, or refuse it).
     metadata_direct = (
@@ -355,7 +377,7 @@ def build_application(
         client = EcsClient(
             region_id=target.region_id,
             credentials=providers[key],
-            http=api_pool if api_pool is not None else api_http,
+            http=api_pools.get(target.region_id, api_http),
             endpoint=target.endpoint,
             use_vpc_endpoint=target.use_vpc_endpoint,
             retry=retry,
@@ -397,7 +419,7 @@ def build_application(
         registry=registry,
         executor=executor,
         http_clients=[api_http, credentials_http],
-        connection_pools=[api_pool] if api_pool is not None else [],
+        connection_pools=list(api_pools.values()),
         exposition=Exposition(runtime, collector),
         sharding=sharding,
         configured_targets=len(configured_targets),
@@ -552,7 +574,7 @@ def serve(
     try:
         # A timed wait, so the main thread returns to the interpreter to run signal handlers.
         while not stop.wait(0.5):
-            pass
+            app.settle_memory()
     finally:
         app.begin_stop()
         finished = server.stop(grace_seconds)
