@@ -174,7 +174,9 @@ class ExpositionCache:
             return rendering.body, content_type
         with rendering.lock:
             if rendering.compressed is None:
-                rendering.compressed = gzip.compress(rendering.body, compresslevel=6)
+                # Level 1: half the CPU of level 6 on a fleet's 8 MB exposition, for a body
+                # about 10% larger (the text is repetitive enough for either).
+                rendering.compressed = gzip.compress(rendering.body, compresslevel=1)
             return rendering.compressed, content_type
 
     @staticmethod
