@@ -61,7 +61,7 @@ from exporter.ecs.transport import api_connection_pool
 from exporter.listeners import ListenError, systemd_sockets
 from exporter.logs import REDACTOR, SecretRedactor
 from exporter.metrics import ShardFigures, TargetInfoKey, TargetKey
-from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher
+from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher, TargetSnapshot
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import (
     EcsRamRoleCredentialsSettings,
@@ -175,6 +175,15 @@ def refresh_options(settings: ExporterSettings, target: Target) -> RefreshOption
     )
 
 
+def first_walk_progress(snapshot: TargetSnapshot) -> str:
+    """The landing page's word on the first walk: "done", or how far it got."""
+    if snapshot.baseline_done:
+        return "done"
+    if not snapshot.attempted:
+        return ""
+    return f"reading: {snapshot.baseline_pages} pages, {snapshot.baseline_results} results so far"
+
+
 @dataclass
 class Application:
     """Everything a running exporter holds; :meth:`close` releases it."""
@@ -266,6 +275,7 @@ class Application:
                     if snapshot.attempted
                     else None
                 ),
+                first_walk=first_walk_progress(snapshot),
             )
             for snapshot in (refresher.latest() for refresher in self.refreshers)
         ]

@@ -213,6 +213,7 @@ def _refresh_series(snap: TargetSnapshot, info: TargetInfoKey | None) -> Series:
         m.REFRESH_PAGES.name: [((), snap.refresh_pages)],
         m.RESULTS_TRUNCATED.name: [((), 1 if snap.results_truncated else 0)],
         m.INVALID_RECORDS.name: [((), snap.invalid_records)],
+        m.FIRST_WALK_COMPLETE.name: [((), 1 if snap.baseline_done else 0)],
         m.LABEL_VALUES_FOLDED.name: [((), snap.label_values_folded)],
         m.API_REQUESTS.name: _labelled(
             m.API_REQUESTS,
@@ -221,6 +222,8 @@ def _refresh_series(snap: TargetSnapshot, info: TargetInfoKey | None) -> Series:
         m.API_REQUEST_DURATION.name: [((), snap.api_request_duration)],
         m.API_RATE_LIMIT_WAIT.name: [((), snap.api_rate_limit_wait_seconds)],
     }
+    if snap.api_clock_offset_seconds is not None:
+        series[m.API_CLOCK_OFFSET.name] = [((), snap.api_clock_offset_seconds)]
     if info is not None:
         series[m.TARGET_INFO.name] = [(tuple(info), 1)]
     return series

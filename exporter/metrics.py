@@ -259,6 +259,8 @@ class MetricSpec:
     """More for the reference than the help text says (markdown); empty when the help is all."""
     opt_in: bool = False
     """Only exposed for targets that turned the feature on (not counted in the default series)."""
+    absent_until_known: bool = False
+    """Exposed once its value is known (not counted in the series before anything happened)."""
 
     @property
     def family(self) -> str:
@@ -276,7 +278,7 @@ class MetricSpec:
 
     def default_series(self) -> int:
         """Series a target with default settings shows before anything happened."""
-        if self.opt_in or not self.per_target:
+        if self.opt_in or self.absent_until_known or not self.per_target:
             return 0
         keys = len(self.preinitialised) if self.labels else 1
         return keys * self.series_per_key()
@@ -425,6 +427,25 @@ INVALID_RECORDS = MetricSpec(
     "Distinct records skipped because they could not be parsed.",
     doc="Each is logged once, with its InvokeId and InstanceId.",
 )
+FIRST_WALK_COMPLETE = MetricSpec(
+    _m("first_walk_complete"),
+    "gauge",
+    "1 once the target's first full walk is complete (runs are counted from then on), 0 while "
+    "it is still reading.",
+    doc="A long first walk resumes where it stopped across failed refreshes; the landing page "
+    "shows how many pages and results it has read.",
+)
+API_CLOCK_OFFSET = MetricSpec(
+    _m("api_clock_offset_seconds"),
+    "gauge",
+    "Estimated offset of the API's clock from this host's clock (API minus host), from the "
+    "Date header of its answers.",
+    unit="seconds",
+    absent_until_known=True,
+    doc="Absent until an answer carried a `Date` header. Counting decides backlog by what the "
+    "exporter saw, not by clocks; only a result the first walk never saw is judged by time, "
+    "against this estimate.",
+)
 LABEL_VALUES_FOLDED = MetricSpec(
     _m("label_values_folded"),
     "gauge",
@@ -542,6 +563,8 @@ METRICS: tuple[MetricSpec, ...] = (
     REFRESH_PAGES,
     RESULTS_TRUNCATED,
     INVALID_RECORDS,
+    FIRST_WALK_COMPLETE,
+    API_CLOCK_OFFSET,
     LABEL_VALUES_FOLDED,
     API_REQUESTS,
     API_REQUEST_DURATION,

@@ -80,6 +80,8 @@ class TargetStatus:
     """Its API code and message, "" after a success."""
     results_in_view: int | None = None
     """Results the API returns for the target, as of the last refresh."""
+    first_walk: str = ""
+    """"done", or how far the first walk got while it is still reading (counting starts after)."""
 
 
 def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
@@ -510,6 +512,7 @@ def render_landing_page(
             status.region_id,
             up,
             "-" if status.results_in_view is None else str(status.results_in_view),
+            status.first_walk or "-",
             _format_time(status.last_success_time),
             status.last_error or "-",
             status.last_error_detail or "-",
@@ -518,7 +521,7 @@ def render_landing_page(
     # Relative links, so the page works behind a reverse proxy's path prefix and under
     # --web.route-prefix: the page is served at PREFIX/, so "metrics" is PREFIX/metrics.
     path = html.escape(telemetry_path.lstrip("/"), quote=True)
-    table_rows = "\n".join(rows) or '<tr><td colspan="7">no targets</td></tr>'
+    table_rows = "\n".join(rows) or '<tr><td colspan="8">no targets</td></tr>'
     shard = f"<p>Sharded: {html.escape(shard_summary)}</p>\n" if shard_summary else ""
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -535,7 +538,7 @@ tr:nth-child(even){{background:#f2f2f2}}</style></head>
 </ul>
 <h2>Targets</h2>
 {shard}<table>
-<tr><th>account</th><th>region</th><th>up</th><th>results in view</th>
+<tr><th>account</th><th>region</th><th>up</th><th>results in view</th><th>first walk</th>
 <th>last successful refresh</th><th>last error</th><th>detail</th></tr>
 {table_rows}
 </table>

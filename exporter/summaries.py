@@ -125,6 +125,12 @@ class CommandCounts:
         self._admitted_set.add(command_id)
         return True
 
+    def see(self, command_id: str) -> None:
+        """Admit a command seen in any state, so that its series exist at 0 before its first
+        run ends: a counter that first appears at its value hides that value from increase()."""
+        if self.enabled and len(command_id) <= MAX_LABEL_VALUE_CHARS:
+            self._admit(command_id)
+
     def count(self, command_id: str, status: str) -> None:
         if len(command_id) <= MAX_LABEL_VALUE_CHARS and self._admit(command_id):
             label = (command_id, self._names.get(command_id, ""), status)

@@ -53,15 +53,12 @@ Bounds
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import Enum
+from collections.abc import Iterable
 from functools import partial
 
 from exporter.ecs.models import (
     ERROR_CODES,
     INVOCATION_STATUSES,
-    NON_TERMINAL_STATUSES,
     OSS_OUTPUT_ERROR_CODES,
     OSS_OUTPUT_STATUSES,
     TERMINAL_STATUSES,
@@ -71,7 +68,6 @@ from exporter.metrics import MAX_LABEL_VALUE_CHARS, MAX_UNKNOWN_VALUES
 from exporter.runledger import (
     HistoryLedger,
     RecordLedger,
-    ResultClaim,
     ResultKey,
     RunLedger,
 )
@@ -85,6 +81,16 @@ from exporter.summaries import (
     Histogram,
     HistogramValue,
     ViewSummary,
+)
+from exporter.viewentry import (
+    OSS_TERMINAL,
+    TERMINAL,
+    Aged,
+    Change,
+    ViewEntry,
+    needs_follow_up,
+    result_time,
+    run_number,
 )
 
 # What other modules import from here (the summaries are re-exported for them).
@@ -119,48 +125,6 @@ HISTORY_MISSES_ALLOWED = 3
 DEFAULT_MAX_UNKNOWN_VALUES = MAX_UNKNOWN_VALUES
 _MAX_FOLDED_COUNTED = 10_000
 
-_TERMINAL = frozenset(TERMINAL_STATUSES)
-_NON_TERMINAL = frozenset(NON_TERMINAL_STATUSES)
-_OSS_TERMINAL = frozenset({"Finished", "Failed"})
-# Invocation-level statuses under which the service still changes the per-instance records:
-# a periodic task stays "Running" until it is stopped.
-_INVOCATION_ACTIVE = frozenset({"Running", "Stopping"})
-
-
-class Change(Enum):
-    """What an observed record meant to the view."""
-
-    NEW = "new"
-    CHANGED = "changed"
-    UNCHANGED = "unchanged"
-    IGNORED = "ignored"
-    """Older than what the tracker still remembers (expired or dropped by the cap)."""
-
-
-def run_number(result: InvocationResult) -> int:
-    """The run a record shows: ``Repeats``, at least 1 (a one-time task has one run)."""
-    return result.repeats if result.repeats > 1 else 1
-
-
-def result_time(result: InvocationResult, default: float) -> float:
-    """The latest of start, finish and stop time, else ``default`` (when first seen)."""
-    latest = default
-    found = False
-    for value in (result.start_time, result.finished_time, result.stop_time):
-        if value is not None and (not found or value > latest):
-            latest = value
-            found = True
-    return latest
-
-
-def needs_follow_up(result: InvocationResult) -> bool:
-    """Tell whether the service may still change this record without a new invocation."""
-    return (
-        result.invocation_status in _NON_TERMINAL
-        or result.invoke_record_status in _INVOCATION_ACTIVE
-        or result.oss_output_status == "InProgress"
-    )
-
 
 class ValueFolder:
     """Keeps a label's values bounded: known values pass, the first ``max_unknown`` unknown
@@ -193,64 +157,6 @@ class ValueFolder:
         return len(self._folded)
 
 
-@dataclass(slots=True)
-class _ViewEntry:
-    result: InvocationResult
-    first_seen: float
-    counted_run: int = 0
-    """The run whose finish was counted (or seen before the baseline); 0 for none."""
-    oss_counted_run: int = 0
-    floor_run: int = 0
-    """Runs up to this one finished before the baseline (history runs are not counted)."""
-    periodic: bool = False
-    """Seen ``Scheduled`` or with ``Repeats`` >= 2: a Period/EveryReboot task."""
-    history_through: int = 0
-    """Every run up to this one is settled in the history (counted, or before the baseline)."""
-    history_misses: int = 0
-    """Complete history reads in a row that did not return the next run."""
-    max_repeats: int = 0
-    """The largest ``Repeats`` the record showed (it reads 0 while a new run is pending)."""
-    history_refused: bool = False
-    """The API refused its history: its runs are counted from the record itself."""
-    counted_finish: float | None = None
-    """``FinishedTime`` of the run in ``counted_run``: the same run read with another Repeats."""
-    oss_counted_finish: float | None = None
-    """``FinishedTime`` of the run in ``oss_counted_run``."""
-    floor_time: float = float("-inf")
-    """The latest finish (or stop) time the record showed before the baseline: runs that
-    finished by then are backlog, whatever their (possibly garbled) ``Repeats``."""
-    result_claims: list[ResultClaim] | None = None
-    """With include_history: what the record itself counted with a missing ``Repeats``."""
-    seen_at: float = float("-inf")
-    """When the record was last read (by the exporter's clock)."""
-    baseline_state: bool = False
-    """The baseline read this record: its state then says what is backlog, no clock does."""
-    watched_run: float = float("inf")
-    """Runs from this one on are known to end after the baseline: the exporter saw them (or
-    the record) unfinished after it, or the run started after everything the baseline saw."""
-
-    def last_ended_run(self) -> int:
-        """The newest run of a periodic task known to have ended (0 when none)."""
-        result = self.result
-        status = result.invocation_status
-        if status in _TERMINAL or status == "Scheduled":
-            last = result.repeats
-        else:
-            last = result.repeats - 1
-        if self.periodic and result.repeats < self.max_repeats:
-            # The record went back to a pending run: every run shown before has ended.
-            last = max(last, self.max_repeats)
-        return max(0, last)
-
-
-@dataclass(order=True, frozen=True, slots=True)
-class _Aged:
-    """An entry of the tracking state by age, and how to drop it (for the size cap)."""
-
-    time: float
-    drop: Callable[[], object] = field(compare=False)
-
-
 class RunTracker:
     """The mirror of one target's results and its counters (see the module docstring).
 
@@ -269,7 +175,7 @@ class RunTracker:
         self._ledger: RunLedger = HistoryLedger() if include_history else RecordLedger()
         self._cap = tracking_cap
         self._retention = retention_seconds
-        self._view: dict[ResultKey, _ViewEntry] = {}
+        self._view: dict[ResultKey, ViewEntry] = {}
         self._baseline_done = False
         # The baseline's time by the API's clock (estimated), for the only judgement that needs
         # a clock: a record the baseline did not see, first read finished after it.
@@ -279,7 +185,7 @@ class RunTracker:
         self._newest_baseline_time = float("-inf")
         # Results that left the view (a walk or a look-up no longer returned them), kept until
         # the retention or the cap forgets them: if one comes back, it is not counted again.
-        self._ghosts: dict[ResultKey, _ViewEntry] = {}
+        self._ghosts: dict[ResultKey, ViewEntry] = {}
         # Everything at or before this time may have been dropped by the cap: ignore it.
         self._dropped_until = float("-inf")
         self._history_due: set[ResultKey] = set()
@@ -427,7 +333,7 @@ class RunTracker:
 
     def _take_in(
         self, result: InvocationResult, run: int, now: float
-    ) -> tuple[_ViewEntry, Change, bool] | None:
+    ) -> tuple[ViewEntry, Change, bool] | None:
         """The view entry for ``result`` (updated), what changed, and whether a record first
         read now is backlog; None when it is too old to remember."""
         key = result.key
@@ -446,7 +352,7 @@ class RunTracker:
             return entry, Change.CHANGED, False
         if self._baseline_done and self._forgotten(result_time(result, now), now):
             return None
-        entry = self._view[key] = _ViewEntry(result, now)
+        entry = self._view[key] = ViewEntry(result, now)
         missed = self._baseline_done and self._first_seen_as_backlog(entry, run)
         return entry, Change.NEW, missed
 
@@ -463,13 +369,14 @@ class RunTracker:
         if change is Change.UNCHANGED:
             return change
         entry.seen_at = now
+        self._commands.see(result.command_id)
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)
         if not self._baseline_done or missed_by_baseline:
             self._record_without_counting(entry, result, run, now)
             return change
-        if result.invocation_status not in _TERMINAL:
+        if result.invocation_status not in TERMINAL:
             # Seen unfinished after the baseline: the runs after the last one that ended end
             # after it, whatever the clocks say.
             entry.watched_run = min(entry.watched_run, entry.last_ended_run() + 1)
@@ -485,7 +392,7 @@ class RunTracker:
         # its Repeats may be garbled). A task without any numbered run (stopped before its first
         # one) has no history to read: its result is counted.
         by_history = counts_history and entry.max_repeats >= 1
-        terminal = result.invocation_status in _TERMINAL
+        terminal = result.invocation_status in TERMINAL
         if terminal:
             # A terminal record shows the task's latest run: never an older one than seen before
             # (a smaller Repeats is a garbled value).
@@ -509,7 +416,7 @@ class RunTracker:
             ):
                 self._note_result_claim(entry, result, run, now, oss=False)
                 self._count_finish(result, from_sweep)
-        if result.oss_output_status in _OSS_TERMINAL and run > entry.oss_counted_run:
+        if result.oss_output_status in OSS_TERMINAL and run > entry.oss_counted_run:
             same_run = (
                 entry.oss_counted_run > 0
                 and result.finished_time is not None
@@ -525,7 +432,7 @@ class RunTracker:
         return change
 
     def _note_result_claim(
-        self, entry: _ViewEntry, result: InvocationResult, run: int, now: float, *, oss: bool
+        self, entry: ViewEntry, result: InvocationResult, run: int, now: float, *, oss: bool
     ) -> None:
         # Only a missing (garbled) Repeats can put a claim under the wrong number.
         if result.repeats == 0:
@@ -533,7 +440,7 @@ class RunTracker:
             self._ledger.note_result_claim(claims, run, result_time(result, now), oss=oss)
             entry.result_claims = claims or None
 
-    def _first_seen_as_backlog(self, entry: _ViewEntry, run: int) -> bool:
+    def _first_seen_as_backlog(self, entry: ViewEntry, run: int) -> bool:
         """For a result first read after the baseline: True when its run ended before it."""
         start = entry.result.start_time
         if self._baseline_consistent and start is not None and start > self._newest_baseline_time:
@@ -542,7 +449,7 @@ class RunTracker:
             entry.watched_run = run
         return self._is_backlog(entry.result, entry, run)
 
-    def _is_backlog(self, result: InvocationResult, entry: _ViewEntry | None, run: int) -> bool:
+    def _is_backlog(self, result: InvocationResult, entry: ViewEntry | None, run: int) -> bool:
         """True when the record's run ``run`` finished before the baseline.
 
         Decided by what the exporter saw, not by clocks: by the time the result showed at the
@@ -561,7 +468,7 @@ class RunTracker:
         return finished < self._baseline_time - self._tolerance
 
     def _record_without_counting(
-        self, entry: _ViewEntry, result: InvocationResult, run: int, now: float
+        self, entry: ViewEntry, result: InvocationResult, run: int, now: float
     ) -> None:
         # The run the record shows is over when its status is terminal or Scheduled (between
         # runs of a periodic task); a run in progress is counted when it ends.
@@ -572,13 +479,13 @@ class RunTracker:
         for ended in (result.finished_time, result.stop_time):
             if ended is not None and ended > entry.floor_time:
                 entry.floor_time = ended
-        if result.invocation_status in _TERMINAL:
+        if result.invocation_status in TERMINAL:
             run = max(run, entry.max_repeats)
             if run > entry.counted_run:
                 entry.counted_run = run
                 entry.counted_finish = result.finished_time
             self._ledger.claim(result.key, run, result_time(result, now), oss=False)
-        if result.oss_output_status in _OSS_TERMINAL:
+        if result.oss_output_status in OSS_TERMINAL:
             if run > entry.oss_counted_run:
                 entry.oss_counted_run = run
                 entry.oss_counted_finish = result.finished_time
@@ -609,14 +516,14 @@ class RunTracker:
         counted = False
         # The claim comes first: a run before the baseline is remembered, just not counted.
         if (
-            result.invocation_status in _TERMINAL
+            result.invocation_status in TERMINAL
             and self._ledger.claim_history(claims, result.key, run, time, oss=False)
             and not before_baseline
         ):
             self._count_finish(result, from_sweep)
             counted = True
         if (
-            result.oss_output_status in _OSS_TERMINAL
+            result.oss_output_status in OSS_TERMINAL
             and self._ledger.claim_history(claims, result.key, run, time, oss=True)
             and not before_baseline
         ):
@@ -694,19 +601,28 @@ class RunTracker:
                 del entries[key]
             dropped += len(old)
         dropped += self._ledger.expire(horizon)
-        excess = len(self._view) + len(self._ledger) + len(self._ghosts) - self._cap
+        # Results that left the view get what room the cap leaves; past it the oldest tenth go
+        # at once (not a few at every refresh: each pass sorts them).
+        room = self._cap - len(self._view) - len(self._ledger)
+        if len(self._ghosts) > max(room, 0):
+            keep = max(0, room - room // 10)
+            dropped += self._drop_oldest(len(self._ghosts) - keep, ghosts_only=True)
+        excess = len(self._view) + len(self._ledger) - self._cap
         if excess > 0:
             dropped += self._drop_oldest(excess)
         return dropped
 
-    def _drop_oldest(self, excess: int) -> int:
-        aged: list[_Aged] = []
-        for entries in (self._view, self._ghosts):
+    def _drop_oldest(self, excess: int, *, ghosts_only: bool = False) -> int:
+        aged = [
+            Aged(result_time(e.result, e.first_seen), partial(self._ghosts.pop, key, None))
+            for key, e in self._ghosts.items()
+        ]
+        if not ghosts_only:
             aged.extend(
-                _Aged(result_time(e.result, e.first_seen), partial(entries.pop, key, None))
-                for key, e in entries.items()
+                Aged(result_time(e.result, e.first_seen), partial(self._view.pop, key, None))
+                for key, e in self._view.items()
             )
-        aged.extend(_Aged(time, drop) for time, drop in self._ledger.aged())
+            aged.extend(Aged(time, drop) for time, drop in self._ledger.aged())
         oldest = heapq.nsmallest(excess, aged)
         for item in oldest:
             item.drop()

@@ -237,6 +237,26 @@ def test_at_most_200_series_per_target_with_defaults(executor: ThreadPoolExecuto
     assert per_target["a"] == sum(n for _, n in metrics.per_target_series())
 
 
+def test_first_walk_progress_and_the_api_clock_offset_are_exposed(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(5))
+    api.errors[1] = AuthenticationError("no", code="InvalidAccessKeyId.NotFound")
+    target = refresher("prod", api, executor, clock)
+    snapshots: list[TargetSnapshot] = []
+    collector = CloudAssistantCollector(lambda: snapshots, build=BUILD)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    snapshots[:] = [target.refresh_now(timeout=5)]  # the first walk failed: still reading
+    assert value(registry, "first_walk_complete") == 0
+    assert value(registry, "api_clock_offset_seconds") is None  # no answer said its time yet
+    done = replace(target.refresh_now(timeout=5), api_clock_offset_seconds=-300.0)
+    snapshots[:] = [done]
+    assert value(registry, "first_walk_complete") == 1
+    assert value(registry, "api_clock_offset_seconds") == -300.0
+
+
 def test_build_info_has_no_target_labels_and_a_revision(executor: ThreadPoolExecutor) -> None:
     registry, _ = registry_for([refresher("prod", FakeApi(), executor, FakeClock())])
     labels = {

@@ -31,6 +31,7 @@ from exporter.ecs.errors import (
 )
 from exporter.ecs.models import InvalidRecord, InvocationQuery, InvocationResult
 from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.refresh.plan import OrderWatch
 from exporter.settings import ExporterSettings
 from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import SimulatorServer
@@ -1131,3 +1132,17 @@ def test_the_api_clock_is_estimated_from_the_date_header_and_start_times() -> No
         )
     assert stats.api_clock.measured
     assert stats.api_clock.offset() == pytest.approx(200.5)
+
+
+def test_new_results_pushing_the_pages_on_are_not_an_order_that_moves() -> None:
+    def keys(*names: str) -> list[tuple[str, str, str]]:
+        return [(name, "i-1", "") for name in names]
+
+    pushed = OrderWatch()
+    pushed.page(keys("e", "d", "c"))
+    pushed.page(keys("d", "c", "b", "a"))  # two new results came in at the top meanwhile
+    assert not pushed.moved
+    moved = OrderWatch()
+    moved.page(keys("e", "d", "c"))
+    moved.page(keys("b", "d", "a"))  # "d" again, out of place: another may have been missed
+    assert moved.moved

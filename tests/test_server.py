@@ -47,7 +47,9 @@ from tests import exporter_process
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess
 
-UP = TargetStatus("prod", "cn-hangzhou", True, 1_767_225_600.0, "", results_in_view=812)
+UP = TargetStatus(
+    "prod", "cn-hangzhou", True, 1_767_225_600.0, "", results_in_view=812, first_walk="done"
+)
 DOWN = TargetStatus(
     "<b>lab</b>",
     "cn-beijing",
@@ -55,6 +57,7 @@ DOWN = TargetStatus(
     None,
     "throttled",
     last_error_detail="Throttling.User: Request was denied due to user flow control. (HTTP 400)",
+    first_walk="reading: 3 pages, 150 results so far",
 )
 PENDING = TargetStatus("new", "eu-central-1", None, None, "")
 
@@ -194,9 +197,11 @@ def test_landing_page_links_and_targets(exporter: Exporter) -> None:
         assert link in page
     assert 'href="/' not in page
     assert (
-        "<td>prod</td><td>cn-hangzhou</td><td>1</td><td>812</td><td>2026-01-01T00:00:00+00:00</td>"
-        in page
+        "<td>prod</td><td>cn-hangzhou</td><td>1</td><td>812</td><td>done</td>"
+        "<td>2026-01-01T00:00:00+00:00</td>" in page
     )
+    # A first walk that could not finish yet says how far it got (counting starts after it).
+    assert "<td>reading: 3 pages, 150 results so far</td>" in page
     assert "<td>&lt;b&gt;lab&lt;/b&gt;</td>" in page  # escaped
     assert (
         "<td>throttled</td><td>Throttling.User: Request was denied due to user flow control. "

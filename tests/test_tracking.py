@@ -349,6 +349,18 @@ def test_command_breakdown_is_capped_and_counts_the_folded_ids() -> None:
     assert totals.command_ids_folded == 2
 
 
+def test_a_command_seen_running_has_its_series_at_zero_before_its_run_ends() -> None:
+    # Prometheus' increase() cannot see the first value of a series: a command's counters must
+    # exist (at 0) before its first run ends, or a first burst of failures goes unnoticed.
+    tracker = RunTracker(command_breakdown=CommandBreakdown(enabled=True))
+    baseline(tracker, [])
+    tracker.observe(result("t-1", status="Running", command_id="c-new"), now=T0)
+    commands = dict(tracker.counter_totals().commands)
+    assert commands[("c-new", "", "Failed")] == 0
+    tracker.observe(result("t-1", status="Failed", command_id="c-new"), now=T0 + 5)
+    assert dict(tracker.counter_totals().commands)[("c-new", "", "Failed")] == 1
+
+
 def test_history_walk_is_refused_without_include_history() -> None:
     tracker = RunTracker()
     baseline(tracker, [])
@@ -522,3 +534,19 @@ def test_a_result_the_baseline_missed_is_judged_by_the_api_clock() -> None:
     tracker.observe(result("t-new", start=T0 - 298, finished=T0 - 290), now=T0 + 30)
     totals = tracker.counter_totals()
     assert finished_total(totals) == 1  # t-new: after the baseline by the API's clock
+
+
+def test_results_that_left_the_view_stay_within_the_cap_and_never_count_twice() -> None:
+    tracker = RunTracker(tracking_cap=10)
+    baseline(tracker, [])
+    gone = [result(f"t-{n}", start=T0 + n) for n in range(10)]
+    for record in gone:
+        tracker.observe(record, now=T0 + 100)
+    tracker.evict_keys(record.key for record in gone)
+    for n in range(5):
+        tracker.observe(result(f"t-new-{n}", start=T0 + 50 + n), now=T0 + 200)
+    tracker.expire(T0 + 200)
+    assert len(tracker) == 5  # the view; what left it takes only the room the cap leaves
+    for record in gone:  # the API shows them all again: none counts twice
+        tracker.observe(record, now=T0 + 300)
+    assert finished_total(tracker.counter_totals()) == 15

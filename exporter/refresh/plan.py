@@ -64,6 +64,29 @@ class BaselineProgress:
     """One attempt returned every record (nothing missed, nothing changed in between)."""
 
 
+class OrderWatch:
+    """Tells, page by page, a walk whose order moved between pages (a result it returned came
+    back out of place, so another may have been missed) from one that new results only pushed
+    on (the last results of a page come again, in order, at the top of the next one)."""
+
+    def __init__(self) -> None:
+        self.moved = False
+        self._seen: set[ResultKey] = set()
+        self._previous: list[ResultKey] = []
+
+    def page(self, keys: list[ResultKey]) -> None:
+        """Take the keys of the next page, in order."""
+        lead = 0
+        while lead < len(keys) and keys[lead] in self._seen:
+            lead += 1
+        if any(key in self._seen for key in keys[lead:]) or (
+            lead and keys[:lead] != self._previous[-lead:]
+        ):
+            self.moved = True
+        self._seen.update(keys)
+        self._previous = keys
+
+
 @dataclass
 class SweepProgress:
     """A sweep under way (it may take several refreshes when calls fail)."""
@@ -71,7 +94,7 @@ class SweepProgress:
     started: float
     seen: set[ResultKey] = field(default_factory=set)
     oldest_start: float | None = None
-    returned: int = 0
+    order: OrderWatch = field(default_factory=OrderWatch)
     pages: int = 0
     next_token: str = ""
     walks: int = 0
@@ -247,7 +270,7 @@ class ReadPlan:
         # An attempt that read nothing (it failed at the first page) leaves nothing to resume.
         resumed = progress.pages > 0
         if not progress.walk_done:
-            returned = 0
+            order = OrderWatch()
             walk = Walk(
                 self._source,
                 self._query,
@@ -259,18 +282,17 @@ class ReadPlan:
             for page in walk:
                 for result in page.results:
                     self._tracker.observe(result, now=now)
-                returned += len(page.results)
+                order.page([result.key for result in page.results])
                 progress.pages += 1
                 progress.next_token = page.next_token
                 progress.results = len(self._tracker)
             progress.walk_done = True
             self.truncated = walk.truncated
-            # A result that came twice means the order moved between pages (or the walk
-            # started over), so another may have been missed: reading again finds most of
-            # those, but the baseline is not taken as complete.
-            moved = returned > len(self._tracker)
-            progress.consistent = not resumed and walk.saw_everything and not moved
-            if moved and walk.saw_everything:
+            # When the order moved between pages (or the walk started over), another result
+            # may have been missed: reading again finds most of those, but the baseline is not
+            # taken as complete.
+            progress.consistent = not resumed and walk.saw_everything and not order.moved
+            if order.moved and walk.saw_everything:
                 self._walk_again(now)
         if resumed:
             self._fast_path(now)
@@ -288,7 +310,7 @@ class ReadPlan:
         self._last_sweep = now
         self._log_baseline()
 
-    def _walk_again(self, now: float, times: int = 2) -> None:
+    def _walk_again(self, now: float, times: int = 1) -> None:
         for _ in range(times):
             before = len(self._tracker)
             for page in self._walk(self._query):
@@ -327,10 +349,10 @@ class ReadPlan:
                 self._sweeping = None
                 return  # a page cap, or a record that could not be parsed: nothing is gone
             if sweep.walks == 1:
-                # A result returned twice means the order moved between pages (or new results
-                # pushed the pages on), so another may have been missed. When that keeps
-                # happening, the sweep reads again (twice at most) while that finds more.
-                moved = sweep.returned > len(sweep.seen) and not sweep.resumed
+                # When the order moved between pages, another result may have been missed. When
+                # that keeps happening, the sweep reads again (twice at most) while that finds
+                # more.
+                moved = sweep.order.moved and not sweep.resumed
                 again = moved and self._order_moved
                 self._order_moved = moved
                 if not again:
@@ -369,7 +391,6 @@ class ReadPlan:
             for result in page.results:
                 change = self._tracker.observe(result, now=now, from_sweep=True)
                 sweep.seen.add(result.key)
-                sweep.returned += 1
                 start = result.start_time
                 if start is not None and (sweep.oldest_start is None or start < sweep.oldest_start):
                     sweep.oldest_start = start
@@ -377,6 +398,8 @@ class ReadPlan:
                     saw_unchanged = True
                 elif change is Change.NEW and saw_unchanged:
                     self._warn_order()
+            if not sweep.walks:
+                sweep.order.page([result.key for result in page.results])
             sweep.pages += 1
             sweep.next_token = page.next_token
             sweep.had_invalid = sweep.had_invalid or bool(page.invalid)

@@ -23,6 +23,8 @@
   refresh_pages: 'aliyun_cloudassistant_refresh_pages',
   results_truncated: 'aliyun_cloudassistant_results_truncated',
   invalid_records_total: 'aliyun_cloudassistant_invalid_records_total',
+  first_walk_complete: 'aliyun_cloudassistant_first_walk_complete',
+  api_clock_offset_seconds: 'aliyun_cloudassistant_api_clock_offset_seconds',
   label_values_folded: 'aliyun_cloudassistant_label_values_folded',
   api_requests_total: 'aliyun_cloudassistant_api_requests_total',
   api_request_duration_seconds_bucket: 'aliyun_cloudassistant_api_request_duration_seconds_bucket',

@@ -395,7 +395,12 @@ def script_failures(world: World) -> None:
     quick(1, "InstanceReleased")
     quick(1, "Success", oss="Failed.OSS.AccessDenied")
     quick(1, "Success", dropped=40_000)
-    world.add_invocation(1, "Success", pending=0.2, duration=600.0)  # stuck in Running
+
+
+def script_long_run(world: World) -> None:
+    """A run of the same command that stays Running: its per-command series exist at 0 before
+    the failures end (a counter first seen at its value hides that value from increase())."""
+    world.add_invocation(1, "Success", pending=0.2, duration=600.0)
 
 
 def render_template(name: str, destination: Path, **values: str) -> Path:
@@ -487,6 +492,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         # Only now: runs that end after the exporter's first refresh are counted (the backlog
         # found by the first refresh never is), and Prometheus has the counters' zero samples.
+        script_long_run(scripted)
+        stack.wait_for(
+            "acct-ok's per-command series, seen by Prometheus",
+            lambda: stack.query(
+                'aliyun_cloudassistant_command_invocation_results_finished_total{account="acct-ok"}'
+            ),
+            STARTUP_TIMEOUT,
+        )
         script_failures(scripted)
         yield stack
     finally:

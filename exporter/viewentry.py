@@ -1,0 +1,113 @@
+"""One record of the API's view as the tracker sees it: its run, its time, and the entry that
+remembers what it counted (see :mod:`exporter.tracking`). Pure data, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from exporter.ecs.models import NON_TERMINAL_STATUSES, TERMINAL_STATUSES, InvocationResult
+from exporter.runledger import ResultClaim
+
+TERMINAL = frozenset(TERMINAL_STATUSES)
+"""Statuses a run ends in."""
+_NON_TERMINAL = frozenset(NON_TERMINAL_STATUSES)
+OSS_TERMINAL = frozenset({"Finished", "Failed"})
+"""OSS delivery statuses that are final."""
+# Invocation-level statuses under which the service still changes the per-instance records:
+# a periodic task stays "Running" until it is stopped.
+_INVOCATION_ACTIVE = frozenset({"Running", "Stopping"})
+
+
+class Change(Enum):
+    """What an observed record meant to the view."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    IGNORED = "ignored"
+    """Older than what the tracker still remembers (expired or dropped by the cap)."""
+
+
+def run_number(result: InvocationResult) -> int:
+    """The run a record shows: ``Repeats``, at least 1 (a one-time task has one run)."""
+    return result.repeats if result.repeats > 1 else 1
+
+
+def result_time(result: InvocationResult, default: float) -> float:
+    """The latest of start, finish and stop time, else ``default`` (when first seen)."""
+    latest = default
+    found = False
+    for value in (result.start_time, result.finished_time, result.stop_time):
+        if value is not None and (not found or value > latest):
+            latest = value
+            found = True
+    return latest
+
+
+def needs_follow_up(result: InvocationResult) -> bool:
+    """Tell whether the service may still change this record without a new invocation."""
+    return (
+        result.invocation_status in _NON_TERMINAL
+        or result.invoke_record_status in _INVOCATION_ACTIVE
+        or result.oss_output_status == "InProgress"
+    )
+
+
+@dataclass(slots=True)
+class ViewEntry:
+    """What the tracker remembers of one result: the record and what it counted."""
+
+    result: InvocationResult
+    first_seen: float
+    counted_run: int = 0
+    """The run whose finish was counted (or seen before the baseline); 0 for none."""
+    oss_counted_run: int = 0
+    floor_run: int = 0
+    """Runs up to this one finished before the baseline (history runs are not counted)."""
+    periodic: bool = False
+    """Seen ``Scheduled`` or with ``Repeats`` >= 2: a Period/EveryReboot task."""
+    history_through: int = 0
+    """Every run up to this one is settled in the history (counted, or before the baseline)."""
+    history_misses: int = 0
+    """Complete history reads in a row that did not return the next run."""
+    max_repeats: int = 0
+    """The largest ``Repeats`` the record showed (it reads 0 while a new run is pending)."""
+    history_refused: bool = False
+    """The API refused its history: its runs are counted from the record itself."""
+    counted_finish: float | None = None
+    """``FinishedTime`` of the run in ``counted_run``: the same run read with another Repeats."""
+    oss_counted_finish: float | None = None
+    """``FinishedTime`` of the run in ``oss_counted_run``."""
+    floor_time: float = float("-inf")
+    """The latest finish (or stop) time the record showed before the baseline: runs that
+    finished by then are backlog, whatever their (possibly garbled) ``Repeats``."""
+    result_claims: list[ResultClaim] | None = None
+    """With include_history: what the record itself counted with a missing ``Repeats``."""
+    seen_at: float = float("-inf")
+    """When the record was last read (by the exporter's clock)."""
+    baseline_state: bool = False
+    """The baseline read this record: its state then says what is backlog, no clock does."""
+    watched_run: float = float("inf")
+    """Runs from this one on are known to end after the baseline: the exporter saw them (or
+    the record) unfinished after it, or the run started after everything the baseline saw."""
+
+    def last_ended_run(self) -> int:
+        """The newest run of a periodic task known to have ended (0 when none)."""
+        result = self.result
+        status = result.invocation_status
+        ended = status in TERMINAL or status == "Scheduled"
+        last = result.repeats if ended else result.repeats - 1
+        if self.periodic and result.repeats < self.max_repeats:
+            # The record went back to a pending run: every run shown before has ended.
+            last = max(last, self.max_repeats)
+        return max(0, last)
+
+
+@dataclass(order=True, frozen=True, slots=True)
+class Aged:
+    """An entry of the tracking state by age, and how to drop it (for the size cap)."""
+
+    time: float
+    drop: Callable[[], object] = field(compare=False)
