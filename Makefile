@@ -129,7 +129,7 @@ bench: $(STAMP)
 
 # 300 targets x 1,000 results in one exporter process (issue 13): ready time, steady-cycle CPU,
 # /metrics CPU and peak RSS, each against its goal (beside: BEFORE_SCALE=figures.json).
-BEFORE_SCALE ?=
+BEFORE_SCALE ?= bench/before-issue13-scale.json
 bench-scale: $(RUNTIME_STAMP)
 	$(PY) bench/scale.py $(if $(BEFORE_SCALE),--before $(BEFORE_SCALE))
 

@@ -46,7 +46,7 @@ REVISION_VARIABLE = "EXPORTER_REVISION"
 """The environment variable the container image sets to its VCS revision (build argument
 ``REVISION``)."""
 UNKNOWN_REVISION = "unknown"
-_EOF = "# EOF\n"
+_EOF = b"# EOF\n"
 
 Samples = dict[tuple[str, ...], float]
 Encoder = Callable[[CollectorRegistry], bytes]
@@ -274,21 +274,29 @@ class _Rendered(NamedTuple):
     groups: from the view, from the counters, from the refresh (see :meth:`_target_text`)."""
 
     snapshot: TargetSnapshot
-    groups: tuple[dict[str, str], dict[str, str], dict[str, str]]
+    groups: tuple[dict[str, bytes], dict[str, bytes], dict[str, bytes]]
+    """Encoded once, so that a scrape only joins bytes (no copy of the whole text to encode)."""
 
-    def chunk(self, name: str) -> str:
+    def chunk(self, name: str) -> bytes:
         for group in self.groups:
             text = group.get(name)
             if text is not None:
                 return text
-        return ""
+        return b""
 
 
-def _header_lines(encoder: Encoder, spec: MetricSpec) -> str:
+def _encoded(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate slipped through: never fail the scrape
+        return clean_label_value(text).encode("utf-8")
+
+
+def _header_lines(encoder: Encoder, spec: MetricSpec) -> bytes:
     text = encoder(_Families((_family(spec),))).decode("utf-8")
     return "".join(
         line + "\n" for line in text.splitlines() if line.startswith(("# HELP", "# TYPE", "# UNIT"))
-    )
+    ).encode("utf-8")
 
 
 class CloudAssistantCollector:
@@ -331,7 +339,7 @@ class CloudAssistantCollector:
         self._target_info = dict(target_info or {})
         self._specs = tuple(spec for spec in m.METRICS if spec.per_target)
         self._lock = threading.Lock()
-        self._headers: dict[str, tuple[str, ...]] = {}  # by content type
+        self._headers: dict[str, tuple[bytes, ...]] = {}  # by content type
         self._rendered: dict[TargetKey, _Rendered] = {}
 
     # --- the prometheus_client collector -----------------------------------------------------
@@ -366,6 +374,12 @@ class CloudAssistantCollector:
         Each target's lines are rendered once per snapshot and reused until its next refresh
         (:meth:`prerender` does it ahead of the scrape).
         """
+        parts, content_type = self.render_parts(accept)
+        return b"".join(parts).decode("utf-8"), content_type
+
+    def render_parts(self, accept: str = "") -> tuple[list[bytes], str]:
+        """:meth:`render`'s text as UTF-8 pieces, to be joined with whatever goes around them
+        (a fleet's exposition is megabytes: joining it once is all a scrape does with it)."""
         encoder, content_type = choose_encoder(accept)
         headers = self._headers.get(content_type)
         if headers is None:
@@ -373,14 +387,13 @@ class CloudAssistantCollector:
             self._headers[content_type] = headers
         snapshots = self._snapshots()
         rendered = [self._rendered_target(snapshot) for snapshot in snapshots]
-        parts: list[str] = []
+        parts: list[bytes] = []
         for spec, header in zip(self._specs, headers, strict=True):
             parts.append(header)
             parts.extend(target.chunk(spec.name) for target in rendered)
         process = _Families(self._process_families(len(snapshots)))
-        build = encoder(process).decode("utf-8")
-        parts.append(build.removesuffix(_EOF))
-        return "".join(parts), content_type
+        parts.append(encoder(process).removesuffix(_EOF))
+        return parts, content_type
 
     def prerender(self, snapshot: TargetSnapshot) -> None:
         """Render ``snapshot`` now (from the refresh that made it), so the scrape finds it ready."""
@@ -400,15 +413,16 @@ class CloudAssistantCollector:
 
     def _target_text(
         self, snap: TargetSnapshot, previous: _Rendered | None
-    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    ) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, bytes]]:
         # Most refreshes change only the refresh families: the view's and the counters' text is
         # reused when what they show is equal (cheaper to compare than to format).
         target = _label_text(m.TARGET_LABELS, (snap.name, snap.region_id))
         old = previous.snapshot if previous is not None else None
 
-        def text(series: Series) -> dict[str, str]:
+        def text(series: Series) -> dict[str, bytes]:
             return {
-                name: _family_text(m.BY_NAME[name], target, rows) for name, rows in series.items()
+                name: _encoded(_family_text(m.BY_NAME[name], target, rows))
+                for name, rows in series.items()
             }
 
         if previous is not None and old is not None and old.view == snap.view:
@@ -426,16 +440,7 @@ class CloudAssistantCollector:
             counters = text(_counter_series(snap.counters, snap.command_breakdown))
         info = self._target_info.get(TargetKey(snap.name, snap.region_id))
         refresh = text(_refresh_series(snap, info))
-        groups = (view, counters, refresh)
-        try:
-            for group in groups:
-                "".join(group.values()).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate slipped through: never fail the scrape
-            groups = tuple(  # type: ignore[assignment]
-                {name: clean_label_value(chunk) for name, chunk in group.items()}
-                for group in groups
-            )
-        return groups
+        return (view, counters, refresh)
 
     # --- building the families ---------------------------------------------------------------
 
@@ -482,8 +487,8 @@ class Exposition:
     def render(self, accept: str) -> tuple[bytes, str]:
         """The body and its content type for a request's ``Accept`` header."""
         encoder, _ = choose_encoder(accept)
-        runtime = encoder(self._runtime).decode("utf-8")
-        text, content_type = self._collector.render(accept)
+        runtime = encoder(self._runtime)
+        parts, content_type = self._collector.render_parts(accept)
         if runtime.endswith(_EOF):  # OpenMetrics: the end marker goes after everything
-            return (runtime.removesuffix(_EOF) + text + _EOF).encode("utf-8"), content_type
-        return (runtime + text).encode("utf-8"), content_type
+            return b"".join([runtime.removesuffix(_EOF), *parts, _EOF]), content_type
+        return b"".join([runtime, *parts]), content_type
