@@ -23,6 +23,8 @@ COPY exporter/ exporter/
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip wheel --no-deps --wheel-dir /src/dist . \
     && /opt/venv/bin/pip install /src/dist/*.whl
+# The runtime stage's state directory, created here: the runtime stage runs nothing.
+RUN mkdir /src/state
 
 # --- runtime -----------------------------------------------------------------------------------
 FROM python:3.11.14-slim-bookworm
@@ -50,6 +52,13 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     EXPORTER_REVISION="${REVISION}"
 
 COPY --from=builder /opt/venv /opt/venv
+
+# The state directory (--storage.path, default data/ under the working directory: /data), where
+# counters and what was counted survive a restart. A volume, so that it stays writable under a
+# read-only root filesystem; owned by the user the exporter runs as.
+WORKDIR /
+COPY --from=builder --chown=65532:65532 /src/state /data
+VOLUME ["/data"]
 
 # A numeric uid/gid (the "nonroot" convention): Kubernetes runAsNonRoot can verify it.
 USER 65532:65532

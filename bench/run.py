@@ -157,6 +157,8 @@ def _exporter_process(config: Path, scrapes: int, log: Path) -> dict[str, Any]:
                 f"--config.file={config}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--log.level=warn",
+                # Persistence on, as by default, in a directory of its own (a cold start).
+                f"--storage.path={log.parent / 'state'}",
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -265,6 +267,7 @@ def _measure(results: int, latency: float) -> dict[str, Any]:
             "sdk_poller": _child(sdk_args, required=False),
             "exporter": _child([*ours_args, "--cold", str(COLD_RUNS)]),
             "import_floor": _child(["-m", "bench.import_floor"]),
+            "state": _child(["-m", "bench.state", "--results", str(results)], required=False),
         }
         faults.latency = latency
         print(f"wall-time phase ({latency * 1000:.0f} ms per API answer)...", flush=True)
@@ -372,6 +375,14 @@ def _report(f: dict[str, Any], before: dict[str, Any] | None = None) -> None:
         f"exporter: median {proc['scrape_ms_median']:.2f} ms, p99 {proc['scrape_ms_p99']:.2f} ms"
     )
     floor = cpu["import_floor"]
+    state = cpu.get("state")
+    if state:
+        print(
+            f"state directory ({state['tracked']} tracked entries): first save "
+            f"{state['save_all_seconds']:.2f} s, a steady refresh writes "
+            f"{state['steady_rows']} rows ({state['steady_seconds'] * 1000:.1f} ms), restore at "
+            f"start {state['restore_seconds']:.2f} s, database {state['database_mb']:.1f} MB"
+        )
     print(
         f"exporter process memory, MB: peak {proc['peak_rss_mb']:.1f}, now "
         f"{proc['rss_mb']:.1f} (anonymous {proc['rss_anon_mb']:.1f} + shared libraries and "

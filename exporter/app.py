@@ -19,9 +19,7 @@ The HTTP clients are created here and closed by :meth:`Application.close`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
-import json
 import logging
 import os
 import signal
@@ -33,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import httpcore
 import httpx
@@ -72,7 +70,8 @@ from exporter.settings import (
     Target,
     TargetSettings,
 )
-from exporter.sharding import Sharding
+from exporter.sharding import Sharding, refresh_workers
+from exporter.state import StateCollector, StateStore, target_identity
 from exporter.tracking import CommandBreakdown
 from exporter.webconfig import WebConfig
 
@@ -81,38 +80,18 @@ log = logging.getLogger(__name__)
 # At shutdown, how long a refresh still in flight may take to finish. Its result would be thrown
 # away, so it is not worth holding up a SIGTERM: a refresh stuck on a slow API is abandoned.
 REFRESH_STOP_SECONDS: Final = 2.0
-# Refresh workers when ``refresh.workers`` is not set: one per target, within these bounds. A
-# worker spends most of a walk waiting (for the API's answer, for the token bucket), so a target
-# waiting for a free worker is the bottleneck long before the CPU is; 300 targets of 1,000
-# results are all ready within a minute at the default rate limits with 64.
-MIN_WORKERS: Final = 4
-MAX_WORKERS: Final = 64
 
 
-def refresh_workers(configured: int | None, targets: int) -> int:
-    """Targets refreshed in parallel: ``refresh.workers``, else one per target within
-    :data:`MIN_WORKERS` .. :data:`MAX_WORKERS`."""
-    if configured is not None:
-        return configured
-    return min(MAX_WORKERS, max(MIN_WORKERS, targets))
-
-
-def target_identity(target: Target) -> str:
-    """What a target reads, as stable text: account, region, endpoint and the filters that are
-    set. Shards split the targets by it (a target whose identity changes may move shard)."""
-    filters = {
-        name: value
-        for name, value in dataclasses.asdict(target.query).items()
-        if value not in (None, (), [], False, "")
-    }
-    identity = {
-        "account": target.account,
-        "region": target.region_id,
-        "endpoint": target.endpoint or "",
-        "filters": filters,
-        "include_history": target.include_history,
-    }
-    return json.dumps(identity, sort_keys=True, separators=(",", ":"), default=list)
+def identity_of(target: Target) -> str:
+    """:func:`~exporter.state.target_identity` of ``target``: what it reads (account, region,
+    endpoint, filters). Its state and its shard follow it."""
+    return target_identity(
+        target.account,
+        target.region_id,
+        target.endpoint,
+        target.query,
+        include_history=target.include_history,
+    )
 
 
 def build_credentials(
@@ -207,6 +186,9 @@ class Application:
         """Which shard this is and how many targets it owns, for the log and landing page."""
         return self.sharding.describe(len(self.targets), self.configured_targets)
 
+    state: StateStore | None = None
+    """The state directory (``--storage.path``), None when persistence is off."""
+
     def prepare_scrape(self, max_wait: float) -> None:
         """Start every refresh that is due and wait for them together, at most ``max_wait``.
 
@@ -276,6 +258,7 @@ class Application:
                     else None
                 ),
                 first_walk=first_walk_progress(snapshot),
+                state=snapshot.state,
             )
             for snapshot in (refresher.latest() for refresher in self.refreshers)
         ]
@@ -296,6 +279,8 @@ class Application:
         waiter.join(timeout)
         if waiter.is_alive():
             return False
+        if self.state is not None:
+            self.state.close()
         for client in self.http_clients:
             client.close()
         for pool in self.connection_pools:
@@ -309,6 +294,7 @@ def build_application(
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
     transport: httpx.BaseTransport | None = None,
+    state: StateStore | None = None,
     exporter_metrics: bool = True,
     sharding: Sharding | None = None,
 ) -> Application:
@@ -318,12 +304,13 @@ def build_application(
     ``environ`` is what the environment-reading credential sources see (``os.environ`` by
     default); ``transport`` replaces the network for every HTTP client (tests). Without
     ``exporter_metrics`` (``--web.disable-exporter-metrics``) the process and platform
-    collectors are left out.
+    collectors are left out. ``state`` is where the targets' trackers and counters are kept
+    across restarts (none when None): the application closes it.
     """
     environ = os.environ if environ is None else environ
     sharding = sharding if sharding is not None else Sharding()
     configured_targets = settings.expanded_targets()
-    targets = sharding.select(configured_targets, target_identity)
+    targets = sharding.select(configured_targets, identity_of)
     workers = refresh_workers(settings.refresh.workers, len(targets))
     limits = httpx.Limits(max_connections=max(10, 2 * workers), max_keepalive_connections=workers)
     # One TLS context (CA bundle loaded once) for both clients: each costs about 0.8 MB.
@@ -371,6 +358,7 @@ def build_application(
     retry = RetryPolicy(
         max_attempts=settings.api.max_attempts, deadline=settings.api.deadline_seconds
     )
+    identities: set[str] = set()
     for target in targets:
         configured_target = configured[(target.account, target.region_id)]
         key = id(configured_target)
@@ -396,6 +384,8 @@ def build_application(
             on_request=api_stats.record_request,
             redact=REDACTOR.redact,  # every secret the exporter loaded, beyond the call's own
         )
+        identity = identity_of(target)
+        identities.add(identity)
         refresher = TargetRefresher(
             target.account,
             target.region_id,
@@ -406,8 +396,11 @@ def build_application(
             clock=clock,
             api_stats=api_stats,
             on_snapshot=collector.prerender,  # rendered by the refresh, not by the scrape
+            store=state.target(identity, target.label) if state is not None else None,
         )
         refreshers.append(refresher)
+    if state is not None:
+        state.forget_others(identities)
 
     # /metrics renders the process and platform collectors with prometheus_client and the
     # targets' families from the collector's per-snapshot text; ``registry`` has them all.
@@ -421,6 +414,9 @@ def build_application(
             PlatformCollector(registry=None),
         ):
             registry.register(runtime_collector)
+    if state is not None:
+        runtime.register(StateCollector(state))
+        registry.register(StateCollector(state))
     registry.register(collector)
     return Application(
         settings=settings,
@@ -433,6 +429,7 @@ def build_application(
         exposition=Exposition(runtime, collector),
         sharding=sharding,
         configured_targets=len(configured_targets),
+        state=state,
     )
 
 
@@ -554,14 +551,7 @@ def serve(
         app.close()
         raise
 
-    def request_stop(signum: int, frame: object) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    previous_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous_handlers[signum] = signal.signal(signum, request_stop)
+    previous_handlers = _handle_signals(stop)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     )
@@ -602,6 +592,28 @@ def serve(
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _handle_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM and SIGINT set ``stop``; SIGHUP is logged (its default action would end the
+    process silently). Returns the handlers replaced (none off the main thread)."""
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    def ignore_hangup(signum: int, frame: object) -> None:
+        log.warning(
+            "SIGHUP received: a reload is not supported, restart to apply a new configuration",
+            extra={"signal": "SIGHUP"},
+        )
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, request_stop)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, ignore_hangup)
+    return previous
 
 
 def _log_cannot_listen(exc: ListenError | OSError, addresses: Sequence[tuple[str, int]]) -> None:

@@ -46,12 +46,14 @@ from exporter.settings import (
     variables_help,
 )
 from exporter.sharding import Sharding, ShardingError, sharding_from_flags
+from exporter.state import StateError, StateStore
 from exporter.validation import did_you_mean
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 PROGRAM: Final = "aliyun-cloudassistant-exporter"
 DEFAULT_LISTEN_ADDRESS: Final = ":9907"
 DEFAULT_DEMO_LISTEN_ADDRESS: Final = "127.0.0.1:9907"
+DEFAULT_STORAGE_PATH: Final = "data/"
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
@@ -152,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(parser)
     _add_log_flags(parser)
     _add_shard_flags(parser)
+    parser.add_argument(
+        "--storage.path",
+        dest="storage_path",
+        default=DEFAULT_STORAGE_PATH,
+        metavar="DIR",
+        help=(
+            "directory for the state that lets counters resume after a restart, counting "
+            f'every run once (default {DEFAULT_STORAGE_PATH}; "" turns persistence off)'
+        ),
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -327,15 +339,18 @@ def prepare(
     config_file: Path | None,
     web_config_file: Path | None,
     environ: Mapping[str, str],
+    storage_path: str = "",
     *,
     exporter_metrics: bool = True,
     sharding: Sharding | None = None,
 ) -> Prepared:
     """Load and check everything a start needs, and build the application (not started).
 
-    Raises :class:`StartupError`. The caller closes ``application``. Without
-    ``exporter_metrics`` (``--web.disable-exporter-metrics``) the application leaves out the
-    process and platform metrics; with ``sharding`` it builds only the targets this shard owns.
+    ``storage_path`` is the state directory ("": no persistence); ``--config.check`` passes ""
+    (the directory belongs to the running exporter, which holds its lock). Raises
+    :class:`StartupError`. The caller closes ``application``. Without ``exporter_metrics``
+    (``--web.disable-exporter-metrics``) the application leaves out the process and platform
+    metrics; with ``sharding`` it builds only the targets this shard owns.
     """
     try:
         web_config = load_web_config(web_config_file) if web_config_file is not None else None
@@ -350,17 +365,35 @@ def prepare(
         raise StartupError(f"{exc}{hint}") from None
     REDACTOR.add_all(settings.secret_values())
     REDACTOR.add_all(environ.get(name, "") for name in SECRET_VARIABLES)
+    state = open_state(storage_path)
     try:
         application = build_application(
             settings,
             environ=environ,
             exporter_metrics=exporter_metrics,
+            state=state,
             sharding=sharding or Sharding(),
         )
     except (ValueError, EcsError) as exc:  # what validation let through but a constructor refused
+        if state is not None:
+            state.close()
         raise StartupError(str(exc)) from None
+    except BaseException:
+        if state is not None:
+            state.close()
+        raise
     source = str(config_file) if config_file is not None else "environment"
     return Prepared(source, settings, web_config, application, settings.warnings(environ))
+
+
+def open_state(storage_path: str) -> StateStore | None:
+    """The state directory, created and locked; None when ``storage_path`` is ""."""
+    if not storage_path:
+        return None
+    try:
+        return StateStore(Path(storage_path))
+    except StateError as exc:
+        raise StartupError(f"--storage.path: {exc}") from None
 
 
 def _config_failure(error: Exception) -> int:
@@ -422,6 +455,7 @@ def _run(argv: Sequence[str] | None) -> int:
             args.config_file,
             args.web_config_file,
             os.environ,
+            "" if args.config_check else args.storage_path,
             exporter_metrics=not args.disable_exporter_metrics,
             sharding=sharding,
         )

@@ -142,6 +142,13 @@ class ShardFigures(NamedTuple):
     configured_targets: int
 
 
+class MovedAsideKey(NamedTuple):
+    reason: str
+
+
+STATE_MOVE_REASONS: tuple[str, ...] = ("not_sqlite", "corrupt", "foreign", "newer_schema")
+"""Why a state file was found unusable and moved aside."""
+
 TARGET_LABELS: tuple[str, ...] = TargetKey._fields
 ENDPOINT_KINDS: tuple[str, ...] = ("public", "vpc", "custom")
 
@@ -315,7 +322,8 @@ INVOCATION_RESULTS_FINISHED = MetricSpec(
     _m("invocation_results_finished_total"),
     "counter",
     "Runs (InvokeId, InstanceId, container, run) that reached a terminal InvocationStatus since "
-    "the exporter started, each counted once; the backlog found by the first refresh is not "
+    "the target's first refresh (resumed across restarts from the state directory), each "
+    "counted once; the backlog found by the first refresh is not "
     f'counted. error_code="{NO_ERROR_CODE}" for a run without an ErrorCode.',
     FinishedKey._fields,
     preinitialised=tuple(pair.key for pair in FINISHED_PAIRS),
@@ -542,6 +550,18 @@ EXPORTER_CONFIGURED_TARGETS = MetricSpec(
     doc=_SHARDS_DOC,
 )
 
+STATE_FILES_MOVED_ASIDE = MetricSpec(
+    _m("exporter_state_files_moved_aside_total"),
+    "counter",
+    "State files found unusable (by reason) and moved aside at start; the targets then started "
+    "with a fresh baseline.",
+    MovedAsideKey._fields,
+    per_target=False,
+    preinitialised=_keys(*STATE_MOVE_REASONS),
+    preinitialised_note="every reason",
+    doc="Only with `--storage.path` set (the default). See the runbook *State directory failing*.",
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     INVOCATION_RESULTS,
     INVOCATION_RESULTS_BY_ERROR_CODE,
@@ -577,6 +597,7 @@ METRICS: tuple[MetricSpec, ...] = (
     EXPORTER_TOTAL_SHARDS,
     EXPORTER_OWNED_TARGETS,
     EXPORTER_CONFIGURED_TARGETS,
+    STATE_FILES_MOVED_ASIDE,
 )
 """Every family, in the order of the exposition."""
 

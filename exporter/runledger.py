@@ -14,7 +14,7 @@ Pure logic, like the tracker: no I/O, no threads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -23,6 +23,8 @@ ResultKey = tuple[str, str, str]
 """``(invoke_id, instance_id, container_id)``: one result in the API's view."""
 RunKey = tuple[str, str, str, int]
 """``(invoke_id, instance_id, container_id, run)``: one run of a periodic task."""
+SavedRun = tuple[int, float, bool, bool]
+"""A remembered run as saved: ``(run, time, finish_done, oss_done)``."""
 
 
 @dataclass(slots=True)
@@ -85,6 +87,14 @@ class RunLedger(Protocol):
         """Each remembered run's time and how to forget it (for the size cap)."""
         ...
 
+    def saved_runs(self, keys: Set[ResultKey]) -> dict[ResultKey, list[SavedRun]]:
+        """The remembered runs of the results ``keys``, to be saved."""
+        ...
+
+    def restore_runs(self, key: ResultKey, runs: Iterable[SavedRun]) -> None:
+        """Remember saved runs of ``key`` again."""
+        ...
+
 
 class RecordLedger:
     """Counting from the records alone: nothing to remember per run."""
@@ -109,6 +119,12 @@ class RecordLedger:
 
     def remembers(self, key: ResultKey, run: int) -> bool:
         return False
+
+    def saved_runs(self, keys: Set[ResultKey]) -> dict[ResultKey, list[SavedRun]]:
+        return {}
+
+    def restore_runs(self, key: ResultKey, runs: Iterable[SavedRun]) -> None:
+        return None
 
     def expire(self, horizon: float) -> int:
         return 0
@@ -181,6 +197,20 @@ class HistoryLedger:
 
     def remembers(self, key: ResultKey, run: int) -> bool:
         return (*key, run) in self._runs
+
+    def saved_runs(self, keys: Set[ResultKey]) -> dict[ResultKey, list[SavedRun]]:
+        found: dict[ResultKey, list[SavedRun]] = {}
+        if keys:
+            for run_key, entry in self._runs.items():
+                key = run_key[:3]
+                if key in keys:
+                    saved = (run_key[3], entry.time, entry.finish_done, entry.oss_done)
+                    found.setdefault(key, []).append(saved)
+        return found
+
+    def restore_runs(self, key: ResultKey, runs: Iterable[SavedRun]) -> None:
+        for run, time, finish_done, oss_done in runs:
+            self._runs[(*key, run)] = _RunEntry(time, finish_done, oss_done)
 
     def expire(self, horizon: float) -> int:
         old = [key for key, entry in self._runs.items() if entry.time < horizon]

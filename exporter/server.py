@@ -82,6 +82,8 @@ class TargetStatus:
     """Results the API returns for the target, as of the last refresh."""
     first_walk: str = ""
     """"done", or how far the first walk got while it is still reading (counting starts after)."""
+    state: str = "fresh"
+    """``restored`` when its counters resumed from the state directory, else ``fresh``."""
 
 
 def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
@@ -507,6 +509,8 @@ def render_landing_page(
     rows = []
     for status in statuses:
         up = {None: "pending", True: "1", False: "0"}[status.up]
+        if status.state == "restored":
+            up = f"{up} (counters restored)"
         cells = (
             status.account,
             status.region_id,

@@ -1,4 +1,6 @@
-"""Horizontal sharding: several exporter processes split the configured targets between them.
+"""How targets are spread: between exporter processes (shards), and over one's refresh workers.
+
+Horizontal sharding: several exporter processes split the configured targets between them.
 
 Every shard loads the same configuration; each target is owned by exactly one shard, chosen by
 a stable digest of the target's identity (:func:`owner`), so the split needs no coordination
@@ -115,3 +117,19 @@ def sharding_from_flags(shard: int | None, total: int | None, pod: str | None) -
         which = "--pod" if pod is not None else "--shard"
         raise ShardingError(f"{which} needs --total-shards (the number of shards)")
     return Sharding(0 if shard is None else shard, total_shards)
+
+
+# Refresh workers when ``refresh.workers`` is not set: one per target, within these bounds. A
+# worker spends most of a walk waiting (for the API's answer, for the token bucket), so a target
+# waiting for a free worker is the bottleneck long before the CPU is; 300 targets of 1,000
+# results are all ready within a minute at the default rate limits with 64.
+MIN_WORKERS: Final = 4
+MAX_WORKERS: Final = 64
+
+
+def refresh_workers(configured: int | None, targets: int) -> int:
+    """Targets refreshed in parallel: ``refresh.workers``, else one per target within
+    :data:`MIN_WORKERS` .. :data:`MAX_WORKERS`."""
+    if configured is not None:
+        return configured
+    return min(MAX_WORKERS, max(MIN_WORKERS, targets))

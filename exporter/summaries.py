@@ -59,6 +59,18 @@ class Histogram:
             cumulative.append((bound, running))
         return HistogramValue(tuple(cumulative), running + self._counts[-1], self._sum)
 
+    def state(self) -> tuple[list[int], float]:
+        """The counts per bucket (``+Inf`` last) and the sum, to be saved."""
+        return list(self._counts), self._sum
+
+    def restore(self, counts: Sequence[int], total: float) -> bool:
+        """Take back a saved :meth:`state`; False (unchanged) when the buckets differ."""
+        if len(counts) != len(self._counts):
+            return False
+        self._counts = list(counts)
+        self._sum = total
+        return True
+
 
 @dataclass(frozen=True)
 class CommandBreakdown:
@@ -161,3 +173,14 @@ class CommandCounts:
     @property
     def folded(self) -> int:
         return len(self._folded)
+
+    @property
+    def admitted(self) -> tuple[str, ...]:
+        """The command ids with their own series, in order of admission (to be saved)."""
+        return tuple(self._admitted)
+
+    def restore(self, admitted: Sequence[str], counts: Sequence[tuple[str, str, str, int]]) -> None:
+        """Take back saved :attr:`admitted` ids and :attr:`counts`."""
+        for command_id in admitted:
+            self._admit(command_id)
+        self.counts = {(i, n, s): c for i, n, s, c in counts}

@@ -52,9 +52,13 @@ Bounds
 
 from __future__ import annotations
 
+import gc
 import heapq
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
+
+import msgspec
 
 from exporter.ecs.models import (
     ERROR_CODES,
@@ -70,6 +74,7 @@ from exporter.runledger import (
     RecordLedger,
     ResultKey,
     RunLedger,
+    SavedRun,
 )
 from exporter.summaries import (
     DURATION_BUCKETS,
@@ -108,6 +113,7 @@ __all__ = [
     "HistogramValue",
     "ResultKey",
     "RunTracker",
+    "TrackerChanges",
     "ValueFolder",
     "ViewSummary",
     "needs_follow_up",
@@ -157,6 +163,51 @@ class ValueFolder:
         return len(self._folded)
 
 
+@dataclass(frozen=True, slots=True)
+class TrackerChanges:
+    """What a tracker has to save (see :meth:`RunTracker.export_changes`): ``summary`` is the
+    encoded counters and scalars, None when unchanged; ``rows`` are encoded ``(key, value)``
+    pairs, a None value deleting the row; ``keys`` the results they are for, ``kept`` those
+    still remembered."""
+
+    summary: bytes | None
+    rows: tuple[tuple[bytes, bytes | None], ...]
+    keys: frozenset[ResultKey]
+    kept: frozenset[ResultKey]
+
+    @property
+    def empty(self) -> bool:
+        """True when there is nothing to write."""
+        return self.summary is None and not self.rows
+
+
+class _SavedState(msgspec.Struct, frozen=True):
+    """The counters and scalars of a tracker as saved (msgpack; a new field needs a default)."""
+
+    baseline_done: bool
+    baseline_time: float
+    dropped_until: float
+    folders: list[list[str]]
+    finished: list[tuple[str, str, int]]
+    durations: list[tuple[str, list[int], float]]
+    oss: list[tuple[str, str, int]]
+    dropped_bytes: int
+    found_by_sweep: int
+    command_ids: list[str]
+    commands: list[tuple[str, str, str, int]]
+    baseline_consistent: bool = False
+    tolerance: float = BASELINE_TOLERANCE_SECONDS
+    newest_baseline_time: float = float("-inf")
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_STATE_DECODER = msgspec.msgpack.Decoder(_SavedState)
+_KEY_DECODER = msgspec.msgpack.Decoder(tuple[str, str, str])
+_ROW_DECODER = msgspec.msgpack.Decoder(
+    tuple[ViewEntry | None, ViewEntry | None, list[tuple[int, float, bool, bool]]]
+)
+
+
 class RunTracker:
     """The mirror of one target's results and its counters (see the module docstring).
 
@@ -201,6 +252,12 @@ class RunTracker:
         self._dropped_bytes = 0
         self._found_by_sweep = 0
         self._commands = CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
+        # Persistence (see export_changes): results whose entries changed since the last save,
+        # the results saved, whether entries may have been dropped, the counters saved.
+        self._dirty: set[ResultKey] = set()
+        self._saved_keys: set[ResultKey] = set()
+        self._maybe_dropped = False
+        self._saved_summary = b""
 
     # --- state ---------------------------------------------------------------------------
 
@@ -238,6 +295,7 @@ class RunTracker:
         self._newest_baseline_time = max(latest, default=float("-inf"))
         for entry in self._view.values():
             entry.baseline_state = at is None or entry.seen_at >= at
+        self._dirty.update(self._view)
 
     @property
     def values_folded(self) -> int:
@@ -253,6 +311,11 @@ class RunTracker:
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""
         return len(self._view) + len(self._ledger)
+
+    @property
+    def results_in_view(self) -> int:
+        """Results the target's query returns now (the landing page's "results in view")."""
+        return len(self._view)
 
     def __contains__(self, key: object) -> bool:
         return key in self._view
@@ -299,6 +362,7 @@ class RunTracker:
         if entry is None:
             self._history_due.discard(key)
             return
+        self._dirty.add(key)
         last = entry.last_ended_run()
         through = entry.history_through
         while through < last:
@@ -325,6 +389,7 @@ class RunTracker:
         entry = self._view.get(key)
         if entry is not None:
             entry.history_refused = True
+            self._dirty.add(key)
 
     # --- observing ---------------------------------------------------------------------------
 
@@ -368,6 +433,7 @@ class RunTracker:
         entry, change, missed_by_baseline = taken
         if change is Change.UNCHANGED:
             return change
+        self._dirty.add(result.key)
         entry.seen_at = now
         self._commands.see(result.command_id)
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
@@ -502,6 +568,7 @@ class RunTracker:
         """
         if result.repeats < 1:
             return False
+        self._dirty.add(result.key)
         run = run_number(result)
         time = result_time(result, now)
         if not self._ledger.remembers(result.key, run) and self._forgotten(time, now):
@@ -585,6 +652,7 @@ class RunTracker:
             entry = self._view.pop(key, None)
             if entry is not None:
                 self._ghosts[key] = entry
+                self._dirty.add(key)
 
     def expire(self, now: float) -> int:
         """Drop entries older than the retention, then the oldest beyond the size cap.
@@ -610,6 +678,8 @@ class RunTracker:
         excess = len(self._view) + len(self._ledger) - self._cap
         if excess > 0:
             dropped += self._drop_oldest(excess)
+        if dropped:
+            self._maybe_dropped = True
         return dropped
 
     def _drop_oldest(self, excess: int, *, ghosts_only: bool = False) -> int:
@@ -628,6 +698,138 @@ class RunTracker:
             item.drop()
             self._dropped_until = max(self._dropped_until, item.time)
         return len(oldest)
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def export_changes(self) -> TrackerChanges:
+        """What changed since the last :meth:`changes_saved`: the counters and scalars (when
+        they changed) and one row per result whose entries changed (``None``: delete it)."""
+        summary = _ENCODER.encode(self._saved_state())
+        if self._maybe_dropped:
+            present = self._view.keys() | self._ghosts.keys()
+            present |= self._ledger.saved_runs(self._saved_keys - present).keys()
+            self._dirty |= self._saved_keys - present
+        runs = self._ledger.saved_runs(self._dirty)
+        rows: list[tuple[bytes, bytes | None]] = []
+        for key in self._dirty:
+            saved = (self._view.get(key), self._ghosts.get(key), runs.get(key, []))
+            value = None if saved == (None, None, []) else _ENCODER.encode(saved)
+            rows.append((_ENCODER.encode(key), value))
+        return TrackerChanges(
+            summary=None if summary == self._saved_summary else summary,
+            rows=tuple(rows),
+            keys=frozenset(self._dirty),
+            kept=frozenset(key for key, (_, value) in zip(self._dirty, rows, strict=True) if value),
+        )
+
+    def changes_saved(self, changes: TrackerChanges) -> None:
+        """``changes`` (from :meth:`export_changes`) are stored: forget them."""
+        self._dirty -= changes.keys
+        self._saved_keys -= changes.keys
+        self._saved_keys |= changes.kept
+        self._maybe_dropped = False
+        if changes.summary is not None:
+            self._saved_summary = changes.summary
+
+    def restore(self, summary: bytes, rows: Iterable[tuple[bytes, bytes]]) -> int:
+        """Take back a state :meth:`export_changes` exported (a fresh tracker only).
+
+        Returns how many results were restored. Raises ``ValueError`` when the counters cannot
+        be read (the tracker is left fresh). When only the rows cannot be read, the counters
+        are kept and the baseline is taken again (nothing is counted twice).
+        """
+        if self._baseline_done or self._view or self._ghosts or len(self._ledger):
+            raise RuntimeError("restore() needs a fresh tracker")
+        try:
+            state = _STATE_DECODER.decode(summary)
+        except msgspec.MsgspecError as exc:
+            raise ValueError(f"unreadable counters: {exc}") from None
+        view: dict[ResultKey, ViewEntry] = {}
+        ghosts: dict[ResultKey, ViewEntry] = {}
+        runs: list[tuple[ResultKey, list[SavedRun]]] = []
+        # Tens of thousands of new objects, none of them garbage: collections only slow it down.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for raw_key, raw_value in rows:
+                key = _KEY_DECODER.decode(raw_key)
+                entry, ghost, key_runs = _ROW_DECODER.decode(raw_value)
+                if entry is not None:
+                    view[key] = entry
+                if ghost is not None:
+                    ghosts[key] = ghost
+                if key_runs:
+                    runs.append((key, key_runs))
+            complete = True
+        except msgspec.MsgspecError:
+            complete = False
+        finally:
+            if collecting:
+                gc.enable()
+        self._restore_counters(state)
+        if not complete:
+            return 0
+        self._view, self._ghosts = view, ghosts
+        for key, key_runs in runs:
+            self._ledger.restore_runs(key, key_runs)
+        self._saved_keys = set(view) | set(ghosts) | {key for key, _ in runs}
+        self._baseline_done = state.baseline_done
+        self._baseline_time = state.baseline_time
+        self._baseline_consistent = state.baseline_consistent
+        self._tolerance = state.tolerance
+        self._newest_baseline_time = state.newest_baseline_time
+        self._dropped_until = state.dropped_until
+        self._saved_summary = summary
+        if self._ledger.counts_history:
+            self._history_due = {
+                key
+                for key, entry in view.items()
+                if entry.periodic
+                and not entry.history_refused
+                and entry.last_ended_run() > entry.history_through
+            }
+        return len(view)
+
+    def _folders(self) -> tuple[ValueFolder, ...]:
+        return (
+            self._status_folder,
+            self._error_folder,
+            self._oss_status_folder,
+            self._oss_error_folder,
+        )
+
+    def _saved_state(self) -> _SavedState:
+        return _SavedState(
+            baseline_done=self._baseline_done,
+            baseline_time=self._baseline_time,
+            baseline_consistent=self._baseline_consistent,
+            tolerance=self._tolerance,
+            newest_baseline_time=self._newest_baseline_time,
+            dropped_until=self._dropped_until,
+            # Admission is permanent, across restarts too (a series never moves to "other").
+            folders=[sorted(folder._admitted) for folder in self._folders()],
+            finished=sorted((s, c, n) for (s, c), n in self._finished.items()),
+            durations=sorted((s, *h.state()) for s, h in self._durations.items()),
+            oss=sorted((s, c, n) for (s, c), n in self._oss.items()),
+            dropped_bytes=self._dropped_bytes,
+            found_by_sweep=self._found_by_sweep,
+            command_ids=list(self._commands.admitted),
+            commands=sorted((i, n, s, c) for (i, n, s), c in self._commands.counts.items()),
+        )
+
+    def _restore_counters(self, state: _SavedState) -> None:
+        for folder, admitted in zip(self._folders(), state.folders, strict=False):
+            for value in admitted:
+                folder.fold(value)
+        self._finished = {(s, c): n for s, c, n in state.finished}
+        for status, counts, total in state.durations:
+            histogram = Histogram(DURATION_BUCKETS)
+            if histogram.restore(counts, total):
+                self._durations[status] = histogram
+        self._oss = {(s, c): n for s, c, n in state.oss}
+        self._dropped_bytes = state.dropped_bytes
+        self._found_by_sweep = state.found_by_sweep
+        self._commands.restore(state.command_ids, state.commands)
 
     # --- summaries ---------------------------------------------------------------------------
 

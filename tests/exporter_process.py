@@ -129,6 +129,14 @@ class ExporterProcess:
             reader.join(timeout)  # the whole output, and the pipe closed
 
 
+def without_state(args: Sequence[str]) -> list[str]:
+    """``args`` with persistence off unless they name a ``--storage.path``: a child must not
+    share (and lock) the default ``data/`` of the project root with another."""
+    if any(arg.startswith("--storage.path") for arg in args):
+        return list(args)
+    return [*args, "--storage.path="]
+
+
 def start(
     args: Sequence[str],
     env: Mapping[str, str] | None = None,
@@ -148,7 +156,7 @@ def start(
     """
     listen = ["--web.listen-address", listen_address] if listen_address is not None else []
     process = subprocess.Popen(
-        [*wrapper, sys.executable, "-m", "exporter", *listen, *args],
+        [*wrapper, sys.executable, "-m", "exporter", *listen, *without_state(args)],
         cwd=PROJECT_ROOT,
         env=clean_environment(env),
         stdin=subprocess.DEVNULL,
@@ -208,7 +216,7 @@ def run_cli(
 ) -> CliResult:
     """``python -m exporter ARGS`` to completion, in a clean environment plus ``env``."""
     completed = subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
+        [sys.executable, "-m", "exporter", *without_state(args)],
         cwd=PROJECT_ROOT,
         env=clean_environment(env),
         stdin=subprocess.DEVNULL,

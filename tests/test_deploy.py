@@ -403,8 +403,10 @@ def test_the_configmap_holds_a_valid_exporter_config(
     settings = load_config_file(config)
     assert [target.credentials.source for target in settings.targets] == ["default"]
     (container,) = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
-    (mount,) = container["volumeMounts"]
-    assert f"--config.file={mount['mountPath']}/config.yml" in container["args"]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert f"--config.file={mounts['config']}/config.yml" in container["args"]
+    # The state directory is on a volume (writable under the read-only root filesystem).
+    assert f"--storage.path={mounts['state']}" in container["args"]
 
 
 def test_rrsa_is_wired_through_the_service_account(manifests: dict[str, dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ from exporter.collector import CloudAssistantCollector, build_info
 from exporter.ecs.models import ERROR_CODES, TERMINAL_STATUSES, InvocationQuery
 from exporter.metrics import TargetInfoKey, TargetKey
 from exporter.refresh import RefreshOptions, TargetRefresher
+from exporter.state import StateCollector, StateStore
 from exporter.tracking import CommandBreakdown
 from tests.support.fakes import FakeApi, FakeClock, backlog
 
@@ -47,9 +48,10 @@ def contract() -> dict[str, Family]:
 
 
 @pytest.fixture
-def produced() -> Iterator[dict[str, Family]]:
-    """Every family of a scrape of a target with every opt-in turned on."""
+def produced(tmp_path: Path) -> Iterator[dict[str, Family]]:
+    """Every family of a scrape of a target with every opt-in turned on (and a state directory)."""
     pool = ThreadPoolExecutor(max_workers=1)
+    state = StateStore(tmp_path / "state")
     refresher = TargetRefresher(
         "prod",
         "cn-hangzhou",
@@ -68,6 +70,7 @@ def produced() -> Iterator[dict[str, Family]]:
             target_info={TargetKey("prod", "cn-hangzhou"): TargetInfoKey("public", "static")},
         )
     )
+    registry.register(StateCollector(state))
     families: dict[str, Family] = {}
     try:
         refresher.refresh_now()
@@ -79,6 +82,7 @@ def produced() -> Iterator[dict[str, Family]]:
         yield families
     finally:
         pool.shutdown(wait=True)
+        state.close()
 
 
 def test_a_scrape_shows_exactly_the_contract(produced: dict[str, Family]) -> None:

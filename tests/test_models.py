@@ -194,15 +194,15 @@ def test_odd_field_values_are_tolerated(
     [
         ("a string", InvalidRecord("", "", "record is a str, not an object")),
         (None, InvalidRecord("", "", "record is a NoneType, not an object")),
-        ({"InstanceId": "i-1"}, InvalidRecord("", "i-1", "missing or empty InvokeId")),
-        ({"InvokeId": "t-1"}, InvalidRecord("t-1", "", "missing or empty InstanceId")),
+        ({"InstanceId": "i-1"}, InvalidRecord("", "i-1", "missing InvokeId")),
+        ({"InvokeId": "t-1"}, InvalidRecord("t-1", "", "missing InstanceId")),
         (
             {"InvokeId": "t-1", "InstanceId": ""},
-            InvalidRecord("t-1", "", "missing or empty InstanceId"),
+            InvalidRecord("t-1", "", "empty InstanceId"),
         ),
         (
             {"InvokeId": 7, "InstanceId": "i-1"},
-            InvalidRecord("7", "i-1", "missing or empty InvokeId"),
+            InvalidRecord("7", "i-1", "InvokeId is not a string (a number)"),
         ),
     ],
 )

@@ -410,7 +410,7 @@ def test_invalid_records_are_counted_once_and_logged_without_output(
 ) -> None:
     clock = FakeClock()
     api = FakeApi(backlog(3))
-    bad = InvalidRecord("t-bad", "i-bad", "missing or empty InstanceId")
+    bad = InvalidRecord("t-bad", "i-bad", "empty InstanceId")
     api.invalid = [bad]
     refresher = make_refresher(api, executor, clock)
     with caplog.at_level(logging.WARNING):

@@ -16,14 +16,17 @@ import httpx
 import pytest
 import yaml
 
-from exporter.app import MAX_WORKERS, MIN_WORKERS, refresh_workers, target_identity
+from exporter.app import identity_of as target_identity
 from exporter.cli import main
 from exporter.settings import load_config_file
 from exporter.sharding import (
+    MAX_WORKERS,
+    MIN_WORKERS,
     Sharding,
     ShardingError,
     ordinal_of_pod,
     owner,
+    refresh_workers,
     sharding_from_flags,
 )
 from exporter.simulator.server import SimulatorServer
@@ -63,21 +66,23 @@ def test_a_single_shard_owns_everything() -> None:
 
 
 def test_the_identity_is_what_the_target_reads(tmp_path: Path) -> None:
-    config = tmp_path / "config.yml"
-    config.write_text(
-        "targets:\n"
+    def identities(targets: str) -> list[str]:
+        config = tmp_path / "config.yml"
+        config.write_text(f"targets:\n{targets}", encoding="utf-8")
+        return [target_identity(t) for t in load_config_file(config).expanded_targets()]
+
+    four = identities(
         "  - {name: a, region_ids: [cn-hangzhou, cn-beijing]}\n"
         "  - {name: b, region_id: cn-hangzhou, filters: {command_id: c-1}}\n"
-        "  - {name: c, region_id: cn-hangzhou, filters: {command_id: c-2}}\n",
-        encoding="utf-8",
+        "  - {name: c, region_id: cn-hangzhou, filters: {command_id: c-2}}\n"
     )
-    identities = [target_identity(t) for t in load_config_file(config).expanded_targets()]
-    assert len(set(identities)) == 4
-    assert "c-1" in identities[2]
-    assert "c-2" in identities[3]
+    assert len(set(four)) == 4
     # Credentials are not part of it: rotating a key does not move a target to another shard.
-    assert "credentials" not in identities[0]
-    assert "secret" not in identities[0]
+    rotated = identities(
+        "  - name: a\n    region_ids: [cn-hangzhou, cn-beijing]\n"
+        "    credentials: {source: static, access_key_id: k2, access_key_secret: s2}\n"
+    )
+    assert rotated == four[:2]
 
 
 @pytest.mark.parametrize(

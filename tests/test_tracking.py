@@ -361,6 +361,17 @@ def test_a_command_seen_running_has_its_series_at_zero_before_its_run_ends() -> 
     assert dict(tracker.counter_totals().commands)[("c-new", "", "Failed")] == 1
 
 
+def test_results_in_view_leave_out_the_history_runs_remembered() -> None:
+    # The first-refresh log line and the landing page both say "results in view": the same
+    # number, whatever history runs the tracker remembers besides.
+    tracker = RunTracker(include_history=True)
+    baseline(tracker, [result("t-p", status="Scheduled", repeats=2)])
+    for run in (1, 2, 3):
+        tracker.observe_history_run(result("t-p", status="Success", repeats=run), now=T0 + run)
+    assert tracker.results_in_view == 1
+    assert len(tracker) > tracker.results_in_view
+
+
 def test_history_walk_is_refused_without_include_history() -> None:
     tracker = RunTracker()
     baseline(tracker, [])

@@ -113,11 +113,28 @@ def _time(value: object, memo: dict[str | None, float | None]) -> float | None:
     return parsed
 
 
+def _json_type(value: object) -> str:
+    """The JSON type of a decoded value, as an API user would name it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 def _id_problem(invoke_id: object, instance_id: object, container_id: object) -> str | None:
     """Why a record's identity is unusable (missing, empty, not a string, far too long)."""
     for field_name, value in (("InvokeId", invoke_id), ("InstanceId", instance_id)):
-        if type(value) is not str or not value:
-            return f"missing or empty {field_name}"
+        if value is None:
+            return f"missing {field_name}"
+        if type(value) is not str:
+            return f"{field_name} is not a string ({_json_type(value)})"
+        if not value:
+            return f"empty {field_name}"
         # Cutting an id would merge distinct results: refuse it instead.
         if len(value) > MAX_NAME_CHARS:
             return f"{field_name} is longer than {MAX_NAME_CHARS} characters"

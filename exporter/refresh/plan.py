@@ -321,7 +321,8 @@ class ReadPlan:
 
     def _log_baseline(self) -> None:
         # A filter that matches nothing looks exactly like a quiet account: say what was found.
-        in_view = len(self._tracker)
+        # The results in view, as the landing page counts them (history runs are not results).
+        in_view = self._tracker.results_in_view
         fields = {**self._fields, "results": in_view, "pages": self.pages.pages}
         if in_view == 0 and self._query != InvocationQuery():
             self._log.warning(

@@ -39,6 +39,7 @@ from exporter.refresh.apistats import ApiStatistics
 from exporter.refresh.options import PageSource, RefreshOptions
 from exporter.refresh.plan import ReadPlan
 from exporter.refresh.scheduling import RefreshScheduler
+from exporter.state import TargetStore
 from exporter.tracking import CounterTotals, HistogramValue, RunTracker, ViewSummary
 
 
@@ -78,6 +79,7 @@ class TargetSnapshot:
     api_clock_offset_seconds: float | None = None
     """How far the API's clock is ahead of this host's (negative: behind); None while no
     answer told (see :class:`~exporter.refresh.apistats.ApiClock`)."""
+    state: str = "fresh"  # "restored": the counters resumed from the state directory
 
 
 class TargetRefresher:
@@ -102,6 +104,7 @@ class TargetRefresher:
         logger: logging.Logger | None = None,
         api_stats: ApiStatistics | None = None,
         on_snapshot: Callable[[TargetSnapshot], None] | None = None,
+        store: TargetStore | None = None,
     ) -> None:
         self.name = name
         self.region_id = region_id
@@ -123,6 +126,17 @@ class TargetRefresher:
             tracking_cap=options.tracking_cap,
             command_breakdown=options.command_breakdown,
         )
+        # Persist, then publish: each refresh's changes are saved before its snapshot is served.
+        self._store = store
+        self._state = "fresh"
+        if store is not None:
+            restored = store.restore_into(self._tracker)
+            self._state = restored.state
+            if restored.state == "restored":
+                self._log.info(
+                    "state restored: counters resume",
+                    extra={**self._fields(), "results": restored.results},
+                )
         self._plan = ReadPlan(
             client,
             query,
@@ -132,6 +146,9 @@ class TargetRefresher:
             self._log,
             self._fields(),
         )
+        if self._tracker.baseline_done:  # restored: the first walk was done before a restart
+            self._plan.baseline.done = True
+            self._plan.baseline.results = len(self._tracker)
         self._scheduler = RefreshScheduler(
             self._run, executor, min_interval=options.min_refresh_interval, clock=clock
         )
@@ -229,23 +246,20 @@ class TargetRefresher:
         else:
             self._failed_in_a_row += 1
         self._attempted = True
-        try:
-            self._snapshot = self._build_snapshot(up=up, duration=duration)
-        except Exception as exc:  # keep serving the previous values, marked down
-            self._log.error(
-                "building the snapshot failed",
-                extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
-            )
-            self._snapshot = replace(
-                self._snapshot,
-                attempted=True,
-                up=False,
-                refresh_duration_seconds=duration,
-                refreshes=self._refreshes,
-                refresh_failures=tuple(self._failures.items()),
-                last_failure_reason=self._last_failure_reason or "internal",
-                last_failure_detail=self._last_failure_detail or "building the snapshot failed",
-            )
+        if not self._persist():
+            # What this refresh counted is not on disk: serving it could show a counter that
+            # a restart takes back. The previous values stay; the next refresh saves both.
+            self._failures["internal"] += 1
+            self._publish_previous(duration, "saving the state failed (see the log)")
+        else:
+            try:
+                self._snapshot = self._build_snapshot(up=up, duration=duration)
+            except Exception as exc:  # keep serving the previous values, marked down
+                self._log.error(
+                    "building the snapshot failed",
+                    extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
+                )
+                self._publish_previous(duration, "building the snapshot failed")
         if self._on_snapshot is not None:
             try:
                 self._on_snapshot(self._snapshot)
@@ -254,6 +268,34 @@ class TargetRefresher:
                     "preparing the snapshot for scrapes failed",
                     extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
                 )
+
+    def _persist(self) -> bool:
+        """Save what the refresh changed (one transaction); False when it could not be."""
+        if self._store is None:
+            return True
+        try:
+            changes = self._tracker.export_changes()
+            self._store.save(changes)
+        except Exception as exc:  # a full disk must not stop the refreshes: logged, retried
+            self._log.error(
+                "saving the state failed",
+                extra={**self._fields(), "error": type(exc).__name__, "detail": str(exc)},
+            )
+            return False
+        self._tracker.changes_saved(changes)
+        return True
+
+    def _publish_previous(self, duration: float, detail: str) -> None:
+        self._snapshot = replace(
+            self._snapshot,
+            attempted=True,
+            up=False,
+            refresh_duration_seconds=duration,
+            refreshes=self._refreshes,
+            refresh_failures=tuple(self._failures.items()),
+            last_failure_reason=self._last_failure_reason or "internal",
+            last_failure_detail=self._last_failure_detail or detail,
+        )
 
     def _fields(self) -> dict[str, object]:
         """The log fields naming this target (structured fields travel in ``extra``)."""
@@ -289,4 +331,5 @@ class TargetRefresher:
             baseline_pages=plan.baseline.pages,
             baseline_results=plan.baseline.results,
             api_clock_offset_seconds=self.api_stats.api_clock.offset(),
+            state=self._state,
         )

@@ -1,0 +1,412 @@
+"""The state directory: locking, bad files moved aside, migrations, trackers saved and restored."""
+
+from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from exporter.ecs.models import InvocationQuery, InvocationResult
+from exporter.refresh import RefreshOptions, TargetRefresher
+from exporter.server import TargetStatus, render_landing_page
+from exporter.state import (
+    APPLICATION_ID,
+    DATABASE_NAME,
+    FORGET_AFTER_SECONDS,
+    MIGRATIONS,
+    MOVED_ASIDE_REASONS,
+    SCHEMA_VERSION,
+    StateCollector,
+    StateError,
+    StateStore,
+    target_identity,
+)
+from exporter.tracking import RunTracker
+from tests.exporter_process import run_cli
+from tests.support.fakes import FakeApi, result
+
+T0 = 1_700_000_000.0
+
+
+def finished(invoke_id: str, at: float, status: str = "Success") -> InvocationResult:
+    return InvocationResult(
+        invoke_id, "i-1", "", "c-1", status, "Finished", "", 0, at - 5, at, None, 1, 0, "", "", ()
+    )
+
+
+def counted(tracker: RunTracker) -> int:
+    return sum(n for _, n in tracker.counter_totals().finished)
+
+
+def save(store: StateStore, target_id: str, tracker: RunTracker) -> None:
+    changes = tracker.export_changes()
+    store.target(target_id, "prod/cn-hangzhou").save(changes)
+    tracker.changes_saved(changes)
+
+
+def restored(store: StateStore, target_id: str) -> tuple[RunTracker, str]:
+    tracker = RunTracker()
+    outcome = store.target(target_id, "prod/cn-hangzhou").restore_into(tracker)
+    return tracker, outcome.state
+
+
+def test_a_restarted_tracker_resumes_its_counters_and_counts_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path)
+    tracker = RunTracker()
+    tracker.observe(finished("t-backlog", T0 - 100), now=T0)
+    tracker.complete_baseline(at=T0)
+    tracker.observe(finished("t-1", T0 + 10), now=T0 + 10)
+    save(store, "target", tracker)
+    store.close()
+
+    store = StateStore(tmp_path)
+    again, state = restored(store, "target")
+    assert state == "restored"
+    assert again.counter_totals() == tracker.counter_totals()
+    assert again.baseline_done  # no second baseline: what finishes next is counted
+    # Seen before the restart: not counted again; new ones are.
+    again.observe(finished("t-1", T0 + 10), now=T0 + 20)
+    again.observe(finished("t-backlog", T0 - 100), now=T0 + 20)
+    assert counted(again) == 1
+    again.observe(finished("t-2", T0 + 15), now=T0 + 20)
+    assert counted(again) == 2
+
+
+def test_a_steady_refresh_writes_nothing(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    tracker.observe(finished("t-1", T0 + 10), now=T0 + 10)
+    save(store, "target", tracker)
+    tracker.observe(finished("t-1", T0 + 10), now=T0 + 20)  # nothing new
+    tracker.expire(T0 + 20)
+    assert tracker.export_changes().empty
+    tracker.observe(finished("t-2", T0 + 25), now=T0 + 30)
+    changes = tracker.export_changes()
+    assert len(changes.rows) == 1  # only the entry that changed, and the counters
+    assert changes.summary is not None
+
+
+def test_dropped_entries_are_deleted_and_the_database_stays_bounded(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    tracker = RunTracker(tracking_cap=100)
+    tracker.complete_baseline(at=T0)
+    for n in range(300):
+        tracker.observe(finished(f"t-{n}", T0 + n), now=T0 + n)
+        if n % 50 == 0:
+            tracker.expire(T0 + n)
+            save(store, "target", tracker)
+    tracker.expire(T0 + 300)
+    save(store, "target", tracker)
+    store.close()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 100
+    again, _ = restored(StateStore(tmp_path), "target")
+    assert len(again) == 100
+    assert counted(again) == 300
+    again.observe(finished("t-10", T0 + 10), now=T0 + 400)  # dropped by the cap: not again
+    assert counted(again) == 300
+
+
+def test_a_second_process_on_the_directory_is_refused(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with pytest.raises(StateError, match="in use by another exporter"):
+        StateStore(tmp_path)
+    store.close()
+    StateStore(tmp_path).close()  # the lock went with the first one
+
+
+def test_a_path_that_cannot_be_created_is_an_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    with pytest.raises(StateError, match="cannot create"):
+        StateStore(blocker / "state")
+
+
+def write_foreign(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE positions (file TEXT, offset INTEGER)")
+
+
+def write_newer(path: Path) -> None:
+    StateStore(path.parent).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+
+def write_truncated(path: Path) -> None:
+    store = StateStore(path.parent)
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    for n in range(2000):
+        tracker.observe(finished(f"t-{n}", T0 + n), now=T0 + n)
+    save(store, "target", tracker)
+    store.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def write_garbage(path: Path) -> None:
+    path.write_bytes(b"\x00\x01 this is not a database " * 100)
+
+
+@pytest.mark.parametrize(
+    ("writer", "reason"),
+    [
+        (write_garbage, "not_sqlite"),
+        (write_foreign, "foreign"),
+        (write_newer, "newer_schema"),
+        (write_truncated, "corrupt"),
+    ],
+)
+def test_a_bad_state_file_is_moved_aside_and_the_exporter_starts_afresh(
+    tmp_path: Path, writer: object, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / DATABASE_NAME
+    writer(path)  # type: ignore[operator]
+    store = StateStore(tmp_path)
+    assert store.moved_aside[reason] == 1
+    assert "state file unusable, moved aside" in caplog.text
+    assert list(tmp_path.glob(f"{DATABASE_NAME}.{reason}-*"))
+    (family,) = StateCollector(store).collect()
+    assert {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")} == {
+        r: (1.0 if r == reason else 0.0) for r in MOVED_ASIDE_REASONS
+    }
+    tracker, state = restored(store, "target")
+    assert state == "fresh"
+    assert not tracker.baseline_done  # a fresh baseline: backlog recorded, not counted
+    save(store, "target", tracker)  # and the new file works
+
+
+def test_a_first_version_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_NAME
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    tracker.observe(finished("t-1", T0 + 1), now=T0 + 1)
+    changes = tracker.export_changes()
+    assert changes.summary is not None
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0])
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute("PRAGMA user_version = 1")
+        db.execute("INSERT INTO targets VALUES ('target', 'prod', ?)", (changes.summary,))
+        db.executemany(
+            "INSERT INTO entries VALUES ('target', ?, ?)",
+            [(k, v) for k, v in changes.rows if v is not None],
+        )
+    store = StateStore(tmp_path)
+    again, state = restored(store, "target")
+    assert state == "restored"
+    assert counted(again) == 1
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_state_of_removed_targets_is_dropped_after_a_while(tmp_path: Path) -> None:
+    now = [T0]
+    store = StateStore(tmp_path, clock=lambda: now[0])
+    for target_id in ("kept", "removed"):
+        tracker = RunTracker()
+        tracker.complete_baseline(at=T0)
+        save(store, target_id, tracker)
+    assert store.forget_others({"kept"}) == 0  # recently used: kept for a while
+    now[0] += FORGET_AFTER_SECONDS + 1
+    store.target("kept", "prod")  # still configured
+    assert store.forget_others({"kept"}) == 1
+    assert restored(store, "removed")[1] == "fresh"
+    assert restored(store, "kept")[1] == "restored"
+
+
+def test_unreadable_entries_keep_the_counters_and_take_a_new_baseline(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    tracker.observe(finished("t-1", T0 + 1), now=T0 + 1)
+    save(store, "target", tracker)
+    store.close()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE entries SET value = ?", (msgspec.msgpack.encode("garbled"),))
+    again, state = restored(StateStore(tmp_path), "target")
+    assert state == "restored"
+    assert counted(again) == 1  # never lower than what was served
+    assert not again.baseline_done  # what it remembered is gone: nothing is counted twice
+    again.observe(finished("t-1", T0 + 1), now=T0 + 10)
+    again.complete_baseline(at=T0 + 10)
+    assert counted(again) == 1
+
+
+def test_target_identity_follows_account_region_endpoint_and_filters() -> None:
+    base = target_identity("prod", "cn-hangzhou", None, InvocationQuery(), include_history=False)
+    assert base == target_identity(
+        "prod", "cn-hangzhou", None, InvocationQuery(), include_history=False
+    )
+    others = {
+        target_identity("dev", "cn-hangzhou", None, InvocationQuery(), include_history=False),
+        target_identity("prod", "cn-beijing", None, InvocationQuery(), include_history=False),
+        target_identity(
+            "prod", "cn-hangzhou", "https://x", InvocationQuery(), include_history=False
+        ),
+        target_identity(
+            "prod", "cn-hangzhou", None, InvocationQuery(command_id="c-1"), include_history=False
+        ),
+        target_identity("prod", "cn-hangzhou", None, InvocationQuery(), include_history=True),
+    }
+    assert base not in others
+    assert len(others) == 5
+
+
+def test_the_refresher_serves_restored_counters_before_its_first_refresh(
+    tmp_path: Path,
+) -> None:
+    api = FakeApi()
+    now = [T0]
+    options = RefreshOptions(min_refresh_interval=0, sweep_interval=0)
+    with ThreadPoolExecutor(1) as executor:
+        store = StateStore(tmp_path)
+        first = TargetRefresher(
+            "prod",
+            "cn-hangzhou",
+            api,
+            InvocationQuery(),
+            options,
+            executor,
+            clock=lambda: now[0],
+            store=store.target("target", "prod"),
+        )
+        first.refresh_now()  # baseline
+        api.records.insert(0, result("t-1", "i-1", "Success", start=T0, finished=T0 + 5))
+        now[0] += 10
+        served = first.refresh_now().counters
+        store.close()
+
+        store = StateStore(tmp_path)
+        api.records.insert(
+            0, result("t-2", "i-1", "Failed", start=T0 + 10, finished=T0 + 15)
+        )  # while down
+        second = TargetRefresher(
+            "prod",
+            "cn-hangzhou",
+            api,
+            InvocationQuery(),
+            options,
+            executor,
+            clock=lambda: now[0],
+            store=store.target("target", "prod"),
+        )
+        snapshot = second.latest()
+        assert snapshot.state == "restored"
+        assert snapshot.counters == served
+        now[0] += 10
+        after = second.refresh_now()
+        finished_runs = {label: n for label, n in after.counters.finished if n}
+        assert sum(finished_runs.values()) == 2  # t-1 once, t-2 (finished while down) once
+        store.close()
+
+
+def test_an_unwritable_state_directory_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "targets:\n- name: prod\n  region_id: cn-hangzhou\n  credentials:\n"
+        "    source: static\n    access_key_id: LTAI5tStateTest\n"
+        "    access_key_secret: state-secret-1234\n",
+        encoding="utf-8",
+    )
+    outcome = run_cli(["--config.file", str(config), f"--storage.path={blocker}/state"])
+    assert outcome.code == 2
+    lines = outcome.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("aliyun-cloudassistant-exporter: error: --storage.path: ")
+    assert "Traceback" not in outcome.stderr
+
+
+def test_a_second_exporter_on_the_same_directory_refuses_to_start(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "targets:\n- name: prod\n  region_id: cn-hangzhou\n  credentials:\n"
+        "    source: static\n    access_key_id: LTAI5tStateTest\n"
+        "    access_key_secret: state-secret-1234\n",
+        encoding="utf-8",
+    )
+    store = StateStore(tmp_path / "state")  # as a running exporter holds it
+    try:
+        outcome = run_cli(["--config.file", str(config), f"--storage.path={tmp_path}/state"])
+    finally:
+        store.close()
+    assert outcome.code == 2
+    assert "--storage.path:" in outcome.stderr
+    assert "in use by another exporter" in outcome.stderr
+
+
+def test_results_that_left_the_view_and_history_runs_survive_a_restart(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    plain = RunTracker()
+    plain.complete_baseline(at=T0)
+    plain.observe(finished("t-1", T0 + 10), now=T0 + 10)
+    plain.evict_keys([("t-1", "i-1", "")])  # the API missed it once
+    save(store, "plain", plain)
+    history = RunTracker(include_history=True)
+    history.complete_baseline(at=T0)
+    periodic = result("t-p", "i-1", "Success", repeats=3, start=T0 + 20, finished=T0 + 25)
+    assert history.observe_history_run(periodic, now=T0 + 30)
+    save(store, "history", history)
+    store.close()
+
+    store = StateStore(tmp_path)
+    again, _ = restored(store, "plain")
+    again.observe(finished("t-1", T0 + 10), now=T0 + 40)  # back in the view: not again
+    assert counted(again) == 1
+    again_history = RunTracker(include_history=True)
+    store.target("history", "prod").restore_into(again_history)
+    assert not again_history.observe_history_run(periodic, now=T0 + 40)  # the same run
+    assert counted(again_history) == 1
+
+
+def test_a_refresh_whose_state_cannot_be_saved_is_not_served(tmp_path: Path) -> None:
+    api = FakeApi()
+    now = [T0]
+    options = RefreshOptions(min_refresh_interval=0, sweep_interval=0)
+    store = StateStore(tmp_path)
+    with ThreadPoolExecutor(1) as executor:
+        refresher = TargetRefresher(
+            "prod",
+            "cn-hangzhou",
+            api,
+            InvocationQuery(),
+            options,
+            executor,
+            clock=lambda: now[0],
+            store=store.target("target", "prod"),
+        )
+        refresher.refresh_now()  # baseline, saved
+        store.close()  # the disk goes away: saves fail from now on
+        api.records.insert(0, result("t-1", "i-1", "Failed", start=T0, finished=T0 + 5))
+        now[0] += 10
+        snapshot = refresher.refresh_now()
+        # Served, it could be taken back by a restart: the counters stay as saved, marked down.
+        assert not snapshot.up
+        assert snapshot.last_failure_reason == "internal"
+        assert sum(n for _, n in snapshot.counters.finished) == 0
+
+
+def test_the_landing_page_says_which_counters_were_restored() -> None:
+    statuses = [
+        TargetStatus("prod", "cn-hangzhou", True, T0, "", state="restored"),
+        TargetStatus("dev", "cn-hangzhou", True, T0, ""),
+    ]
+    page = render_landing_page("/metrics", statuses)
+    prod, dev = (line for line in page.splitlines() if line.startswith("<tr><td>"))
+    assert "counters restored" in prod
+    assert "counters restored" not in dev
+
+
+def test_a_path_no_file_system_takes_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="not a usable path"):
+        StateStore(tmp_path / "bad\0name")
