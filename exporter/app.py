@@ -1,6 +1,7 @@
 """Wiring: from validated :class:`~exporter.settings.ExporterSettings` to a running exporter.
 
-For every target (one account in one region) the application builds, in this order:
+For every target (one account in one region) :class:`~exporter.targets.TargetBuilder` builds,
+in this order:
 
 * a credentials provider, one per configured target and shared by its regions (so temporary
   credentials are fetched once), with ``assume_role`` on top when configured;
@@ -14,6 +15,7 @@ For every target (one account in one region) the application builds, in this ord
 One :class:`CloudAssistantCollector` renders every refresher's snapshot and is registered on a
 registry created here (never the global one), next to the process and platform collectors.
 The HTTP clients are created here and closed by :meth:`Application.close`.
+:meth:`Application.reconfigure` applies a reloaded configuration (see :mod:`exporter.reload`).
 """
 
 from __future__ import annotations
@@ -22,16 +24,14 @@ import contextlib
 import gc
 import logging
 import os
-import signal
 import threading
 import time
 import urllib.request
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import httpcore
 import httpx
@@ -40,118 +40,35 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from exporter import __version__
 from exporter.collector import CloudAssistantCollector, Exposition, build_info, build_revision
 from exporter.connections import ConnectionLimits
-from exporter.ecs.client import EcsClient, RetryPolicy
-from exporter.ecs.credentials import (
-    DEFAULT_METADATA_URL,
-    DEFAULT_STS_ENDPOINT,
-    AssumeRoleProvider,
-    Credentials,
-    CredentialsProvider,
-    DefaultChain,
-    EcsRamRoleProvider,
-    EnvironmentProvider,
-    OidcRoleProvider,
-    StaticProvider,
-    sts_endpoint_from_environment,
-)
-from exporter.ecs.ratelimit import TokenBucket
+from exporter.ecs.client import EcsClient
 from exporter.ecs.transport import api_connection_pool
 from exporter.listeners import ListenError, systemd_sockets
-from exporter.logs import REDACTOR, SecretRedactor
-from exporter.metrics import ShardFigures, TargetInfoKey, TargetKey
-from exporter.refresh import ApiStatistics, RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.metrics import ShardFigures, TargetKey
+from exporter.refresh import TargetRefresher, TargetSnapshot
+from exporter.reload import ReloadStatus, plan_reload
 from exporter.server import ExporterHTTPServer, TargetStatus
-from exporter.settings import (
-    EcsRamRoleCredentialsSettings,
-    EnvironmentCredentialsSettings,
-    ExporterSettings,
-    OidcRoleCredentialsSettings,
-    StaticCredentialsSettings,
-    Target,
-    TargetSettings,
-)
+from exporter.settings import ExporterSettings, Target
 from exporter.sharding import Sharding, refresh_workers
-from exporter.state import StateCollector, StateStore, target_identity
-from exporter.tracking import CommandBreakdown
+from exporter.signals import RELOAD_SIGNAL, STOP_SIGNALS, SignalInbox, signal_name
+from exporter.state import StateCollector, StateStore
+from exporter.targets import (
+    ClientSpec,
+    RunningTarget,
+    TargetBuilder,
+    identity_of,
+    refresh_options,
+    target_info,
+)
 from exporter.webconfig import WebConfig
+from exporter.webwatch import WebConfigSource
 
 log = logging.getLogger(__name__)
 
 # At shutdown, how long a refresh still in flight may take to finish. Its result would be thrown
 # away, so it is not worth holding up a SIGTERM: a refresh stuck on a slow API is abandoned.
 REFRESH_STOP_SECONDS: Final = 2.0
-
-
-def identity_of(target: Target) -> str:
-    """:func:`~exporter.state.target_identity` of ``target``: what it reads (account, region,
-    endpoint, filters). Its state and its shard follow it."""
-    return target_identity(
-        target.account,
-        target.region_id,
-        target.endpoint,
-        target.query,
-        include_history=target.include_history,
-    )
-
-
-def build_credentials(
-    target: TargetSettings, *, http: httpx.Client, environ: Mapping[str, str]
-) -> CredentialsProvider:
-    """The credentials provider a configured target describes (``assume_role`` on top)."""
-    settings = target.credentials
-    base: CredentialsProvider
-    if isinstance(settings, StaticCredentialsSettings):
-        token = settings.security_token
-        base = StaticProvider(settings.access_key_id, settings.secret, token)
-    elif isinstance(settings, EnvironmentCredentialsSettings):
-        base = EnvironmentProvider(environ)
-    elif isinstance(settings, EcsRamRoleCredentialsSettings):
-        base = EcsRamRoleProvider(
-            http=http,
-            metadata_url=settings.metadata_url or DEFAULT_METADATA_URL,
-            role_name=settings.role_name,
-        )
-    elif isinstance(settings, OidcRoleCredentialsSettings):
-        base = OidcRoleProvider(
-            role_arn=settings.role_arn,
-            oidc_provider_arn=settings.oidc_provider_arn,
-            oidc_token_file=settings.oidc_token_file,
-            http=http,
-            sts_endpoint=settings.sts_endpoint or sts_endpoint_from_environment(environ),
-            role_session_name=settings.session_name,
-        )
-    else:
-        base = DefaultChain(environ, http=http)
-    role = target.assume_role
-    if role is None:
-        return base
-    return AssumeRoleProvider(
-        base,
-        role_arn=role.role_arn,
-        http=http,
-        external_id=role.external_id,
-        role_session_name=role.session_name,
-        duration_seconds=role.duration_seconds,
-        sts_endpoint=role.sts_endpoint or DEFAULT_STS_ENDPOINT,
-    )
-
-
-def refresh_options(settings: ExporterSettings, target: Target) -> RefreshOptions:
-    """How ``target`` is refreshed, from the global sections and the target's own options."""
-    breakdown = target.command_breakdown
-    return RefreshOptions(
-        min_refresh_interval=settings.refresh.min_interval_seconds,
-        sweep_interval=settings.refresh.sweep_interval_seconds,
-        page_cap=target.page_cap,
-        max_results=settings.api.max_results,
-        tracking_cap=settings.refresh.tracking_cap,
-        include_history=target.include_history,
-        command_breakdown=CommandBreakdown(
-            enabled=breakdown.enabled,
-            max_command_ids=breakdown.max_command_ids,
-            command_names=dict(breakdown.command_names),
-        ),
-    )
+# How often the serving loop looks at ``stop`` when no signal arrives.
+SIGNAL_POLL_SECONDS: Final = 0.2
 
 
 def first_walk_progress(snapshot: TargetSnapshot) -> str:
@@ -175,19 +92,122 @@ class Application:
     http_clients: list[httpx.Client]
     connection_pools: list[httpcore.ConnectionPool] = field(default_factory=list)
     _stopping: Future[None] = field(default_factory=Future)
-    _settled: bool = False
     exposition: Exposition | None = None
     """The /metrics body (``registry`` rendered by prometheus_client when None)."""
+    builder: TargetBuilder | None = None
+    """Builds the targets a reload adds (None: the application cannot be reconfigured)."""
+    running: list[RunningTarget] = field(default_factory=list)
+    collector: CloudAssistantCollector | None = None
+    reload_status: ReloadStatus = field(default_factory=ReloadStatus)
+    state: StateStore | None = None
+    """The state directory (``--storage.path``), None when persistence is off."""
     sharding: Sharding = field(default_factory=Sharding)
     configured_targets: int = 0
     """Targets in the configuration, this shard's (``targets``) and the others'."""
+    _settled: bool = False
 
     def shard_summary(self) -> str:
         """Which shard this is and how many targets it owns, for the log and landing page."""
         return self.sharding.describe(len(self.targets), self.configured_targets)
 
-    state: StateStore | None = None
-    """The state directory (``--storage.path``), None when persistence is off."""
+    def shard_figures(self) -> ShardFigures:
+        return ShardFigures(
+            self.sharding.shard, self.sharding.total, len(self.targets), self.configured_targets
+        )
+
+    def settle_memory(self) -> None:
+        """Once every target's first refresh is done, move what they built (the tracked
+        results: most of the process's objects) out of the garbage collector's generations.
+
+        They live as long as the targets, and the refreshes free them by reference counting;
+        left in the oldest generation, every full collection would walk all of them again.
+        Does nothing after the first time it acted.
+        """
+        if self._settled or not all(r.latest().attempted for r in self.refreshers):
+            return
+        self._settled = True
+        gc.collect()
+        gc.freeze()
+
+    def reconfigure(self, settings: ExporterSettings) -> str:
+        """Apply a new, valid configuration (a reload); returns a summary for the log.
+
+        Targets whose identity is unchanged keep their refresher (tracker, counters, refresh in
+        flight); their client is rebuilt when its credentials or API settings changed. New
+        targets start, removed ones stop. Raises ``ValueError`` or ``EcsError`` (what
+        validation let through but a constructor refused) before anything changed.
+        """
+        if self.builder is None or self.collector is None:
+            raise ValueError("this exporter cannot be reconfigured")
+        clients = self.builder.clients(settings)  # in the order of the new config
+        plan = plan_reload(
+            {item.identity: item for item in self.running},
+            [(identity_of(target), index) for index, (target, _, _) in enumerate(clients)],
+        )
+        # Build everything first: a constructor that refuses leaves the running config as it is.
+        kept: list[tuple[int, RunningTarget, ClientSpec, EcsClient | None]] = []
+        for item, index in plan.keep:
+            _, spec, make = clients[index]
+            changed = spec != item.client_spec
+            kept.append((index, item, spec, make(item.refresher.api_stats) if changed else None))
+        started = [(index, self.builder.running(settings, *clients[index])) for index in plan.start]
+        self._warn_restart_only(settings, [(item, clients[index][0]) for item, index in plan.keep])
+        for _, item, spec, client in kept:
+            if client is not None:
+                item.source.client = client
+            item.target, item.client_spec = spec.target, spec
+        running = [
+            item for _, item in sorted([(i, item) for i, item, _, _ in kept] + started, key=_first)
+        ]
+        self.collector.retarget(
+            {
+                TargetKey(i.target.account, i.target.region_id): target_info(i.target)
+                for i in running
+            }
+        )
+        self.settings = settings
+        self.configured_targets = len(settings.expanded_targets())
+        self.targets = [item.target for item in running]
+        self.running = running
+        # One assignment: a scrape sees the old list or the new one, never a mix.
+        self.refreshers = [item.refresher for item in running]
+        for item in plan.stop:
+            item.refresher.stop_refreshing()
+        if self.state is not None:  # housekeeping: long-unused state of removed targets
+            self.state.forget_others({item.identity for item in running})
+        for _, item in started:
+            if self._stopping.done():  # shutdown began meanwhile (an HTTP reload racing it)
+                item.refresher.stop_refreshing()
+            else:
+                item.refresher.start_if_due()
+        new = [item.target for _, item in started]
+        return (
+            f"{len(plan.keep)} kept, {len(started)} added"
+            + (f" ({describe_targets(new)})" if new else "")
+            + f", {len(plan.stop)} removed"
+            + (f" ({describe_targets([i.target for i in plan.stop])})" if plan.stop else "")
+        )
+
+    def _warn_restart_only(
+        self, settings: ExporterSettings, kept: Sequence[tuple[RunningTarget, Target]]
+    ) -> None:
+        """Log what a reload cannot apply to running targets (it needs a restart)."""
+        for item, target in kept:
+            if refresh_options(settings, target) != item.options:
+                log.warning(
+                    "changed refresh options of a kept target apply after a restart",
+                    extra={"target": target.label},
+                )
+        restart_only = [
+            name
+            for name in ("workers", "scrape_max_wait_seconds")
+            if getattr(settings.refresh, name) != getattr(self.settings.refresh, name)
+        ]
+        if restart_only:
+            log.warning(
+                "changed settings apply after a restart",
+                extra={"settings": ", ".join(f"refresh.{name}" for name in restart_only)},
+            )
 
     def prepare_scrape(self, max_wait: float) -> None:
         """Start every refresh that is due and wait for them together, at most ``max_wait``.
@@ -223,24 +243,13 @@ class Application:
         for refresher in self.refreshers:
             refresher.start_if_due()
 
-    def settle_memory(self) -> None:
-        """Once every target's first refresh is done, move what they built (the tracked
-        results: most of the process's objects) out of the garbage collector's generations.
-
-        They live as long as the targets, and the refreshes free them by reference counting;
-        left in the oldest generation, every full collection would walk all of them again.
-        Does nothing after the first time it acted.
-        """
-        if self._settled or not all(r.latest().attempted for r in self.refreshers):
-            return
-        self._settled = True
-        gc.collect()
-        gc.freeze()
-
     def snapshot_version(self) -> tuple[object, ...]:
         """Every target's latest snapshot: a new object whenever a refresh publishes one, so
         the server knows a rendering of the registry is still current."""
-        return tuple(refresher.latest() for refresher in self.refreshers)
+        return (
+            *(refresher.latest() for refresher in self.refreshers),
+            self.reload_status.read(),
+        )
 
     def target_statuses(self) -> list[TargetStatus]:
         """Per-target status for the landing page and ``/-/ready``."""
@@ -298,8 +307,7 @@ def build_application(
     exporter_metrics: bool = True,
     sharding: Sharding | None = None,
 ) -> Application:
-    """Build (but do not start) the exporter for ``settings``: of its targets, only those
-    ``sharding`` gives this process (every one by default).
+    """Build (but do not start) the exporter for ``settings``.
 
     ``environ`` is what the environment-reading credential sources see (``os.environ`` by
     default); ``transport`` replaces the network for every HTTP client (tests). Without
@@ -310,7 +318,7 @@ def build_application(
     environ = os.environ if environ is None else environ
     sharding = sharding if sharding is not None else Sharding()
     configured_targets = settings.expanded_targets()
-    targets = sharding.select(configured_targets, identity_of)
+    targets = sharding.select(configured_targets, identity_of)  # this shard's
     workers = refresh_workers(settings.refresh.workers, len(targets))
     limits = httpx.Limits(max_connections=max(10, 2 * workers), max_keepalive_connections=workers)
     # One TLS context (CA bundle loaded once) for both clients: each costs about 0.8 MB.
@@ -319,20 +327,15 @@ def build_application(
     # The ECS clients call httpx's transport layer (an httpcore pool) directly: the Client's
     # layers cost a third of a call's CPU and do nothing for them. Only when the environment
     # names a proxy do they go through the Client, which applies it.
-    direct = transport is None and not urllib.request.getproxies_environment()
-    # One pool per region: httpcore scans every connection of a pool on each request, so one
-    # pool for 64 workers costs more CPU than the calls; a region's pool holds what its
-    # targets can use at once.
-    per_region = Counter(target.region_id for target in targets)
-    api_pools = {
-        region: api_connection_pool(
+    api_pool = (
+        api_connection_pool(
             ssl_context=tls,
-            max_connections=max(10, 2 * min(workers, count)),
-            max_keepalive_connections=min(workers, count),
+            max_connections=max(10, 2 * workers),
+            max_keepalive_connections=workers,
         )
-        for region, count in per_region.items()
-        if direct
-    }
+        if transport is None and not urllib.request.getproxies_environment()
+        else None
+    )
     # STS may need the environment's HTTP(S)_PROXY; the instance metadata service is link-local
     # and must never go through it (a proxy would answer for it, or refuse it).
     metadata_direct = (
@@ -343,64 +346,29 @@ def build_application(
     )
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh")
 
-    providers: dict[int, CredentialsProvider] = {}
-    buckets: dict[tuple[str, str], TokenBucket] = {}
-    refreshers: list[TargetRefresher] = []
+    app: Application | None = None  # the collector reads the refreshers of the moment
+    reload_status = ReloadStatus(clock)
     collector = CloudAssistantCollector(
-        lambda: [refresher.latest() for refresher in refreshers],
+        lambda: [] if app is None else [r.latest() for r in app.refreshers],
         build=build_info(__version__, build_revision(environ)),
         target_info={TargetKey(t.account, t.region_id): target_info(t) for t in targets},
-        shard=ShardFigures(sharding.shard, sharding.total, len(targets), len(configured_targets)),
+        reload_status=reload_status,
+        shard=lambda: ShardFigures(0, 1, 0, 0) if app is None else app.shard_figures(),
     )
-    configured = {
-        (target.name, region): target for target in settings.targets for region in target.regions
-    }
-    retry = RetryPolicy(
-        max_attempts=settings.api.max_attempts, deadline=settings.api.deadline_seconds
+    builder = TargetBuilder(
+        executor=executor,
+        api_http=api_http,
+        api_pool=api_pool,
+        credentials_http=credentials_http,
+        environ=environ,
+        clock=clock,
+        collector=collector,
+        state=state,
+        sharding=sharding,
     )
-    identities: set[str] = set()
-    for target in targets:
-        configured_target = configured[(target.account, target.region_id)]
-        key = id(configured_target)
-        if key not in providers:
-            providers[key] = RedactingProvider(
-                build_credentials(configured_target, http=credentials_http, environ=environ)
-            )
-        bucket_key = (quota_identity(configured_target), target.region_id)
-        if bucket_key not in buckets:
-            buckets[bucket_key] = TokenBucket(
-                settings.api.rate_limit_per_second, settings.api.burst
-            )
-        api_stats = ApiStatistics(clock)
-        client = EcsClient(
-            region_id=target.region_id,
-            credentials=providers[key],
-            http=api_pools.get(target.region_id, api_http),
-            endpoint=target.endpoint,
-            use_vpc_endpoint=target.use_vpc_endpoint,
-            retry=retry,
-            timeout=settings.api.timeout_seconds,
-            rate_limiter=buckets[bucket_key],
-            on_request=api_stats.record_request,
-            redact=REDACTOR.redact,  # every secret the exporter loaded, beyond the call's own
-        )
-        identity = identity_of(target)
-        identities.add(identity)
-        refresher = TargetRefresher(
-            target.account,
-            target.region_id,
-            client,
-            target.query,
-            refresh_options(settings, target),
-            executor,
-            clock=clock,
-            api_stats=api_stats,
-            on_snapshot=collector.prerender,  # rendered by the refresh, not by the scrape
-            store=state.target(identity, target.label) if state is not None else None,
-        )
-        refreshers.append(refresher)
+    running = builder.build(settings)
     if state is not None:
-        state.forget_others(identities)
+        state.forget_others({item.identity for item in running})
 
     # /metrics renders the process and platform collectors with prometheus_client and the
     # targets' families from the collector's per-snapshot text; ``registry`` has them all.
@@ -418,81 +386,28 @@ def build_application(
         runtime.register(StateCollector(state))
         registry.register(StateCollector(state))
     registry.register(collector)
-    return Application(
+    app = Application(
         settings=settings,
         targets=targets,
-        refreshers=refreshers,
+        refreshers=[item.refresher for item in running],
         registry=registry,
         executor=executor,
         http_clients=[api_http, credentials_http],
-        connection_pools=list(api_pools.values()),
+        connection_pools=[api_pool] if api_pool is not None else [],
         exposition=Exposition(runtime, collector),
+        builder=builder,
+        running=running,
+        collector=collector,
+        reload_status=reload_status,
+        state=state,
         sharding=sharding,
         configured_targets=len(configured_targets),
-        state=state,
     )
+    return app
 
 
-def target_info(target: Target) -> TargetInfoKey:
-    """The ``target_info`` labels of ``target``: how it is reached, never a secret."""
-    if target.endpoint is not None:
-        kind = "custom"
-    else:
-        kind = "vpc" if target.use_vpc_endpoint else "public"
-    return TargetInfoKey(endpoint_kind=kind, credential_source=target.credentials_label)
-
-
-def quota_identity(target: TargetSettings) -> str:
-    """Who the API counts a target's requests against, as far as the config can tell.
-
-    Targets with the same identity in the same region share one token bucket (two targets of
-    one account with different filters must not each spend the account's quota). Environment
-    and default-chain credentials are the process's one identity.
-    """
-    if target.assume_role is not None:
-        return f"role:{target.assume_role.role_arn}"
-    credentials = target.credentials
-    if isinstance(credentials, StaticCredentialsSettings):
-        return f"access_key:{credentials.access_key_id}"
-    if isinstance(credentials, OidcRoleCredentialsSettings):
-        return f"role:{credentials.role_arn}"
-    if isinstance(credentials, EcsRamRoleCredentialsSettings):
-        return f"ecs_ram_role:{credentials.role_name or ''}"
-    return f"source:{credentials.source}"
-
-
-class RedactingProvider:
-    """A credentials provider that registers every secret it hands out with the log redactor.
-
-    Configured secrets are registered at start-up; temporary ones (STS, instance metadata,
-    AssumeRole) appear only at run time, so they are registered here, as defense in depth: no
-    code logs them.
-    """
-
-    def __init__(self, provider: CredentialsProvider, redactor: SecretRedactor = REDACTOR) -> None:
-        self._provider = provider
-        self._redactor = redactor
-        self._last: Credentials | None = None
-        self._previous: tuple[str, ...] = ()
-        self._older: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        return f"RedactingProvider({self._provider!r})"
-
-    def get_credentials(self) -> Credentials:
-        credentials = self._provider.get_credentials()
-        if credentials is not self._last:
-            secrets = credentials.secret_values()
-            self._redactor.add_all(secrets)
-            # Keep the current and the previous set (a request signed with the previous one may
-            # still be logging); older ones are forgotten, so the redactor stays small.
-            for old in self._older:
-                if old not in secrets:
-                    self._redactor.discard(old)
-            self._older = self._previous
-            self._previous = secrets
-            self._last = credentials
-        return credentials
+def _first(pair: tuple[int, RunningTarget]) -> int:
+    return pair[0]
 
 
 def describe_targets(targets: Sequence[Target]) -> str:
@@ -513,11 +428,20 @@ def serve(
     systemd_socket: bool = False,
     route_prefix: str = "",
     limits: ConnectionLimits | None = None,
+    web_config_source: WebConfigSource | None = None,
+    reload: Callable[[str], str | None] | None = None,
+    lifecycle: bool = False,
+    signals: SignalInbox | None = None,
 ) -> int:
-    """Serve ``app`` until SIGTERM/SIGINT (or ``stop`` is set); return the exit code.
+    """Serve ``app`` until a stop signal (or ``stop`` is set); return the exit code.
 
     It listens on ``listen_address`` and ``listen_addresses``, or on the sockets systemd
-    passed (``systemd_socket``), with every route under ``route_prefix``.
+    passed (``systemd_socket``), with every route under ``route_prefix``. SIGHUP calls
+    ``reload``, as ``POST /-/reload`` does when ``lifecycle`` (``--web.enable-lifecycle``) is
+    on; :mod:`exporter.signals` says what every other signal does. The web config comes from
+    ``web_config_source`` when given (re-read when its files change), else ``web_config``.
+    ``signals`` is an inbox installed earlier (so that a signal during start-up waits for the
+    loop instead of ending the process); one is installed here otherwise.
 
     Shutdown is graceful and prompt: stop accepting, let requests in flight finish (up to
     ``grace_seconds``; a scrape waiting for a refresh answers at once with the last snapshots),
@@ -541,6 +465,8 @@ def serve(
             web_config=web_config,
             limits=limits,
             data_version=app.snapshot_version,
+            web_config_source=web_config_source,
+            reload=reload if lifecycle else None,
             shard_summary=app.shard_summary() if app.sharding.enabled else "",
         )
     except (ListenError, OSError) as exc:
@@ -551,7 +477,9 @@ def serve(
         app.close()
         raise
 
-    previous_handlers = _handle_signals(stop)
+    if signals is None:
+        signals = SignalInbox()
+        signals.install()
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     )
@@ -572,16 +500,13 @@ def serve(
     if on_listening is not None:
         on_listening(server)
     try:
-        # A timed wait, so the main thread returns to the interpreter to run signal handlers.
-        while not stop.wait(0.5):
-            app.settle_memory()
+        _serve_signals(signals, stop, reload, on_idle=app.settle_memory)
     finally:
         app.begin_stop()
         finished = server.stop(grace_seconds)
         thread.join(grace_seconds)
         pool_stopped = app.close(min(grace_seconds, REFRESH_STOP_SECONDS))
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
+        signals.restore()
     if not finished:
         log.warning("requests still in flight at shutdown", extra={"grace_seconds": grace_seconds})
     log.info("stopped")
@@ -594,26 +519,32 @@ def serve(
     return 0
 
 
-def _handle_signals(stop: threading.Event) -> dict[int, Any]:
-    """SIGTERM and SIGINT set ``stop``; SIGHUP is logged (its default action would end the
-    process silently). Returns the handlers replaced (none off the main thread)."""
-
-    def request_stop(signum: int, frame: object) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    def ignore_hangup(signum: int, frame: object) -> None:
-        log.warning(
-            "SIGHUP received: a reload is not supported, restart to apply a new configuration",
-            extra={"signal": "SIGHUP"},
-        )
-
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, request_stop)
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, ignore_hangup)
-    return previous
+def _serve_signals(
+    signals: SignalInbox,
+    stop: threading.Event,
+    reload: Callable[[str], str | None] | None,
+    on_idle: Callable[[], None] = lambda: None,
+) -> None:
+    """Act on the signals received until a stop signal or ``stop`` is set (``on_idle`` runs
+    whenever no signal came for a while)."""
+    # A timed wait, so that the main thread returns to the interpreter to run signal handlers
+    # and sees ``stop`` set by another thread.
+    while not stop.is_set():
+        signum = signals.next(SIGNAL_POLL_SECONDS)
+        if signum is None:
+            on_idle()
+            continue
+        name = signal_name(signum)
+        if signum == RELOAD_SIGNAL:
+            if reload is None:
+                log.warning("no configuration file to reload", extra={"signal": name})
+            else:
+                reload(name)
+        elif signum in STOP_SIGNALS:
+            log.info("shutting down", extra={"signal": name})
+            stop.set()
+        else:
+            log.warning("signal ignored", extra={"signal": name})
 
 
 def _log_cannot_listen(exc: ListenError | OSError, addresses: Sequence[tuple[str, int]]) -> None:

@@ -37,6 +37,7 @@ from exporter.logs import (
     describe_exception,
     log_uncaught_exceptions,
 )
+from exporter.reload import Reloader, ReloadError
 from exporter.server import normalize_route_prefix, route_prefix_of
 from exporter.settings import (
     SECRET_VARIABLES,
@@ -46,9 +47,11 @@ from exporter.settings import (
     variables_help,
 )
 from exporter.sharding import Sharding, ShardingError, sharding_from_flags
+from exporter.signals import SignalInbox
 from exporter.state import StateError, StateStore
 from exporter.validation import did_you_mean
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.webwatch import WebConfigSource
 
 PROGRAM: Final = "aliyun-cloudassistant-exporter"
 DEFAULT_LISTEN_ADDRESS: Final = ":9907"
@@ -245,7 +248,13 @@ def _add_web_flags(parser: argparse.ArgumentParser) -> None:
         dest="web_config_file",
         type=Path,
         metavar="FILE",
-        help="exporter-toolkit web config: TLS and basic auth",
+        help="exporter-toolkit web config: TLS and basic auth (re-read when its files change)",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="reload the configuration on POST or PUT /-/reload, as SIGHUP does",
     )
 
 
@@ -358,11 +367,7 @@ def prepare(
             web_config.ssl_context()  # the TLS files as they are now
     except WebConfigError as exc:
         raise StartupError(str(exc)) from None
-    try:
-        settings = load_settings(config_file)
-    except ConfigError as exc:
-        hint = "" if config_file is not None else " (or give --config.file)"
-        raise StartupError(f"{exc}{hint}") from None
+    settings = _load_settings(config_file)
     REDACTOR.add_all(settings.secret_values())
     REDACTOR.add_all(environ.get(name, "") for name in SECRET_VARIABLES)
     state = open_state(storage_path)
@@ -384,6 +389,43 @@ def prepare(
         raise
     source = str(config_file) if config_file is not None else "environment"
     return Prepared(source, settings, web_config, application, settings.warnings(environ))
+
+
+def _load_settings(config_file: Path | None) -> ExporterSettings:
+    try:
+        return load_settings(config_file)
+    except ConfigError as exc:
+        hint = "" if config_file is not None else " (or give --config.file)"
+        raise StartupError(f"{exc}{hint}") from None
+
+
+def reloader_for(
+    application: Application, config_file: Path | None, web_config: WebConfigSource
+) -> Reloader:
+    """Reloads of the config file and the web config into the running ``application``.
+
+    A reload refuses what a start refuses, with the same words.
+    """
+
+    def load() -> Callable[[], str]:
+        try:
+            settings = _load_settings(config_file)
+            loaded = web_config.load()
+        except (StartupError, WebConfigError) as exc:
+            raise ReloadError(str(exc)) from None
+
+        def apply() -> str:
+            REDACTOR.add_all(settings.secret_values())
+            try:
+                summary = application.reconfigure(settings)
+            except (ValueError, EcsError) as exc:
+                raise ReloadError(str(exc)) from None
+            web_config.replace(loaded)
+            return summary
+
+        return apply
+
+    return Reloader(load, application.reload_status)
 
 
 def open_state(storage_path: str) -> StateStore | None:
@@ -446,6 +488,10 @@ def _run(argv: Sequence[str] | None) -> int:
 
     if args.demo:
         return _run_demo(args, parser)
+    # From now on no signal ends the process without a word: they wait for the serving loop.
+    signals = SignalInbox()
+    if not args.config_check:
+        signals.install()
     try:
         sharding = sharding_from_flags(args.shard, args.total_shards, args.pod)
     except ShardingError as exc:
@@ -482,6 +528,8 @@ def _run(argv: Sequence[str] | None) -> int:
     gc.collect()
     gc.freeze()
     try:
+        web_config = WebConfigSource(prepared.web_config, args.web_config_file)
+        reloader = reloader_for(prepared.application, args.config_file, web_config)
         return serve(
             prepared.application,
             listen_addresses=args.listen_addresses or [_default_address(demo=False)],
@@ -489,9 +537,13 @@ def _run(argv: Sequence[str] | None) -> int:
             route_prefix=_route_prefix(args),
             limits=ConnectionLimits(max_connections=args.max_connections),
             telemetry_path=args.telemetry_path,
-            web_config=prepared.web_config,
+            web_config_source=web_config,
+            reload=reloader.reload,
+            lifecycle=args.enable_lifecycle,
+            signals=signals,
         )
     except WebConfigError as exc:  # a TLS file that stopped loading since validation
+        prepared.application.close()
         return _config_failure(exc)
 
 

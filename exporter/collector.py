@@ -38,6 +38,7 @@ from exporter.metrics import (
     TargetKey,
 )
 from exporter.refresh import TargetSnapshot
+from exporter.reload import ReloadStatus
 from exporter.tracking import CounterTotals, HistogramValue, ViewSummary
 
 SnapshotSource = Callable[[], Sequence[TargetSnapshot]]
@@ -331,12 +332,14 @@ class CloudAssistantCollector:
         *,
         build: BuildInfoKey,
         target_info: Mapping[TargetKey, TargetInfoKey] | None = None,
-        shard: m.ShardFigures | None = None,
+        reload_status: ReloadStatus | None = None,
+        shard: Callable[[], m.ShardFigures] | None = None,
     ) -> None:
         self._snapshots = snapshots
         self._build = build
         self._shard = shard
         self._target_info = dict(target_info or {})
+        self._reload_status = reload_status if reload_status is not None else ReloadStatus()
         self._specs = tuple(spec for spec in m.METRICS if spec.per_target)
         self._lock = threading.Lock()
         self._headers: dict[str, tuple[bytes, ...]] = {}  # by content type
@@ -395,6 +398,15 @@ class CloudAssistantCollector:
         parts.append(encoder(process).removesuffix(_EOF))
         return parts, content_type
 
+    def retarget(self, target_info: Mapping[TargetKey, TargetInfoKey]) -> None:
+        """The targets changed (a reload): new ``target_info`` labels; the text rendered for a
+        target that is gone or whose labels changed is dropped."""
+        with self._lock:
+            for key in list(self._rendered):
+                if key not in target_info or target_info[key] != self._target_info.get(key):
+                    del self._rendered[key]
+            self._target_info = dict(target_info)
+
     def prerender(self, snapshot: TargetSnapshot) -> None:
         """Render ``snapshot`` now (from the refresh that made it), so the scrape finds it ready."""
         self._rendered_target(snapshot)
@@ -445,13 +457,18 @@ class CloudAssistantCollector:
     # --- building the families ---------------------------------------------------------------
 
     def _process_families(self, targets: int | None = None) -> list[Metric]:
-        """``build_info`` and the shard's families (not sharded: shard 0 of 1, owning the
-        ``targets`` it exports)."""
+        """The families of the exporter itself (no target labels): build, reload and shard
+        (not sharded: shard 0 of 1, owning the ``targets`` it exports)."""
         family = GaugeMetricFamily(
             m.BUILD_INFO.family, m.BUILD_INFO.help, labels=m.BUILD_INFO.label_names
         )
         family.add_metric(self._build, 1)
-        shard = self._shard
+        successful, success_time = self._reload_status.read()
+        last_reload, last_success = (
+            m.CONFIG_LAST_RELOAD_SUCCESSFUL,
+            m.CONFIG_LAST_RELOAD_SUCCESS_TIME,
+        )
+        shard = self._shard() if self._shard is not None else None
         if shard is None:
             owned = len(self._snapshots()) if targets is None else targets
             shard = m.ShardFigures(0, 1, owned, owned)
@@ -463,6 +480,10 @@ class CloudAssistantCollector:
         )
         return [
             family,
+            GaugeMetricFamily(last_reload.family, last_reload.help, 1 if successful else 0),
+            GaugeMetricFamily(
+                last_success.family, last_success.help, success_time, unit=last_success.unit
+            ),
             *(GaugeMetricFamily(spec.family, spec.help, value) for spec, value in gauges),
         ]
 

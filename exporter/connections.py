@@ -150,6 +150,7 @@ class ConnectionServer:
         is_scrape: Callable[[bytes], bool],
         ssl_context: ssl.SSLContext | None = None,
         limits: ConnectionLimits | None = None,
+        ssl_contexts: Callable[[], ssl.SSLContext | None] | None = None,
     ) -> None:
         limits = limits if limits is not None else ConnectionLimits()
         self.listeners = list(listeners)
@@ -160,6 +161,8 @@ class ConnectionServer:
         self._handler = handler
         self._is_scrape = is_scrape
         self._ssl_context = ssl_context
+        # The TLS context for each new connection (renewed certificates), when TLS is on.
+        self._ssl_contexts = ssl_contexts
         self._scrape_workers: WorkerPool[Answer] = WorkerPool(limits.scrape_workers, "scrape")
         self._other_workers: WorkerPool[Answer] = WorkerPool(limits.other_workers, "http")
         # Insertion-ordered; touched only in the loop's thread.
@@ -409,11 +412,14 @@ class ConnectionServer:
                     return None
             reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES, loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-            tls = self._ssl_context is not None
+            context = self._ssl_context
+            if context is not None and self._ssl_contexts is not None:
+                context = self._ssl_contexts() or context
+            tls = context is not None
             transport, _ = await loop.connect_accepted_socket(
                 lambda: protocol,
                 sock,
-                ssl=self._ssl_context,
+                ssl=context,
                 ssl_handshake_timeout=max(0.001, deadline - loop.time()) if tls else None,
                 # Not the default 30 s: a client that never answers our close_notify would
                 # hold its file descriptor that long, uncounted.

@@ -549,6 +549,20 @@ EXPORTER_CONFIGURED_TARGETS = MetricSpec(
     per_target=False,
     doc=_SHARDS_DOC,
 )
+CONFIG_LAST_RELOAD_SUCCESSFUL = MetricSpec(
+    _m("exporter_config_last_reload_successful"),
+    "gauge",
+    "1 if the last configuration reload (SIGHUP, POST /-/reload) succeeded, 0 if it was refused.",
+    per_target=False,
+    doc="A refused reload keeps the running configuration; the error is logged.",
+)
+CONFIG_LAST_RELOAD_SUCCESS_TIME = MetricSpec(
+    _m("exporter_config_last_reload_success_timestamp_seconds"),
+    "gauge",
+    "Unix time of the last successful configuration load (the start, or a reload).",
+    unit="seconds",
+    per_target=False,
+)
 
 STATE_FILES_MOVED_ASIDE = MetricSpec(
     _m("exporter_state_files_moved_aside_total"),
@@ -597,6 +611,8 @@ METRICS: tuple[MetricSpec, ...] = (
     EXPORTER_TOTAL_SHARDS,
     EXPORTER_OWNED_TARGETS,
     EXPORTER_CONFIGURED_TARGETS,
+    CONFIG_LAST_RELOAD_SUCCESSFUL,
+    CONFIG_LAST_RELOAD_SUCCESS_TIME,
     STATE_FILES_MOVED_ASIDE,
 )
 """Every family, in the order of the exposition."""

@@ -7,14 +7,17 @@
 ``/``              an HTML landing page: links and a table of targets (no secrets)
 ``/-/healthy``     200 ``Healthy`` while the process serves
 ``/-/ready``       200 once every target has finished its first refresh attempt, else 503
+``/-/reload``      POST or PUT: reload the configuration (``--web.enable-lifecycle``; 403
+                   without it, as in Prometheus); 200, or 500 with the reason it was refused
 =================  ===========================================================================
 
-Only GET and HEAD are allowed (405 otherwise); unknown paths are 404. With a web config, TLS
-and basic auth apply to every path, health endpoints included (as exporter-toolkit does),
-except the paths listed in the web config's ``auth_excluded_paths`` (for probes; with or
-without the route prefix). An
-exception while answering is logged on one line (no traceback) and becomes a 500; a client that
-goes away mid-answer is only noted at debug level. The server keeps serving either way.
+Only GET and HEAD are allowed elsewhere (405 otherwise); unknown paths are 404. With a web
+config, TLS and basic auth apply to every path, health endpoints included (as exporter-toolkit
+does), except the paths listed in the web config's ``auth_excluded_paths`` (for probes; with or
+without the route prefix); the web config's files are re-read when they change (see
+:mod:`exporter.webwatch`). An exception while answering is logged on one line (no traceback)
+and becomes a 500; a client that goes away mid-answer is only noted at debug level. The server
+keeps serving either way.
 
 Every path is under ``--web.route-prefix`` (by default the path of ``--web.external-url``, or
 none), as in Prometheus; ``/`` and the bare prefix then redirect to ``PREFIX/``. The landing
@@ -52,6 +55,7 @@ from exporter.connections import Answer, ConnectionLimits, ConnectionServer, Req
 from exporter.listeners import ListenError, bind_all
 from exporter.logs import describe_exception
 from exporter.webconfig import BASIC_AUTH_CHALLENGE, WebConfig
+from exporter.webwatch import WebConfigSource
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ SCRAPE_TIMEOUT_HEADER: Final = "X-Prometheus-Scrape-Timeout-Seconds"
 # Time kept back from Prometheus' scrape timeout to encode and send the answer.
 SCRAPE_TIMEOUT_MARGIN_SECONDS: Final = 0.5
 ALLOWED_METHODS: Final = "GET, HEAD"
+LIFECYCLE_METHODS: Final = "POST, PUT"
 # How old a rendering of unchanged data a scrape may be served (see ExpositionCache).
 RENDERING_REUSE_SECONDS: Final = 1.0
 # The longest request path quoted in a log line.
@@ -239,6 +244,8 @@ class ExporterHTTPServer:
         limits: ConnectionLimits | None = None,
         data_version: Callable[[], Sequence[object]] | None = None,
         shard_summary: str = "",
+        web_config_source: WebConfigSource | None = None,
+        reload: Callable[[str], str | None] | None = None,
     ) -> None:
         self.registry = registry
         self.shard_summary = shard_summary  # the landing page's line about sharding, if any
@@ -248,11 +255,13 @@ class ExporterHTTPServer:
         self.scrape_max_wait = scrape_max_wait
         self.telemetry_path = telemetry_path
         self.route_prefix = normalize_route_prefix(route_prefix)
-        self.web_config = web_config
-        self.ssl_context: ssl.SSLContext | None = (
-            web_config.ssl_context() if web_config is not None else None
+        # The web config of the moment (re-read when its files change).
+        self.web_config_source = (
+            web_config_source if web_config_source is not None else WebConfigSource(web_config)
         )
-        self.response_headers = web_config.response_headers if web_config is not None else {}
+        self.ssl_context: ssl.SSLContext | None = self.web_config_source.ssl_context()
+        # POST /-/reload (None: --web.enable-lifecycle is off); returns why a reload was refused.
+        self.reload = reload
         wanted = ([address] if address is not None else []) + list(addresses)
         listeners = [*bind_all(wanted), *sockets]
         if not listeners:
@@ -263,8 +272,20 @@ class ExporterHTTPServer:
             self.answer,
             is_scrape=self._is_scrape,
             ssl_context=self.ssl_context,
+            ssl_contexts=self.web_config_source.ssl_context,
             limits=limits if limits is not None else ConnectionLimits(),
         )
+
+    @property
+    def web_config(self) -> WebConfig | None:
+        """The web config to apply to a request now."""
+        return self.web_config_source.current()
+
+    @property
+    def response_headers(self) -> dict[str, str]:
+        """Headers added to every response (``http_server_config.headers``)."""
+        web_config = self.web_config
+        return web_config.response_headers if web_config is not None else {}
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -363,12 +384,43 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
                 headers={"Allow": ALLOWED_METHODS},
             )
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = (
-        _method_not_allowed
-    )
+    do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _method_not_allowed
+
+    def do_POST(self) -> None:
+        if self._is_reload():
+            self._reload()
+        else:
+            self._method_not_allowed()
+
+    do_PUT = do_POST
+
+    def _is_reload(self) -> bool:
+        return self.path.split("?", 1)[0] == self.exporter.route_prefix + "/-/reload"
+
+    def _reload(self) -> None:
+        if not self._authorized(send_body=True):
+            return
+        reload = self.exporter.reload
+        if reload is None:  # Prometheus' answer and words
+            self._send(HTTPStatus.FORBIDDEN, b"Lifecycle API is not enabled.\n")
+            return
+        refused = reload("http")
+        if refused is None:
+            self._send(HTTPStatus.OK, b"")
+        else:
+            body = f"failed to reload config: {refused}\n".encode("utf-8", "replace")
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, body)
 
     def _dispatch(self, *, send_body: bool) -> None:
         if not self._authorized(send_body=send_body):
+            return
+        if self._is_reload():
+            self._send(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                b"Only POST or PUT requests allowed\n",
+                headers={"Allow": LIFECYCLE_METHODS},
+                send_body=send_body,
+            )
             return
         path = self.path.split("?", 1)[0]
         prefix = self.exporter.route_prefix

@@ -60,7 +60,7 @@ targets:
     app = build_application(load_config_file(config))
     try:
         buckets = {
-            (r.name, r.region_id): r.client._rate_limiter  # type: ignore[attr-defined]
+            (r.name, r.region_id): r.client.client._rate_limiter  # type: ignore[attr-defined]
             for r in app.refreshers
         }
     finally:

@@ -34,6 +34,7 @@ from exporter.ecs.models import (
 )
 from exporter.metrics import BuildInfoKey, TargetInfoKey, TargetKey
 from exporter.refresh import FAILURE_REASONS, RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.reload import ReloadStatus
 from exporter.server import ExporterHTTPServer
 from exporter.tracking import CommandBreakdown
 from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
@@ -78,6 +79,9 @@ def refreshing(
     return snapshots
 
 
+LOADED = ReloadStatus()  # when the configuration was loaded, the same for every collector
+
+
 def registry_for(
     refreshers: list[TargetRefresher],
     max_wait: float = 5.0,
@@ -85,7 +89,7 @@ def registry_for(
 ) -> tuple[CollectorRegistry, CloudAssistantCollector]:
     registry = CollectorRegistry()
     collector = CloudAssistantCollector(
-        refreshing(refreshers, max_wait), build=BUILD, target_info=target_info
+        refreshing(refreshers, max_wait), build=BUILD, target_info=target_info, reload_status=LOADED
     )
     registry.register(collector)
     return registry, collector
@@ -548,7 +552,7 @@ def test_the_cached_text_is_what_the_registry_renders(
     assert ("openmetrics" in content_type) == openmetrics
     assert text.endswith("# EOF\n") == openmetrics
     expected = CloudAssistantCollector(
-        lambda: [t.latest() for t in targets], build=BUILD, target_info=info
+        lambda: [t.latest() for t in targets], build=BUILD, target_info=info, reload_status=LOADED
     )
     reference = CollectorRegistry()
     reference.register(expected)

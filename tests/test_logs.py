@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.app import RedactingProvider
 from exporter.ecs.credentials import Credentials, StaticProvider
 from exporter.logs import (
     REDACTED,
@@ -18,6 +17,7 @@ from exporter.logs import (
     SecretRedactor,
     configure_logging,
 )
+from exporter.targets import RedactingProvider
 
 SECRET = "Sup3rS3cretValue-DoNotLeak"
 

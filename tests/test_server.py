@@ -169,7 +169,7 @@ def test_other_methods_are_not_allowed(exporter: Exporter, method: str) -> None:
     assert response.headers["allow"] == "GET, HEAD"
 
 
-@pytest.mark.parametrize("path", ["/nope", "/metrics/extra", "/-/reload"])
+@pytest.mark.parametrize("path", ["/nope", "/metrics/extra", "/-/quit", "/-/reload/x"])
 def test_unknown_paths_are_404(exporter: Exporter, path: str) -> None:
     assert httpx.get(exporter.url + path).status_code == 404
 

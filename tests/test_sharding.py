@@ -16,7 +16,6 @@ import httpx
 import pytest
 import yaml
 
-from exporter.app import identity_of as target_identity
 from exporter.cli import main
 from exporter.settings import load_config_file
 from exporter.sharding import (
@@ -31,6 +30,7 @@ from exporter.sharding import (
 )
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.world import ManualClock, World, WorldSpec
+from exporter.targets import identity_of as target_identity
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess, run_cli
 from tests.exposition import PREFIX, Samples, parse_samples

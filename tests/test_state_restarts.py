@@ -36,7 +36,7 @@ from tests.test_exporter_integration import (
 
 pytestmark = pytest.mark.slow
 
-HANGUP_MESSAGE = "SIGHUP received: a reload is not supported, restart to apply a new configuration"
+HANGUP_MESSAGE = "configuration reloaded"  # SIGHUP reloads (tests/test_reload_process.py)
 OUTCOMES = ("Success", "Failed", "Timeout", "Error", "Cancelled", "Stopped")
 
 

@@ -39,7 +39,20 @@ which only apply to requests that carry a ``NextToken``; :data:`ALL_FAULT_KINDS`
 ``invalid_next_token`` 400 ``InvalidParameter.NextToken`` for a valid token (after the signature
                       checks), as for an expired one; the token is forgotten, so a replay of it
                       is refused too and the walk must start again from page 1
+``surrogate_records`` 200 whose records carry a lone UTF-16 surrogate (the JSON escape
+                      ``\\ud800``): in turn the ErrorCode, the InvocationStatus and the
+                      OssOutputStatus of a record (a record given a bad code is shown failed)
+``surrogate_error``   400 whose Code and Message carry a lone UTF-16 surrogate
+``huge_records``      200 whose records (up to 20 per answer) each carry a distinct 500 KB
+                      ErrorCode and are shown failed
+``long_error_code``   400 whose Code is 300 characters long
+``echo_token``        400 that echoes the request's ``x-acs-security-token`` in its Code,
+                      RequestId, HostId and Message (as a careless proxy might)
 ====================  ==========================================================================
+
+The last five are *hostile answers*: whatever the API sends is untrusted, and these are what a
+buggy or malicious endpoint could send (see :data:`HOSTILE_RECORD_FAULTS` and
+:func:`hostile_error`).
 """
 
 from __future__ import annotations
@@ -61,6 +74,11 @@ FAULT_KINDS: tuple[str, ...] = (
     "malformed_json",
     "truncated_body",
     "wrong_types",
+    "surrogate_records",
+    "surrogate_error",
+    "huge_records",
+    "long_error_code",
+    "echo_token",
 )
 TOKEN_FAULT_KINDS: tuple[str, ...] = ("invalid_next_token",)
 ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + TOKEN_FAULT_KINDS
@@ -80,6 +98,14 @@ ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
         "The request has failed due to a temporary failure of the server.",
     ),
 }
+
+# The hostile faults: record faults change the records of a 200 answer, error faults answer 400.
+HOSTILE_RECORD_FAULTS: tuple[str, ...] = ("surrogate_records", "huge_records")
+HOSTILE_ERROR_FAULTS: tuple[str, ...] = ("surrogate_error", "long_error_code", "echo_token")
+LONE_SURROGATE = "\ud800"  # json.dumps writes it as the escape "\ud800": not valid Unicode
+HUGE_VALUE_CHARS = 500_000
+HUGE_RECORDS_PER_ANSWER = 20
+LONG_CODE_CHARS = 300
 
 
 @dataclass
@@ -298,6 +324,54 @@ def break_types(records: list[dict[str, Any]]) -> None:
     if records:
         records[0]["InvokeId"] = 12345
         records[0]["InstanceId"] = None
+
+
+def _show_failed(record: dict[str, Any], error_code: str) -> None:
+    """Show ``record`` as a finished, failed run with ``error_code`` (so the code is counted)."""
+    record["InvocationStatus"] = "Failed"
+    record["ErrorCode"] = error_code
+    if not record.get("FinishedTime"):
+        record["FinishedTime"] = record.get("StartTime") or "2020-01-01T00:00:00Z"
+
+
+def make_hostile(records: list[dict[str, Any]], kind: str) -> None:
+    """The record faults of :data:`HOSTILE_RECORD_FAULTS`, applied to one answer's records."""
+    if kind == "surrogate_records":
+        for index, record in enumerate(records):
+            if index % 3 == 0:
+                _show_failed(record, f"Bad{LONE_SURROGATE}Code")
+            elif index % 3 == 1:
+                record["InvocationStatus"] = f"Odd{LONE_SURROGATE}Status"
+            else:
+                record["OssOutputStatus"] = f"Odd{LONE_SURROGATE}Delivery"
+    elif kind == "huge_records":
+        for record in records[:HUGE_RECORDS_PER_ANSWER]:
+            # Distinct per record and the same on every answer: 20 records, 20 label values.
+            head = f"Huge.{record.get('InvokeId')}.{record.get('InstanceId')}."
+            _show_failed(record, head + "X" * (HUGE_VALUE_CHARS - len(head)))
+    else:
+        raise ValueError(f"{kind!r} is not a hostile record fault")
+
+
+def hostile_error(kind: str, security_token: str) -> tuple[int, str, str, str | None]:
+    """``(status, Code, Message, RequestId or None)`` of a :data:`HOSTILE_ERROR_FAULTS` answer.
+
+    ``security_token``: the ``x-acs-security-token`` the request carried (``echo_token``).
+    """
+    if kind == "surrogate_error":
+        return 400, f"Invalid{LONE_SURROGATE}Parameter", f"bad {LONE_SURROGATE} request", None
+    if kind == "long_error_code":
+        code = "InvalidParameter." + "Long" * LONG_CODE_CHARS
+        return 400, code[:LONG_CODE_CHARS], "The error code is very long.", None
+    if kind == "echo_token":
+        token = security_token or "no-token-sent"
+        return (
+            400,
+            f"InvalidSecurityToken.{token}",
+            f"The security token {token} is not valid.",
+            token,
+        )
+    raise ValueError(f"{kind!r} is not a hostile error fault")
 
 
 def corrupt(answer: Answer, fault: Fault) -> Answer:

@@ -58,7 +58,17 @@ from urllib.parse import urlsplit
 from exporter.ecs import signing
 from exporter.ecs.models import CONTENT_ENCODINGS
 from exporter.simulator.errors import ApiError
-from exporter.simulator.faults import ERROR_FAULTS, Fault, FaultPlan, break_types, corrupt
+from exporter.simulator.faults import (
+    ERROR_FAULTS,
+    HOSTILE_ERROR_FAULTS,
+    HOSTILE_RECORD_FAULTS,
+    Fault,
+    FaultPlan,
+    break_types,
+    corrupt,
+    hostile_error,
+    make_hostile,
+)
 from exporter.simulator.http import Answer, LoopbackServer, RecordedRequest
 from exporter.simulator.paging import Pager
 from exporter.simulator.validation import (
@@ -313,6 +323,17 @@ class SimulatorServer(LoopbackServer):
             self._record(entry, status, code, 0, "")
             return self._error_answer(
                 ApiError(status, code, message), request_id, host_id, date, extra
+            )
+        if fault is not None and fault.kind in HOSTILE_ERROR_FAULTS:
+            status, code, message, echoed_id = hostile_error(
+                fault.kind, lower.get("x-acs-security-token", "")
+            )
+            self._record(entry, status, code, 0, "")
+            return self._error_answer(
+                ApiError(status, code, message),
+                echoed_id or request_id,
+                echoed_id or host_id,
+                date,
             )
         delay = self.faults.latency + (fault.delay if fault and fault.kind == "slow" else 0.0)
         if delay > 0:
@@ -570,9 +591,12 @@ class SimulatorServer(LoopbackServer):
             if not legacy and offset + max_results < total:
                 next_token = self._pager.issue(walk, offset + max_results, now, walk_page + 1)
             times = self._times
-            if fault is not None and fault.kind == "wrong_types":
+            if fault is not None and fault.kind in ("wrong_types", *HOSTILE_RECORD_FAULTS):
                 records = [world.render(ref, now, encoding, times) for ref in refs]
-                break_types(records)
+                if fault.kind == "wrong_types":
+                    break_types(records)
+                else:
+                    make_hostile(records, fault.kind)
                 items = [json.dumps(r, separators=(",", ":")) for r in records]
             else:
                 items = [world.render_json(ref, now, encoding, times) for ref in refs]

@@ -39,6 +39,8 @@
   exporter_total_shards: 'aliyun_cloudassistant_exporter_total_shards',
   exporter_owned_targets: 'aliyun_cloudassistant_exporter_owned_targets',
   exporter_configured_targets: 'aliyun_cloudassistant_exporter_configured_targets',
+  exporter_config_last_reload_successful: 'aliyun_cloudassistant_exporter_config_last_reload_successful',
+  exporter_config_last_reload_success_timestamp_seconds: 'aliyun_cloudassistant_exporter_config_last_reload_success_timestamp_seconds',
   exporter_state_files_moved_aside_total: 'aliyun_cloudassistant_exporter_state_files_moved_aside_total',
   failureStatuses: ['Failed', 'Error', 'Timeout', 'Aborted', 'Invalid'],
   agentErrorCodes: ['ClientNotRunning', 'ClientNotResponse', 'ClientIsUpgrading', 'ClientNeedUpgrade'],
