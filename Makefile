@@ -16,7 +16,7 @@ DEMO_PORT    ?=
 DEMO_PROFILE ?=
 ARGS         ?=
 
-.PHONY: help venv system-deps npm-deps lint typecheck unit test demo demo-stack bench generate check-generated clean
+.PHONY: help venv system-deps npm-deps lint typecheck unit test demo demo-stack bench bench-scale generate check-generated clean
 
 help:
 	@echo "make demo    start the simulator and the exporter against it (DEMO_PORT=, DEMO_PROFILE=, ARGS=)"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench   compare this exporter with a naive official-SDK poller"
 	@echo "             (beside: BEFORE=figures.json, an earlier run's --json figures;"
 	@echo "              default bench/before-issue13.json, the version before issue 13)"
+	@echo "make bench-scale  300 targets x 1,000 results in one exporter process, against the goals"
 
 $(VENV_CFG):
 	$(PYTHON) -m venv $(VENV)
@@ -125,6 +126,12 @@ demo-stack: $(RUNTIME_STAMP) $(APT_STAMP)
 BEFORE ?= bench/before-issue13.json
 bench: $(STAMP)
 	$(PY) bench/run.py --before $(BEFORE)
+
+# 300 targets x 1,000 results in one exporter process (issue 13): ready time, steady-cycle CPU,
+# /metrics CPU and peak RSS, each against its goal (beside: BEFORE_SCALE=figures.json).
+BEFORE_SCALE ?= bench/before-issue13-scale.json
+bench-scale: $(RUNTIME_STAMP)
+	$(PY) bench/scale.py $(if $(BEFORE_SCALE),--before $(BEFORE_SCALE))
 
 # Rules, dashboards and the Kubernetes PrometheusRule are rendered from the monitoring mixin
 # (mixin/, jsonnet through the gojsonnet wheel); the output is committed, and `make test` fails

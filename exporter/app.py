@@ -21,6 +21,7 @@ The HTTP clients are created here and closed by :meth:`Application.close`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -42,11 +43,12 @@ from exporter.connections import ConnectionLimits
 from exporter.ecs.client import EcsClient
 from exporter.ecs.transport import api_connection_pool
 from exporter.listeners import ListenError, systemd_sockets
-from exporter.metrics import TargetKey
+from exporter.metrics import ShardFigures, TargetKey
 from exporter.refresh import TargetRefresher, TargetSnapshot
 from exporter.reload import ReloadStatus, plan_reload
 from exporter.server import ExporterHTTPServer, TargetStatus
 from exporter.settings import ExporterSettings, Target
+from exporter.sharding import Sharding, refresh_workers
 from exporter.signals import RELOAD_SIGNAL, STOP_SIGNALS, SignalInbox, signal_name
 from exporter.state import StateCollector, StateStore
 from exporter.targets import (
@@ -99,6 +101,33 @@ class Application:
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
     state: StateStore | None = None
     """The state directory (``--storage.path``), None when persistence is off."""
+    sharding: Sharding = field(default_factory=Sharding)
+    configured_targets: int = 0
+    """Targets in the configuration, this shard's (``targets``) and the others'."""
+    _settled: bool = False
+
+    def shard_summary(self) -> str:
+        """Which shard this is and how many targets it owns, for the log and landing page."""
+        return self.sharding.describe(len(self.targets), self.configured_targets)
+
+    def shard_figures(self) -> ShardFigures:
+        return ShardFigures(
+            self.sharding.shard, self.sharding.total, len(self.targets), self.configured_targets
+        )
+
+    def settle_memory(self) -> None:
+        """Once every target's first refresh is done, move what they built (the tracked
+        results: most of the process's objects) out of the garbage collector's generations.
+
+        They live as long as the targets, and the refreshes free them by reference counting;
+        left in the oldest generation, every full collection would walk all of them again.
+        Does nothing after the first time it acted.
+        """
+        if self._settled or not all(r.latest().attempted for r in self.refreshers):
+            return
+        self._settled = True
+        gc.collect()
+        gc.freeze()
 
     def reconfigure(self, settings: ExporterSettings) -> str:
         """Apply a new, valid configuration (a reload); returns a summary for the log.
@@ -137,6 +166,7 @@ class Application:
             }
         )
         self.settings = settings
+        self.configured_targets = len(settings.expanded_targets())
         self.targets = [item.target for item in running]
         self.running = running
         # One assignment: a scrape sees the old list or the new one, never a mix.
@@ -275,6 +305,7 @@ def build_application(
     transport: httpx.BaseTransport | None = None,
     state: StateStore | None = None,
     exporter_metrics: bool = True,
+    sharding: Sharding | None = None,
 ) -> Application:
     """Build (but do not start) the exporter for ``settings``.
 
@@ -285,7 +316,10 @@ def build_application(
     across restarts (none when None): the application closes it.
     """
     environ = os.environ if environ is None else environ
-    workers = settings.refresh.workers
+    sharding = sharding if sharding is not None else Sharding()
+    configured_targets = settings.expanded_targets()
+    targets = sharding.select(configured_targets, identity_of)  # this shard's
+    workers = refresh_workers(settings.refresh.workers, len(targets))
     limits = httpx.Limits(max_connections=max(10, 2 * workers), max_keepalive_connections=workers)
     # One TLS context (CA bundle loaded once) for both clients: each costs about 0.8 MB.
     tls = httpx.create_ssl_context()
@@ -313,13 +347,13 @@ def build_application(
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh")
 
     app: Application | None = None  # the collector reads the refreshers of the moment
-    targets = settings.expanded_targets()
     reload_status = ReloadStatus(clock)
     collector = CloudAssistantCollector(
         lambda: [] if app is None else [r.latest() for r in app.refreshers],
         build=build_info(__version__, build_revision(environ)),
         target_info={TargetKey(t.account, t.region_id): target_info(t) for t in targets},
         reload_status=reload_status,
+        shard=lambda: ShardFigures(0, 1, 0, 0) if app is None else app.shard_figures(),
     )
     builder = TargetBuilder(
         executor=executor,
@@ -330,6 +364,7 @@ def build_application(
         clock=clock,
         collector=collector,
         state=state,
+        sharding=sharding,
     )
     running = builder.build(settings)
     if state is not None:
@@ -365,6 +400,8 @@ def build_application(
         collector=collector,
         reload_status=reload_status,
         state=state,
+        sharding=sharding,
+        configured_targets=len(configured_targets),
     )
     return app
 
@@ -430,6 +467,7 @@ def serve(
             data_version=app.snapshot_version,
             web_config_source=web_config_source,
             reload=reload if lifecycle else None,
+            shard_summary=app.shard_summary() if app.sharding.enabled else "",
         )
     except (ListenError, OSError) as exc:
         _log_cannot_listen(exc, addresses)
@@ -455,13 +493,14 @@ def serve(
                 "tls": server.ssl_context is not None,
                 "max_connections": server.connections.max_connections,
                 "targets": describe_targets(app.targets),
+                **({"shard": app.shard_summary()} if app.sharding.enabled else {}),
             },
         )
     app.start_refreshes()
     if on_listening is not None:
         on_listening(server)
     try:
-        _serve_signals(signals, stop, reload)
+        _serve_signals(signals, stop, reload, on_idle=app.settle_memory)
     finally:
         app.begin_stop()
         finished = server.stop(grace_seconds)
@@ -481,14 +520,19 @@ def serve(
 
 
 def _serve_signals(
-    signals: SignalInbox, stop: threading.Event, reload: Callable[[str], str | None] | None
+    signals: SignalInbox,
+    stop: threading.Event,
+    reload: Callable[[str], str | None] | None,
+    on_idle: Callable[[], None] = lambda: None,
 ) -> None:
-    """Act on the signals received until a stop signal or ``stop`` is set."""
+    """Act on the signals received until a stop signal or ``stop`` is set (``on_idle`` runs
+    whenever no signal came for a while)."""
     # A timed wait, so that the main thread returns to the interpreter to run signal handlers
     # and sees ``stop`` set by another thread.
     while not stop.is_set():
         signum = signals.next(SIGNAL_POLL_SECONDS)
         if signum is None:
+            on_idle()
             continue
         name = signal_name(signum)
         if signum == RELOAD_SIGNAL:

@@ -46,6 +46,7 @@ from exporter.settings import (
     load_settings,
     variables_help,
 )
+from exporter.sharding import Sharding, ShardingError, sharding_from_flags
 from exporter.signals import SignalInbox
 from exporter.state import StateError, StateStore
 from exporter.validation import did_you_mean
@@ -103,6 +104,13 @@ def parse_max_connections(value: str) -> int:
     return int(value)
 
 
+def parse_count(value: str) -> int:
+    """A whole number, 0 or more (``--shard``, ``--total-shards``)."""
+    if not value.isascii() or not value.isdigit():
+        raise ValueError(f"{value!r} must be a whole number, 0 or more")
+    return int(value)
+
+
 def _checked(parse: Callable[[str], _T]) -> Callable[[str], _T]:
     """``parse`` as an argparse type: its ``ValueError`` becomes a one-line usage error."""
 
@@ -148,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_web_flags(parser)
     _add_config_flags(parser)
     _add_log_flags(parser)
+    _add_shard_flags(parser)
     parser.add_argument(
         "--storage.path",
         dest="storage_path",
@@ -285,6 +294,30 @@ def _add_log_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_shard_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        type=_checked(parse_count),
+        metavar="N",
+        help="this exporter's shard, counted from 0: it refreshes and exports only the targets "
+        "it owns (each target is owned by exactly one shard; needs --total-shards)",
+    )
+    parser.add_argument(
+        "--total-shards",
+        dest="total_shards",
+        type=_checked(parse_count),
+        metavar="N",
+        help="the number of shards the targets are split between (default 1: no sharding); "
+        "every shard gets the same config and the same --total-shards",
+    )
+    parser.add_argument(
+        "--pod",
+        metavar="NAME",
+        help="the name of this StatefulSet pod (e.g. --pod=$(POD_NAME)): its ordinal suffix "
+        "is the shard (instead of --shard)",
+    )
+
+
 def _default_address(*, demo: bool) -> tuple[str, int]:
     return parse_listen_address(DEFAULT_DEMO_LISTEN_ADDRESS if demo else DEFAULT_LISTEN_ADDRESS)
 
@@ -318,6 +351,7 @@ def prepare(
     storage_path: str = "",
     *,
     exporter_metrics: bool = True,
+    sharding: Sharding | None = None,
 ) -> Prepared:
     """Load and check everything a start needs, and build the application (not started).
 
@@ -325,7 +359,7 @@ def prepare(
     (the directory belongs to the running exporter, which holds its lock). Raises
     :class:`StartupError`. The caller closes ``application``. Without ``exporter_metrics``
     (``--web.disable-exporter-metrics``) the application leaves out the process and platform
-    metrics.
+    metrics; with ``sharding`` it builds only the targets this shard owns.
     """
     try:
         web_config = load_web_config(web_config_file) if web_config_file is not None else None
@@ -339,7 +373,11 @@ def prepare(
     state = open_state(storage_path)
     try:
         application = build_application(
-            settings, environ=environ, exporter_metrics=exporter_metrics, state=state
+            settings,
+            environ=environ,
+            exporter_metrics=exporter_metrics,
+            state=state,
+            sharding=sharding or Sharding(),
         )
     except (ValueError, EcsError) as exc:  # what validation let through but a constructor refused
         if state is not None:
@@ -432,13 +470,19 @@ def _report_unexpected(exc: Exception) -> None:
         print(f"{PROGRAM}: unexpected error: {describe_exception(exc)}", file=sys.stderr)
 
 
+def _check_demo_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.demo and (args.config_file is not None or args.config_check):
+        parser.error("--demo cannot be combined with --config.file or --config.check")
+    if args.demo and (args.shard, args.total_shards, args.pod) != (None, None, None):
+        parser.error("--demo cannot be combined with --shard, --total-shards or --pod")
+    if args.demo_profile is not None and not args.demo:
+        parser.error("--demo.profile needs --demo")
+
+
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.demo and (args.config_file is not None or args.config_check):
-        parser.error("--demo cannot be combined with --config.file or --config.check")
-    if args.demo_profile is not None and not args.demo:
-        parser.error("--demo.profile needs --demo")
+    _check_demo_flags(args, parser)
     configure_logging(args.log_level, args.log_format)
     log_uncaught_exceptions()
 
@@ -449,12 +493,17 @@ def _run(argv: Sequence[str] | None) -> int:
     if not args.config_check:
         signals.install()
     try:
+        sharding = sharding_from_flags(args.shard, args.total_shards, args.pod)
+    except ShardingError as exc:
+        return _config_failure(exc)
+    try:
         prepared = prepare(
             args.config_file,
             args.web_config_file,
             os.environ,
             "" if args.config_check else args.storage_path,
             exporter_metrics=not args.disable_exporter_metrics,
+            sharding=sharding,
         )
     except StartupError as exc:
         return _config_failure(exc)
@@ -462,11 +511,18 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.config_check:
         prepared.application.close()
         print(f"{prepared.source}: OK: {prepared.settings.summary()}")
+        if sharding.enabled:
+            print(f"{prepared.source}: {prepared.application.shard_summary()}")
         for doubt in prepared.doubts:
             print(f"{PROGRAM}: warning: {doubt}", file=sys.stderr)
         return EXIT_OK
     for doubt in prepared.doubts:
         log.warning("configuration looks wrong", extra={"problem": doubt})
+    if sharding.enabled and not prepared.application.targets:
+        # Legitimate with more shards than targets, but worth a look when it is a surprise.
+        log.warning(
+            "this shard owns no target", extra={"shard": prepared.application.shard_summary()}
+        )
     # Everything built so far lives as long as the process: moving it out of the collector's
     # generations spares the full collections the first refresh would otherwise trigger.
     gc.collect()

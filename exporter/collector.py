@@ -47,7 +47,7 @@ REVISION_VARIABLE = "EXPORTER_REVISION"
 """The environment variable the container image sets to its VCS revision (build argument
 ``REVISION``)."""
 UNKNOWN_REVISION = "unknown"
-_EOF = "# EOF\n"
+_EOF = b"# EOF\n"
 
 Samples = dict[tuple[str, ...], float]
 Encoder = Callable[[CollectorRegistry], bytes]
@@ -276,21 +276,29 @@ class _Rendered(NamedTuple):
     groups: from the view, from the counters, from the refresh (see :meth:`_target_text`)."""
 
     snapshot: TargetSnapshot
-    groups: tuple[dict[str, str], dict[str, str], dict[str, str]]
+    groups: tuple[dict[str, bytes], dict[str, bytes], dict[str, bytes]]
+    """Encoded once, so that a scrape only joins bytes (no copy of the whole text to encode)."""
 
-    def chunk(self, name: str) -> str:
+    def chunk(self, name: str) -> bytes:
         for group in self.groups:
             text = group.get(name)
             if text is not None:
                 return text
-        return ""
+        return b""
 
 
-def _header_lines(encoder: Encoder, spec: MetricSpec) -> str:
+def _encoded(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate slipped through: never fail the scrape
+        return clean_label_value(text).encode("utf-8")
+
+
+def _header_lines(encoder: Encoder, spec: MetricSpec) -> bytes:
     text = encoder(_Families((_family(spec),))).decode("utf-8")
     return "".join(
         line + "\n" for line in text.splitlines() if line.startswith(("# HELP", "# TYPE", "# UNIT"))
-    )
+    ).encode("utf-8")
 
 
 class CloudAssistantCollector:
@@ -326,14 +334,16 @@ class CloudAssistantCollector:
         build: BuildInfoKey,
         target_info: Mapping[TargetKey, TargetInfoKey] | None = None,
         reload_status: ReloadStatus | None = None,
+        shard: Callable[[], m.ShardFigures] | None = None,
     ) -> None:
         self._snapshots = snapshots
         self._build = build
+        self._shard = shard
         self._target_info = dict(target_info or {})
         self._reload_status = reload_status if reload_status is not None else ReloadStatus()
         self._specs = tuple(spec for spec in m.METRICS if spec.per_target)
         self._lock = threading.Lock()
-        self._headers: dict[str, tuple[str, ...]] = {}  # by content type
+        self._headers: dict[str, tuple[bytes, ...]] = {}  # by content type
         self._rendered: dict[TargetKey, _Rendered] = {}
 
     # --- the prometheus_client collector -----------------------------------------------------
@@ -368,19 +378,26 @@ class CloudAssistantCollector:
         Each target's lines are rendered once per snapshot and reused until its next refresh
         (:meth:`prerender` does it ahead of the scrape).
         """
+        parts, content_type = self.render_parts(accept)
+        return b"".join(parts).decode("utf-8"), content_type
+
+    def render_parts(self, accept: str = "") -> tuple[list[bytes], str]:
+        """:meth:`render`'s text as UTF-8 pieces, to be joined with whatever goes around them
+        (a fleet's exposition is megabytes: joining it once is all a scrape does with it)."""
         encoder, content_type = choose_encoder(accept)
         headers = self._headers.get(content_type)
         if headers is None:
             headers = tuple(_header_lines(encoder, spec) for spec in self._specs)
             self._headers[content_type] = headers
-        rendered = [self._rendered_target(snapshot) for snapshot in self._snapshots()]
-        parts: list[str] = []
+        snapshots = self._snapshots()
+        rendered = [self._rendered_target(snapshot) for snapshot in snapshots]
+        parts: list[bytes] = []
         for spec, header in zip(self._specs, headers, strict=True):
             parts.append(header)
             parts.extend(target.chunk(spec.name) for target in rendered)
-        build = encoder(_Families(self._process_families())).decode("utf-8")
-        parts.append(build.removesuffix(_EOF))
-        return "".join(parts), content_type
+        process = _Families(self._process_families(len(snapshots)))
+        parts.append(encoder(process).removesuffix(_EOF))
+        return parts, content_type
 
     def retarget(self, target_info: Mapping[TargetKey, TargetInfoKey]) -> None:
         """The targets changed (a reload): new ``target_info`` labels; the text rendered for a
@@ -409,15 +426,16 @@ class CloudAssistantCollector:
 
     def _target_text(
         self, snap: TargetSnapshot, previous: _Rendered | None
-    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    ) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, bytes]]:
         # Most refreshes change only the refresh families: the view's and the counters' text is
         # reused when what they show is equal (cheaper to compare than to format).
         target = _label_text(m.TARGET_LABELS, (snap.name, snap.region_id))
         old = previous.snapshot if previous is not None else None
 
-        def text(series: Series) -> dict[str, str]:
+        def text(series: Series) -> dict[str, bytes]:
             return {
-                name: _family_text(m.BY_NAME[name], target, rows) for name, rows in series.items()
+                name: _encoded(_family_text(m.BY_NAME[name], target, rows))
+                for name, rows in series.items()
             }
 
         if previous is not None and old is not None and old.view == snap.view:
@@ -435,21 +453,13 @@ class CloudAssistantCollector:
             counters = text(_counter_series(snap.counters, snap.command_breakdown))
         info = self._target_info.get(TargetKey(snap.name, snap.region_id))
         refresh = text(_refresh_series(snap, info))
-        groups = (view, counters, refresh)
-        try:
-            for group in groups:
-                "".join(group.values()).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate slipped through: never fail the scrape
-            groups = tuple(  # type: ignore[assignment]
-                {name: clean_label_value(chunk) for name, chunk in group.items()}
-                for group in groups
-            )
-        return groups
+        return (view, counters, refresh)
 
     # --- building the families ---------------------------------------------------------------
 
-    def _process_families(self) -> tuple[Metric, ...]:
-        """The families of the exporter itself (no target labels)."""
+    def _process_families(self, targets: int | None = None) -> list[Metric]:
+        """The families of the exporter itself (no target labels): build, reload and shard
+        (not sharded: shard 0 of 1, owning the ``targets`` it exports)."""
         family = GaugeMetricFamily(
             m.BUILD_INFO.family, m.BUILD_INFO.help, labels=m.BUILD_INFO.label_names
         )
@@ -459,13 +469,24 @@ class CloudAssistantCollector:
             m.CONFIG_LAST_RELOAD_SUCCESSFUL,
             m.CONFIG_LAST_RELOAD_SUCCESS_TIME,
         )
-        return (
+        shard = self._shard() if self._shard is not None else None
+        if shard is None:
+            owned = len(self._snapshots()) if targets is None else targets
+            shard = m.ShardFigures(0, 1, owned, owned)
+        gauges = (
+            (m.EXPORTER_SHARD, shard.shard),
+            (m.EXPORTER_TOTAL_SHARDS, shard.total_shards),
+            (m.EXPORTER_OWNED_TARGETS, shard.owned_targets),
+            (m.EXPORTER_CONFIGURED_TARGETS, shard.configured_targets),
+        )
+        return [
             family,
             GaugeMetricFamily(last_reload.family, last_reload.help, 1 if successful else 0),
             GaugeMetricFamily(
                 last_success.family, last_success.help, success_time, unit=last_success.unit
             ),
-        )
+            *(GaugeMetricFamily(spec.family, spec.help, value) for spec, value in gauges),
+        ]
 
     def _target_series(self, snap: TargetSnapshot) -> Series:
         """Every per-target family of one snapshot."""
@@ -488,8 +509,8 @@ class Exposition:
     def render(self, accept: str) -> tuple[bytes, str]:
         """The body and its content type for a request's ``Accept`` header."""
         encoder, _ = choose_encoder(accept)
-        runtime = encoder(self._runtime).decode("utf-8")
-        text, content_type = self._collector.render(accept)
+        runtime = encoder(self._runtime)
+        parts, content_type = self._collector.render_parts(accept)
         if runtime.endswith(_EOF):  # OpenMetrics: the end marker goes after everything
-            return (runtime.removesuffix(_EOF) + text + _EOF).encode("utf-8"), content_type
-        return (runtime + text).encode("utf-8"), content_type
+            return b"".join([runtime.removesuffix(_EOF), *parts, _EOF]), content_type
+        return b"".join([runtime, *parts]), content_type

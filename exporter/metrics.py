@@ -133,6 +133,15 @@ class BuildInfoKey(NamedTuple):
     python_version: str
 
 
+class ShardFigures(NamedTuple):
+    """Which shard this process is and how many targets it owns (see ``exporter.sharding``)."""
+
+    shard: int
+    total_shards: int
+    owned_targets: int
+    configured_targets: int
+
+
 class MovedAsideKey(NamedTuple):
     reason: str
 
@@ -519,6 +528,38 @@ BUILD_INFO = MetricSpec(
     per_target=False,
     doc="The one series without `account`/`region_id`.",
 )
+_SHARDS_DOC = (
+    "The same on every shard of one deployment: shards that disagree "
+    '(`count(count_values("v", ...)) > 1`) may export a target twice or not at all.'
+)
+EXPORTER_SHARD = MetricSpec(
+    _m("exporter_shard_ordinal"),
+    "gauge",
+    "This exporter's shard, counted from 0 (0 when not sharded).",
+    per_target=False,
+)
+EXPORTER_TOTAL_SHARDS = MetricSpec(
+    _m("exporter_total_shards"),
+    "gauge",
+    "Shards the configured targets are split between (1 when not sharded).",
+    per_target=False,
+    doc=_SHARDS_DOC,
+)
+EXPORTER_OWNED_TARGETS = MetricSpec(
+    _m("exporter_owned_targets"),
+    "gauge",
+    "Targets this exporter (shard) refreshes and exports.",
+    per_target=False,
+    doc="Summed over the shards, equal to `exporter_configured_targets`: each target is owned by "
+    "exactly one shard.",
+)
+EXPORTER_CONFIGURED_TARGETS = MetricSpec(
+    _m("exporter_configured_targets"),
+    "gauge",
+    "Targets (account x region) in the configuration, whichever shard owns them.",
+    per_target=False,
+    doc=_SHARDS_DOC,
+)
 CONFIG_LAST_RELOAD_SUCCESSFUL = MetricSpec(
     _m("exporter_config_last_reload_successful"),
     "gauge",
@@ -578,6 +619,10 @@ METRICS: tuple[MetricSpec, ...] = (
     COMMAND_IDS_FOLDED,
     TARGET_INFO,
     BUILD_INFO,
+    EXPORTER_SHARD,
+    EXPORTER_TOTAL_SHARDS,
+    EXPORTER_OWNED_TARGETS,
+    EXPORTER_CONFIGURED_TARGETS,
     CONFIG_LAST_RELOAD_SUCCESSFUL,
     CONFIG_LAST_RELOAD_SUCCESS_TIME,
     STATE_FILES_MOVED_ASIDE,

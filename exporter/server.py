@@ -183,7 +183,9 @@ class ExpositionCache:
             return rendering.body, content_type
         with rendering.lock:
             if rendering.compressed is None:
-                rendering.compressed = gzip.compress(rendering.body, compresslevel=6)
+                # Level 1: half the CPU of level 6 on a fleet's 8 MB exposition, for a body
+                # about 10% larger (the text is repetitive enough for either).
+                rendering.compressed = gzip.compress(rendering.body, compresslevel=1)
             return rendering.compressed, content_type
 
     @staticmethod
@@ -241,10 +243,12 @@ class ExporterHTTPServer:
         web_config: WebConfig | None = None,
         limits: ConnectionLimits | None = None,
         data_version: Callable[[], Sequence[object]] | None = None,
+        shard_summary: str = "",
         web_config_source: WebConfigSource | None = None,
         reload: Callable[[str], str | None] | None = None,
     ) -> None:
         self.registry = registry
+        self.shard_summary = shard_summary  # the landing page's line about sharding, if any
         self.exposition = ExpositionCache(registry, data_version, render_metrics)
         self.target_statuses = target_statuses
         self.prepare_scrape = prepare_scrape
@@ -506,7 +510,11 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, b"Ready\n", send_body=send_body)
 
     def _landing_page(self, send_body: bool) -> None:
-        page = render_landing_page(self.exporter.telemetry_path, self.exporter.target_statuses())
+        page = render_landing_page(
+            self.exporter.telemetry_path,
+            self.exporter.target_statuses(),
+            shard_summary=self.exporter.shard_summary,
+        )
         self._send(
             HTTPStatus.OK,
             page.encode(),
@@ -545,8 +553,11 @@ def _format_time(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
 
 
-def render_landing_page(telemetry_path: str, statuses: Sequence[TargetStatus]) -> str:
-    """The HTML of ``/``: links to the endpoints (relative) and one row per target."""
+def render_landing_page(
+    telemetry_path: str, statuses: Sequence[TargetStatus], *, shard_summary: str = ""
+) -> str:
+    """The HTML of ``/``: links to the endpoints (relative) and one row per target (of this
+    shard, which ``shard_summary`` describes when sharded)."""
     rows = []
     for status in statuses:
         up = {None: "pending", True: "1", False: "0"}[status.up]
@@ -567,6 +578,7 @@ def render_landing_page(telemetry_path: str, statuses: Sequence[TargetStatus]) -
     # --web.route-prefix: the page is served at PREFIX/, so "metrics" is PREFIX/metrics.
     path = html.escape(telemetry_path.lstrip("/"), quote=True)
     table_rows = "\n".join(rows) or '<tr><td colspan="8">no targets</td></tr>'
+    shard = f"<p>Sharded: {html.escape(shard_summary)}</p>\n" if shard_summary else ""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Alibaba Cloud Assistant exporter</title>
@@ -581,7 +593,7 @@ tr:nth-child(even){{background:#f2f2f2}}</style></head>
 <li><a href="-/ready">Readiness</a></li>
 </ul>
 <h2>Targets</h2>
-<table>
+{shard}<table>
 <tr><th>account</th><th>region</th><th>up</th><th>results in view</th><th>first walk</th>
 <th>last successful refresh</th><th>last error</th><th>detail</th></tr>
 {table_rows}

@@ -46,7 +46,8 @@ from prometheus_client.registry import Collector
 
 from exporter import metrics
 from exporter.ecs.models import InvocationQuery
-from exporter.tracking import RunTracker, TrackerChanges
+from exporter.trackerstate import TrackerChanges
+from exporter.tracking import RunTracker
 
 APPLICATION_ID: Final = 0x41434145  # "ACAE": an aliyun-cloudassistant-exporter state file
 DATABASE_NAME: Final = "state.db"

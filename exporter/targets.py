@@ -46,6 +46,7 @@ from exporter.settings import (
     Target,
     TargetSettings,
 )
+from exporter.sharding import Sharding
 from exporter.state import StateStore, target_identity
 from exporter.tracking import CommandBreakdown
 
@@ -243,6 +244,7 @@ class TargetBuilder:
         clock: Callable[[], float] = time.time,
         collector: CloudAssistantCollector,
         state: StateStore | None = None,
+        sharding: Sharding | None = None,
     ) -> None:
         self._executor = executor
         self._api_http = api_http
@@ -252,6 +254,7 @@ class TargetBuilder:
         self._clock = clock
         self._collector = collector
         self._state = state
+        self._sharding = sharding if sharding is not None else Sharding()
         # Shared by every target reading one account's quota in one region, across reloads.
         self._buckets: dict[tuple[str, str, float, int], TokenBucket] = {}
 
@@ -263,9 +266,9 @@ class TargetBuilder:
         ]
 
     def clients(self, settings: ExporterSettings) -> list[tuple[Target, ClientSpec, ClientFactory]]:
-        """For each of ``settings``' targets, what its client is built from and a function that
-        builds it, feeding the given statistics. Targets of one configured target share one
-        credentials provider (temporary credentials are fetched once)."""
+        """For each of ``settings``' targets this shard owns, what its client is built from and
+        a function that builds it, feeding the given statistics. Targets of one configured
+        target share one credentials provider (temporary credentials are fetched once)."""
         configured = {
             (target.name, region): target
             for target in settings.targets
@@ -301,7 +304,7 @@ class TargetBuilder:
             return make_client
 
         built = []
-        for target in settings.expanded_targets():
+        for target in self._sharding.select(settings.expanded_targets(), identity_of):
             configured_target = configured[(target.account, target.region_id)]
             spec = ClientSpec(target, configured_target, settings.api)
             built.append((target, spec, factory(target, configured_target)))

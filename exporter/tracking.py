@@ -52,40 +52,31 @@ Bounds
 
 from __future__ import annotations
 
-import gc
 import heapq
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from functools import partial
+from types import MappingProxyType
 
-import msgspec
-
+from exporter.counters import DEFAULT_MAX_UNKNOWN_VALUES, RunCounters, ValueFolder
 from exporter.ecs.models import (
-    ERROR_CODES,
-    INVOCATION_STATUSES,
-    OSS_OUTPUT_ERROR_CODES,
-    OSS_OUTPUT_STATUSES,
-    TERMINAL_STATUSES,
     InvocationResult,
 )
-from exporter.metrics import MAX_LABEL_VALUE_CHARS, MAX_UNKNOWN_VALUES
-from exporter.runledger import (
-    HistoryLedger,
-    RecordLedger,
-    ResultKey,
-    RunLedger,
-    SavedRun,
-)
+from exporter.runledger import HistoryLedger, RecordLedger, ResultKey, RunLedger
 from exporter.summaries import (
     DURATION_BUCKETS,
-    EMPTY_HISTOGRAM,
     OTHER,
     CommandBreakdown,
-    CommandCounts,
     CounterTotals,
     Histogram,
     HistogramValue,
     ViewSummary,
+)
+from exporter.trackerstate import (
+    ChangeLog,
+    SavedState,
+    TrackerChanges,
+    decode_rows,
+    decode_state,
 )
 from exporter.viewentry import (
     OSS_TERMINAL,
@@ -93,13 +84,12 @@ from exporter.viewentry import (
     Aged,
     Change,
     ViewEntry,
-    follows_slowly,
     needs_follow_up,
     result_time,
     run_number,
 )
 
-# What other modules import from here (the summaries are re-exported for them).
+# What other modules import from here (the summaries and counters are re-exported for them).
 __all__ = [
     "BASELINE_TOLERANCE_SECONDS",
     "DEFAULT_MAX_UNKNOWN_VALUES",
@@ -129,84 +119,6 @@ BASELINE_TOLERANCE_SECONDS = 60.0
 baseline did not see it (the API's times have whole seconds; clocks drift a little)."""
 HISTORY_MISSES_ALLOWED = 3
 """Complete history reads that may miss an ended run before it is taken as gone."""
-DEFAULT_MAX_UNKNOWN_VALUES = MAX_UNKNOWN_VALUES
-_MAX_FOLDED_COUNTED = 10_000
-
-
-class ValueFolder:
-    """Keeps a label's values bounded: known values pass, the first ``max_unknown`` unknown
-    values pass as they are, later ones become ``"other"``. Admission is permanent, so a series
-    never moves from its own label value to ``"other"``. A value longer than
-    :data:`~exporter.metrics.MAX_LABEL_VALUE_CHARS` is never admitted: it becomes ``"other"``
-    too. :attr:`folded` is how many distinct values became ``"other"`` (bounded)."""
-
-    def __init__(self, known: Iterable[str], max_unknown: int = DEFAULT_MAX_UNKNOWN_VALUES) -> None:
-        self._known = frozenset(known)
-        self._admitted: set[str] = set()
-        self._max_unknown = max_unknown
-        # Hashes only: a folded value may be long, and their number is bounded by the cap.
-        self._folded: set[int] = set()
-
-    def fold(self, value: str) -> str:
-        """Return the label value to use for ``value``."""
-        if value in self._known or value in self._admitted:
-            return value
-        if len(self._admitted) < self._max_unknown and len(value) <= MAX_LABEL_VALUE_CHARS:
-            self._admitted.add(value)
-            return value
-        if len(self._folded) < _MAX_FOLDED_COUNTED:
-            self._folded.add(hash(value))
-        return OTHER
-
-    @property
-    def folded(self) -> int:
-        """Distinct values folded into ``"other"`` so far (at most 10,000 are told apart)."""
-        return len(self._folded)
-
-
-@dataclass(frozen=True, slots=True)
-class TrackerChanges:
-    """What a tracker has to save (see :meth:`RunTracker.export_changes`): ``summary`` is the
-    encoded counters and scalars, None when unchanged; ``rows`` are encoded ``(key, value)``
-    pairs, a None value deleting the row; ``keys`` the results they are for, ``kept`` those
-    still remembered."""
-
-    summary: bytes | None
-    rows: tuple[tuple[bytes, bytes | None], ...]
-    keys: frozenset[ResultKey]
-    kept: frozenset[ResultKey]
-
-    @property
-    def empty(self) -> bool:
-        """True when there is nothing to write."""
-        return self.summary is None and not self.rows
-
-
-class _SavedState(msgspec.Struct, frozen=True):
-    """The counters and scalars of a tracker as saved (msgpack; a new field needs a default)."""
-
-    baseline_done: bool
-    baseline_time: float
-    dropped_until: float
-    folders: list[list[str]]
-    finished: list[tuple[str, str, int]]
-    durations: list[tuple[str, list[int], float]]
-    oss: list[tuple[str, str, int]]
-    dropped_bytes: int
-    found_by_sweep: int
-    command_ids: list[str]
-    commands: list[tuple[str, str, str, int]]
-    baseline_consistent: bool = False
-    tolerance: float = BASELINE_TOLERANCE_SECONDS
-    newest_baseline_time: float = float("-inf")
-
-
-_ENCODER = msgspec.msgpack.Encoder()
-_STATE_DECODER = msgspec.msgpack.Decoder(_SavedState)
-_KEY_DECODER = msgspec.msgpack.Decoder(tuple[str, str, str])
-_ROW_DECODER = msgspec.msgpack.Decoder(
-    tuple[ViewEntry | None, ViewEntry | None, list[tuple[int, float, bool, bool]]]
-)
 
 
 class RunTracker:
@@ -242,26 +154,13 @@ class RunTracker:
         self._dropped_until = float("-inf")
         self._history_due: set[ResultKey] = set()
         self._arrivals = 0
-        self.returned = 0
-        """Results that came back after leaving the view (a walk or a trim missed them)."""
+        self.returned = 0  # results back after leaving the view (a walk or a trim missed them)
 
-        self._status_folder = ValueFolder(INVOCATION_STATUSES, max_unknown_values)
-        self._error_folder = ValueFolder(("", *ERROR_CODES), max_unknown_values)
-        self._oss_status_folder = ValueFolder(("", *OSS_OUTPUT_STATUSES), max_unknown_values)
-        self._oss_error_folder = ValueFolder(("", *OSS_OUTPUT_ERROR_CODES), max_unknown_values)
-
-        self._finished: dict[tuple[str, str], int] = {}
-        self._durations: dict[str, Histogram] = {}
-        self._oss: dict[tuple[str, str], int] = {}
-        self._dropped_bytes = 0
-        self._found_by_sweep = 0
-        self._commands = CommandCounts(command_breakdown or CommandBreakdown(), tracking_cap)
-        # Persistence (see export_changes): results whose entries changed since the last save,
-        # the results saved, whether entries may have been dropped, the counters saved.
-        self._dirty: set[ResultKey] = set()
-        self._saved_keys: set[ResultKey] = set()
-        self._maybe_dropped = False
-        self._saved_summary = b""
+        self._counters = RunCounters(
+            command_breakdown or CommandBreakdown(), tracking_cap, max_unknown_values
+        )
+        # What changed since the last save (see export_changes).
+        self._changes = ChangeLog()
 
     # --- state ---------------------------------------------------------------------------
 
@@ -299,23 +198,12 @@ class RunTracker:
         self._newest_baseline_time = max(latest, default=float("-inf"))
         for entry in self._view.values():
             entry.baseline_state = at is None or entry.seen_at >= at
-        self._dirty.update(self._view)
+        self._changes.mark_all(self._view)
 
     @property
     def values_folded(self) -> int:
         """Distinct API values its labels counted under ``"other"`` (see :class:`ValueFolder`)."""
-        folders = (
-            self._status_folder,
-            self._error_folder,
-            self._oss_status_folder,
-            self._oss_error_folder,
-        )
-        return sum(folder.folded for folder in folders)
-
-    @property
-    def found_by_sweep(self) -> int:
-        """Runs counted from a sweep's records (the other steps had missed them)."""
-        return self._found_by_sweep
+        return self._counters.values_folded
 
     def __len__(self) -> int:
         """Number of entries in the tracking state (view plus remembered history runs)."""
@@ -334,102 +222,19 @@ class RunTracker:
         entry = self._view.get(key)
         return None if entry is None else entry.result
 
-    def first_seen(self, key: ResultKey) -> float | None:
-        """When the view first held ``key`` (None when it does not)."""
-        entry = self._view.get(key)
-        return None if entry is None else entry.first_seen
-
     def follow_up_keys(self) -> list[ResultKey]:
         """Keys of the results the service may still change (see :func:`needs_follow_up`)."""
         return [key for key, entry in self._view.items() if needs_follow_up(entry.result)]
 
-    def follow_up(
-        self,
-        now: float,
-        *,
-        periodic: bool,
-        at_risk: frozenset[ResultKey] | set[ResultKey] = frozenset(),
-    ) -> tuple[list[ResultKey], int]:
-        """The results to follow up now, and how many the service may still change.
-
-        Left out: results read at ``now`` already, and unless ``periodic`` the records of
-        periodic tasks between or during runs (see :func:`follows_slowly`) but those in
-        ``at_risk`` (about to leave the API's retention).
-        """
-        # One refresh reads everything at one ``now``; "not at now" rather than "before now": a
-        # wall clock set back must not hide what was read before it.
-        keys: list[ResultKey] = []
-        in_flight = 0
-        for key, entry in self._view.items():
-            if not needs_follow_up(entry.result):
-                continue
-            in_flight += 1
-            if entry.seen_at != now and (periodic or key in at_risk or not follows_slowly(entry)):
-                keys.append(key)
-        return keys, in_flight
+    @property
+    def view(self) -> Mapping[ResultKey, ViewEntry]:
+        """The view, read-only (see :mod:`exporter.viewqueries`)."""
+        return MappingProxyType(self._view)
 
     @property
     def arrivals(self) -> int:
         """How many results the view took in so far (each once)."""
         return self._arrivals
-
-    def oldest_in_flight(self, count: int) -> set[ResultKey]:
-        """Results the service may still change among the ``count`` oldest of the view, in the
-        order the walks read them (the next the API drops when it holds all it can)."""
-        if count <= 0:
-            return set()
-        aged = ((e.first_seen, -e.arrival, key) for key, e in self._view.items())
-        return {
-            key
-            for _, _, key in heapq.nsmallest(count, aged)
-            if needs_follow_up(self._view[key].result)
-        }
-
-    def read_order(self, key: ResultKey) -> tuple[float, int] | None:
-        """Where ``key`` stands in the order the walks took results in (larger: newer); None
-        for results the baseline read (a first walk resumed over several refreshes took them
-        in out of that order) and those not in the view."""
-        entry = self._view.get(key)
-        if entry is None or entry.baseline_state:
-            return None
-        return (entry.first_seen, -entry.arrival)
-
-    def taken_in_since(self, when: float, seen: set[ResultKey]) -> int:
-        """Results of the view first seen at or after ``when`` that are not in ``seen`` (what
-        came in while a walk went on)."""
-        return sum(
-            1 for key, entry in self._view.items() if entry.first_seen >= when and key not in seen
-        )
-
-    def in_flight_near_top(self, now: float, reach: int) -> set[ResultKey]:
-        """Results the service may still change, not read at ``now``, among the ``reach`` the
-        view took in last (periodic tasks' records between or during runs left out)."""
-        newest = self._arrivals - reach
-        return {
-            key
-            for key, entry in self._view.items()
-            if entry.arrival > newest
-            and entry.seen_at != now
-            and needs_follow_up(entry.result)
-            and not follows_slowly(entry)
-        }
-
-    def trim_view(self, size: int) -> int:
-        """Take the results the API dropped out of the view, judged by count: beyond ``size``
-        (what the API holds at most, as a sweep saw it), the oldest in the order the walks
-        read them leave, as :meth:`evict_keys` does (results that may still change stay: a
-        complete sweep or look-up tells). Returns how many left."""
-        excess = len(self._view) - size
-        if excess <= 0:
-            return 0
-        aged = (
-            (entry.first_seen, -entry.arrival, key)
-            for key, entry in self._view.items()
-            if not needs_follow_up(entry.result)
-        )
-        oldest = [key for _, _, key in heapq.nsmallest(excess, aged)]
-        self.evict_keys(oldest)
-        return len(oldest)
 
     def history_due(self) -> list[ResultKey]:
         """Periodic results whose history holds runs that ended and are not settled yet."""
@@ -459,7 +264,7 @@ class RunTracker:
         if entry is None:
             self._history_due.discard(key)
             return
-        self._dirty.add(key)
+        self._changes.mark(key)
         last = entry.last_ended_run()
         through = entry.history_through
         while through < last:
@@ -486,7 +291,7 @@ class RunTracker:
         entry = self._view.get(key)
         if entry is not None:
             entry.history_refused = True
-            self._dirty.add(key)
+            self._changes.mark(key)
 
     # --- observing ---------------------------------------------------------------------------
 
@@ -533,9 +338,9 @@ class RunTracker:
         entry, change, missed_by_baseline = taken
         if change is Change.UNCHANGED:
             return change
-        self._dirty.add(result.key)
+        self._changes.mark(result.key)
         entry.seen_at = now
-        self._commands.see(result.command_id)
+        self._counters.commands.see(result.command_id)
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)
@@ -581,7 +386,7 @@ class RunTracker:
                 result.key, run, result_time(result, now), oss=False
             ):
                 self._note_result_claim(entry, result, run, now, oss=False)
-                self._count_finish(result, from_sweep)
+                self._counters.count_finish(result, from_sweep)
         if result.oss_output_status in OSS_TERMINAL and run > entry.oss_counted_run:
             same_run = (
                 entry.oss_counted_run > 0
@@ -594,7 +399,7 @@ class RunTracker:
                 result.key, run, result_time(result, now), oss=True
             ):
                 self._note_result_claim(entry, result, run, now, oss=True)
-                self._count_oss(result)
+                self._counters.count_oss(result)
         return change
 
     def _note_result_claim(
@@ -668,7 +473,7 @@ class RunTracker:
         """
         if result.repeats < 1:
             return False
-        self._dirty.add(result.key)
+        self._changes.mark(result.key)
         run = run_number(result)
         time = result_time(result, now)
         if not self._ledger.remembers(result.key, run) and self._forgotten(time, now):
@@ -687,37 +492,15 @@ class RunTracker:
             and self._ledger.claim_history(claims, result.key, run, time, oss=False)
             and not before_baseline
         ):
-            self._count_finish(result, from_sweep)
+            self._counters.count_finish(result, from_sweep)
             counted = True
         if (
             result.oss_output_status in OSS_TERMINAL
             and self._ledger.claim_history(claims, result.key, run, time, oss=True)
             and not before_baseline
         ):
-            self._count_oss(result)
+            self._counters.count_oss(result)
         return counted
-
-    # --- counting ----------------------------------------------------------------------------
-
-    def _count_finish(self, result: InvocationResult, from_sweep: bool) -> None:
-        status = result.invocation_status  # terminal, hence known
-        label = (status, self._error_folder.fold(result.error_code))
-        self._finished[label] = self._finished.get(label, 0) + 1
-        if result.start_time is not None and result.finished_time is not None:
-            histogram = self._durations.get(status)
-            if histogram is None:
-                histogram = self._durations[status] = Histogram(DURATION_BUCKETS)
-            histogram.observe(max(0.0, result.finished_time - result.start_time))
-        self._dropped_bytes += result.dropped
-        if from_sweep:
-            self._found_by_sweep += 1
-        if self._commands.enabled:
-            self._commands.count(result.command_id, status)
-
-    def _count_oss(self, result: InvocationResult) -> None:
-        code = self._oss_error_folder.fold(result.oss_output_error_code)
-        label = (result.oss_output_status, code)
-        self._oss[label] = self._oss.get(label, 0) + 1
 
     # --- forgetting --------------------------------------------------------------------------
 
@@ -729,11 +512,6 @@ class RunTracker:
             for key, entry in self._view.items()
             if key not in seen_keys and entry.first_seen < seen_before
         ]
-
-    def start_time(self, key: ResultKey) -> float | None:
-        """The ``StartTime`` the view holds for ``key`` (None when unknown)."""
-        entry = self._view.get(key)
-        return None if entry is None else entry.result.start_time
 
     def evict_missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> int:
         """Take out of the view the entries first seen before ``seen_before`` that a complete
@@ -752,7 +530,7 @@ class RunTracker:
             entry = self._view.pop(key, None)
             if entry is not None:
                 self._ghosts[key] = entry
-                self._dirty.add(key)
+                self._changes.mark(key)
 
     def expire(self, now: float) -> int:
         """Drop entries older than the retention, then the oldest beyond the size cap.
@@ -779,7 +557,7 @@ class RunTracker:
         if excess > 0:
             dropped += self._drop_oldest(excess)
         if dropped:
-            self._maybe_dropped = True
+            self._changes.dropped()
         return dropped
 
     def _drop_oldest(self, excess: int, *, ghosts_only: bool = False) -> int:
@@ -804,32 +582,11 @@ class RunTracker:
     def export_changes(self) -> TrackerChanges:
         """What changed since the last :meth:`changes_saved`: the counters and scalars (when
         they changed) and one row per result whose entries changed (``None``: delete it)."""
-        summary = _ENCODER.encode(self._saved_state())
-        if self._maybe_dropped:
-            present = self._view.keys() | self._ghosts.keys()
-            present |= self._ledger.saved_runs(self._saved_keys - present).keys()
-            self._dirty |= self._saved_keys - present
-        runs = self._ledger.saved_runs(self._dirty)
-        rows: list[tuple[bytes, bytes | None]] = []
-        for key in self._dirty:
-            saved = (self._view.get(key), self._ghosts.get(key), runs.get(key, []))
-            value = None if saved == (None, None, []) else _ENCODER.encode(saved)
-            rows.append((_ENCODER.encode(key), value))
-        return TrackerChanges(
-            summary=None if summary == self._saved_summary else summary,
-            rows=tuple(rows),
-            keys=frozenset(self._dirty),
-            kept=frozenset(key for key, (_, value) in zip(self._dirty, rows, strict=True) if value),
-        )
+        return self._changes.export(self._saved_state(), self._view, self._ghosts, self._ledger)
 
     def changes_saved(self, changes: TrackerChanges) -> None:
         """``changes`` (from :meth:`export_changes`) are stored: forget them."""
-        self._dirty -= changes.keys
-        self._saved_keys -= changes.keys
-        self._saved_keys |= changes.kept
-        self._maybe_dropped = False
-        if changes.summary is not None:
-            self._saved_summary = changes.summary
+        self._changes.saved(changes)
 
     def restore(self, summary: bytes, rows: Iterable[tuple[bytes, bytes]]) -> int:
         """Take back a state :meth:`export_changes` exported (a fresh tracker only).
@@ -840,47 +597,26 @@ class RunTracker:
         """
         if self._baseline_done or self._view or self._ghosts or len(self._ledger):
             raise RuntimeError("restore() needs a fresh tracker")
-        try:
-            state = _STATE_DECODER.decode(summary)
-        except msgspec.MsgspecError as exc:
-            raise ValueError(f"unreadable counters: {exc}") from None
-        view: dict[ResultKey, ViewEntry] = {}
-        ghosts: dict[ResultKey, ViewEntry] = {}
-        runs: list[tuple[ResultKey, list[SavedRun]]] = []
-        # Tens of thousands of new objects, none of them garbage: collections only slow it down.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            for raw_key, raw_value in rows:
-                key = _KEY_DECODER.decode(raw_key)
-                entry, ghost, key_runs = _ROW_DECODER.decode(raw_value)
-                if entry is not None:
-                    view[key] = entry
-                if ghost is not None:
-                    ghosts[key] = ghost
-                if key_runs:
-                    runs.append((key, key_runs))
-            complete = True
-        except msgspec.MsgspecError:
-            complete = False
-        finally:
-            if collecting:
-                gc.enable()
-        self._restore_counters(state)
-        if not complete:
+        state = decode_state(summary)
+        restored = decode_rows(rows)
+        self._counters.restore(state)
+        if restored is None:
             return 0
-        self._view, self._ghosts = view, ghosts
-        self._arrivals = max((e.arrival for e in (*view.values(), *ghosts.values())), default=0)
-        for key, key_runs in runs:
+        view = self._view = restored.view
+        self._ghosts = restored.ghosts
+        self._arrivals = max(
+            (e.arrival for e in (*view.values(), *self._ghosts.values())), default=0
+        )
+        for key, key_runs in restored.runs:
             self._ledger.restore_runs(key, key_runs)
-        self._saved_keys = set(view) | set(ghosts) | {key for key, _ in runs}
+        self._changes.restored(restored.keys, summary)
         self._baseline_done = state.baseline_done
         self._baseline_time = state.baseline_time
         self._baseline_consistent = state.baseline_consistent
-        self._tolerance = state.tolerance
+        if state.tolerance is not None:
+            self._tolerance = state.tolerance
         self._newest_baseline_time = state.newest_baseline_time
         self._dropped_until = state.dropped_until
-        self._saved_summary = summary
         if self._ledger.counts_history:
             self._history_due = {
                 key
@@ -891,102 +627,24 @@ class RunTracker:
             }
         return len(view)
 
-    def _folders(self) -> tuple[ValueFolder, ...]:
-        return (
-            self._status_folder,
-            self._error_folder,
-            self._oss_status_folder,
-            self._oss_error_folder,
-        )
-
-    def _saved_state(self) -> _SavedState:
-        return _SavedState(
+    def _saved_state(self) -> SavedState:
+        return SavedState(
             baseline_done=self._baseline_done,
             baseline_time=self._baseline_time,
             baseline_consistent=self._baseline_consistent,
             tolerance=self._tolerance,
             newest_baseline_time=self._newest_baseline_time,
             dropped_until=self._dropped_until,
-            # Admission is permanent, across restarts too (a series never moves to "other").
-            folders=[sorted(folder._admitted) for folder in self._folders()],
-            finished=sorted((s, c, n) for (s, c), n in self._finished.items()),
-            durations=sorted((s, *h.state()) for s, h in self._durations.items()),
-            oss=sorted((s, c, n) for (s, c), n in self._oss.items()),
-            dropped_bytes=self._dropped_bytes,
-            found_by_sweep=self._found_by_sweep,
-            command_ids=list(self._commands.admitted),
-            commands=sorted((i, n, s, c) for (i, n, s), c in self._commands.counts.items()),
+            **self._counters.saved(),
         )
-
-    def _restore_counters(self, state: _SavedState) -> None:
-        for folder, admitted in zip(self._folders(), state.folders, strict=False):
-            for value in admitted:
-                folder.fold(value)
-        self._finished = {(s, c): n for s, c, n in state.finished}
-        for status, counts, total in state.durations:
-            histogram = Histogram(DURATION_BUCKETS)
-            if histogram.restore(counts, total):
-                self._durations[status] = histogram
-        self._oss = {(s, c): n for s, c, n in state.oss}
-        self._dropped_bytes = state.dropped_bytes
-        self._found_by_sweep = state.found_by_sweep
-        self._commands.restore(state.command_ids, state.commands)
 
     # --- summaries ---------------------------------------------------------------------------
 
     def view_summary(self, now: float) -> ViewSummary:
         """The gauges as of ``now`` (O(size of the view))."""
-        by_status = dict.fromkeys(INVOCATION_STATUSES, 0)
-        by_error = dict.fromkeys(ERROR_CODES, 0)
-        oss = dict.fromkeys(OSS_OUTPUT_STATUSES, 0)
-        running = 0
-        oldest_start: float | None = None
-        with_dropped = 0
-        fold_status = self._status_folder.fold
-        for entry in self._view.values():
-            result = entry.result
-            status = fold_status(result.invocation_status)
-            by_status[status] = by_status.get(status, 0) + 1
-            if result.error_code:
-                code = self._error_folder.fold(result.error_code)
-                by_error[code] = by_error.get(code, 0) + 1
-            if result.oss_output_status:
-                oss_status = self._oss_status_folder.fold(result.oss_output_status)
-                oss[oss_status] = oss.get(oss_status, 0) + 1
-            if result.dropped > 0:
-                with_dropped += 1
-            if result.invocation_status == "Running":
-                running += 1
-                start = result.start_time
-                if start is not None and (oldest_start is None or start < oldest_start):
-                    oldest_start = start
-        oldest_age = 0.0 if oldest_start is None else max(0.0, now - oldest_start)
-        return ViewSummary(
-            by_status=tuple(by_status.items()),
-            by_error_code=tuple(by_error.items()),
-            running=running,
-            running_oldest_age_seconds=oldest_age,
-            oss_by_status=tuple(oss.items()),
-            with_dropped_output=with_dropped,
-            tracked_runs=len(self),
-        )
+        results = (entry.result for entry in self._view.values())
+        return self._counters.view_summary(results, now, tracked_runs=len(self))
 
     def counter_totals(self) -> CounterTotals:
         """The counters; every documented combination is present (0 when none)."""
-        finished = {(s, c): 0 for s in TERMINAL_STATUSES for c in ("", *ERROR_CODES)}
-        finished.update(self._finished)
-        durations = [
-            (s, self._durations[s].value() if s in self._durations else EMPTY_HISTOGRAM)
-            for s in TERMINAL_STATUSES
-        ]
-        oss = {("Finished", ""): 0, **{("Failed", c): 0 for c in ("", *OSS_OUTPUT_ERROR_CODES)}}
-        oss.update(self._oss)
-        return CounterTotals(
-            finished=tuple(finished.items()),
-            durations=tuple(durations),
-            oss_deliveries=tuple(oss.items()),
-            dropped_bytes=self._dropped_bytes,
-            found_by_sweep=self._found_by_sweep,
-            commands=self._commands.totals() if self._commands.enabled else (),
-            command_ids_folded=self._commands.folded,
-        )
+        return self._counters.totals()

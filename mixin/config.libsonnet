@@ -48,6 +48,15 @@ local metrics = import 'lib/metrics.libsonnet';
     invalidRecordsFor: '15m',
     commandIdsFoldedFor: '1h',
     labelValuesFoldedFor: '1h',
+    // The exporter process itself: a refused configuration reload (like PrometheusBadConfig), state
+    // files moved aside at start (fires for stateResetWindow after the start), a first walk that
+    // never ends, and a host clock this far from the API's (the API refuses beyond 15 minutes).
+    configReloadFailedFor: '10m',
+    stateResetWindow: '1h',
+    stateResetFor: '1m',
+    firstWalkIncompleteFor: '1h',
+    clockOffsetSeconds: 300,
+    clockSkewFor: '15m',
 
     // Finished runs: the window every run-based alert reads.
     finishedWindow: '15m',

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.metrics import METRICS
 from mixin.render import DASHBOARDS_DIR, evaluate
 from tests.dashboard_lint import ALL_RULES, lint, load_exclusions
 from tests.dashboard_typecheck import TSC, typecheck
@@ -90,10 +91,14 @@ def test_rates_use_grafana_intervals_not_fixed_windows() -> None:
             assert window in ("$__rate_interval", "$__range"), f"{query.source}: [{window}]"
 
 
+# Series of the exporter process itself: the contract gives them no account or region label.
+PER_PROCESS_METRICS = {spec.name for spec in METRICS if not spec.per_target}
+
+
 def test_every_query_filters_by_the_selected_account_and_region() -> None:
     for query in dashboard_queries():
-        for selector in re.findall(r"aliyun_cloudassistant_\w+\{([^}]*)\}", query.expr):
-            if "exporter_build_info" in query.expr:
+        for name, selector in re.findall(r"(aliyun_cloudassistant_\w+)\{([^}]*)\}", query.expr):
+            if name in PER_PROCESS_METRICS:
                 continue
             assert 'account=~"$account"' in selector, query.source
             assert 'region_id=~"$region_id"' in selector, query.source

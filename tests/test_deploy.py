@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from exporter.settings import load_config_file
+from exporter.sharding import sharding_from_flags
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -638,3 +639,108 @@ def test_generate_refuses_what_is_not_a_rules_file(
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out.yaml").exists()
+
+
+# --- the sharded variant (a StatefulSet, deploy/kubernetes/sharded) ------------------------------
+
+SHARDED = K8S / "sharded"
+
+
+@pytest.fixture(scope="module")
+def statefulset() -> dict[str, Any]:
+    (doc,) = _documents(SHARDED / "statefulset.yaml")
+    return doc
+
+
+def _args(container: dict[str, Any]) -> dict[str, str]:
+    """``{flag: value}`` of a container's ``--flag=value`` args."""
+    return dict(arg.split("=", 1) for arg in container["args"])
+
+
+def test_the_statefulset_is_valid(statefulset: dict[str, Any]) -> None:
+    _validate(statefulset)
+    assert statefulset["kind"] == "StatefulSet"
+    assert statefulset["metadata"]["labels"]["app.kubernetes.io/name"] == APP
+
+
+def test_the_shards_pod_is_the_deployments_plus_sharding_and_state(
+    manifests: dict[str, dict[str, Any]], statefulset: dict[str, Any]
+) -> None:
+    deployment = manifests["Deployment"]["spec"]
+    sharded = statefulset["spec"]
+    assert sharded["selector"] == deployment["selector"]
+    assert sharded["template"]["metadata"] == deployment["template"]["metadata"]
+    pod, base_pod = sharded["template"]["spec"], deployment["template"]["spec"]
+    unlike = {"containers", "volumes"}
+    assert {k: v for k, v in pod.items() if k not in unlike} == {
+        k: v for k, v in base_pod.items() if k not in unlike
+    }
+    (container,), (base,) = pod["containers"], base_pod["containers"]
+    unlike = {"args", "env", "volumeMounts"}
+    assert {k: v for k, v in container.items() if k not in unlike} == {
+        k: v for k, v in base.items() if k not in unlike
+    }
+    args, base_args = _args(container), _args(base)
+    assert {flag: args[flag] for flag in base_args} == base_args
+    # Its own state: a volume claim per pod, mounted where --storage.path points.
+    (claim,) = sharded["volumeClaimTemplates"]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert args["--storage.path"] == mounts[claim["metadata"]["name"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    base_mounts = {mount["name"]: mount["mountPath"] for mount in base["volumeMounts"]}
+    assert base_mounts.items() <= mounts.items()
+    assert [v for v in pod["volumes"] if v["name"] != claim["metadata"]["name"]] == [
+        v for v in base_pod["volumes"] if v["name"] != claim["metadata"]["name"]
+    ]
+
+
+def test_every_pod_of_the_statefulset_is_a_different_shard(statefulset: dict[str, Any]) -> None:
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    args = _args(container)
+    total = int(args["--total-shards"])
+    assert total == statefulset["spec"]["replicas"]
+    # --pod is the pod's own name, from the downward API.
+    assert args["--pod"] == "$(POD_NAME)"
+    (env,) = container["env"]
+    assert env == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    name = statefulset["metadata"]["name"]
+    shards = [sharding_from_flags(None, total, f"{name}-{n}") for n in range(total)]
+    assert [shard.shard for shard in shards] == list(range(total))
+
+
+def _sharded_overlay_from_the_docs() -> str:
+    text = (REPO / "docs" / "deployment.md").read_text()
+    after_marker = text[text.index("<!-- sharded-overlay") :]
+    return after_marker.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+def test_the_documented_sharded_overlay_replaces_the_deployment_by_the_statefulset(
+    tmp_path: Path,
+) -> None:
+    overlay = yaml.safe_load(_sharded_overlay_from_the_docs())
+    assert overlay["resources"] == ["../deploy/kubernetes"], "the doc's layout, from the repo"
+    assert overlay["components"] == ["../deploy/kubernetes/sharded"]
+    here = tmp_path / "exporter"
+    here.mkdir()
+    overlay["resources"] = [os.path.relpath(K8S, here)]
+    overlay["components"] = [os.path.relpath(SHARDED, here)]
+    (here / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    documents = _kustomize(here)
+    assert sorted(doc["kind"] for doc in documents) == sorted(
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "StatefulSet",
+            "Service",
+            "ServiceMonitor",
+            "PrometheusRule",
+        ]
+    )
+    for doc in documents:
+        assert doc["metadata"]["namespace"] == "monitoring"
+        _validate(doc)
+    by_kind = {doc["kind"]: doc for doc in documents}
+    pods = by_kind["StatefulSet"]["spec"]["template"]["metadata"]["labels"].items()
+    assert by_kind["Service"]["spec"]["selector"].items() <= pods  # every shard is scraped
+    assert by_kind["StatefulSet"]["spec"]["serviceName"] == by_kind["Service"]["metadata"]["name"]

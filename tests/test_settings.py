@@ -138,7 +138,7 @@ def test_defaults_of_the_global_sections(tmp_path: Path) -> None:
     assert settings.refresh.min_interval_seconds == 30
     assert settings.refresh.sweep_interval_seconds == 600
     assert settings.refresh.page_cap == 200
-    assert settings.refresh.workers == 4
+    assert settings.refresh.workers is None  # one per target (exporter.app.refresh_workers)
     assert settings.refresh.tracking_cap == 50000
     assert settings.refresh.scrape_max_wait_seconds == 9
     assert settings.api.rate_limit_per_second == 5

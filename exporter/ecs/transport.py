@@ -104,6 +104,17 @@ def _read(
     return b"".join(parts)
 
 
+def _timed_out(exc: Exception, netloc: str, timeout: float) -> RequestTimeoutError:
+    """The error for a timeout of either HTTP library."""
+    return RequestTimeoutError(f"{type(exc).__name__} talking to {netloc} (timeout {timeout:g}s)")
+
+
+def _lost(exc: Exception, netloc: str, text: TextCleaner) -> TransportError:
+    """The error for a failed exchange of either HTTP library (its message cleaned)."""
+    detail = text.message(str(exc))
+    return TransportError(f"{type(exc).__name__} talking to {netloc}: {detail}".rstrip(": "))
+
+
 class CoreWire:
     """A :class:`Wire` over an ``httpcore`` connection pool (shared; closed by its owner)."""
 
@@ -151,14 +162,9 @@ class CoreWire:
             finally:
                 response.close()
         except httpcore.TimeoutException as exc:
-            raise RequestTimeoutError(
-                f"{type(exc).__name__} talking to {self._netloc} (timeout {timeout:g}s)"
-            ) from None
+            raise _timed_out(exc, self._netloc, timeout) from None
         except _CORE_NETWORK_ERRORS as exc:
-            detail = text.message(str(exc))
-            raise TransportError(
-                f"{type(exc).__name__} talking to {self._netloc}: {detail}".rstrip(": ")
-            ) from None
+            raise _lost(exc, self._netloc, text) from None
         return Answer(response.status, found, body)
 
 
@@ -210,13 +216,8 @@ class HttpxWire:
             finally:
                 response.close()
         except httpx.TimeoutException as exc:
-            raise RequestTimeoutError(
-                f"{type(exc).__name__} talking to {self._netloc} (timeout {timeout:g}s)"
-            ) from None
+            raise _timed_out(exc, self._netloc, timeout) from None
         except httpx.RequestError as exc:
-            detail = text.message(str(exc))
-            raise TransportError(
-                f"{type(exc).__name__} talking to {self._netloc}: {detail}".rstrip(": ")
-            ) from None
+            raise _lost(exc, self._netloc, text) from None
         found = {name.lower(): value for name, value in response.headers.items()}
         return Answer(response.status_code, found, body)

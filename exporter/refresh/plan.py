@@ -42,6 +42,7 @@ import logging
 from dataclasses import replace
 from typing import TypeVar
 
+from exporter import viewqueries
 from exporter.ecs.errors import InvalidRequestError
 from exporter.ecs.models import TERMINAL_STATUSES, InvocationQuery
 from exporter.refresh.apistats import ApiClock
@@ -140,13 +141,13 @@ class ReadPlan:
                 self._read_histories(now)
             if self._api_holds is not None:
                 # What the API dropped to make room for what this refresh found.
-                tracker.trim_view(self._api_holds)
+                tracker.evict_keys(viewqueries.oldest_settled(tracker.view, self._api_holds))
             if sweep_due:
                 self._schedule.started(now)
                 self._sweeping = SweepProgress(
                     started=now,
                     returned=self._tracker.returned,
-                    counted=self._tracker.found_by_sweep,
+                    counted=self._tracker.counter_totals().found_by_sweep,
                 )
             if self._sweeping is not None:
                 # A sweep that failed goes on where it stopped, at the next refresh.
@@ -274,7 +275,8 @@ class ReadPlan:
         gone: list[ResultKey] = []
         oldest = sweep.oldest_start
         for key in self._tracker.missing(sweep.seen, seen_before=sweep.started):
-            start = self._tracker.start_time(key)
+            entry = self._tracker.view.get(key)
+            start = None if entry is None else entry.result.start_time
             if start is not None and oldest is not None and start < oldest:
                 gone.append(key)
             else:
@@ -286,12 +288,12 @@ class ReadPlan:
             self._slow_periodic = not self._options.include_history
             if gone or self._api_holds is not None:
                 # With what came in while the sweep went on (a paced one reads the top first).
-                self._api_holds = len(sweep.seen) + self._tracker.taken_in_since(
-                    sweep.started, sweep.seen
+                self._api_holds = len(sweep.seen) + viewqueries.taken_in_since(
+                    self._tracker.view, sweep.started, sweep.seen
                 )
         found = (
             sweep.found
-            or self._tracker.found_by_sweep > sweep.counted
+            or self._tracker.counter_totals().found_by_sweep > sweep.counted
             or sweep.order.moved
             or sweep.inverted
             or self._order_broke
@@ -332,7 +334,7 @@ class ReadPlan:
                 start = result.start_time
                 if start is not None and (sweep.oldest_start is None or start < sweep.oldest_start):
                     sweep.oldest_start = start
-                order = self._tracker.read_order(result.key)
+                order = viewqueries.read_order(self._tracker.view, result.key)
                 if order is not None:
                     last = sweep.last_order
                     sweep.inverted = sweep.inverted or (last is not None and order > last)
@@ -400,7 +402,12 @@ class ReadPlan:
         touched: set[ResultKey] = set()
         # Records in flight near the top (by the order the walks read them): reading on to them
         # costs fewer calls than a follow-up.
-        unread = self._tracker.in_flight_near_top(now, _REACH_PAGES * self._options.max_results)
+        unread = viewqueries.in_flight_near_top(
+            self._tracker.view,
+            self._tracker.arrivals,
+            now,
+            _REACH_PAGES * self._options.max_results,
+        )
         extended = 0
         for page in self._walk(self._query):
             news = False
@@ -422,7 +429,8 @@ class ReadPlan:
                     if last_change is Change.NEW and saw_unchanged and interrupted is None:
                         self._warn_order()
             if interrupted is not None:
-                known_since = None if last_key is None else self._tracker.first_seen(last_key)
+                seen = None if last_key is None else self._tracker.view.get(last_key)
+                known_since = None if seen is None else seen.first_seen
                 if known_since is None or known_since >= interrupted:
                     continue
             # Newest-first, a page that ends on a known, unchanged record has shown every new
@@ -457,11 +465,13 @@ class ReadPlan:
         arrived = self._tracker.arrivals - self._arrivals
         self._arrivals = self._tracker.arrivals
         holds = self._api_holds if self._api_holds is not None else API_MAX_ENTRIES
-        at_risk = self._tracker.oldest_in_flight(
-            self._tracker.results_in_view - holds + 2 * arrived
+        at_risk = viewqueries.oldest_in_flight(
+            self._tracker.view, self._tracker.results_in_view - holds + 2 * arrived
         )
         periodic = periodic or not self._slow_periodic
-        in_flight, total = self._tracker.follow_up(now, periodic=periodic, at_risk=at_risk)
+        in_flight, total = viewqueries.follow_up(
+            self._tracker.view, now, periodic=periodic, at_risk=at_risk
+        )
         if not in_flight:
             if periodic:
                 self._periodic_followed = now

@@ -335,7 +335,8 @@ class RefreshSettings(_Section):
     sweep_interval_seconds: Annotated[float, Field(ge=0, le=604800)] = 600
     """Seconds between full sweeps of the retained results; 0 disables the sweep."""
     page_cap: Annotated[int, Field(ge=1, le=10000)] = 200
-    workers: Annotated[int, Field(ge=1, le=64)] = 4
+    workers: Annotated[int, Field(ge=1, le=64)] | None = None
+    """Targets refreshed in parallel; unset: one per target, 4 at least and 64 at most."""
     tracking_cap: Annotated[int, Field(ge=100, le=10_000_000)] = 50000
     scrape_max_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 9
 

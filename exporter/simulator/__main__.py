@@ -50,21 +50,22 @@ def _fault_rule(text: str) -> FaultRule:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _non_negative(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text} must be a finite number, not negative")
     return value
 
 
 def _offset(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not math.isfinite(value) or abs(value) > MAX_CLOCK_OFFSET:
         raise argparse.ArgumentTypeError(
             f"{text} must be between -{MAX_CLOCK_OFFSET:.0f} and {MAX_CLOCK_OFFSET:.0f} seconds"

@@ -219,6 +219,8 @@ class RecordRef:
 class RecordFilter:
     """The filters of DescribeInvocationResults, already validated."""
 
+    # Like exporter.ecs.models.InvocationQuery on purpose: the simulator models the API on its own.
+
     resource_group_id: str | None = None
     invoke_id: str | None = None
     instance_id: str | None = None

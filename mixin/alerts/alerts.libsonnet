@@ -222,6 +222,58 @@ local COUNT = '{{ printf "%.0f" $value }}';
             '{{ $value }} CommandIds of ' + TARGET + ' are counted under command_id="other": raise command_breakdown.max_command_ids or accept the fold.',
             dashboard='cloudassistant-exporter',
           ),
+          // The next two are about one exporter process each, so they keep `instance`: every
+          // replica reports its own reload and its own state directory.
+          alert(
+            'ExporterConfigReloadFailed',
+            '%s%s == 0' % [m.exporter_config_last_reload_successful, q.sel(c)],
+            c.configReloadFailedFor,
+            'warning',
+            'The Cloud Assistant exporter {{ $labels.instance }} refused its new configuration.',
+            'The last configuration reload of {{ $labels.instance }} (job {{ $labels.job }}) failed and no later one succeeded for '
+            + c.configReloadFailedFor + ' (last_reload_successful = {{ $value }}): it keeps running the previous configuration; its log names the error.',
+            dashboard='cloudassistant-exporter',
+            perTarget=false,
+          ),
+          alert(
+            'ExporterStateReset',
+            // The counter only moves at start, so a fresh series (a new pod, a first start)
+            // carries its whole value in its first sample, which increase() cannot see.
+            'increase(%s%s[%s]) > 0\nor\n(\n  %s%s > 0\n  unless\n  %s%s offset %s\n)' % [
+              m.exporter_state_files_moved_aside_total, q.sel(c), c.stateResetWindow,
+              m.exporter_state_files_moved_aside_total, q.sel(c),
+              m.exporter_state_files_moved_aside_total, q.sel(c), c.stateResetWindow,
+            ],
+            c.stateResetFor,
+            'info',
+            'The Cloud Assistant exporter {{ $labels.instance }} found its state unusable and started afresh.',
+            COUNT + ' state files of {{ $labels.instance }} (job {{ $labels.job }}) were unusable ({{ $labels.reason }}) and moved aside at start within the last '
+            + c.stateResetWindow + ': the counters of its targets restarted from a fresh baseline, and runs that finished while it was down are not counted.',
+            dashboard='cloudassistant-exporter',
+            perTarget=false,
+          ),
+          alert(
+            'HostClockSkewed',
+            // Each replica runs on its own host clock: per instance, the worst target.
+            'max without (account, region_id) (\n  abs(%s%s)\n) > %d' % [m.api_clock_offset_seconds, q.sel(c), c.clockOffsetSeconds],
+            c.clockSkewFor,
+            'warning',
+            'The clock of the Cloud Assistant exporter {{ $labels.instance }} is far from the ECS API\'s.',
+            "The clock of the host running {{ $labels.instance }} (job {{ $labels.job }}) is {{ $value | humanizeDuration }} away from the ECS API's (more than "
+            + c.clockOffsetSeconds + 's): the API refuses requests signed more than 15 minutes off (refresh failures with reason clock_skew); fix NTP on that host.',
+            dashboard='cloudassistant-exporter',
+            perTarget=false,
+          ),
+          alert(
+            'FirstWalkIncomplete',
+            'max without (%s) (%s%s) == 0' % [q.replicas(c), m.first_walk_complete, q.sel(c)],
+            c.firstWalkIncompleteFor,
+            'warning',
+            'The exporter has not finished reading ' + TARGET + ' for the first time.',
+            'No replica of job {{ $labels.job }} has completed the first full walk of ' + TARGET + ' in '
+            + c.firstWalkIncompleteFor + ' (first_walk_complete = {{ $value }}): no run of it is counted until then. Usually sustained throttling or a very large account.',
+            dashboard='cloudassistant-exporter',
+          ),
         ],
       },
       {

@@ -198,6 +198,11 @@ local g = import 'grafana.libsonnet';
                    [T('sum by (instance, account, region_id) (%s)' % rate(m.refreshes_total), '{{instance}} {{account}} {{region_id}}')], 'ops'),
       g.timeseries('Refresh failures by reason', 'Failed refreshes per second by reason: throttled, server, auth, permission, invalid_request, malformed, transport, credentials, clock_skew, internal.',
                    [T('sum by (instance, account, region_id, reason) (%s)' % rate(m.refresh_failures_total), '{{instance}} {{account}} {{region_id}} {{reason}}')], 'ops'),
+      g.timeseries('Host clock offset from the API', "How far each exporter host's clock is from the ECS API's (either sign), from the Date header of the API's answers; the worst target per instance (dashed: where CloudAssistantHostClockSkewed fires; the API refuses requests beyond 15 minutes).",
+                   [T('max by (instance) (abs(%s%s))' % [m.api_clock_offset_seconds, sel()], '{{instance}}')],
+                   's', 12, g.steps('green', [[c.clockOffsetSeconds, 'red']])),
+      g.stat('Targets in their first walk', 'Targets no replica has finished walking for the first time: nothing is counted for them yet (CloudAssistantFirstWalkIncomplete fires after %s).' % c.firstWalkIncompleteFor,
+             'count(%s == 0) or vector(0)' % rs('%s%s' % [m.first_walk_complete, sel()]), 'short', 12, g.steps('green', [[1, 'orange']])),
       g.row('ECS API'),
       g.timeseries('API requests by code', 'HTTP tries to the ECS API per second, by outcome: ok, else the API error Code or http_<status>, timeout, transport, malformed.',
                    [T('sum by (code) (%s)' % rate(m.api_requests_total), '{{code}}')], 'reqps'),
@@ -243,6 +248,14 @@ local g = import 'grafana.libsonnet';
               [tableQuery('max by (instance, version, revision, python_version) (%s{%s})' % [m.exporter_build_info, JOB])],
               'short', 8, 8,
               extra={ transformations: [{ id: 'organize', options: { excludeByName: { Time: true, Value: true } } }] }),
+      g.stat('Last config reload', 'Whether the last configuration reload (SIGHUP, POST /-/reload) of every selected exporter instance succeeded; "refused" while any instance runs its previous configuration (CloudAssistantExporterConfigReloadFailed).',
+             'min(%s{%s})' % [m.exporter_config_last_reload_successful, JOB], 'short', 12,
+             g.steps('red', [[1, 'green']]),
+             mappings=[{ type: 'value', options: { '0': { text: 'refused', color: 'red', index: 0 }, '1': { text: 'OK', color: 'green', index: 1 } } }]),
+      // increase() cannot see a series' first sample: a new pod's own first start shows in
+      // CloudAssistantExporterStateReset and the log, not here.
+      g.stat('State files moved aside', 'State files the selected exporter instances found unusable and moved aside at a restart in the selected time range; above 0, their counters restarted from a fresh baseline (CloudAssistantExporterStateReset, which also sees a new pod\'s first start).',
+             'sum(increase(%s{%s}[$__range])) or vector(0)' % [m.exporter_state_files_moved_aside_total, JOB], 'short', 12, g.steps('green', [[1, 'orange']])),
     ],
   ),
 

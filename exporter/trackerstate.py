@@ -1,0 +1,189 @@
+"""The saved form of a :class:`~exporter.tracking.RunTracker`, for the state directory.
+
+Pure logic like the tracker (no files: :mod:`exporter.state` stores what this module encodes).
+A tracker saves two things:
+
+* its *summary*: the counters and scalars, one msgpack value (:class:`SavedState`);
+* one *row* per result it remembers: the key, and the result's view entry, its entry after it
+  left the view (a "ghost") and the runs of it that were counted.
+
+:class:`ChangeLog` keeps what changed since the last save, so a refresh with nothing new writes
+nothing; :func:`decode_state` and :func:`decode_rows` read a saved state back.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import msgspec
+
+from exporter.runledger import ResultKey, RunLedger, SavedRun
+from exporter.viewentry import ViewEntry
+
+__all__ = [
+    "ChangeLog",
+    "RestoredRows",
+    "SavedState",
+    "TrackerChanges",
+    "decode_rows",
+    "decode_state",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerChanges:
+    """What a tracker has to save (see :meth:`RunTracker.export_changes`): ``summary`` is the
+    encoded counters and scalars, None when unchanged; ``rows`` are encoded ``(key, value)``
+    pairs, a None value deleting the row; ``keys`` the results they are for, ``kept`` those
+    still remembered."""
+
+    summary: bytes | None
+    rows: tuple[tuple[bytes, bytes | None], ...]
+    keys: frozenset[ResultKey]
+    kept: frozenset[ResultKey]
+
+    @property
+    def empty(self) -> bool:
+        """True when there is nothing to write."""
+        return self.summary is None and not self.rows
+
+
+class SavedState(msgspec.Struct, frozen=True):
+    """The counters and scalars of a tracker as saved (msgpack; a new field needs a default).
+    ``tolerance`` is None in states saved before it was (the tracker's default then)."""
+
+    baseline_done: bool
+    baseline_time: float
+    dropped_until: float
+    folders: list[list[str]]
+    finished: list[tuple[str, str, int]]
+    durations: list[tuple[str, list[int], float]]
+    oss: list[tuple[str, str, int]]
+    dropped_bytes: int
+    found_by_sweep: int
+    command_ids: list[str]
+    commands: list[tuple[str, str, str, int]]
+    baseline_consistent: bool = False
+    tolerance: float | None = None
+    newest_baseline_time: float = float("-inf")
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredRows:
+    """The rows of a saved tracker, decoded: its view, its ghosts, the runs it counted."""
+
+    view: dict[ResultKey, ViewEntry]
+    ghosts: dict[ResultKey, ViewEntry]
+    runs: list[tuple[ResultKey, list[SavedRun]]]
+
+    @property
+    def keys(self) -> set[ResultKey]:
+        """Every result a row was saved for."""
+        return set(self.view) | set(self.ghosts) | {key for key, _ in self.runs}
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_STATE_DECODER = msgspec.msgpack.Decoder(SavedState)
+_KEY_DECODER = msgspec.msgpack.Decoder(tuple[str, str, str])
+_ROW_DECODER = msgspec.msgpack.Decoder(
+    tuple[ViewEntry | None, ViewEntry | None, list[tuple[int, float, bool, bool]]]
+)
+
+
+def decode_state(summary: bytes) -> SavedState:
+    """The counters and scalars of a saved tracker; ``ValueError`` when unreadable."""
+    try:
+        return _STATE_DECODER.decode(summary)
+    except msgspec.MsgspecError as exc:
+        raise ValueError(f"unreadable counters: {exc}") from None
+
+
+def decode_rows(rows: Iterable[tuple[bytes, bytes]]) -> RestoredRows | None:
+    """The rows of a saved tracker; None when any of them is unreadable."""
+    restored = RestoredRows({}, {}, [])
+    # Tens of thousands of new objects, none of them garbage: collections only slow it down.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for raw_key, raw_value in rows:
+            key = _KEY_DECODER.decode(raw_key)
+            entry, ghost, key_runs = _ROW_DECODER.decode(raw_value)
+            if entry is not None:
+                restored.view[key] = entry
+            if ghost is not None:
+                restored.ghosts[key] = ghost
+            if key_runs:
+                restored.runs.append((key, key_runs))
+    except msgspec.MsgspecError:
+        return None
+    finally:
+        if collecting:
+            gc.enable()
+    return restored
+
+
+class ChangeLog:
+    """Which results of a tracker changed since its last save, and what was saved."""
+
+    def __init__(self) -> None:
+        # Results whose entries changed since the last save, the results saved, whether
+        # entries may have been dropped, the summary saved.
+        self._dirty: set[ResultKey] = set()
+        self._saved_keys: set[ResultKey] = set()
+        self._maybe_dropped = False
+        self._saved_summary = b""
+
+    def mark(self, key: ResultKey) -> None:
+        """The entries of ``key`` changed."""
+        self._dirty.add(key)
+
+    def mark_all(self, keys: Iterable[ResultKey]) -> None:
+        """The entries of every key in ``keys`` changed."""
+        self._dirty.update(keys)
+
+    def dropped(self) -> None:
+        """Entries may have been dropped (the next export looks for saved rows to delete)."""
+        self._maybe_dropped = True
+
+    def export(
+        self,
+        state: SavedState,
+        view: Mapping[ResultKey, ViewEntry],
+        ghosts: Mapping[ResultKey, ViewEntry],
+        ledger: RunLedger,
+    ) -> TrackerChanges:
+        """The changes since the last :meth:`saved`: ``state`` when it changed, and one row per
+        result whose entries changed (``None``: delete it)."""
+        summary = _ENCODER.encode(state)
+        if self._maybe_dropped:
+            present = view.keys() | ghosts.keys()
+            present |= ledger.saved_runs(self._saved_keys - present).keys()
+            self._dirty |= self._saved_keys - present
+        runs = ledger.saved_runs(self._dirty)
+        rows: list[tuple[bytes, bytes | None]] = []
+        for key in self._dirty:
+            saved = (view.get(key), ghosts.get(key), runs.get(key, []))
+            value = None if saved == (None, None, []) else _ENCODER.encode(saved)
+            rows.append((_ENCODER.encode(key), value))
+        return TrackerChanges(
+            summary=None if summary == self._saved_summary else summary,
+            rows=tuple(rows),
+            keys=frozenset(self._dirty),
+            kept=frozenset(key for key, (_, value) in zip(self._dirty, rows, strict=True) if value),
+        )
+
+    def saved(self, changes: TrackerChanges) -> None:
+        """``changes`` (from :meth:`export`) are stored: forget them."""
+        self._dirty -= changes.keys
+        self._saved_keys -= changes.keys
+        self._saved_keys |= changes.kept
+        self._maybe_dropped = False
+        if changes.summary is not None:
+            self._saved_summary = changes.summary
+
+    def restored(self, keys: set[ResultKey], summary: bytes) -> None:
+        """A saved state was taken back: ``keys`` have rows, ``summary`` is stored."""
+        self._saved_keys = keys
+        self._saved_summary = summary
