@@ -66,10 +66,12 @@ TRACKING = (
 # Bottom to top; a layer may import what its ``may_import`` lists, nothing else of exporter/.
 LAYERS = (
     Layer(
-        "base: leaves (version, files, plain-words errors, logging, sockets, signals, reload)",
+        "base: leaves (version, files, plain-words errors, logging, sockets, signals, reload, "
+        "sharding)",
         (
             "exporter",
             "exporter.reload",
+            "exporter.sharding",
             "exporter.signals",
             "exporter.files",
             "exporter.validation",
@@ -154,6 +156,7 @@ LAYERS = (
         ("exporter.app", "exporter.targets"),
         (
             *BASE,
+            "exporter.sharding",
             "exporter.targets",
             "exporter.reload",
             "exporter.signals",
@@ -211,6 +214,7 @@ LAYERS = (
             "exporter.state",
             "exporter.webconfig",
             "exporter.reload",
+            "exporter.sharding",
             "exporter.signals",
             "exporter.webwatch",
             "exporter.demo",
