@@ -67,10 +67,12 @@ TRACKING = (
 # Bottom to top; a layer may import what its ``may_import`` lists, nothing else of exporter/.
 LAYERS = (
     Layer(
-        "base: leaves (version, files, plain-words errors, logging, sockets, signals, reload)",
+        "base: leaves (version, files, plain-words errors, logging, sockets, signals, reload, "
+        "sharding)",
         (
             "exporter",
             "exporter.reload",
+            "exporter.sharding",
             "exporter.signals",
             "exporter.files",
             "exporter.validation",
@@ -155,6 +157,7 @@ LAYERS = (
         ("exporter.app", "exporter.targets"),
         (
             *BASE,
+            "exporter.sharding",
             "exporter.targets",
             "exporter.reload",
             "exporter.signals",
@@ -212,6 +215,7 @@ LAYERS = (
             "exporter.state",
             "exporter.webconfig",
             "exporter.reload",
+            "exporter.sharding",
             "exporter.signals",
             "exporter.webwatch",
             "exporter.demo",
