@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
 import errno
 import functools
 import gzip
@@ -25,10 +24,6 @@ from urllib.parse import urljoin
 import bcrypt
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -46,6 +41,7 @@ from exporter.workers import WorkerPool
 from tests import exporter_process
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess
+from tests.support.tls import self_signed
 
 UP = TargetStatus(
     "prod", "cn-hangzhou", True, 1_767_225_600.0, "", results_in_view=812, first_walk="done"
@@ -681,35 +677,8 @@ def test_auth_excluded_paths_apply_under_a_route_prefix(excluded: str) -> None:
         running.close()
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 def test_tls_serves_https_and_a_bad_handshake_does_not_stop_it(tmp_path: Path) -> None:
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path, "127.0.0.1")
     web_config_file = tmp_path / "web.yml"
     web_config_file.write_text(
         json.dumps({"tls_server_config": {"cert_file": str(cert_file), "key_file": str(key_file)}})
