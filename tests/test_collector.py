@@ -37,7 +37,7 @@ from exporter.refresh import FAILURE_REASONS, RefreshOptions, TargetRefresher, T
 from exporter.reload import ReloadStatus
 from exporter.server import ExporterHTTPServer
 from exporter.tracking import CommandBreakdown
-from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
+from tests.support.fakes import T0, FakeApi, FakeClock, backlog, make_refresher, result
 
 P = "aliyun_cloudassistant_"
 BUILD = BuildInfoKey("9.9.9", "abc1234", platform.python_version())
@@ -51,17 +51,9 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 
 def refresher(
-    name: str, api: FakeApi, executor: ThreadPoolExecutor, clock: FakeClock, **options: object
+    name: str, api: FakeApi, executor: ThreadPoolExecutor, clock: FakeClock, **options: Any
 ) -> TargetRefresher:
-    return TargetRefresher(
-        name,
-        "cn-hangzhou",
-        api,
-        InvocationQuery(),
-        RefreshOptions(**options),  # type: ignore[arg-type]
-        executor,
-        clock=clock,
-    )
+    return make_refresher(api, executor, clock, name, **options)
 
 
 def refreshing(

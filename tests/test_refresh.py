@@ -36,7 +36,7 @@ from exporter.settings import ExporterSettings
 from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.world import GroundTruth, ManualClock, World, WorldSpec
-from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
+from tests.support.fakes import T0, FakeApi, FakeClock, backlog, make_refresher, result
 
 
 @pytest.fixture
@@ -44,23 +44,6 @@ def executor() -> Iterator[ThreadPoolExecutor]:
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-refresh")
     yield pool
     pool.shutdown(wait=True, cancel_futures=True)
-
-
-def make_refresher(
-    api: FakeApi,
-    executor: ThreadPoolExecutor,
-    clock: Callable[[], float],
-    **options: object,
-) -> TargetRefresher:
-    return TargetRefresher(
-        "prod",
-        "cn-hangzhou",
-        api,
-        InvocationQuery(),
-        RefreshOptions(**options),  # type: ignore[arg-type]
-        executor,
-        clock=clock,
-    )
 
 
 SETTINGS = ExporterSettings.model_validate(

@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from exporter.ecs.models import InvocationQuery, InvocationResult
-from exporter.refresh import RefreshOptions, TargetRefresher
 from exporter.server import TargetStatus, render_landing_page
 from exporter.state import (
     APPLICATION_ID,
@@ -26,7 +25,7 @@ from exporter.state import (
 )
 from exporter.tracking import RunTracker
 from tests.exporter_process import run_cli
-from tests.support.fakes import FakeApi, result
+from tests.support.fakes import FakeApi, make_refresher, result
 
 T0 = 1_700_000_000.0
 
@@ -266,18 +265,15 @@ def test_the_refresher_serves_restored_counters_before_its_first_refresh(
 ) -> None:
     api = FakeApi()
     now = [T0]
-    options = RefreshOptions(min_refresh_interval=0, sweep_interval=0)
     with ThreadPoolExecutor(1) as executor:
         store = StateStore(tmp_path)
-        first = TargetRefresher(
-            "prod",
-            "cn-hangzhou",
+        first = make_refresher(
             api,
-            InvocationQuery(),
-            options,
             executor,
-            clock=lambda: now[0],
+            lambda: now[0],
             store=store.target("target", "prod"),
+            min_refresh_interval=0,
+            sweep_interval=0,
         )
         first.refresh_now()  # baseline
         api.records.insert(0, result("t-1", "i-1", "Success", start=T0, finished=T0 + 5))
@@ -289,15 +285,13 @@ def test_the_refresher_serves_restored_counters_before_its_first_refresh(
         api.records.insert(
             0, result("t-2", "i-1", "Failed", start=T0 + 10, finished=T0 + 15)
         )  # while down
-        second = TargetRefresher(
-            "prod",
-            "cn-hangzhou",
+        second = make_refresher(
             api,
-            InvocationQuery(),
-            options,
             executor,
-            clock=lambda: now[0],
+            lambda: now[0],
             store=store.target("target", "prod"),
+            min_refresh_interval=0,
+            sweep_interval=0,
         )
         snapshot = second.latest()
         assert snapshot.state == "restored"
@@ -309,16 +303,22 @@ def test_the_refresher_serves_restored_counters_before_its_first_refresh(
         store.close()
 
 
-def test_an_unwritable_state_directory_stops_the_start_with_one_line(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("x", encoding="utf-8")
-    config = tmp_path / "config.yml"
+def _config_file(directory: Path) -> Path:
+    """A config file with one static-key target, as the CLI tests start the exporter with."""
+    config = directory / "config.yml"
     config.write_text(
         "targets:\n- name: prod\n  region_id: cn-hangzhou\n  credentials:\n"
         "    source: static\n    access_key_id: LTAI5tStateTest\n"
         "    access_key_secret: state-secret-1234\n",
         encoding="utf-8",
     )
+    return config
+
+
+def test_an_unwritable_state_directory_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    config = _config_file(tmp_path)
     outcome = run_cli(["--config.file", str(config), f"--storage.path={blocker}/state"])
     assert outcome.code == 2
     lines = outcome.stderr.strip().splitlines()
@@ -328,13 +328,7 @@ def test_an_unwritable_state_directory_stops_the_start_with_one_line(tmp_path: P
 
 
 def test_a_second_exporter_on_the_same_directory_refuses_to_start(tmp_path: Path) -> None:
-    config = tmp_path / "config.yml"
-    config.write_text(
-        "targets:\n- name: prod\n  region_id: cn-hangzhou\n  credentials:\n"
-        "    source: static\n    access_key_id: LTAI5tStateTest\n"
-        "    access_key_secret: state-secret-1234\n",
-        encoding="utf-8",
-    )
+    config = _config_file(tmp_path)
     store = StateStore(tmp_path / "state")  # as a running exporter holds it
     try:
         outcome = run_cli(["--config.file", str(config), f"--storage.path={tmp_path}/state"])
@@ -372,18 +366,15 @@ def test_results_that_left_the_view_and_history_runs_survive_a_restart(tmp_path:
 def test_a_refresh_whose_state_cannot_be_saved_is_not_served(tmp_path: Path) -> None:
     api = FakeApi()
     now = [T0]
-    options = RefreshOptions(min_refresh_interval=0, sweep_interval=0)
     store = StateStore(tmp_path)
     with ThreadPoolExecutor(1) as executor:
-        refresher = TargetRefresher(
-            "prod",
-            "cn-hangzhou",
+        refresher = make_refresher(
             api,
-            InvocationQuery(),
-            options,
             executor,
-            clock=lambda: now[0],
+            lambda: now[0],
             store=store.target("target", "prod"),
+            min_refresh_interval=0,
+            sweep_interval=0,
         )
         refresher.refresh_now()  # baseline, saved
         store.close()  # the disk goes away: saves fail from now on

@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from exporter.ecs.models import InvocationQuery, InvocationResult
-from exporter.refresh import RefreshOptions, TargetRefresher, TargetSnapshot
+from exporter.ecs.models import InvocationResult
+from exporter.refresh import TargetRefresher, TargetSnapshot
 from exporter.refresh.sweeps import SweepSchedule
-from tests.support.fakes import T0, FakeApi, FakeClock, backlog, result
+from tests.support.fakes import T0, FakeApi, FakeClock, backlog, make_refresher, result
 
 
 @pytest.fixture
@@ -19,20 +19,6 @@ def executor() -> Iterator[ThreadPoolExecutor]:
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-sweeps")
     yield pool
     pool.shutdown(wait=True, cancel_futures=True)
-
-
-def refresher_for(
-    api: FakeApi, executor: ThreadPoolExecutor, clock: FakeClock, **options: object
-) -> TargetRefresher:
-    return TargetRefresher(
-        "prod",
-        "cn-hangzhou",
-        api,
-        InvocationQuery(),
-        RefreshOptions(**options),  # type: ignore[arg-type]
-        executor,
-        clock=clock,
-    )
 
 
 def run_for(refresher: TargetRefresher, clock: FakeClock, seconds: float) -> TargetSnapshot:
@@ -65,7 +51,7 @@ def test_quiet_sweeps_space_out_and_a_run_they_find_brings_them_back(
 ) -> None:
     clock = FakeClock()
     api = FakeApi(backlog(120))
-    refresher = refresher_for(api, executor, clock, sweep_interval=600.0, sweep_backoff=4)
+    refresher = make_refresher(api, executor, clock, sweep_interval=600.0, sweep_backoff=4)
     assert refresher.refresh_now().sweep_interval_seconds == 600.0
     calls = len(api.calls)
     snap = run_for(refresher, clock, 3 * 3600)
@@ -90,7 +76,7 @@ def test_a_new_result_below_known_ones_brings_the_sweep_back_at_once(
 ) -> None:
     clock = FakeClock()
     api = FakeApi(backlog(120))
-    refresher = refresher_for(api, executor, clock, sweep_interval=600.0, sweep_backoff=16)
+    refresher = make_refresher(api, executor, clock, sweep_interval=600.0, sweep_backoff=16)
     refresher.refresh_now()
     assert run_for(refresher, clock, 2 * 3600).sweep_interval_seconds > 600.0
     # Not newest-first: a new result comes below known, unchanged ones.
@@ -112,7 +98,7 @@ def test_periodic_records_are_followed_once_per_sweep_interval_and_their_end_sti
     # An endless periodic task between runs, below the pages a fast path reads on to.
     periodic = result("t-p", status="Scheduled", repeats=3, record_status="Running", start=T0 - 1)
     api = FakeApi([*backlog(200)[:199], periodic])
-    refresher = refresher_for(api, executor, clock, sweep_interval=600.0)
+    refresher = make_refresher(api, executor, clock, sweep_interval=600.0)
     refresher.refresh_now()
     run_for(refresher, clock, 600)  # the first sweep: from now on periodic records go slowly
     followed = []
@@ -140,7 +126,7 @@ def test_a_spaced_out_sweep_is_paced_over_refreshes_and_still_finds_a_missed_run
 ) -> None:
     clock = FakeClock()
     api = FakeApi(backlog(120), page_size=10)  # a sweep is 12 pages
-    refresher = refresher_for(
+    refresher = make_refresher(
         api,
         executor,
         clock,

@@ -16,6 +16,7 @@ import json
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,8 @@ from exporter.ecs.models import (
     InvocationResult,
     Page,
 )
+from exporter.refresh import RefreshOptions, TargetRefresher
+from exporter.state import TargetStore
 from tests.support.http_fakes import (
     Answer,
     RecordedRequest,
@@ -437,3 +440,26 @@ class FakeApi:
                 self.records[index] = record
                 return
         self.records.insert(0, record)
+
+
+def make_refresher(
+    api: FakeApi,
+    executor: Executor,
+    clock: Callable[[], float],
+    name: str = "prod",
+    *,
+    store: TargetStore | None = None,
+    **options: Any,
+) -> TargetRefresher:
+    """A refresher of target ``name`` in cn-hangzhou that reads ``api`` with the default query,
+    on ``clock``, with ``options`` as its ``RefreshOptions`` (and ``store`` for its state)."""
+    return TargetRefresher(
+        name,
+        "cn-hangzhou",
+        api,
+        InvocationQuery(),
+        RefreshOptions(**options),
+        executor,
+        clock=clock,
+        store=store,
+    )
