@@ -139,6 +139,19 @@ def start_reading(
     return start_exporter(["--config.file", str(write_config(tmp_path, targets, api=api))])
 
 
+def start_refreshed(
+    start_exporter: StartExporter,
+    tmp_path: Path,
+    simulator: SimulatorServer,
+    *,
+    api: Mapping[str, Any] | None = None,
+) -> ExporterProcess:
+    """:func:`start_reading` with the one target ``prod``, once its first refresh is done."""
+    exporter = start_reading(start_exporter, tmp_path, simulator, api=api)
+    scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
+    return exporter
+
+
 def one_default_target_config(tmp_path: Path) -> Path:
     """A valid config file with one target (default credentials), for tests of start-up."""
     config = tmp_path / "config.yml"
@@ -419,13 +432,12 @@ def test_sigterm_during_a_refresh_stuck_on_a_slow_api_exits_promptly(
 ) -> None:
     faults = FaultPlan()
     with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}, faults=faults) as simulator:
-        exporter = start_reading(
+        exporter = start_refreshed(
             start_exporter,
             tmp_path,
             simulator,
             api={"timeout_seconds": 30, "deadline_seconds": 60},
         )
-        scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
         slow = faults.always("slow", delay=30)
 
         def scrape_until_stuck() -> None:
@@ -455,8 +467,7 @@ def test_sigterm_with_silent_connections_open_exits_promptly(
     tmp_path: Path, world: World, start_exporter: StartExporter
 ) -> None:
     with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}) as simulator:
-        exporter = start_reading(start_exporter, tmp_path, simulator)
-        scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
+        exporter = start_refreshed(start_exporter, tmp_path, simulator)
         address = host_and_port(exporter.url)
         silent = [socket.create_connection(address) for _ in range(3)]
         silent[0].sendall(b"GET /metrics HTTP/1.0\r\n")  # half a request
@@ -620,8 +631,7 @@ def test_slowloris_connections_neither_delay_scrapes_nor_live_past_the_deadline(
     tmp_path: Path, world: World, start_exporter: StartExporter
 ) -> None:
     with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}) as simulator:
-        exporter = start_reading(start_exporter, tmp_path, simulator)
-        scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
+        exporter = start_refreshed(start_exporter, tmp_path, simulator)
         address = host_and_port(exporter.url)
         slow = [socket.create_connection(address, timeout=5) for _ in range(100)]
         head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: a\r\n" * 1000
@@ -646,13 +656,12 @@ def test_parallel_scrapes_during_a_slow_refresh_answer_within_the_timeout(
 ) -> None:
     faults = FaultPlan()
     with SimulatorServer(world, accounts={KEY_ID: CONFIG_SECRET}, faults=faults) as simulator:
-        exporter = start_reading(
+        exporter = start_refreshed(
             start_exporter,
             tmp_path,
             simulator,
             api={"timeout_seconds": 20, "deadline_seconds": 30},
         )
-        scrape_until(exporter.url, lambda s: refreshes(s, "prod") >= 1)
         slow = faults.always("slow", delay=10)
         deadline = time.monotonic() + 15
         while slow.fired == 0:  # until a refresh is stuck on the API
