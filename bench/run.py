@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import memory_mb  # noqa: E402
+from bench.process import BenchError, running_exporter, wait_ready  # noqa: E402
 from exporter.simulator.faults import FaultPlan  # noqa: E402
 from exporter.simulator.server import SimulatorServer  # noqa: E402
 from exporter.simulator.world import PROFILES, World  # noqa: E402
@@ -85,10 +84,6 @@ CALLS_PER_HOUR_BEFORE = 1679.0
 JSON files predate the measurement."""
 
 
-class BenchError(Exception):
-    """A measurement could not be made (a child failed, timed out or printed no figures)."""
-
-
 def _child(args: list[str], *, required: bool = True) -> dict[str, Any] | None:
     """Run a bench script in its own process; its last stdout line is a JSON object."""
     try:
@@ -115,13 +110,6 @@ def _child(args: list[str], *, required: bool = True) -> dict[str, Any] | None:
         raise BenchError(problem)
     print(f"bench: skipped: {problem}", file=sys.stderr, flush=True)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _config(path: Path, url: str) -> None:
@@ -152,41 +140,9 @@ def _get(url: str) -> bytes:
 
 
 def _exporter_process(config: Path, scrapes: int, log: Path) -> dict[str, Any]:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                f"--config.file={config}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-                # Persistence on, as by default, in a directory of its own (a cold start).
-                f"--storage.path={log.parent / 'state'}",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,  # a file, not a pipe nobody reads: a chatty exporter must not block
-        )
-    try:
-        started = time.monotonic()
-        deadline = started + READY_TIMEOUT_SECONDS
-        while True:
-            if proc.poll() is not None:
-                errors = log.read_text(encoding="utf-8", errors="replace")[-2000:]
-                raise BenchError(f"the exporter exited early ({proc.returncode}):\n{errors}")
-            try:
-                _get(base + "/-/ready")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"the exporter was not ready within {READY_TIMEOUT_SECONDS:g} s"
-                    ) from None
-                time.sleep(0.05)
-        ready_seconds = time.monotonic() - started
+    # Persistence on, as by default, in a directory of its own (a cold start).
+    with running_exporter(config, log, f"--storage.path={log.parent / 'state'}") as (proc, base):
+        ready_seconds = wait_ready(proc, base, log, timeout=READY_TIMEOUT_SECONDS, poll=0.05)
         after_ready = memory_mb(proc.pid)
         latencies = []
         for _ in range(scrapes):
@@ -194,13 +150,6 @@ def _exporter_process(config: Path, scrapes: int, log: Path) -> dict[str, Any]:
             _get(base + "/metrics")
             latencies.append((time.perf_counter() - start) * 1000)
         after_scrapes = memory_mb(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
     latencies.sort()
     return {
         "ready_seconds": ready_seconds,

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import memory_mb  # noqa: E402
-from bench.run import BenchError, Target, _free_port  # noqa: E402
+from bench.process import BenchError, running_exporter, wait_ready  # noqa: E402
+from bench.run import Target  # noqa: E402
 from exporter.simulator.faults import FaultPlan  # noqa: E402
 from exporter.simulator.server import SimulatorServer  # noqa: E402
 from exporter.simulator.world import PROFILES, World  # noqa: E402
@@ -156,40 +155,9 @@ def _config(path: Path, url: str, accounts: int, regions: tuple[str, ...]) -> No
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> float:
-    started = time.monotonic()
-    while True:
-        if proc.poll() is not None:
-            errors = log.read_text(encoding="utf-8", errors="replace")[-2000:]
-            raise BenchError(f"the exporter exited early ({proc.returncode}):\n{errors}")
-        try:
-            _get(base + "/-/ready")
-            return time.monotonic() - started
-        except OSError:
-            if time.monotonic() - started > READY_TIMEOUT_SECONDS:
-                raise BenchError(f"not ready within {READY_TIMEOUT_SECONDS:g} s") from None
-            time.sleep(0.2)
-
-
 def _measure_process(config: Path, targets: int, cycles: int, log: Path) -> dict[str, Any]:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                f"--config.file={config}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        ready = _wait_ready(proc, base, log)
+    with running_exporter(config, log) as (proc, base):
+        ready = wait_ready(proc, base, log, timeout=READY_TIMEOUT_SECONDS, poll=0.2)
         cpu_to_ready = process_cpu_seconds_total(proc.pid)
         rss_at_ready = memory_mb(proc.pid)["VmRSS"]
         body = _scrape(base)
@@ -217,13 +185,6 @@ def _measure_process(config: Path, targets: int, cycles: int, log: Path) -> dict
             gzip_cpu.append(metrics_cpu[-1] + process_cpu_seconds(proc.pid) - before)
             _check_refreshed(latest, body, "the refreshes before a scrape")
         memory = memory_mb(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
     return {
         "ready_seconds": ready,
         "cpu_seconds_to_ready": cpu_to_ready,
