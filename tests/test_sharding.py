@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from exporter.cli import main
 from exporter.settings import load_config_file
@@ -34,7 +33,7 @@ from exporter.targets import identity_of as target_identity
 from tests.conftest import StartExporter
 from tests.exporter_process import ExporterProcess, run_cli
 from tests.exposition import PREFIX, Samples, parse_samples
-from tests.test_exporter_integration import expected_finished
+from tests.test_exporter_integration import expected_finished, write_config
 
 KEY_ID, KEY_SECRET = "LTAI5tShardingKey", "sharding-secret-value-1234"
 REGIONS = ("cn-hangzhou", "cn-beijing", "cn-shanghai")
@@ -182,32 +181,20 @@ def test_workers_scale_with_the_targets_within_bounds() -> None:
 Target = tuple[str, str]  # (account, region_id)
 
 
-def _config(tmp_path: Path, url: str, accounts: tuple[str, ...]) -> Path:
-    config = {
-        "targets": [
-            {
-                "name": account,
-                "region_ids": list(REGIONS),
-                "endpoint": url,
-                "credentials": {
-                    "source": "static",
-                    "access_key_id": KEY_ID,
-                    "access_key_secret": KEY_SECRET,
-                },
-            }
-            for account in accounts
-        ],
-        "refresh": {"min_interval_seconds": 0.2, "sweep_interval_seconds": 1},
-        "api": {
-            "max_attempts": 1,
-            "timeout_seconds": 5,
-            "deadline_seconds": 5,
-            "rate_limit_per_second": 1000,
-        },
-    }
-    path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
+def _config(tmp_path: Path, simulator: SimulatorServer, accounts: tuple[str, ...]) -> Path:
+    targets: list[dict[str, Any]] = [
+        {
+            "name": account,
+            "region_ids": list(REGIONS),
+            "credentials": {
+                "source": "static",
+                "access_key_id": KEY_ID,
+                "access_key_secret": KEY_SECRET,
+            },
+        }
+        for account in accounts
+    ]
+    return write_config(tmp_path, simulator, targets)
 
 
 def _scrape(exporter: ExporterProcess) -> Samples:
@@ -278,7 +265,7 @@ def test_three_shards_serve_every_target_exactly_once_and_count_the_ground_truth
         # The endpoint (a free port) is part of a target's identity: take accounts until every
         # shard owns a target (three targets each; nearly always the first two or three).
         for count in range(1, len(ACCOUNTS) + 1):
-            config = _config(tmp_path, simulator.url, ACCOUNTS[:count])
+            config = _config(tmp_path, simulator, ACCOUNTS[:count])
             owners = {
                 (t.account, t.region_id): owner(target_identity(t), SHARDS)
                 for t in load_config_file(config).expanded_targets()
