@@ -23,6 +23,13 @@ from typing import IO
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
+# An environment that configures one target whose API endpoint (the discard port) never answers.
+UNREACHABLE_API = {
+    "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
+    "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:9",
+    "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sup3rS3cretValue-DoNotLeak",
+}
 
 # The URL in a logfmt ``listening`` line: ``msg=listening address=http://127.0.0.1:41539 ...``.
 _LOGFMT_ADDRESS = re.compile(r'\baddress="?(https?://[^\s"]+)')

@@ -24,7 +24,7 @@ import yaml
 
 from exporter.simulator.world import ManualClock, World, WorldSpec
 from tests.conftest import StartExporter
-from tests.exporter_process import ExporterProcess, run_cli
+from tests.exporter_process import UNREACHABLE_API, ExporterProcess, run_cli
 from tests.exposition import PREFIX, Samples, sample_key
 from tests.support.tls import common_name, self_signed, write_bcrypt_web_config
 from tests.test_exporter_integration import (
@@ -243,12 +243,7 @@ def test_post_reload_with_the_lifecycle_flag_reloads_or_says_why_not(
 def test_no_signal_ends_the_process_silently(tmp_path: Path, start_exporter: StartExporter) -> None:
     exporter = start_exporter(
         [],
-        env={
-            "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
-            "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:9",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sup3rS3cretValue-DoNotLeak",
-        },
+        env=UNREACHABLE_API,
     )
     for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
         exporter.process.send_signal(signum)
@@ -292,12 +287,7 @@ def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(
     web_config.write_text("tls_server_config: {cert_file: tls.crt, key_file: tls.key}\n")
     exporter = start_exporter(
         ["--web.config.file", str(web_config)],
-        env={
-            "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
-            "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:9",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sup3rS3cretValue-DoNotLeak",
-        },
+        env=UNREACHABLE_API,
     )
     assert exporter.url.startswith("https://")
     assert served_name(exporter.url) == "first"
@@ -343,12 +333,7 @@ def test_reload_sits_behind_basic_auth_and_a_changed_password_applies_without_a_
     web_config = write_bcrypt_web_config(tmp_path, "prometheus", "first-password")
     exporter = start_exporter(
         ["--web.config.file", str(web_config), "--web.enable-lifecycle"],
-        env={
-            "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
-            "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:9",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sup3rS3cretValue-DoNotLeak",
-        },
+        env=UNREACHABLE_API,
     )
     assert httpx.post(exporter.url + "/-/reload").status_code == 401
     assert reloads(exporter, RELOADED) == 0

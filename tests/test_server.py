@@ -40,7 +40,7 @@ from exporter.webconfig import WebConfig, load_web_config
 from exporter.workers import WorkerPool
 from tests import exporter_process
 from tests.conftest import StartExporter
-from tests.exporter_process import ExporterProcess
+from tests.exporter_process import UNREACHABLE_API, ExporterProcess
 from tests.support.tls import self_signed
 
 UP = TargetStatus(
@@ -722,26 +722,13 @@ def test_tls_serves_https_and_a_bad_handshake_does_not_stop_it(tmp_path: Path) -
 def test_sigterm_stops_a_real_exporter_cleanly(start_exporter: StartExporter) -> None:
     exporter = start_exporter(
         [],
-        env={
-            "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
-            "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:9",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sup3rS3cretValue-DoNotLeak",
-        },
+        env=UNREACHABLE_API,
     )
     assert httpx.get(exporter.url + "/-/healthy").status_code == 200
     assert exporter.stop() == 0
     assert "msg=stopped" in exporter.log_text()
     assert "Traceback" not in exporter.log_text()
     assert "Sup3rS3cretValue-DoNotLeak" not in exporter.log_text()
-
-
-UNREACHABLE_API = {
-    "ALIYUN_CLOUDASSISTANT_REGIONS": "cn-hangzhou",
-    "ALIYUN_CLOUDASSISTANT_ENDPOINT": "http://127.0.0.1:9",
-    "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tExample",
-    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "Sup3rS3cretValue-DoNotLeak",
-}
 
 
 def _started(args: Sequence[str], **options: Any) -> ExporterProcess:
