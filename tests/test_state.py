@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from exporter.ecs.models import InvocationQuery, InvocationResult
+from exporter.refresh import TargetRefresher
 from exporter.server import TargetStatus, render_landing_page
 from exporter.state import (
     APPLICATION_ID,
@@ -260,6 +261,20 @@ def test_target_identity_follows_account_region_endpoint_and_filters() -> None:
     assert len(others) == 5
 
 
+def _stored_refresher(
+    api: FakeApi, executor: ThreadPoolExecutor, now: list[float], store: StateStore
+) -> TargetRefresher:
+    """A refresher of ``prod`` saving to ``store``, due at every refresh, on clock ``now[0]``."""
+    return make_refresher(
+        api,
+        executor,
+        lambda: now[0],
+        store=store.target("target", "prod"),
+        min_refresh_interval=0,
+        sweep_interval=0,
+    )
+
+
 def test_the_refresher_serves_restored_counters_before_its_first_refresh(
     tmp_path: Path,
 ) -> None:
@@ -267,14 +282,7 @@ def test_the_refresher_serves_restored_counters_before_its_first_refresh(
     now = [T0]
     with ThreadPoolExecutor(1) as executor:
         store = StateStore(tmp_path)
-        first = make_refresher(
-            api,
-            executor,
-            lambda: now[0],
-            store=store.target("target", "prod"),
-            min_refresh_interval=0,
-            sweep_interval=0,
-        )
+        first = _stored_refresher(api, executor, now, store)
         first.refresh_now()  # baseline
         api.records.insert(0, result("t-1", "i-1", "Success", start=T0, finished=T0 + 5))
         now[0] += 10
@@ -285,14 +293,7 @@ def test_the_refresher_serves_restored_counters_before_its_first_refresh(
         api.records.insert(
             0, result("t-2", "i-1", "Failed", start=T0 + 10, finished=T0 + 15)
         )  # while down
-        second = make_refresher(
-            api,
-            executor,
-            lambda: now[0],
-            store=store.target("target", "prod"),
-            min_refresh_interval=0,
-            sweep_interval=0,
-        )
+        second = _stored_refresher(api, executor, now, store)
         snapshot = second.latest()
         assert snapshot.state == "restored"
         assert snapshot.counters == served
@@ -368,14 +369,7 @@ def test_a_refresh_whose_state_cannot_be_saved_is_not_served(tmp_path: Path) -> 
     now = [T0]
     store = StateStore(tmp_path)
     with ThreadPoolExecutor(1) as executor:
-        refresher = make_refresher(
-            api,
-            executor,
-            lambda: now[0],
-            store=store.target("target", "prod"),
-            min_refresh_interval=0,
-            sweep_interval=0,
-        )
+        refresher = _stored_refresher(api, executor, now, store)
         refresher.refresh_now()  # baseline, saved
         store.close()  # the disk goes away: saves fail from now on
         api.records.insert(0, result("t-1", "i-1", "Failed", start=T0, finished=T0 + 5))
