@@ -176,7 +176,9 @@ class ChangeLog:
 
     def saved(self, changes: TrackerChanges) -> None:
         """``changes`` (from :meth:`export`) are stored: forget them."""
-        self._dirty -= changes.keys
+        # A new set, not ``-=``: a set does not always shrink its table when emptied, and the
+        # first walk's would keep room for every result (64 kB a target of 1,000).
+        self._dirty = self._dirty - changes.keys
         self._saved_keys -= changes.keys
         self._saved_keys |= changes.kept
         self._maybe_dropped = False

@@ -299,11 +299,10 @@ class RunTracker:
         return time <= self._dropped_until or time < now - self._retention
 
     def _take_in(
-        self, result: InvocationResult, run: int, now: float
+        self, result: InvocationResult, key: ResultKey, run: int, now: float
     ) -> tuple[ViewEntry, Change, bool] | None:
         """The view entry for ``result`` (updated), what changed, and whether a record first
         read now is backlog; None when it is too old to remember."""
-        key = result.key
         entry = self._view.get(key)
         if entry is not None:
             if entry.result == result:
@@ -331,14 +330,14 @@ class RunTracker:
 
         Idempotent: observing the same record again changes nothing.
         """
-        run = run_number(result)
-        taken = self._take_in(result, run, now)
+        run, key = run_number(result), result.key  # one key tuple for the view and the log
+        taken = self._take_in(result, key, run, now)
         if taken is None:
             return Change.IGNORED
         entry, change, missed_by_baseline = taken
         if change is Change.UNCHANGED:
             return change
-        self._changes.mark(result.key)
+        self._changes.mark(key)
         entry.seen_at = now
         self._counters.commands.see(result.command_id)
         if result.invocation_status == "Scheduled" or result.repeats >= 2:
