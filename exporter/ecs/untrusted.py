@@ -95,7 +95,9 @@ class TextCleaner:
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
                 self._cache.update(_ABSENT)
-            self._cache[raw] = result
+            # Keyed by the shared string when cleaning changed nothing: the decoder's own copy
+            # (another target may have interned the same id first) is then not kept alive.
+            self._cache[result if result == raw else raw] = result
         return result
 
     def names(self, values: tuple[str | None, ...]) -> list[str]:
