@@ -79,12 +79,12 @@ class RunLedger(Protocol):
         """True when run ``run`` of ``key`` is remembered."""
         ...
 
-    def expire(self, horizon: float) -> int:
-        """Forget runs older than ``horizon``; returns how many."""
+    def expire(self, horizon: float) -> list[ResultKey]:
+        """Forget runs older than ``horizon``; returns the result of each run forgotten."""
         ...
 
-    def aged(self) -> Iterator[tuple[float, Callable[[], object]]]:
-        """Each remembered run's time and how to forget it (for the size cap)."""
+    def aged(self) -> Iterator[tuple[float, ResultKey, Callable[[], object]]]:
+        """Each remembered run's time, its result and how to forget it (for the size cap)."""
         ...
 
     def saved_runs(self, keys: Set[ResultKey]) -> dict[ResultKey, list[SavedRun]]:
@@ -126,10 +126,10 @@ class RecordLedger:
     def restore_runs(self, key: ResultKey, runs: Iterable[SavedRun]) -> None:
         return None
 
-    def expire(self, horizon: float) -> int:
-        return 0
+    def expire(self, horizon: float) -> list[ResultKey]:
+        return []
 
-    def aged(self) -> Iterator[tuple[float, Callable[[], object]]]:
+    def aged(self) -> Iterator[tuple[float, ResultKey, Callable[[], object]]]:
         return iter(())
 
 
@@ -212,12 +212,12 @@ class HistoryLedger:
         for run, time, finish_done, oss_done in runs:
             self._runs[(*key, run)] = _RunEntry(time, finish_done, oss_done)
 
-    def expire(self, horizon: float) -> int:
+    def expire(self, horizon: float) -> list[ResultKey]:
         old = [key for key, entry in self._runs.items() if entry.time < horizon]
         for key in old:
             del self._runs[key]
-        return len(old)
+        return [key[:3] for key in old]
 
-    def aged(self) -> Iterator[tuple[float, Callable[[], object]]]:
+    def aged(self) -> Iterator[tuple[float, ResultKey, Callable[[], object]]]:
         for key, entry in self._runs.items():
-            yield entry.time, partial(self._runs.pop, key, None)
+            yield entry.time, key[:3], partial(self._runs.pop, key, None)

@@ -36,13 +36,11 @@ __all__ = [
 class TrackerChanges:
     """What a tracker has to save (see :meth:`RunTracker.export_changes`): ``summary`` is the
     encoded counters and scalars, None when unchanged; ``rows`` are encoded ``(key, value)``
-    pairs, a None value deleting the row; ``keys`` the results they are for, ``kept`` those
-    still remembered."""
+    pairs, a None value deleting the row; ``keys`` the results they are for."""
 
     summary: bytes | None
     rows: tuple[tuple[bytes, bytes | None], ...]
     keys: frozenset[ResultKey]
-    kept: frozenset[ResultKey]
 
     @property
     def empty(self) -> bool:
@@ -77,11 +75,6 @@ class RestoredRows:
     view: dict[ResultKey, ViewEntry]
     ghosts: dict[ResultKey, ViewEntry]
     runs: list[tuple[ResultKey, list[SavedRun]]]
-
-    @property
-    def keys(self) -> set[ResultKey]:
-        """Every result a row was saved for."""
-        return set(self.view) | set(self.ghosts) | {key for key, _ in self.runs}
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -125,27 +118,25 @@ def decode_rows(rows: Iterable[tuple[bytes, bytes]]) -> RestoredRows | None:
 
 
 class ChangeLog:
-    """Which results of a tracker changed since its last save, and what was saved."""
+    """Which results of a tracker changed since its last save, and the summary saved.
+
+    The tracker marks a result whenever one of its entries changes, is added or is dropped:
+    the next export writes its row again, or deletes it when nothing of the result is left. So
+    the log keeps no set of the results saved (about 33 bytes for every result it remembers).
+    """
 
     def __init__(self) -> None:
-        # Results whose entries changed since the last save, the results saved, whether
-        # entries may have been dropped, the summary saved.
+        # Results whose entries changed since the last save, the summary saved.
         self._dirty: set[ResultKey] = set()
-        self._saved_keys: set[ResultKey] = set()
-        self._maybe_dropped = False
         self._saved_summary = b""
 
     def mark(self, key: ResultKey) -> None:
-        """The entries of ``key`` changed."""
+        """The entries of ``key`` changed (or were dropped)."""
         self._dirty.add(key)
 
     def mark_all(self, keys: Iterable[ResultKey]) -> None:
-        """The entries of every key in ``keys`` changed."""
+        """The entries of every key in ``keys`` changed (or were dropped)."""
         self._dirty.update(keys)
-
-    def dropped(self) -> None:
-        """Entries may have been dropped (the next export looks for saved rows to delete)."""
-        self._maybe_dropped = True
 
     def export(
         self,
@@ -157,10 +148,6 @@ class ChangeLog:
         """The changes since the last :meth:`saved`: ``state`` when it changed, and one row per
         result whose entries changed (``None``: delete it)."""
         summary = _ENCODER.encode(state)
-        if self._maybe_dropped:
-            present = view.keys() | ghosts.keys()
-            present |= ledger.saved_runs(self._saved_keys - present).keys()
-            self._dirty |= self._saved_keys - present
         runs = ledger.saved_runs(self._dirty)
         rows: list[tuple[bytes, bytes | None]] = []
         for key in self._dirty:
@@ -171,7 +158,6 @@ class ChangeLog:
             summary=None if summary == self._saved_summary else summary,
             rows=tuple(rows),
             keys=frozenset(self._dirty),
-            kept=frozenset(key for key, (_, value) in zip(self._dirty, rows, strict=True) if value),
         )
 
     def saved(self, changes: TrackerChanges) -> None:
@@ -179,13 +165,9 @@ class ChangeLog:
         # A new set, not ``-=``: a set does not always shrink its table when emptied, and the
         # first walk's would keep room for every result (64 kB a target of 1,000).
         self._dirty = self._dirty - changes.keys
-        self._saved_keys -= changes.keys
-        self._saved_keys |= changes.kept
-        self._maybe_dropped = False
         if changes.summary is not None:
             self._saved_summary = changes.summary
 
-    def restored(self, keys: set[ResultKey], summary: bytes) -> None:
-        """A saved state was taken back: ``keys`` have rows, ``summary`` is stored."""
-        self._saved_keys = keys
+    def restored(self, summary: bytes) -> None:
+        """A saved state was taken back: ``summary`` is stored."""
         self._saved_summary = summary

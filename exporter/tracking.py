@@ -58,9 +58,7 @@ from functools import partial
 from types import MappingProxyType
 
 from exporter.counters import DEFAULT_MAX_UNKNOWN_VALUES, RunCounters, ValueFolder
-from exporter.ecs.models import (
-    InvocationResult,
-)
+from exporter.ecs.models import InvocationResult
 from exporter.runledger import HistoryLedger, RecordLedger, ResultKey, RunLedger
 from exporter.summaries import (
     DURATION_BUCKETS,
@@ -544,8 +542,11 @@ class RunTracker:
             ]
             for key in old:
                 del entries[key]
+            self._changes.mark_all(old)  # their rows are deleted (or rewritten) at the next save
             dropped += len(old)
-        dropped += self._ledger.expire(horizon)
+        forgotten = self._ledger.expire(horizon)
+        self._changes.mark_all(forgotten)
+        dropped += len(forgotten)
         # Results that left the view get what room the cap leaves; past it the oldest tenth go
         # at once (not a few at every refresh: each pass sorts them).
         room = self._cap - len(self._view) - len(self._ledger)
@@ -555,24 +556,23 @@ class RunTracker:
         excess = len(self._view) + len(self._ledger) - self._cap
         if excess > 0:
             dropped += self._drop_oldest(excess)
-        if dropped:
-            self._changes.dropped()
         return dropped
 
     def _drop_oldest(self, excess: int, *, ghosts_only: bool = False) -> int:
         aged = [
-            Aged(result_time(e.result, e.first_seen), partial(self._ghosts.pop, key, None))
+            Aged(result_time(e.result, e.first_seen), key, partial(self._ghosts.pop, key, None))
             for key, e in self._ghosts.items()
         ]
         if not ghosts_only:
             aged.extend(
-                Aged(result_time(e.result, e.first_seen), partial(self._view.pop, key, None))
+                Aged(result_time(e.result, e.first_seen), key, partial(self._view.pop, key, None))
                 for key, e in self._view.items()
             )
-            aged.extend(Aged(time, drop) for time, drop in self._ledger.aged())
+            aged.extend(Aged(time, key, drop) for time, key, drop in self._ledger.aged())
         oldest = heapq.nsmallest(excess, aged)
         for item in oldest:
             item.drop()
+            self._changes.mark(item.key)
             self._dropped_until = max(self._dropped_until, item.time)
         return len(oldest)
 
@@ -608,7 +608,7 @@ class RunTracker:
         )
         for key, key_runs in restored.runs:
             self._ledger.restore_runs(key, key_runs)
-        self._changes.restored(restored.keys, summary)
+        self._changes.restored(summary)
         self._baseline_done = state.baseline_done
         self._baseline_time = state.baseline_time
         self._baseline_consistent = state.baseline_consistent

@@ -10,7 +10,7 @@ from enum import Enum
 import msgspec
 
 from exporter.ecs.models import NON_TERMINAL_STATUSES, TERMINAL_STATUSES, InvocationResult
-from exporter.runledger import ResultClaim
+from exporter.runledger import ResultClaim, ResultKey
 
 TERMINAL = frozenset(TERMINAL_STATUSES)
 """Statuses a run ends in."""
@@ -136,7 +136,9 @@ class ViewEntry(msgspec.Struct, gc=False):
 
 @dataclass(order=True, frozen=True, slots=True)
 class Aged:
-    """An entry of the tracking state by age, and how to drop it (for the size cap)."""
+    """An entry of the tracking state by age, the result it is of, and how to drop it (for the
+    size cap)."""
 
     time: float
+    key: ResultKey = field(compare=False)
     drop: Callable[[], object] = field(compare=False)

@@ -340,6 +340,33 @@ def test_a_second_exporter_on_the_same_directory_refuses_to_start(tmp_path: Path
     assert "in use by another exporter" in outcome.stderr
 
 
+def test_what_the_retention_forgets_after_a_restart_leaves_the_database(tmp_path: Path) -> None:
+    # Rows saved before a restart, then forgotten (view, ghost and history run alike).
+    store = StateStore(tmp_path)
+    tracker = RunTracker(include_history=True)
+    tracker.complete_baseline(at=T0)
+    tracker.observe(finished("t-1", T0 + 10), now=T0 + 10)
+    tracker.observe(finished("t-2", T0 + 10), now=T0 + 10)
+    tracker.evict_keys([("t-2", "i-1", "")])
+    periodic = result("t-p", "i-2", "Success", repeats=3, start=T0 + 20, finished=T0 + 25)
+    assert tracker.observe_history_run(periodic, now=T0 + 30)
+    save(store, "target", tracker)
+    store.close()
+
+    store = StateStore(tmp_path)
+    again = RunTracker(include_history=True)
+    store.target("target", "prod").restore_into(again)
+    tracked = len(again)
+    assert tracked == len(tracker)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 3  # one per result
+    assert again.expire(T0 + 31 * 86400) == tracked + 1  # and the ghost
+    save(store, "target", again)
+    store.close()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
+
+
 def test_results_that_left_the_view_and_history_runs_survive_a_restart(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     plain = RunTracker()
