@@ -38,6 +38,7 @@ import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
+from exporter.allocator import release_free_memory
 from exporter.collector import CloudAssistantCollector, Exposition, build_info, build_revision
 from exporter.connections import ConnectionLimits
 from exporter.ecs.client import EcsClient
@@ -121,13 +122,15 @@ class Application:
 
         They live as long as the targets, and the refreshes free them by reference counting;
         left in the oldest generation, every full collection would walk all of them again.
-        Does nothing after the first time it acted.
+        The pages the first walks freed go back to the system. Does nothing after the first
+        time it acted.
         """
         if self._settled or not all(r.latest().attempted for r in self.refreshers):
             return
         self._settled = True
         gc.collect()
         gc.freeze()
+        release_free_memory()  # what the first walks' pages and parsing freed
 
     def reconfigure(self, settings: ExporterSettings) -> str:
         """Apply a new, valid configuration (a reload); returns a summary for the log.

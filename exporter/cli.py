@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final, NoReturn, TypeVar
 
 from exporter import __version__
+from exporter.allocator import tune_allocator
 from exporter.app import Application, build_application, serve
 from exporter.connections import ConnectionLimits
 from exporter.ecs.errors import EcsError
@@ -483,6 +484,7 @@ def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_demo_flags(args, parser)
+    tune_allocator(os.environ)  # before any thread allocates: see exporter/allocator.py
     configure_logging(args.log_level, args.log_format)
     log_uncaught_exceptions()
 

@@ -71,6 +71,7 @@ LAYERS = (
         "sharding)",
         (
             "exporter",
+            "exporter.allocator",
             "exporter.reload",
             "exporter.sharding",
             "exporter.signals",
@@ -157,6 +158,7 @@ LAYERS = (
         ("exporter.app", "exporter.targets"),
         (
             *BASE,
+            "exporter.allocator",
             "exporter.sharding",
             "exporter.targets",
             "exporter.reload",
@@ -207,6 +209,7 @@ LAYERS = (
         (
             *BASE,
             "exporter.cli",
+            "exporter.allocator",
             "exporter.app",
             "exporter.connections",
             "exporter.ecs.errors",
