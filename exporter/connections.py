@@ -105,10 +105,13 @@ class Request:
 
 @dataclass(frozen=True)
 class Answer:
-    """What a worker sends back: the whole response, and whether the connection stays open."""
+    """What a worker sends back: the response (``data``, then ``body``), and whether the
+    connection stays open. ``body`` is handed to the transport as it is: a large one (the
+    ``/metrics`` exposition, 8 MB for 300 targets) is kept out of ``data``, not copied into it."""
 
     data: bytes
     keep_alive: bool
+    body: bytes = b""
 
 
 Handler = Callable[[Request], Answer]
@@ -496,6 +499,10 @@ class ConnectionServer:
             try:
                 async with asyncio.timeout(self.limits.write_timeout):
                     writer.write(answer.data)
+                    if answer.body:
+                        # Not in pieces with a drain() between them: Python 3.11's TLS
+                        # transport can leave such a drain() waiting for ever.
+                        writer.write(answer.body)
                     await writer.drain()
             except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
                 # The client went away (or stopped reading) mid-answer: nothing to answer to.

@@ -66,6 +66,8 @@ ALLOWED_METHODS: Final = "GET, HEAD"
 LIFECYCLE_METHODS: Final = "POST, PUT"
 # How old a rendering of unchanged data a scrape may be served (see ExpositionCache).
 RENDERING_REUSE_SECONDS: Final = 1.0
+SEPARATE_BODY_BYTES: Final = 65536
+"""A body larger than this (``/metrics``) is sent after the head as it is, not copied first."""
 # The longest request path quoted in a log line.
 _MAX_LOGGED_PATH: Final = 200
 
@@ -352,6 +354,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         self.rfile = io.BytesIO(request.head)
         self._output = io.BytesIO()
         self.wfile = self._output
+        self._body = b""  # a large body, sent after _output as it is (see SEPARATE_BODY_BYTES)
         self.close_connection = True
 
     def answer(self) -> Answer:
@@ -364,7 +367,9 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         ):
             # Bodies are never read: what follows the head is not the next request.
             self.close_connection = True
-        return Answer(self._output.getvalue(), keep_alive=not self.close_connection)
+        return Answer(
+            self._output.getvalue(), keep_alive=not self.close_connection, body=self._body
+        )
 
     def version_string(self) -> str:
         # The default appends the Python version after a space (or a trailing space).
@@ -453,6 +458,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             # Whatever was written before the exception is not sent.
             self._output.seek(0)
             self._output.truncate()
+            self._body = b""
             self._headers_buffer: list[bytes] = []
             self._send(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -539,8 +545,10 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         for name, value in extra_headers.items():
             self.send_header(name, value)
         self.end_headers()
-        if send_body:
-            self.wfile.write(body)
+        if send_body and len(body) > SEPARATE_BODY_BYTES:
+            self._body = body
+        elif send_body:
+            self.wfile.write(body)  # one write (and one packet) for a small answer
 
     def log_message(self, format: str, *args: Any) -> None:
         # Access logs only at debug: Prometheus scrapes every few seconds.

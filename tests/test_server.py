@@ -31,6 +31,7 @@ from exporter import __version__
 from exporter.connections import Answer, ConnectionLimits, ConnectionServer
 from exporter.server import (
     SCRAPE_TIMEOUT_MARGIN_SECONDS,
+    SEPARATE_BODY_BYTES,
     ExporterHTTPServer,
     ExpositionCache,
     TargetStatus,
@@ -438,6 +439,45 @@ def test_a_request_head_beyond_the_limit_is_refused(
         answer = _read_until_closed(connection)
     assert status in answer.split(b"\r\n", 1)[0]
     assert httpx.get(exporter.url + "/metrics", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_large_exposition_arrives_whole_on_a_kept_alive_connection(
+    tmp_path: Path, tls: bool
+) -> None:
+    # Larger than SEPARATE_BODY_BYTES: sent after the head, not copied into one buffer first.
+    def many() -> list[Metric]:
+        gauge = GaugeMetricFamily("test_value", "A value.", labels=("account",))
+        for n in range(20_000):
+            gauge.add_metric((f"account{n}",), n)
+        return [gauge]
+
+    web_config, context = None, None
+    if tls:
+        cert_file, key_file = self_signed(tmp_path, "127.0.0.1")
+        web_config_file = tmp_path / "web.yml"
+        files = {"cert_file": str(cert_file), "key_file": str(key_file)}
+        web_config_file.write_text(json.dumps({"tls_server_config": files}))
+        web_config = load_web_config(web_config_file)
+        context = ssl.create_default_context(cafile=str(cert_file))
+        context.check_hostname = False
+    running = Exporter(web_config=web_config)
+    running.collector.collect = many  # type: ignore[method-assign]
+    connection = (
+        http.client.HTTPSConnection("127.0.0.1", _port(running), context=context, timeout=5)
+        if tls
+        else http.client.HTTPConnection("127.0.0.1", _port(running), timeout=5)
+    )
+    try:
+        for _ in range(3):
+            connection.request("GET", "/metrics")
+            response = connection.getresponse()
+            body = response.read()
+            assert len(body) == int(response.getheader("Content-Length", "0")) > SEPARATE_BODY_BYTES
+            assert body.count(b"\ntest_value{") == 20_000
+    finally:
+        connection.close()
+        running.close()
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> None:
