@@ -13,6 +13,7 @@ decoded by ``msgspec`` (:func:`exporter.ecs.parsing.parse_page`).
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import random
 import time
@@ -386,6 +387,7 @@ class EcsClient:
         return cleaner
 
 
+@functools.lru_cache(maxsize=16)  # a Date changes once a second; a walk reads it 200 times
 def _server_time(date: str) -> float | None:
     """The epoch seconds of an HTTP ``Date`` header, None when absent or unreadable."""
     try:

@@ -321,6 +321,7 @@ class _Answer(msgspec.Struct, gc=False):
 
 
 _EXACT_PAGE = msgspec.json.Decoder(_Answer)
+_NO_TAGS = msgspec.Raw(b'{"Tag":[]}')  # how the API writes a record without tags
 _EXACT_TAGS = msgspec.json.Decoder(_TagList | None)
 
 
@@ -382,10 +383,14 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
             container_id = name(box)
         # Look-ups are cheaper than calls: _time only for a time not seen on this page yet.
         start, finished, stop = r.StartTime, r.FinishedTime, r.StopTime
-        raw_tags = bytes(r.Tags)
-        tags = page_tags.get(raw_tags)
-        if tags is None:
-            tags = page_tags[raw_tags] = _exact_tags(raw_tags, name)
+        if r.Tags == _NO_TAGS:  # most records: compared as they are, without a copy
+            tags: tuple[tuple[str, str], ...] = ()
+        else:
+            raw_tags = bytes(r.Tags)
+            found = page_tags.get(raw_tags)
+            if found is None:
+                found = page_tags[raw_tags] = _exact_tags(raw_tags, name)
+            tags = found
         append(
             InvocationResult(
                 invoke_id,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
@@ -25,8 +26,14 @@ ALGORITHM = "ACS3-HMAC-SHA256"
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
+# What percent_encode() keeps as it is: the RFC 3986 unreserved characters.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def percent_encode(value: str) -> str:
     """Encode ``value`` as RFC 3986 requires (UTF-8, unreserved characters kept)."""
+    if _UNRESERVED.fullmatch(value):  # the usual case (names, region, NextToken): as it is
+        return value
     return quote(value, safe="-_.~")
 
 
