@@ -6,6 +6,7 @@ so these helpers sit below both of them; this module imports only :mod:`exporter
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -23,7 +24,12 @@ ACS_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 def acs_date(epoch_seconds: float | None = None) -> str:
     """Return ``epoch_seconds`` (default: now) in :data:`ACS_DATE_FORMAT`."""
-    return time.strftime(ACS_DATE_FORMAT, time.gmtime(epoch_seconds))
+    return _acs_date_of_second(int(time.time() if epoch_seconds is None else epoch_seconds))
+
+
+@functools.lru_cache(maxsize=4)  # every request signs the current second: formatted once
+def _acs_date_of_second(second: int) -> str:
+    return time.strftime(ACS_DATE_FORMAT, time.gmtime(second))
 
 
 def parse_endpoint(url: str, *, default_scheme: str = "https") -> tuple[str, str]:
