@@ -11,7 +11,7 @@ it has not seen yet into the view (:func:`new_backlog_entry`): a walk of 10,000 
 from __future__ import annotations
 
 from exporter.ecs.models import InvocationResult
-from exporter.runledger import RunLedger
+from exporter.runledger import ResultKey, RunLedger
 from exporter.viewentry import OSS_TERMINAL, TERMINAL, ViewEntry, result_time
 
 
@@ -22,9 +22,15 @@ def is_periodic(result: InvocationResult) -> bool:
 
 
 def record_backlog(
-    entry: ViewEntry, result: InvocationResult, run: int, now: float, ledger: RunLedger
+    entry: ViewEntry,
+    result: InvocationResult,
+    key: ResultKey,
+    run: int,
+    now: float,
+    ledger: RunLedger,
 ) -> None:
-    """Remember what ``result`` (run ``run``) shows as ended, as seen and not counted.
+    """Remember what ``result`` (its ``key``, run ``run``) shows as ended, as seen and not
+    counted.
 
     The run the record shows is over when its status is terminal or ``Scheduled`` (between runs
     of a periodic task); a run in progress is counted when it ends. ``entry`` already holds the
@@ -45,7 +51,7 @@ def record_backlog(
     delivered = result.oss_output_status in OSS_TERMINAL
     if not (terminal or delivered):
         return
-    key, time = result.key, result_time(result, now)
+    time = result_time(result, now)
     if terminal:
         if entry.max_repeats > run:
             run = entry.max_repeats
@@ -61,7 +67,7 @@ def record_backlog(
 
 
 def new_backlog_entry(
-    result: InvocationResult, now: float, arrival: int, ledger: RunLedger
+    result: InvocationResult, key: ResultKey, now: float, arrival: int, ledger: RunLedger
 ) -> ViewEntry:
     """The view entry of a record the tracker has never held, read ``now`` before the baseline
     is complete: what ``RunTracker.observe`` makes of it, without its general path."""
@@ -71,5 +77,5 @@ def new_backlog_entry(
     entry.arrival = arrival
     entry.periodic = is_periodic(result)
     entry.max_repeats = repeats if repeats > 0 else 0
-    record_backlog(entry, result, repeats if repeats > 1 else 1, now, ledger)
+    record_backlog(entry, result, key, repeats if repeats > 1 else 1, now, ledger)
     return entry

@@ -346,7 +346,7 @@ class RunTracker:
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)
         if not self._baseline_done or missed_by_baseline:
-            record_backlog(entry, result, run, now, self._ledger)
+            record_backlog(entry, result, result.key, run, now, self._ledger)
             return change
         if result.invocation_status not in TERMINAL:
             # Seen unfinished after the baseline: the runs after the last one that ended end
@@ -403,23 +403,26 @@ class RunTracker:
                 self._counters.count_oss(result)
         return change
 
-    def observe_backlog(self, results: Iterable[InvocationResult], *, now: float) -> None:
-        """:meth:`observe` each record of a page of the first walk (before the baseline).
-
-        The same outcome, the quick way for a record the tracker has never held (nearly all of
-        a first walk: :func:`~exporter.backlog.new_backlog_entry`).
-        """
+    def observe_backlog(
+        self, results: Iterable[InvocationResult], *, now: float
+    ) -> list[ResultKey]:
+        """:meth:`observe` each record of a page of the first walk (before the baseline), the
+        quick way for one the tracker has never held (:func:`~exporter.backlog.new_backlog_entry`:
+        nearly all of a first walk); returns their keys, in order."""
         view, ghosts, ledger = self._view, self._ghosts, self._ledger
         see, mark = self._counters.commands.see, self._changes.mark
+        keys = []
         for result in results:
             key = result.key
+            keys.append(key)
             if self._baseline_done or key in view or key in ghosts:
                 self.observe(result, now=now)
                 continue
             self._arrivals += 1
-            view[key] = new_backlog_entry(result, now, self._arrivals, ledger)
+            view[key] = new_backlog_entry(result, key, now, self._arrivals, ledger)
             mark(key)
             see(result.command_id)
+        return keys
 
     def _note_result_claim(
         self, entry: ViewEntry, result: InvocationResult, run: int, now: float, *, oss: bool

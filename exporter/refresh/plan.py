@@ -182,8 +182,7 @@ class ReadPlan:
                 page_cap=max(1, self._options.page_cap - progress.pages),
             )
             for page in walk:
-                self._tracker.observe_backlog(page.results, now=now)
-                order.page([result.key for result in page.results])
+                order.page(self._tracker.observe_backlog(page.results, now=now))
                 progress.pages += 1
                 progress.next_token = page.next_token
                 progress.results = len(self._tracker)
