@@ -72,10 +72,13 @@ def new_backlog_entry(
     """The view entry of a record the tracker has never held, read ``now`` before the baseline
     is complete: what ``RunTracker.observe`` makes of it, without its general path."""
     repeats = result.repeats
-    entry = ViewEntry(result, now)
-    entry.seen_at = now
-    entry.arrival = arrival
-    entry.periodic = is_periodic(result)
-    entry.max_repeats = repeats if repeats > 0 else 0
+    entry = ViewEntry(
+        result,
+        now,
+        periodic=is_periodic(result),
+        max_repeats=repeats if repeats > 0 else 0,
+        seen_at=now,
+        arrival=arrival,
+    )
     record_backlog(entry, result, key, repeats if repeats > 1 else 1, now, ledger)
     return entry
