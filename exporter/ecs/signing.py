@@ -92,7 +92,7 @@ def string_to_sign(canonical: str) -> str:
 
 def signature(secret: str, canonical: str) -> str:
     """Return the hex HMAC-SHA256 signature of ``canonical`` with ``secret``."""
-    return hmac.new(secret.encode(), string_to_sign(canonical).encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), string_to_sign(canonical).encode(), "sha256").hex()
 
 
 def authorization(
