@@ -117,13 +117,13 @@ class ViewEntry:
     def last_ended_run(self) -> int:
         """The newest run of a periodic task known to have ended (0 when none)."""
         result = self.result
-        status = result.invocation_status
-        ended = status in TERMINAL or status == "Scheduled"
-        last = result.repeats if ended else result.repeats - 1
-        if self.periodic and result.repeats < self.max_repeats:
-            # The record went back to a pending run: every run shown before has ended.
-            last = max(last, self.max_repeats)
-        return max(0, last)
+        status, repeats = result.invocation_status, result.repeats
+        last = repeats if status in TERMINAL or status == "Scheduled" else repeats - 1
+        if self.periodic and repeats < self.max_repeats:
+            # The record went back to a pending run: every run shown before has ended (and
+            # ``last`` <= ``repeats``, smaller).
+            last = self.max_repeats
+        return last if last > 0 else 0
 
 
 @dataclass(order=True, frozen=True, slots=True)
