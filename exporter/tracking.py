@@ -403,16 +403,14 @@ class RunTracker:
                 self._counters.count_oss(result)
         return change
 
-    def observe_backlog(
-        self, results: Iterable[InvocationResult], *, now: float
-    ) -> list[ResultKey]:
+    def observe_backlog(self, page: Iterable[InvocationResult], *, now: float) -> list[ResultKey]:
         """:meth:`observe` each record of a page of the first walk (before the baseline), the
         quick way for one the tracker has never held (:func:`~exporter.backlog.new_backlog_entry`:
         nearly all of a first walk); returns their keys, in order."""
         view, ghosts, ledger = self._view, self._ghosts, self._ledger
         see, mark = self._counters.commands.see, self._changes.mark
         keys = []
-        for result in results:
+        for result in page:
             key = result.key
             keys.append(key)
             if self._baseline_done or key in view or key in ghosts:
