@@ -82,3 +82,17 @@ def test_each_character_is_encoded_as_rfc_3986_says(value: str) -> None:
 )
 def test_malformed_authorization_is_rejected(value: str) -> None:
     assert signing.parse_authorization(value) is None
+
+
+def test_a_canonical_query_string_signs_as_its_parameters_do() -> None:
+    # The client makes the canonical string once a call (for the URL) and signs with it.
+    params = {"RegionId": "cn-hangzhou", "NextToken": "a b/c+d", "MaxResults": "50"}
+    headers = {
+        "host": "ecs.cn-hangzhou.aliyuncs.com",
+        "x-acs-action": "DescribeInvocationResults",
+        "x-acs-date": "2026-01-01T00:00:00Z",
+    }
+    query = signing.canonical_query_string(params)
+    assert signing.authorization("id", "secret", "POST", "/", query, headers) == (
+        signing.authorization("id", "secret", "POST", "/", params, headers)
+    )

@@ -82,7 +82,7 @@ def signed_request_headers(
     host: str,
     action: str,
     version: str,
-    query: Mapping[str, str],
+    query: Mapping[str, str] | str,
     access_key_id: str,
     access_key_secret: str,
     security_token: str | None = None,
@@ -91,7 +91,8 @@ def signed_request_headers(
     """Return the headers of one V3 ``POST /`` with an empty body, ``Authorization`` included.
 
     The date (UTC, second precision) and the nonce are new on every call, so every try is
-    signed afresh.
+    signed afresh. ``query`` is the parameters or their canonical query string (see
+    :func:`exporter.ecs.signing.canonical_request`).
     """
     headers = {
         "host": host,

@@ -65,18 +65,22 @@ def canonical_headers(headers: Iterable[tuple[str, str]], signed: Iterable[str])
 def canonical_request(
     method: str,
     pathname: str,
-    query: Mapping[str, str],
+    query: Mapping[str, str] | str,
     headers: Iterable[tuple[str, str]],
     signed: Iterable[str],
     payload_sha256: str = EMPTY_BODY_SHA256,
 ) -> tuple[str, str]:
-    """Return ``(canonical_request, signed_headers)`` as the V3 algorithm defines them."""
+    """Return ``(canonical_request, signed_headers)`` as the V3 algorithm defines them.
+
+    ``query`` is the parameters, or their :func:`canonical_query_string` already made (the
+    client makes it once a call, for the URL too).
+    """
     header_lines, signed_names = canonical_headers(headers, signed)
     text = "\n".join(
         (
             method.upper(),
             pathname or "/",
-            canonical_query_string(query),
+            query if isinstance(query, str) else canonical_query_string(query),
             header_lines,
             signed_names,
             payload_sha256,
@@ -100,11 +104,12 @@ def authorization(
     access_key_secret: str,
     method: str,
     pathname: str,
-    query: Mapping[str, str],
+    query: Mapping[str, str] | str,
     headers: Mapping[str, str],
     payload_sha256: str = EMPTY_BODY_SHA256,
 ) -> str:
-    """Return the ``Authorization`` value, signing host, content-type and x-acs-* headers."""
+    """Return the ``Authorization`` value, signing host, content-type and x-acs-* headers
+    (``query``: as :func:`canonical_request` takes it)."""
     items = list(headers.items())
     signed = [name for name, _ in items if is_minimal_signed_header(name)]
     canonical, signed_names = canonical_request(
