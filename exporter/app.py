@@ -27,13 +27,12 @@ import os
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Final
 
-import httpcore
 import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
@@ -41,7 +40,7 @@ from exporter import __version__
 from exporter.collector import CloudAssistantCollector, Exposition, build_info, build_revision
 from exporter.connections import ConnectionLimits
 from exporter.ecs.client import EcsClient
-from exporter.ecs.transport import api_connection_pool
+from exporter.ecs.pools import ApiPools
 from exporter.listeners import ListenError, systemd_sockets
 from exporter.metrics import ShardFigures, TargetKey
 from exporter.refresh import TargetRefresher, TargetSnapshot
@@ -90,7 +89,8 @@ class Application:
     registry: CollectorRegistry
     executor: ThreadPoolExecutor
     http_clients: list[httpx.Client]
-    connection_pools: list[httpcore.ConnectionPool] = field(default_factory=list)
+    api_pools: ApiPools | None = None
+    """The ECS clients' connection pools (None: they call through ``http_clients``)."""
     _stopping: Future[None] = field(default_factory=Future)
     exposition: Exposition | None = None
     """The /metrics body (``registry`` rendered by prometheus_client when None)."""
@@ -173,6 +173,12 @@ class Application:
         self.refreshers = [item.refresher for item in running]
         for item in plan.stop:
             item.refresher.stop_refreshing()
+        # The pools no target calls through any more, closed once the refreshes now in flight
+        # (a removed target's, an old client's) are done with them.
+        after_refreshes(
+            [item.refresher for item in (*plan.stop, *running)],
+            self.builder.retain_pools(self.targets),
+        )
         if self.state is not None:  # housekeeping: long-unused state of removed targets
             self.state.forget_others({item.identity for item in running})
         for _, item in started:
@@ -292,8 +298,8 @@ class Application:
             self.state.close()
         for client in self.http_clients:
             client.close()
-        for pool in self.connection_pools:
-            pool.close()
+        if self.api_pools is not None:
+            self.api_pools.close()
         return True
 
 
@@ -324,15 +330,11 @@ def build_application(
     # One TLS context (CA bundle loaded once) for both clients: each costs about 0.8 MB.
     tls = httpx.create_ssl_context()
     api_http = httpx.Client(limits=limits, transport=transport, follow_redirects=False, verify=tls)
-    # The ECS clients call httpx's transport layer (an httpcore pool) directly: the Client's
-    # layers cost a third of a call's CPU and do nothing for them. Only when the environment
-    # names a proxy do they go through the Client, which applies it.
-    api_pool = (
-        api_connection_pool(
-            ssl_context=tls,
-            max_connections=max(10, 2 * workers),
-            max_keepalive_connections=workers,
-        )
+    # The ECS clients call httpx's transport layer (httpcore pools, one per endpoint and region)
+    # directly: the Client's layers cost a third of a call's CPU and do nothing for them. Only
+    # when the environment names a proxy do they go through the Client, which applies it.
+    api_pools = (
+        ApiPools(ssl_context=tls, workers=workers)
         if transport is None and not urllib.request.getproxies_environment()
         else None
     )
@@ -358,7 +360,7 @@ def build_application(
     builder = TargetBuilder(
         executor=executor,
         api_http=api_http,
-        api_pool=api_pool,
+        api_pools=api_pools,
         credentials_http=credentials_http,
         environ=environ,
         clock=clock,
@@ -393,7 +395,7 @@ def build_application(
         registry=registry,
         executor=executor,
         http_clients=[api_http, credentials_http],
-        connection_pools=[api_pool] if api_pool is not None else [],
+        api_pools=api_pools,
         exposition=Exposition(runtime, collector),
         builder=builder,
         running=running,
@@ -404,6 +406,29 @@ def build_application(
         configured_targets=len(configured_targets),
     )
     return app
+
+
+def after_refreshes(
+    refreshers: Iterable[TargetRefresher], actions: list[Callable[[], None]]
+) -> None:
+    """Run ``actions`` once the refreshes in flight now are done (at once when none is)."""
+    if not actions:
+        return
+    pending = [f for f in (r.in_flight() for r in refreshers) if f is not None]
+    lock = threading.Lock()
+    left = [len(pending) + 1]  # + 1: this call's own share, so none runs them before it ends
+
+    def one_done(_: object = None) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        for action in actions:
+            action()
+
+    for future in pending:
+        future.add_done_callback(one_done)
+    one_done()
 
 
 def _first(pair: tuple[int, RunningTarget]) -> int:
