@@ -58,6 +58,7 @@ TRACKING = (
     "exporter.runledger",
     "exporter.viewentry",
     "exporter.viewqueries",
+    "exporter.viewindex",
     "exporter.summaries",
     "exporter.counters",
     "exporter.trackerstate",

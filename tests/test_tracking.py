@@ -7,6 +7,7 @@ import random
 import pytest
 from msgspec.structs import replace
 
+from exporter.counters import RunCounters
 from exporter.ecs.models import InvocationResult
 from exporter.tracking import (
     HISTORY_MISSES_ALLOWED,
@@ -16,6 +17,9 @@ from exporter.tracking import (
     CounterTotals,
     RunTracker,
     ValueFolder,
+    ViewSummary,
+    needs_follow_up,
+    result_time,
 )
 from tests.support.fakes import DAY, T0, result
 
@@ -561,3 +565,55 @@ def test_results_that_left_the_view_stay_within_the_cap_and_never_count_twice() 
     for record in gone:  # the API shows them all again: none counts twice
         tracker.observe(record, now=T0 + 300)
     assert finished_total(tracker.counter_totals()) == 15
+
+
+# --- what a refresh with nothing new asks without scanning the view ---------------------------
+
+
+def _scanned_summary(tracker: RunTracker, now: float) -> ViewSummary:
+    """The gauges computed from the whole view, as if nothing had been kept from before."""
+    counters = RunCounters(CommandBreakdown(), tracking_cap=1_000_000)
+    results = [entry.result for entry in tracker.view.values()]
+    return counters.view_counts(results).summary(now, tracked_runs=len(tracker))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_kept_summary_follow_ups_and_expiry_equal_a_scan_of_the_view(seed: int) -> None:
+    rng = random.Random(seed)
+    tracker = RunTracker(retention_seconds=5 * DAY, tracking_cap=1_000_000)
+    statuses = ["Pending", "Running", "Success", "Failed", "Stopped", "Scheduled"]
+    now = T0
+    for step in range(300):
+        action = rng.random()
+        if action < 0.7:
+            status = rng.choice(statuses)
+            record = result(
+                f"t-{rng.randrange(40)}",
+                f"i-{rng.randrange(3)}",
+                status,
+                start=now - rng.uniform(0, 6 * DAY) if rng.random() < 0.9 else None,
+                error_code=rng.choice(["", "ExitCodeNonzero"]) if status == "Failed" else "",
+                oss=rng.choice(["", "InProgress", "Finished"]),
+                dropped=rng.choice([0, 0, 10]),
+                record_status="Running" if rng.random() < 0.2 else None,
+            )
+            tracker.observe(record, now=now)
+        elif action < 0.8 and tracker.results_in_view:
+            tracker.evict_keys(rng.sample(list(tracker.view), k=1))
+        elif action < 0.9:
+            now += rng.uniform(0, 2 * DAY)
+        else:
+            horizon = now - 5 * DAY
+            kept = {
+                key
+                for key, entry in tracker.view.items()
+                if result_time(entry.result, entry.first_seen) >= horizon
+            }
+            tracker.expire(now)
+            assert set(tracker.view) == kept, step
+        if step == 100:
+            tracker.complete_baseline(now)
+        scanned = {key for key, entry in tracker.view.items() if needs_follow_up(entry.result)}
+        assert set(tracker.follow_up_keys()) == scanned, step
+        assert len(tracker.follow_up_keys()) == len(scanned), step
+        assert tracker.view_summary(now) == _scanned_summary(tracker, now), step
