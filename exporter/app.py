@@ -27,9 +27,8 @@ import os
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -92,6 +91,9 @@ class Application:
     api_pools: ApiPools | None = None
     """The ECS clients' connection pools (None: they call through ``http_clients``)."""
     _stopping: Future[None] = field(default_factory=Future)
+    # What the scrapes waiting for refreshes wait on (begin_stop sets them all).
+    _scrape_waits: set[threading.Event] = field(default_factory=set)
+    _scrape_waits_lock: threading.Lock = field(default_factory=threading.Lock)
     exposition: Exposition | None = None
     """The /metrics body (``registry`` rendered by prometheus_client when None)."""
     builder: TargetBuilder | None = None
@@ -175,10 +177,10 @@ class Application:
             item.refresher.stop_refreshing()
         # The pools no target calls through any more, closed once the refreshes now in flight
         # (a removed target's, an old client's) are done with them.
-        after_refreshes(
-            [item.refresher for item in (*plan.stop, *running)],
-            self.builder.retain_pools(self.targets),
-        )
+        close_unused = self.builder.retain_pools(self.targets)
+        if close_unused is not None:
+            busy = [item.refresher.in_flight() for item in (*plan.stop, *running)]
+            when_all_done([f for f in busy if f is not None], close_unused)
         if self.state is not None:  # housekeeping: long-unused state of removed targets
             self.state.forget_others({item.identity for item in running})
         for _, item in started:
@@ -224,16 +226,18 @@ class Application:
         futures = [f for f in (r.start_if_due() for r in self.refreshers) if f is not None]
         if not futures or max_wait <= 0:
             return
-        deadline = time.monotonic() + max_wait
-        pending: set[Future[None]] = set(futures)
-        while pending and not self._stopping.done():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            _, pending = wait_futures(
-                pending | {self._stopping}, timeout=left, return_when=FIRST_COMPLETED
-            )
-            pending.discard(self._stopping)
+        # One wake-up, when the last refresh ends: waiting for the first of those pending again
+        # and again woke this thread at every refresh and re-armed every future (O(n²)).
+        all_done = threading.Event()
+        with self._scrape_waits_lock:
+            self._scrape_waits.add(all_done)
+        try:
+            if not self._stopping.done():  # begin_stop() sets it first, then the waits
+                when_all_done(futures, all_done.set)
+                all_done.wait(max_wait)
+        finally:
+            with self._scrape_waits_lock:
+                self._scrape_waits.discard(all_done)
 
     def begin_stop(self) -> None:
         """Shutdown has begun: no new refresh starts, and scrapes waiting for refreshes stop
@@ -243,6 +247,9 @@ class Application:
         # InvalidStateError: another thread set it first.
         with contextlib.suppress(InvalidStateError):
             self._stopping.set_result(None)
+        with self._scrape_waits_lock:
+            for waiting in self._scrape_waits:
+                waiting.set()
 
     def start_refreshes(self) -> None:
         """Start the first refresh of every target (so ``/-/ready`` turns true without a scrape)."""
@@ -408,25 +415,21 @@ def build_application(
     return app
 
 
-def after_refreshes(
-    refreshers: Iterable[TargetRefresher], actions: list[Callable[[], None]]
-) -> None:
-    """Run ``actions`` once the refreshes in flight now are done (at once when none is)."""
-    if not actions:
-        return
-    pending = [f for f in (r.in_flight() for r in refreshers) if f is not None]
+def when_all_done(futures: Sequence[Future[None]], action: Callable[[], None]) -> None:
+    """Call ``action`` once, when every one of ``futures`` is done (now when none is pending):
+    in the thread that completes the last one, so it must be quick."""
     lock = threading.Lock()
-    left = [len(pending) + 1]  # + 1: this call's own share, so none runs them before it ends
+    left = len(futures) + 1  # + 1: this call's own share, so none runs it before it ends
 
     def one_done(_: object = None) -> None:
+        nonlocal left
         with lock:
-            left[0] -= 1
-            if left[0]:
+            left -= 1
+            if left:
                 return
-        for action in actions:
-            action()
+        action()
 
-    for future in pending:
+    for future in futures:
         future.add_done_callback(one_done)
     one_done()
 

@@ -321,12 +321,20 @@ class TargetBuilder:
             built.append((target, spec, factory(target, configured_target)))
         return built
 
-    def retain_pools(self, targets: Iterable[Target]) -> list[Callable[[], None]]:
-        """Forget the connection pools none of ``targets`` calls through; returns how to close
-        them (once no refresh can still be using them)."""
+    def retain_pools(self, targets: Iterable[Target]) -> Callable[[], None] | None:
+        """Forget the connection pools none of ``targets`` calls through; returns what closes
+        them, to be called once no refresh can still be using them (None: nothing to close)."""
         if self._api_pools is None:
-            return []
-        return [pool.close for pool in self._api_pools.retain({pool_key(t) for t in targets})]
+            return None
+        unused = self._api_pools.retain({pool_key(target) for target in targets})
+        if not unused:
+            return None
+
+        def close() -> None:
+            for pool in unused:
+                pool.close()
+
+        return close
 
     def _bucket(self, api: ApiSettings, target: TargetSettings, region_id: str) -> TokenBucket:
         key = (quota_identity(target), region_id, api.rate_limit_per_second, api.burst)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.app import after_refreshes, build_application
+from exporter.app import build_application, when_all_done
 from exporter.ecs.pools import ApiPools
 from exporter.settings import ExporterSettings, load_config_file
 
@@ -44,26 +44,17 @@ def test_one_pool_per_key_made_once_and_the_unused_ones_handed_back_for_closing(
     assert len(pools) == 0
 
 
-def test_the_actions_run_once_every_refresh_in_flight_is_done() -> None:
-    class InFlight:
-        def __init__(self, future: Future[None] | None) -> None:
-            self.future = future
-
-        def in_flight(self) -> Future[None] | None:
-            return self.future
-
+def test_the_action_runs_once_every_future_is_done() -> None:
     first, second = Future[None](), Future[None]()
     ran: list[str] = []
-    after_refreshes(
-        [InFlight(first), InFlight(None), InFlight(second)],  # type: ignore[list-item]
-        [lambda: ran.append("closed")],
-    )
+    when_all_done([first, second], lambda: ran.append("closed"))
     first.set_result(None)
     assert ran == []
     second.set_result(None)
     assert ran == ["closed"]
-    after_refreshes([InFlight(None)], [lambda: ran.append("at once")])  # type: ignore[list-item]
-    assert ran == ["closed", "at once"]
+    when_all_done([first], lambda: ran.append("already done"))
+    when_all_done([], lambda: ran.append("none pending"))
+    assert ran == ["closed", "already done", "none pending"]
 
 
 def test_accounts_of_a_region_share_its_pool_and_a_reload_closes_what_no_target_uses(
