@@ -9,6 +9,7 @@ from msgspec.structs import replace
 
 from exporter.counters import RunCounters
 from exporter.ecs.models import InvocationResult
+from exporter.runledger import HistoryLedger
 from exporter.tracking import (
     HISTORY_MISSES_ALLOWED,
     OTHER,
@@ -617,3 +618,17 @@ def test_the_kept_summary_follow_ups_and_expiry_equal_a_scan_of_the_view(seed: i
         assert set(tracker.follow_up_keys()) == scanned, step
         assert len(tracker.follow_up_keys()) == len(scanned), step
         assert tracker.view_summary(now) == _scanned_summary(tracker, now), step
+
+
+def test_history_runs_older_than_the_horizon_are_forgotten_whenever_they_came_in() -> None:
+    ledger = HistoryLedger()
+    first, second = ("t-1", "i-1", ""), ("t-2", "i-1", "")
+    ledger.restore_runs(second, [(1, T0 - 50, True, False)])  # restored from the state
+    ledger.claim(first, 1, T0, oss=False)
+    assert ledger.expire(T0 - 60) == 0
+    assert ledger.expire(T0 - 40) == 1
+    ledger.claim(first, 2, T0 - 100, oss=False)  # an older run, claimed later
+    assert ledger.expire(T0 - 10) == 1
+    assert (ledger.remembers(first, 1), ledger.remembers(first, 2)) == (True, False)
+    assert ledger.expire(T0 + 1) == 1
+    assert len(ledger) == 0
