@@ -66,7 +66,9 @@ READY = Target("all targets ready (default rate limits and workers)", 60.0, "s",
 CYCLE_CPU = Target("steady cycle CPU (every target, nothing new)", 0.3, "s", strict=False)
 METRICS_CPU = Target("/metrics CPU after pre-rendered refreshes (gzip)", 50.0, "ms", strict=False)
 PEAK_RSS = Target("peak RSS (VmHWM)", 200.0, "MB", strict=False)
-GOALS = (READY, CYCLE_CPU, METRICS_CPU, PEAK_RSS)
+PER_RESULT = Target("RSS per tracked result (beyond an empty fleet)", 400.0, "B", strict=False)
+SERIES = Target("series per target", 200.0, "", strict=False)
+GOALS = (READY, CYCLE_CPU, METRICS_CPU, PEAK_RSS, PER_RESULT, SERIES)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -114,6 +116,20 @@ def _per_target(body: str, name: str) -> dict[str, float]:
             labels, _, value = line.rpartition(" ")
             found[labels] = float(value)
     return found
+
+
+def _series_per_target(body: str) -> int:
+    """The most series any one target has (sample lines with its target labels; OpenMetrics
+    ``_created`` lines are not asked for, so none are counted)."""
+    counts: dict[str, int] = {}
+    for line in body.splitlines():
+        if line.startswith("#") or 'account="' not in line:
+            continue
+        start = line.index('account="')
+        end = line.index('"', line.index('region_id="', start) + len('region_id="'))
+        key = line[start:end]
+        counts[key] = counts.get(key, 0) + 1
+    return max(counts.values(), default=0)
 
 
 def _wait_quiet(pid: int, timeout: float = 120.0) -> None:
@@ -193,7 +209,9 @@ def _measure_process(config: Path, targets: int, cycles: int, log: Path) -> dict
             metrics_cpu.append(process_cpu_seconds(proc.pid) - before)
             _check_refreshed(latest, body, "the refreshes before a scrape")
         memory = memory_mb(proc.pid)
+        tracked = sum(_per_target(body, "tracked_runs").values())
     return {
+        "tracked_results": tracked,
         "ready_seconds": ready,
         "cpu_seconds_to_ready": cpu_to_ready,
         "rss_at_ready_mb": rss_at_ready,
@@ -204,11 +222,36 @@ def _measure_process(config: Path, targets: int, cycles: int, log: Path) -> dict
         "rss_mb": memory["VmRSS"],
         "rss_anon_mb": memory["RssAnon"],
         "series": len(body.splitlines()),
+        "series_per_target": _series_per_target(body),
         "body_mb": len(body) / 1e6,
     }
 
 
-def measure(targets: int, results: int, latency: float, cycles: int) -> dict[str, Any]:
+def _empty_fleet_rss(targets: int, latency: float) -> float:
+    """VmRSS (MB) of the exporter with the same targets and no results, once every target was
+    refreshed and scraped: what the fleet costs before it tracks anything."""
+    accounts, regions, worlds, keys = _fleet(targets, 0)
+    with (
+        SimulatorServer(worlds, accounts=keys, faults=FaultPlan(latency=latency)) as sim,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        config = Path(tmp) / "config.yml"
+        _config(config, sim.url, accounts, regions)
+        log = Path(tmp) / "exporter.log"
+        with running_exporter(config, log, f"--storage.path={Path(tmp) / 'state'}") as (
+            proc,
+            base,
+        ):
+            wait_ready(proc, base, log, timeout=READY_TIMEOUT_SECONDS, poll=0.2)
+            _scrape(base)
+            _wait_quiet(proc.pid)
+            return memory_mb(proc.pid)["VmRSS"]
+
+
+def _fleet(
+    targets: int, results: int
+) -> tuple[int, tuple[str, ...], dict[str, World], dict[str, str]]:
+    """Accounts, regions, a world of ``results`` results per region and the accounts' keys."""
     regions = REGIONS[: min(len(REGIONS), targets)]
     if targets % len(regions):
         raise BenchError(f"--targets must be a multiple of {len(regions)}")
@@ -219,6 +262,11 @@ def measure(targets: int, results: int, latency: float, cycles: int) -> dict[str
         for n, region in enumerate(regions)
     }
     keys = {f"benchkey{n}": f"benchsecret{n}" for n in range(accounts)}
+    return accounts, regions, worlds, keys
+
+
+def measure(targets: int, results: int, latency: float, cycles: int) -> dict[str, Any]:
+    accounts, regions, worlds, keys = _fleet(targets, results)
     with (
         SimulatorServer(worlds, accounts=keys, faults=FaultPlan(latency=latency)) as sim,
         tempfile.TemporaryDirectory() as tmp,
@@ -233,7 +281,8 @@ def measure(targets: int, results: int, latency: float, cycles: int) -> dict[str
         started = time.monotonic()
         figures = _measure_process(config, targets, cycles, Path(tmp) / "exporter.log")
         figures["api_calls"] = sim.request_count
-        figures["bench_seconds"] = time.monotonic() - started
+    figures["empty_fleet_rss_mb"] = _empty_fleet_rss(targets, latency)
+    figures["bench_seconds"] = time.monotonic() - started
     figures.update(
         targets=targets,
         results_per_target=results,
@@ -253,7 +302,20 @@ def goal_figures(f: dict[str, Any]) -> dict[str, float]:
             f.get("metrics_gzip_cpu_ms") or f["metrics_cpu_ms"]  # older figures: no gzip
         ),
         PEAK_RSS.label: f["peak_rss_mb"],
+        **(
+            {PER_RESULT.label: _bytes_per_result(f)}
+            if f.get("tracked_results") and "empty_fleet_rss_mb" in f
+            else {}
+        ),
+        SERIES.label: f["series_per_target"]
+        if "series_per_target" in f
+        else f["series"] / f["targets"],
     }
+
+
+def _bytes_per_result(f: dict[str, Any]) -> float:
+    """RSS beyond the empty fleet's, per tracked result, at the end of the run."""
+    return float((f["rss_mb"] - f["empty_fleet_rss_mb"]) * 2**20 / f["tracked_results"])
 
 
 def report(f: dict[str, Any], before: dict[str, Any] | None) -> None:
@@ -265,6 +327,11 @@ def report(f: dict[str, Any], before: dict[str, Any] | None) -> None:
         f"{f['rss_at_ready_mb']:.0f} MB, at the end {f['rss_mb']:.0f} MB (anonymous "
         f"{f['rss_anon_mb']:.0f})"
     )
+    if "empty_fleet_rss_mb" in f:
+        print(
+            f"{f['tracked_results']:.0f} tracked results; the same targets with no results: "
+            f"{f['empty_fleet_rss_mb']:.0f} MB RSS"
+        )
     cycles = ", ".join(f"{c:.3f}" for c in f["cycle_cpu_seconds"])
     scrapes = ", ".join(f"{c:.1f}" for c in f["metrics_cpu_ms"])
     gzipped = ", ".join(f"{c:.1f}" for c in f["metrics_gzip_cpu_ms"])

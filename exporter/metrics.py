@@ -66,8 +66,9 @@ DURATION_BUCKETS: tuple[float, ...] = (
     86400,
 )
 """Buckets of ``invocation_duration_seconds`` (seconds)."""
-API_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-"""Buckets of ``api_request_duration_seconds`` (seconds)."""
+API_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+"""Buckets of ``api_request_duration_seconds`` (seconds). A try ends at ``api.timeout_seconds``
+(default 10): longer ones, with a raised timeout, are in ``+Inf``."""
 
 
 # --- label keys ------------------------------------------------------------------------------

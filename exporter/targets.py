@@ -100,6 +100,8 @@ def refresh_options(settings: ExporterSettings, target: Target) -> RefreshOption
     return RefreshOptions(
         min_refresh_interval=settings.refresh.min_interval_seconds,
         sweep_interval=settings.refresh.sweep_interval_seconds,
+        sweep_backoff=settings.refresh.sweep_max_backoff,
+        sweep_pages_per_refresh=settings.refresh.sweep_pages_per_refresh,
         page_cap=target.page_cap,
         max_results=settings.api.max_results,
         tracking_cap=settings.refresh.tracking_cap,

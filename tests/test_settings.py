@@ -12,6 +12,7 @@ import yaml
 
 from exporter.ecs.models import InvocationQuery
 from exporter.ecs.request import parse_endpoint
+from exporter.refresh.options import RefreshOptions
 from exporter.settings import (
     ConfigError,
     EcsRamRoleCredentialsSettings,
@@ -20,6 +21,7 @@ from exporter.settings import (
     load_config_file,
     load_environment,
 )
+from exporter.targets import refresh_options
 
 BAD_CONFIGS = Path(__file__).parent / "bad_configs"
 EXAMPLE_CONFIG = Path(__file__).parent.parent / "examples" / "config.yml"
@@ -144,6 +146,40 @@ def test_defaults_of_the_global_sections(tmp_path: Path) -> None:
     assert settings.api.rate_limit_per_second == 5
     assert settings.api.burst == 5
     assert settings.api.max_results == 50
+
+
+def test_refresh_options_follow_the_config_and_share_its_defaults(tmp_path: Path) -> None:
+    """The refresher's defaults are the config's (one default, whichever way a target is built),
+    and every refresh setting reaches the target's options."""
+    target = "targets: [{name: a, region_id: cn-hangzhou}]\n"
+    defaults = load_config_file(write_config(tmp_path, target))
+    (expanded,) = defaults.expanded_targets()
+    built = refresh_options(defaults, expanded)
+    fresh = RefreshOptions()
+    for setting, option in (
+        (defaults.refresh.min_interval_seconds, fresh.min_refresh_interval),
+        (defaults.refresh.sweep_interval_seconds, fresh.sweep_interval),
+        (defaults.refresh.sweep_max_backoff, fresh.sweep_backoff),
+        (defaults.refresh.sweep_pages_per_refresh, fresh.sweep_pages_per_refresh),
+        (defaults.refresh.page_cap, fresh.page_cap),
+        (defaults.refresh.tracking_cap, fresh.tracking_cap),
+    ):
+        assert setting == option
+    assert built == fresh
+
+    tuned = load_config_file(
+        write_config(
+            tmp_path,
+            target + "refresh: {sweep_interval_seconds: 900, sweep_max_backoff: 1, "
+            "sweep_pages_per_refresh: 0}\n",
+        )
+    )
+    options = refresh_options(tuned, tuned.expanded_targets()[0])
+    assert (options.sweep_interval, options.sweep_backoff, options.sweep_pages_per_refresh) == (
+        900,
+        1,
+        0,
+    )
 
 
 def test_tags_as_a_list_equal_tags_as_a_mapping(tmp_path: Path) -> None:

@@ -334,6 +334,12 @@ class RefreshSettings(_Section):
     bounds the API calls whatever this is)."""
     sweep_interval_seconds: Annotated[float, Field(ge=0, le=604800)] = 600
     """Seconds between full sweeps of the retained results; 0 disables the sweep."""
+    sweep_max_backoff: Annotated[int, Field(ge=1, le=1024)] = 32
+    """While sweeps find nothing in newest-first order, the sweep interval grows (x4 at a time)
+    up to this many times ``sweep_interval_seconds``; 1 keeps it fixed."""
+    sweep_pages_per_refresh: Annotated[int, Field(ge=0, le=10000)] = 20
+    """Pages a spaced-out sweep reads per refresh, going on from its NextToken at the next one
+    (0: the whole sweep in one refresh)."""
     page_cap: Annotated[int, Field(ge=1, le=10000)] = 200
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
     """Targets refreshed in parallel; unset: one per target, 4 at least and 64 at most."""
