@@ -57,6 +57,7 @@ from collections.abc import Iterable, Mapping
 from functools import partial
 from types import MappingProxyType
 
+from exporter.backlog import is_periodic, new_backlog_entry, record_backlog
 from exporter.counters import DEFAULT_MAX_UNKNOWN_VALUES, RunCounters, ValueFolder
 from exporter.ecs.models import (
     InvocationResult,
@@ -344,11 +345,11 @@ class RunTracker:
         self._index.taken_in(result.key, entry)
         entry.seen_at = now
         self._counters.commands.see(result.command_id)
-        if result.invocation_status == "Scheduled" or result.repeats >= 2:
+        if is_periodic(result):
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)
         if not self._baseline_done or missed_by_baseline:
-            self._record_without_counting(entry, result, run, now)
+            record_backlog(entry, result, result.key, run, now, self._ledger)
             return change
         if result.invocation_status not in TERMINAL:
             # Seen unfinished after the baseline: the runs after the last one that ended end
@@ -405,6 +406,26 @@ class RunTracker:
                 self._counters.count_oss(result)
         return change
 
+    def observe_backlog(self, page: Iterable[InvocationResult], *, now: float) -> list[ResultKey]:
+        """:meth:`observe` each record of a page of the first walk (before the baseline), the
+        quick way for one the tracker has never held (:func:`~exporter.backlog.new_backlog_entry`:
+        nearly all of a first walk); returns their keys, in order."""
+        view, ghosts, ledger = self._view, self._ghosts, self._ledger
+        see, mark = self._counters.commands.see, self._changes.mark
+        keys = []
+        for result in page:
+            key = result.key
+            keys.append(key)
+            if self._baseline_done or key in view or key in ghosts:
+                self.observe(result, now=now)
+                continue
+            self._arrivals += 1
+            entry = view[key] = new_backlog_entry(result, key, now, self._arrivals, ledger)
+            mark(key)
+            self._index.taken_in(key, entry)
+            see(result.command_id)
+        return keys
+
     def _note_result_claim(
         self, entry: ViewEntry, result: InvocationResult, run: int, now: float, *, oss: bool
     ) -> None:
@@ -440,30 +461,6 @@ class RunTracker:
             if entry.baseline_state or run >= entry.watched_run:
                 return False
         return finished < self._baseline_time - self._tolerance
-
-    def _record_without_counting(
-        self, entry: ViewEntry, result: InvocationResult, run: int, now: float
-    ) -> None:
-        # The run the record shows is over when its status is terminal or Scheduled (between
-        # runs of a periodic task); a run in progress is counted when it ends.
-        entry.floor_run = max(entry.floor_run, entry.last_ended_run())
-        entry.history_through = entry.floor_run
-        # Only a time something ended: a run that started at the baseline's latest time may
-        # well have ended after it (the API's times may be coarse).
-        for ended in (result.finished_time, result.stop_time):
-            if ended is not None and ended > entry.floor_time:
-                entry.floor_time = ended
-        if result.invocation_status in TERMINAL:
-            run = max(run, entry.max_repeats)
-            if run > entry.counted_run:
-                entry.counted_run = run
-                entry.counted_finish = result.finished_time
-            self._ledger.claim(result.key, run, result_time(result, now), oss=False)
-        if result.oss_output_status in OSS_TERMINAL:
-            if run > entry.oss_counted_run:
-                entry.oss_counted_run = run
-                entry.oss_counted_finish = result.finished_time
-            self._ledger.claim(result.key, run, result_time(result, now), oss=True)
 
     def observe_history_run(
         self, result: InvocationResult, *, now: float, from_sweep: bool = False

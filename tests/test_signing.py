@@ -63,7 +63,36 @@ def test_space_is_percent_20_never_plus() -> None:
 
 @pytest.mark.parametrize(
     "value",
+    ["", "AAAAAmdcM-00qcYAY-rB0EYKScaCW", "a_b.c~d-e", "a/b", "a=b&c", "é", "\n", "a\u00a0b", "*"],
+)
+def test_each_character_is_encoded_as_rfc_3986_says(value: str) -> None:
+    # Unreserved characters stay as they are (the quick way); every other one is %XX of UTF-8.
+    expected = "".join(
+        c
+        if c.isascii() and (c.isalnum() or c in "-_.~")
+        else "".join(f"%{byte:02X}" for byte in c.encode())
+        for c in value
+    )
+    assert signing.percent_encode(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
     ["", "Bearer x", "ACS3-HMAC-SHA256 Credential=a", "ACS3-HMAC-SHA256 garbage"],
 )
 def test_malformed_authorization_is_rejected(value: str) -> None:
     assert signing.parse_authorization(value) is None
+
+
+def test_a_canonical_query_string_signs_as_its_parameters_do() -> None:
+    # The client makes the canonical string once a call (for the URL) and signs with it.
+    params = {"RegionId": "cn-hangzhou", "NextToken": "a b/c+d", "MaxResults": "50"}
+    headers = {
+        "host": "ecs.cn-hangzhou.aliyuncs.com",
+        "x-acs-action": "DescribeInvocationResults",
+        "x-acs-date": "2026-01-01T00:00:00Z",
+    }
+    query = signing.canonical_query_string(params)
+    assert signing.authorization("id", "secret", "POST", "/", query, headers) == (
+        signing.authorization("id", "secret", "POST", "/", params, headers)
+    )

@@ -568,6 +568,55 @@ def test_results_that_left_the_view_stay_within_the_cap_and_never_count_twice() 
     assert finished_total(tracker.counter_totals()) == 15
 
 
+@pytest.mark.parametrize("include_history", [False, True])
+def test_the_first_walk_page_by_page_leaves_what_record_by_record_observing_leaves(
+    include_history: bool,
+) -> None:
+    # observe_backlog() is the first walk's quick way; what it remembers (every saved field of
+    # every entry, the counters) and counts later must be exactly what observe() gives.
+    rng = random.Random(11)
+    statuses = ["Success", "Failed", "Running", "Pending", "Scheduled", "Stopped", "Timeout"]
+    records = []
+    for n in range(300):
+        status = rng.choice(statuses)
+        records.append(
+            result(
+                f"t-{n % 40}",
+                f"i-{n % 7}",
+                status,
+                repeats=rng.choice([None, 0, 1, 2, 5]),
+                start=rng.choice([None, T0 - 500, T0 - 100]),
+                finished=rng.choice([None, T0 - 50]) if status != "Running" else None,
+                oss=rng.choice(["", "InProgress", "Finished", "Failed"]),
+                command_id=f"c-{n % 3}",
+            )
+        )
+    pages = [records[i : i + 50] for i in range(0, len(records), 50)]
+    pages.append(records[10:20])  # read twice (the order moved between pages)
+    one_by_one, by_page = (RunTracker(include_history=include_history) for _ in range(2))
+    for page in pages:
+        for record in page:
+            one_by_one.observe(record, now=T0)
+        assert by_page.observe_backlog(page, now=T0) == [r.key for r in page]
+
+    def state(tracker: RunTracker) -> tuple[bytes | None, list[tuple[bytes, bytes | None]]]:
+        changes = tracker.export_changes()
+        return changes.summary, sorted(changes.rows, key=lambda row: row[0])
+
+    assert state(by_page) == state(one_by_one)
+    # What the view's index keeps (follow-ups, gauges) is the same whichever way it came in.
+    assert set(by_page.follow_up_keys()) == set(one_by_one.follow_up_keys())
+    assert by_page.view_summary(T0) == one_by_one.view_summary(T0)
+    later = [replace(r, invocation_status="Success", finished_time=T0 + 60) for r in records[::3]]
+    for tracker in (one_by_one, by_page):
+        tracker.complete_baseline(at=T0)
+        for record in later:
+            tracker.observe(record, now=T0 + 100)
+    assert by_page.counter_totals() == one_by_one.counter_totals()
+    assert finished_total(by_page.counter_totals()) > 0
+    assert state(by_page) == state(one_by_one)
+
+
 # --- what a refresh with nothing new asks without scanning the view ---------------------------
 
 

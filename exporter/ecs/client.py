@@ -13,6 +13,7 @@ decoded by ``msgspec`` (:func:`exporter.ecs.parsing.parse_page`).
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import random
 import time
@@ -283,7 +284,7 @@ class EcsClient:
             credentials = self._credentials.get_credentials()
             began = clock()
             try:
-                page, server_time = self._try_once(target, params, credentials, remaining)
+                page, server_time = self._try_once(target, query_string, credentials, remaining)
             except EcsError as exc:
                 error = exc
             else:
@@ -336,7 +337,7 @@ class EcsClient:
         )
 
     def _try_once(
-        self, target: str, params: Mapping[str, str], credentials: Credentials, remaining: float
+        self, target: str, query_string: str, credentials: Credentials, remaining: float
     ) -> tuple[Page, float | None]:
         secret = credentials.access_key_secret.get_secret_value()
         token = credentials.security_token
@@ -345,7 +346,7 @@ class EcsClient:
             host=self.host,
             action=ACTION,
             version=ECS_API_VERSION,
-            query=params,
+            query=query_string,  # what the URL carries: the canonical string, made once a call
             access_key_id=credentials.access_key_id,
             access_key_secret=secret,
             security_token=token_value,
@@ -386,6 +387,7 @@ class EcsClient:
         return cleaner
 
 
+@functools.lru_cache(maxsize=16)  # a Date changes once a second; a walk reads it 200 times
 def _server_time(date: str) -> float | None:
     """The epoch seconds of an HTTP ``Date`` header, None when absent or unreadable."""
     try:

@@ -103,6 +103,13 @@ def _tag_set(
     return shared
 
 
+def _new_time(value: str | None, memo: dict[str | None, float | None]) -> float | None:
+    """:func:`parse_time` of a value not in ``memo`` yet, remembered there (the exact
+    decoder's hot path: the look-up was made by the caller)."""
+    parsed = memo[value] = parse_time(value)
+    return parsed
+
+
 def _time(value: object, memo: dict[str | None, float | None]) -> float | None:
     """:func:`parse_time` through a per-page memo: records of one invocation share times."""
     if type(value) is not str or not value:
@@ -321,6 +328,7 @@ class _Answer(msgspec.Struct, gc=False):
 
 
 _EXACT_PAGE = msgspec.json.Decoder(_Answer)
+_NO_TAGS = msgspec.Raw(b'{"Tag":[]}')  # how the API writes a record without tags
 _EXACT_TAGS = msgspec.json.Decoder(_TagList | None)
 
 
@@ -382,10 +390,14 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
             container_id = name(box)
         # Look-ups are cheaper than calls: _time only for a time not seen on this page yet.
         start, finished, stop = r.StartTime, r.FinishedTime, r.StopTime
-        raw_tags = bytes(r.Tags)
-        tags = page_tags.get(raw_tags)
-        if tags is None:
-            tags = page_tags[raw_tags] = _exact_tags(raw_tags, name)
+        if r.Tags == _NO_TAGS:  # most records: compared as they are, without a copy
+            tags: tuple[tuple[str, str], ...] = ()
+        else:
+            raw_tags = bytes(r.Tags)
+            found = page_tags.get(raw_tags)
+            if found is None:
+                found = page_tags[raw_tags] = _exact_tags(raw_tags, name)
+            tags = found
         append(
             InvocationResult(
                 invoke_id,
@@ -396,9 +408,9 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
                 record_status,
                 error_code,
                 r.ExitCode,
-                memo[start] if start in memo else _time(start, memo),
-                memo[finished] if finished in memo else _time(finished, memo),
-                memo[stop] if stop in memo else _time(stop, memo),
+                memo[start] if start in memo else _new_time(start, memo),
+                memo[finished] if finished in memo else _new_time(finished, memo),
+                memo[stop] if stop in memo else _new_time(stop, memo),
                 r.Repeats if r.Repeats is not None and r.Repeats > 0 else 0,
                 r.Dropped if r.Dropped is not None and r.Dropped > 0 else 0,
                 oss_status,

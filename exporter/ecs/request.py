@@ -6,6 +6,7 @@ so these helpers sit below both of them; this module imports only :mod:`exporter
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -23,7 +24,12 @@ ACS_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 def acs_date(epoch_seconds: float | None = None) -> str:
     """Return ``epoch_seconds`` (default: now) in :data:`ACS_DATE_FORMAT`."""
-    return time.strftime(ACS_DATE_FORMAT, time.gmtime(epoch_seconds))
+    return _acs_date_of_second(int(time.time() if epoch_seconds is None else epoch_seconds))
+
+
+@functools.lru_cache(maxsize=4)  # every request signs the current second: formatted once
+def _acs_date_of_second(second: int) -> str:
+    return time.strftime(ACS_DATE_FORMAT, time.gmtime(second))
 
 
 def parse_endpoint(url: str, *, default_scheme: str = "https") -> tuple[str, str]:
@@ -76,7 +82,7 @@ def signed_request_headers(
     host: str,
     action: str,
     version: str,
-    query: Mapping[str, str],
+    query: Mapping[str, str] | str,
     access_key_id: str,
     access_key_secret: str,
     security_token: str | None = None,
@@ -85,7 +91,8 @@ def signed_request_headers(
     """Return the headers of one V3 ``POST /`` with an empty body, ``Authorization`` included.
 
     The date (UTC, second precision) and the nonce are new on every call, so every try is
-    signed afresh.
+    signed afresh. ``query`` is the parameters or their canonical query string (see
+    :func:`exporter.ecs.signing.canonical_request`).
     """
     headers = {
         "host": host,

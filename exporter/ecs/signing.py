@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
@@ -25,8 +26,14 @@ ALGORITHM = "ACS3-HMAC-SHA256"
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
+# What percent_encode() keeps as it is: the RFC 3986 unreserved characters.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def percent_encode(value: str) -> str:
     """Encode ``value`` as RFC 3986 requires (UTF-8, unreserved characters kept)."""
+    if _UNRESERVED.fullmatch(value):  # the usual case (names, region, NextToken): as it is
+        return value
     return quote(value, safe="-_.~")
 
 
@@ -58,18 +65,22 @@ def canonical_headers(headers: Iterable[tuple[str, str]], signed: Iterable[str])
 def canonical_request(
     method: str,
     pathname: str,
-    query: Mapping[str, str],
+    query: Mapping[str, str] | str,
     headers: Iterable[tuple[str, str]],
     signed: Iterable[str],
     payload_sha256: str = EMPTY_BODY_SHA256,
 ) -> tuple[str, str]:
-    """Return ``(canonical_request, signed_headers)`` as the V3 algorithm defines them."""
+    """Return ``(canonical_request, signed_headers)`` as the V3 algorithm defines them.
+
+    ``query`` is the parameters, or their :func:`canonical_query_string` already made (the
+    client makes it once a call, for the URL too).
+    """
     header_lines, signed_names = canonical_headers(headers, signed)
     text = "\n".join(
         (
             method.upper(),
             pathname or "/",
-            canonical_query_string(query),
+            query if isinstance(query, str) else canonical_query_string(query),
             header_lines,
             signed_names,
             payload_sha256,
@@ -85,7 +96,7 @@ def string_to_sign(canonical: str) -> str:
 
 def signature(secret: str, canonical: str) -> str:
     """Return the hex HMAC-SHA256 signature of ``canonical`` with ``secret``."""
-    return hmac.new(secret.encode(), string_to_sign(canonical).encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), string_to_sign(canonical).encode(), "sha256").hex()
 
 
 def authorization(
@@ -93,11 +104,12 @@ def authorization(
     access_key_secret: str,
     method: str,
     pathname: str,
-    query: Mapping[str, str],
+    query: Mapping[str, str] | str,
     headers: Mapping[str, str],
     payload_sha256: str = EMPTY_BODY_SHA256,
 ) -> str:
-    """Return the ``Authorization`` value, signing host, content-type and x-acs-* headers."""
+    """Return the ``Authorization`` value, signing host, content-type and x-acs-* headers
+    (``query``: as :func:`canonical_request` takes it)."""
     items = list(headers.items())
     signed = [name for name, _ in items if is_minimal_signed_header(name)]
     canonical, signed_names = canonical_request(

@@ -101,7 +101,7 @@ class TextCleaner:
     def names(self, values: tuple[str | None, ...]) -> list[str]:
         """:meth:`name` of each value (strings or ``None``), for the hot path: one call a record."""
         get = self._cache.get
-        found = [get(value) for value in values]
+        found = list(map(get, values))
         if None in found:
             found = [
                 self.name(value) if hit is None else hit

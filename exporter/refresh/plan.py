@@ -182,9 +182,7 @@ class ReadPlan:
                 page_cap=max(1, self._options.page_cap - progress.pages),
             )
             for page in walk:
-                for result in page.results:
-                    self._tracker.observe(result, now=now)
-                order.page([result.key for result in page.results])
+                order.page(self._tracker.observe_backlog(page.results, now=now))
                 progress.pages += 1
                 progress.next_token = page.next_token
                 progress.results = len(self._tracker)
@@ -216,8 +214,7 @@ class ReadPlan:
         for _ in range(times):
             before = len(self._tracker)
             for page in self._walk(self._query):
-                for result in page.results:
-                    self._tracker.observe(result, now=now)
+                self._tracker.observe_backlog(page.results, now=now)
             if len(self._tracker) == before:
                 return
 

@@ -63,6 +63,10 @@ class OrderWatch:
 
     def page(self, keys: list[ResultKey]) -> None:
         """Take the keys of the next page, in order."""
+        if self._seen.isdisjoint(keys):  # the usual case (a page of results not seen yet)
+            self._seen.update(keys)
+            self._previous = keys
+            return
         lead = 0
         while lead < len(keys) and keys[lead] in self._seen:
             lead += 1
