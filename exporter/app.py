@@ -28,12 +28,10 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
-import httpcore
 import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
@@ -42,7 +40,7 @@ from exporter.allocator import release_free_memory
 from exporter.collector import CloudAssistantCollector, Exposition, build_info, build_revision
 from exporter.connections import ConnectionLimits
 from exporter.ecs.client import EcsClient
-from exporter.ecs.transport import api_connection_pool
+from exporter.ecs.pools import ApiPools
 from exporter.listeners import ListenError, systemd_sockets
 from exporter.metrics import ShardFigures, TargetKey
 from exporter.refresh import TargetRefresher, TargetSnapshot
@@ -94,8 +92,12 @@ class Application:
     registry: CollectorRegistry
     executor: ThreadPoolExecutor
     http_clients: list[httpx.Client]
-    connection_pools: list[httpcore.ConnectionPool] = field(default_factory=list)
+    api_pools: ApiPools | None = None
+    """The ECS clients' connection pools (None: they call through ``http_clients``)."""
     _stopping: Future[None] = field(default_factory=Future)
+    # What the scrapes waiting for refreshes wait on (begin_stop sets them all).
+    _scrape_waits: set[threading.Event] = field(default_factory=set)
+    _scrape_waits_lock: threading.Lock = field(default_factory=threading.Lock)
     exposition: Exposition | None = None
     """The /metrics body (``registry`` rendered by prometheus_client when None)."""
     builder: TargetBuilder | None = None
@@ -188,6 +190,12 @@ class Application:
         self.refreshers = [item.refresher for item in running]
         for item in plan.stop:
             item.refresher.stop_refreshing()
+        # The pools no target calls through any more, closed once the refreshes now in flight
+        # (a removed target's, an old client's) are done with them.
+        close_unused = self.builder.retain_pools(self.targets)
+        if close_unused is not None:
+            busy = [item.refresher.in_flight() for item in (*plan.stop, *running)]
+            when_all_done([f for f in busy if f is not None], close_unused)
         if self.state is not None:  # housekeeping: long-unused state of removed targets
             self.state.forget_others({item.identity for item in running})
         for _, item in started:
@@ -233,16 +241,18 @@ class Application:
         futures = [f for f in (r.start_if_due() for r in self.refreshers) if f is not None]
         if not futures or max_wait <= 0:
             return
-        deadline = time.monotonic() + max_wait
-        pending: set[Future[None]] = set(futures)
-        while pending and not self._stopping.done():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            _, pending = wait_futures(
-                pending | {self._stopping}, timeout=left, return_when=FIRST_COMPLETED
-            )
-            pending.discard(self._stopping)
+        # One wake-up, when the last refresh ends: waiting for the first of those pending again
+        # and again woke this thread at every refresh and re-armed every future (O(n²)).
+        all_done = threading.Event()
+        with self._scrape_waits_lock:
+            self._scrape_waits.add(all_done)
+        try:
+            if not self._stopping.done():  # begin_stop() sets it first, then the waits
+                when_all_done(futures, all_done.set)
+                all_done.wait(max_wait)
+        finally:
+            with self._scrape_waits_lock:
+                self._scrape_waits.discard(all_done)
 
     def begin_stop(self) -> None:
         """Shutdown has begun: no new refresh starts, and scrapes waiting for refreshes stop
@@ -252,6 +262,9 @@ class Application:
         # InvalidStateError: another thread set it first.
         with contextlib.suppress(InvalidStateError):
             self._stopping.set_result(None)
+        with self._scrape_waits_lock:
+            for waiting in self._scrape_waits:
+                waiting.set()
 
     def start_refreshes(self) -> None:
         """Start the first refresh of every target (so ``/-/ready`` turns true without a scrape)."""
@@ -307,8 +320,8 @@ class Application:
             self.state.close()
         for client in self.http_clients:
             client.close()
-        for pool in self.connection_pools:
-            pool.close()
+        if self.api_pools is not None:
+            self.api_pools.close()
         return True
 
 
@@ -339,15 +352,11 @@ def build_application(
     # One TLS context (CA bundle loaded once) for both clients: each costs about 0.8 MB.
     tls = httpx.create_ssl_context()
     api_http = httpx.Client(limits=limits, transport=transport, follow_redirects=False, verify=tls)
-    # The ECS clients call httpx's transport layer (an httpcore pool) directly: the Client's
-    # layers cost a third of a call's CPU and do nothing for them. Only when the environment
-    # names a proxy do they go through the Client, which applies it.
-    api_pool = (
-        api_connection_pool(
-            ssl_context=tls,
-            max_connections=max(10, 2 * workers),
-            max_keepalive_connections=workers,
-        )
+    # The ECS clients call httpx's transport layer (httpcore pools, one per endpoint and region)
+    # directly: the Client's layers cost a third of a call's CPU and do nothing for them. Only
+    # when the environment names a proxy do they go through the Client, which applies it.
+    api_pools = (
+        ApiPools(ssl_context=tls, workers=workers)
         if transport is None and not urllib.request.getproxies_environment()
         else None
     )
@@ -373,7 +382,7 @@ def build_application(
     builder = TargetBuilder(
         executor=executor,
         api_http=api_http,
-        api_pool=api_pool,
+        api_pools=api_pools,
         credentials_http=credentials_http,
         environ=environ,
         clock=clock,
@@ -408,7 +417,7 @@ def build_application(
         registry=registry,
         executor=executor,
         http_clients=[api_http, credentials_http],
-        connection_pools=[api_pool] if api_pool is not None else [],
+        api_pools=api_pools,
         exposition=Exposition(runtime, collector),
         builder=builder,
         running=running,
@@ -419,6 +428,25 @@ def build_application(
         configured_targets=len(configured_targets),
     )
     return app
+
+
+def when_all_done(futures: Sequence[Future[None]], action: Callable[[], None]) -> None:
+    """Call ``action`` once, when every one of ``futures`` is done (now when none is pending):
+    in the thread that completes the last one, so it must be quick."""
+    lock = threading.Lock()
+    left = len(futures) + 1  # + 1: this call's own share, so none runs it before it ends
+
+    def one_done(_: object = None) -> None:
+        nonlocal left
+        with lock:
+            left -= 1
+            if left:
+                return
+        action()
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    one_done()
 
 
 def _first(pair: tuple[int, RunningTarget]) -> int:

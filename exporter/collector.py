@@ -427,21 +427,27 @@ class CloudAssistantCollector:
     def _target_text(
         self, snap: TargetSnapshot, previous: _Rendered | None
     ) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, bytes]]:
-        # Most refreshes change only the refresh families: the view's and the counters' text is
-        # reused when what they show is equal (cheaper to compare than to format).
+        # Most refreshes change only some of the refresh families: the text of a family whose
+        # rows are equal to those of the last rendering is reused (cheaper to compare than to
+        # format), the text of a whole group when what it shows is equal.
         target = _label_text(m.TARGET_LABELS, (snap.name, snap.region_id))
         old = previous.snapshot if previous is not None else None
 
-        def text(series: Series) -> dict[str, bytes]:
+        def text(series: Series, before: Series | None, group: int) -> dict[str, bytes]:
+            chunks = previous.groups[group] if previous is not None and before else {}
             return {
-                name: _encoded(_family_text(m.BY_NAME[name], target, rows))
+                name: (
+                    chunks[name]
+                    if name in chunks and before is not None and before.get(name) == rows
+                    else _encoded(_family_text(m.BY_NAME[name], target, rows))
+                )
                 for name, rows in series.items()
             }
 
         if previous is not None and old is not None and old.view == snap.view:
             view = previous.groups[0]
         else:
-            view = text(_view_series(snap.view))
+            view = text(_view_series(snap.view), None if old is None else _view_series(old.view), 0)
         if (
             previous is not None
             and old is not None
@@ -450,9 +456,15 @@ class CloudAssistantCollector:
         ):
             counters = previous.groups[1]
         else:
-            counters = text(_counter_series(snap.counters, snap.command_breakdown))
+            counters = text(
+                _counter_series(snap.counters, snap.command_breakdown),
+                None if old is None else _counter_series(old.counters, old.command_breakdown),
+                1,
+            )
         info = self._target_info.get(TargetKey(snap.name, snap.region_id))
-        refresh = text(_refresh_series(snap, info))
+        refresh = text(
+            _refresh_series(snap, info), None if old is None else _refresh_series(old, info), 2
+        )
         return (view, counters, refresh)
 
     # --- building the families ---------------------------------------------------------------

@@ -27,7 +27,7 @@ from exporter.summaries import (
     CommandCounts,
     CounterTotals,
     Histogram,
-    ViewSummary,
+    ViewCounts,
 )
 from exporter.trackerstate import SavedState
 
@@ -100,6 +100,10 @@ class RunCounters:
         self._dropped_bytes = 0
         self._found_by_sweep = 0
         self.commands = CommandCounts(command_breakdown, tracking_cap)
+        # The last totals, with what they were made of: a refresh that counted nothing (and
+        # admitted no command) reuses them, and the collector sees the same object.
+        self._totals: tuple[tuple[int, int], CounterTotals] | None = None
+        self._version = 0
 
     def _folders(self) -> tuple[ValueFolder, ...]:
         return (
@@ -122,6 +126,7 @@ class RunCounters:
     def count_finish(self, result: InvocationResult, from_sweep: bool) -> None:
         """Count one finished run (its status is terminal)."""
         status = result.invocation_status  # terminal, hence known
+        self._version += 1
         label = (status, self.error_folder.fold(result.error_code))
         self._finished[label] = self._finished.get(label, 0) + 1
         if result.start_time is not None and result.finished_time is not None:
@@ -137,12 +142,19 @@ class RunCounters:
 
     def count_oss(self, result: InvocationResult) -> None:
         """Count one OSS delivery (its status is terminal)."""
+        self._version += 1
         code = self.oss_error_folder.fold(result.oss_output_error_code)
         label = (result.oss_output_status, code)
         self._oss[label] = self._oss.get(label, 0) + 1
 
     def totals(self) -> CounterTotals:
         """The counters; every documented combination is present (0 when none)."""
+        made_of = (self._version, len(self.commands.admitted))
+        if self._totals is None or self._totals[0] != made_of:
+            self._totals = (made_of, self._new_totals())
+        return self._totals[1]
+
+    def _new_totals(self) -> CounterTotals:
         finished = {(s, c): 0 for s in TERMINAL_STATUSES for c in ("", *ERROR_CODES)}
         finished.update(self._finished)
         durations = [
@@ -161,11 +173,9 @@ class RunCounters:
             command_ids_folded=self.commands.folded,
         )
 
-    def view_summary(
-        self, results: Iterable[InvocationResult], now: float, *, tracked_runs: int
-    ) -> ViewSummary:
-        """The gauges of the records in view as of ``now``, their labels folded like the
-        counters' (O(number of records))."""
+    def view_counts(self, results: Iterable[InvocationResult]) -> ViewCounts:
+        """What the gauges count in ``results`` (the records in view), their labels folded like
+        the counters' (O(number of records))."""
         by_status = dict.fromkeys(INVOCATION_STATUSES, 0)
         by_error = dict.fromkeys(ERROR_CODES, 0)
         oss = dict.fromkeys(OSS_OUTPUT_STATUSES, 0)
@@ -189,15 +199,13 @@ class RunCounters:
                 start = result.start_time
                 if start is not None and (oldest_start is None or start < oldest_start):
                     oldest_start = start
-        oldest_age = 0.0 if oldest_start is None else max(0.0, now - oldest_start)
-        return ViewSummary(
+        return ViewCounts(
             by_status=tuple(by_status.items()),
             by_error_code=tuple(by_error.items()),
             running=running,
-            running_oldest_age_seconds=oldest_age,
+            oldest_running_start=oldest_start,
             oss_by_status=tuple(oss.items()),
             with_dropped_output=with_dropped,
-            tracked_runs=tracked_runs,
         )
 
     def saved(self) -> SavedCounters:
@@ -216,6 +224,7 @@ class RunCounters:
 
     def restore(self, state: SavedState) -> None:
         """Take back the counters of a saved state (fresh counters only)."""
+        self._version += 1
         for folder, admitted in zip(self._folders(), state.folders, strict=False):
             for value in admitted:
                 folder.fold(value)

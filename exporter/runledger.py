@@ -140,6 +140,8 @@ class HistoryLedger:
 
     def __init__(self) -> None:
         self._runs: dict[RunKey, _RunEntry] = {}
+        # No run remembered is older: expire() scans only when one can be older than its horizon.
+        self._floor = float("inf")
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -149,6 +151,7 @@ class HistoryLedger:
         entry = self._runs.get(run_key)
         if entry is None:
             entry = self._runs[run_key] = _RunEntry(time)
+            self._floor = min(self._floor, time)
         if oss:
             if entry.oss_done:
                 return False
@@ -192,6 +195,7 @@ class HistoryLedger:
                 slot = self._runs.get((*key, run))
                 if slot is not None:
                     slot.time = time
+                    self._floor = min(self._floor, time)
                 return True
         return self.claim(key, run, time, oss=oss)
 
@@ -211,11 +215,15 @@ class HistoryLedger:
     def restore_runs(self, key: ResultKey, runs: Iterable[SavedRun]) -> None:
         for run, time, finish_done, oss_done in runs:
             self._runs[(*key, run)] = _RunEntry(time, finish_done, oss_done)
+            self._floor = min(self._floor, time)
 
     def expire(self, horizon: float) -> list[ResultKey]:
+        if horizon <= self._floor:
+            return []
         old = [key for key, entry in self._runs.items() if entry.time < horizon]
         for key in old:
             del self._runs[key]
+        self._floor = min((entry.time for entry in self._runs.values()), default=float("inf"))
         return [key[:3] for key in old]
 
     def aged(self) -> Iterator[tuple[float, ResultKey, Callable[[], object]]]:

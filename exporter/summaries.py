@@ -24,6 +24,7 @@ __all__ = [
     "CounterTotals",
     "Histogram",
     "HistogramValue",
+    "ViewCounts",
     "ViewSummary",
 ]
 
@@ -95,6 +96,32 @@ class ViewSummary:
     oss_by_status: tuple[tuple[str, int], ...]
     with_dropped_output: int
     tracked_runs: int
+
+
+@dataclass(frozen=True, slots=True)
+class ViewCounts:
+    """What the gauges count in the view, as of no particular moment (:meth:`summary` adds the
+    ages, which depend on it)."""
+
+    by_status: tuple[tuple[str, int], ...]
+    by_error_code: tuple[tuple[str, int], ...]
+    running: int
+    oldest_running_start: float | None
+    oss_by_status: tuple[tuple[str, int], ...]
+    with_dropped_output: int
+
+    def summary(self, now: float, *, tracked_runs: int) -> ViewSummary:
+        """The gauges as of ``now``."""
+        start = self.oldest_running_start
+        return ViewSummary(
+            by_status=self.by_status,
+            by_error_code=self.by_error_code,
+            running=self.running,
+            running_oldest_age_seconds=0.0 if start is None else max(0.0, now - start),
+            oss_by_status=self.oss_by_status,
+            with_dropped_output=self.with_dropped_output,
+            tracked_runs=tracked_runs,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,19 @@
 """Building the parts of one target: credentials, client, refresher (see exporter.app).
 
 :class:`TargetBuilder` holds what every target shares for the application's life (the worker
-pool, the HTTP clients, the token buckets) and builds a :class:`RunningTarget` from a configured
-:class:`~exporter.settings.Target`; a reload builds new targets with the same builder, so they
-share the pool, the clients and the buckets of the targets that stay.
+pool, the HTTP clients and the API's connection pools, the token buckets) and builds a
+:class:`RunningTarget` from a configured :class:`~exporter.settings.Target`; a reload builds new
+targets with the same builder, so they share the pool, the clients and the buckets of the
+targets that stay.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-import httpcore
 import httpx
 
 from exporter.collector import CloudAssistantCollector
@@ -32,6 +32,7 @@ from exporter.ecs.credentials import (
     sts_endpoint_from_environment,
 )
 from exporter.ecs.models import InvocationQuery, Page
+from exporter.ecs.pools import ApiPools
 from exporter.ecs.ratelimit import TokenBucket
 from exporter.logs import REDACTOR, SecretRedactor
 from exporter.metrics import TargetInfoKey
@@ -175,6 +176,12 @@ class RedactingProvider:
         return credentials
 
 
+def pool_key(target: Target) -> tuple[str, str | None, bool]:
+    """The connection pool ``target``'s client calls through (:class:`ApiPools`): its region's,
+    at the endpoint it calls."""
+    return (target.region_id, target.endpoint, target.use_vpc_endpoint)
+
+
 def identity_of(target: Target) -> str:
     """``target``'s identity (:func:`exporter.state.target_identity`)."""
     return target_identity(
@@ -240,7 +247,7 @@ class TargetBuilder:
         *,
         executor: Executor,
         api_http: httpx.Client,
-        api_pool: httpcore.ConnectionPool | None,
+        api_pools: ApiPools | None,
         credentials_http: httpx.Client,
         environ: Mapping[str, str],
         clock: Callable[[], float] = time.time,
@@ -250,7 +257,7 @@ class TargetBuilder:
     ) -> None:
         self._executor = executor
         self._api_http = api_http
-        self._api_pool = api_pool
+        self._api_pools = api_pools
         self._credentials_http = credentials_http
         self._environ = environ
         self._clock = clock
@@ -293,7 +300,11 @@ class TargetBuilder:
                 return EcsClient(
                     region_id=target.region_id,
                     credentials=providers[key],
-                    http=self._api_pool if self._api_pool is not None else self._api_http,
+                    http=(
+                        self._api_pools.pool(pool_key(target))
+                        if self._api_pools is not None
+                        else self._api_http
+                    ),
                     endpoint=target.endpoint,
                     use_vpc_endpoint=target.use_vpc_endpoint,
                     retry=retry,
@@ -311,6 +322,21 @@ class TargetBuilder:
             spec = ClientSpec(target, configured_target, settings.api)
             built.append((target, spec, factory(target, configured_target)))
         return built
+
+    def retain_pools(self, targets: Iterable[Target]) -> Callable[[], None] | None:
+        """Forget the connection pools none of ``targets`` calls through; returns what closes
+        them, to be called once no refresh can still be using them (None: nothing to close)."""
+        if self._api_pools is None:
+            return None
+        unused = self._api_pools.retain({pool_key(target) for target in targets})
+        if not unused:
+            return None
+
+        def close() -> None:
+            for pool in unused:
+                pool.close()
+
+        return close
 
     def _bucket(self, api: ApiSettings, target: TargetSettings, region_id: str) -> TokenBucket:
         key = (quota_identity(target), region_id, api.rate_limit_per_second, api.burst)

@@ -87,6 +87,7 @@ from exporter.viewentry import (
     result_time,
     run_number,
 )
+from exporter.viewindex import ViewIndex
 
 # What other modules import from here (the summaries and counters are re-exported for them).
 __all__ = [
@@ -152,6 +153,7 @@ class RunTracker:
         # Everything at or before this time may have been dropped by the cap: ignore it.
         self._dropped_until = float("-inf")
         self._history_due: set[ResultKey] = set()
+        self._index = ViewIndex()  # what a refresh with nothing new asks, without a scan
         self._arrivals = 0
         self.returned = 0  # results back after leaving the view (a walk or a trim missed them)
 
@@ -223,7 +225,7 @@ class RunTracker:
 
     def follow_up_keys(self) -> list[ResultKey]:
         """Keys of the results the service may still change (see :func:`needs_follow_up`)."""
-        return [key for key, entry in self._view.items() if needs_follow_up(entry.result)]
+        return self._index.in_flight(self._view)
 
     @property
     def view(self) -> Mapping[ResultKey, ViewEntry]:
@@ -337,13 +339,14 @@ class RunTracker:
         if change is Change.UNCHANGED:
             return change
         self._changes.mark(key)
+        self._index.taken_in(key, entry)
         entry.seen_at = now
         self._counters.commands.see(result.command_id)
         if is_periodic(result):
             entry.periodic = True
         entry.max_repeats = max(entry.max_repeats, result.repeats)
         if not self._baseline_done or missed_by_baseline:
-            record_backlog(entry, result, result.key, run, now, self._ledger)
+            record_backlog(entry, result, key, run, now, self._ledger)
             return change
         if result.invocation_status not in TERMINAL:
             # Seen unfinished after the baseline: the runs after the last one that ended end
@@ -414,8 +417,9 @@ class RunTracker:
                 self.observe(result, now=now)
                 continue
             self._arrivals += 1
-            view[key] = new_backlog_entry(result, key, now, self._arrivals, ledger)
+            entry = view[key] = new_backlog_entry(result, key, now, self._arrivals, ledger)
             mark(key)
+            self._index.taken_in(key, entry)
             see(result.command_id)
         return keys
 
@@ -524,6 +528,7 @@ class RunTracker:
             if entry is not None:
                 self._ghosts[key] = entry
                 self._changes.mark(key)
+                self._index.removed()
 
     def expire(self, now: float) -> int:
         """Drop entries older than the retention, then the oldest beyond the size cap.
@@ -531,18 +536,11 @@ class RunTracker:
         Returns how many entries were dropped.
         """
         horizon = now - self._retention
-        dropped = 0
-        for entries in (self._view, self._ghosts):
-            old = [
-                key for key, e in entries.items() if result_time(e.result, e.first_seen) < horizon
-            ]
-            for key in old:
-                del entries[key]
-            self._changes.mark_all(old)  # their rows are deleted (or rewritten) at the next save
-            dropped += len(old)
+        old = self._index.drop_expired(horizon, self._view, self._ghosts)
         forgotten = self._ledger.expire(horizon)
+        self._changes.mark_all(old)  # their rows are deleted (or rewritten) at the next save
         self._changes.mark_all(forgotten)
-        dropped += len(forgotten)
+        dropped = len(old) + len(forgotten)
         # Results that left the view get what room the cap leaves; past it the oldest tenth go
         # at once (not a few at every refresh: each pass sorts them).
         room = self._cap - len(self._view) - len(self._ledger)
@@ -552,6 +550,8 @@ class RunTracker:
         excess = len(self._view) + len(self._ledger) - self._cap
         if excess > 0:
             dropped += self._drop_oldest(excess)
+        if dropped:
+            self._index.removed()
         return dropped
 
     def _drop_oldest(self, excess: int, *, ghosts_only: bool = False) -> int:
@@ -599,6 +599,7 @@ class RunTracker:
             return 0
         view = self._view = restored.view
         self._ghosts = restored.ghosts
+        self._index.rebuild(view, self._ghosts)
         self._arrivals = max(
             (e.arrival for e in (*view.values(), *self._ghosts.values())), default=0
         )
@@ -636,9 +637,10 @@ class RunTracker:
     # --- summaries ---------------------------------------------------------------------------
 
     def view_summary(self, now: float) -> ViewSummary:
-        """The gauges as of ``now`` (O(size of the view))."""
+        """The gauges as of ``now`` (O(size of the view) once after each change of the view)."""
         results = (entry.result for entry in self._view.values())
-        return self._counters.view_summary(results, now, tracked_runs=len(self))
+        counts = self._index.counts(lambda: self._counters.view_counts(results))
+        return counts.summary(now, tracked_runs=len(self))
 
     def counter_totals(self) -> CounterTotals:
         """The counters; every documented combination is present (0 when none)."""

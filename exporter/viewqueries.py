@@ -8,7 +8,7 @@ walk and each fast path read newest-first, so it is the API's order when that is
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from exporter.runledger import ResultKey
 from exporter.viewentry import ViewEntry, follows_slowly, needs_follow_up
@@ -18,12 +18,14 @@ View = Mapping[ResultKey, ViewEntry]
 
 def follow_up(
     view: View,
+    in_flight: Collection[ResultKey],
     now: float,
     *,
     periodic: bool,
     at_risk: frozenset[ResultKey] | set[ResultKey] = frozenset(),
 ) -> tuple[list[ResultKey], int]:
-    """The results to follow up now, and how many the service may still change.
+    """The results to follow up now among ``in_flight`` (the keys of the view the service may
+    still change, :meth:`RunTracker.follow_up_keys`), and how many these are.
 
     Left out: results read at ``now`` already, and unless ``periodic`` the records of periodic
     tasks between or during runs (see :func:`follows_slowly`) but those in ``at_risk`` (about
@@ -32,14 +34,11 @@ def follow_up(
     # One refresh reads everything at one ``now``; "not at now" rather than "before now": a
     # wall clock set back must not hide what was read before it.
     keys: list[ResultKey] = []
-    in_flight = 0
-    for key, entry in view.items():
-        if not needs_follow_up(entry.result):
-            continue
-        in_flight += 1
+    for key in in_flight:
+        entry = view[key]
         if entry.seen_at != now and (periodic or key in at_risk or not follows_slowly(entry)):
             keys.append(key)
-    return keys, in_flight
+    return keys, len(in_flight)
 
 
 def oldest_in_flight(view: View, count: int) -> set[ResultKey]:
@@ -81,16 +80,17 @@ def taken_in_since(view: View, when: float, seen: set[ResultKey]) -> int:
     return sum(1 for key, entry in view.items() if entry.first_seen >= when and key not in seen)
 
 
-def in_flight_near_top(view: View, arrivals: int, now: float, reach: int) -> set[ResultKey]:
-    """Results the service may still change, not read at ``now``, among the ``reach`` the view
-    took in last (``arrivals``: how many it took in so far; periodic tasks' records between or
-    during runs left out)."""
+def in_flight_near_top(
+    view: View, in_flight: Collection[ResultKey], arrivals: int, now: float, reach: int
+) -> set[ResultKey]:
+    """Results of ``in_flight`` (as for :func:`follow_up`) not read at ``now``, among the
+    ``reach`` the view took in last (``arrivals``: how many it took in so far; periodic tasks'
+    records between or during runs left out)."""
     newest = arrivals - reach
     return {
         key
-        for key, entry in view.items()
-        if entry.arrival > newest
+        for key in in_flight
+        if (entry := view[key]).arrival > newest
         and entry.seen_at != now
-        and needs_follow_up(entry.result)
         and not follows_slowly(entry)
     }

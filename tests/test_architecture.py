@@ -59,6 +59,7 @@ TRACKING = (
     "exporter.viewentry",
     "exporter.backlog",
     "exporter.viewqueries",
+    "exporter.viewindex",
     "exporter.summaries",
     "exporter.counters",
     "exporter.trackerstate",

@@ -148,6 +148,34 @@ def test_a_scrape_shows_gauges_and_counters_of_the_target(executor: ThreadPoolEx
     assert value(registry, "last_refresh_success_timestamp_seconds") == T0 + 30
 
 
+def test_the_text_reused_across_refreshes_equals_a_fresh_rendering(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi([result("t-run", status="Running", start=T0 - 120), *backlog(10)])
+    target = refresher("prod", api, executor, clock)
+    info = {TargetKey("prod", "cn-hangzhou"): TargetInfoKey("public", "static")}
+
+    def collector() -> CloudAssistantCollector:
+        return CloudAssistantCollector(
+            lambda: [target.latest()], build=BUILD, target_info=info, reload_status=LOADED
+        )
+
+    kept = collector()  # renders each snapshot from the one before, as a running exporter does
+    changes: list[Callable[[], None]] = [
+        lambda: None,  # nothing new: only some refresh families move
+        lambda: api.set(result("t-run", status="Failed", error_code="ExitCodeNonzero")),
+        lambda: api.set(result("t-new", status="Success", oss="Finished", dropped=4096)),
+        lambda: api.errors.update({len(api.calls) + 1: AuthenticationError("no")}),
+        lambda: None,  # up again
+    ]
+    for change in changes:
+        change()
+        clock.now += 30
+        kept.prerender(target.refresh_now())
+        assert kept.render() == collector().render()
+
+
 def test_every_preinitialised_value_is_exposed_with_zero(executor: ThreadPoolExecutor) -> None:
     target = refresher("prod", FakeApi(), executor, FakeClock())
     registry, _ = registry_for([target])

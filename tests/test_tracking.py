@@ -7,7 +7,9 @@ import random
 import pytest
 from msgspec.structs import replace
 
+from exporter.counters import RunCounters
 from exporter.ecs.models import InvocationResult
+from exporter.runledger import HistoryLedger
 from exporter.tracking import (
     HISTORY_MISSES_ALLOWED,
     OTHER,
@@ -16,6 +18,9 @@ from exporter.tracking import (
     CounterTotals,
     RunTracker,
     ValueFolder,
+    ViewSummary,
+    needs_follow_up,
+    result_time,
 )
 from tests.support.fakes import DAY, T0, result
 
@@ -599,6 +604,9 @@ def test_the_first_walk_page_by_page_leaves_what_record_by_record_observing_leav
         return changes.summary, sorted(changes.rows, key=lambda row: row[0])
 
     assert state(by_page) == state(one_by_one)
+    # What the view's index keeps (follow-ups, gauges) is the same whichever way it came in.
+    assert set(by_page.follow_up_keys()) == set(one_by_one.follow_up_keys())
+    assert by_page.view_summary(T0) == one_by_one.view_summary(T0)
     later = [replace(r, invocation_status="Success", finished_time=T0 + 60) for r in records[::3]]
     for tracker in (one_by_one, by_page):
         tracker.complete_baseline(at=T0)
@@ -607,3 +615,69 @@ def test_the_first_walk_page_by_page_leaves_what_record_by_record_observing_leav
     assert by_page.counter_totals() == one_by_one.counter_totals()
     assert finished_total(by_page.counter_totals()) > 0
     assert state(by_page) == state(one_by_one)
+
+
+# --- what a refresh with nothing new asks without scanning the view ---------------------------
+
+
+def _scanned_summary(tracker: RunTracker, now: float) -> ViewSummary:
+    """The gauges computed from the whole view, as if nothing had been kept from before."""
+    counters = RunCounters(CommandBreakdown(), tracking_cap=1_000_000)
+    results = [entry.result for entry in tracker.view.values()]
+    return counters.view_counts(results).summary(now, tracked_runs=len(tracker))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_kept_summary_follow_ups_and_expiry_equal_a_scan_of_the_view(seed: int) -> None:
+    rng = random.Random(seed)
+    tracker = RunTracker(retention_seconds=5 * DAY, tracking_cap=1_000_000)
+    statuses = ["Pending", "Running", "Success", "Failed", "Stopped", "Scheduled"]
+    now = T0
+    for step in range(300):
+        action = rng.random()
+        if action < 0.7:
+            status = rng.choice(statuses)
+            record = result(
+                f"t-{rng.randrange(40)}",
+                f"i-{rng.randrange(3)}",
+                status,
+                start=now - rng.uniform(0, 6 * DAY) if rng.random() < 0.9 else None,
+                error_code=rng.choice(["", "ExitCodeNonzero"]) if status == "Failed" else "",
+                oss=rng.choice(["", "InProgress", "Finished"]),
+                dropped=rng.choice([0, 0, 10]),
+                record_status="Running" if rng.random() < 0.2 else None,
+            )
+            tracker.observe(record, now=now)
+        elif action < 0.8 and tracker.results_in_view:
+            tracker.evict_keys(rng.sample(list(tracker.view), k=1))
+        elif action < 0.9:
+            now += rng.uniform(0, 2 * DAY)
+        else:
+            horizon = now - 5 * DAY
+            kept = {
+                key
+                for key, entry in tracker.view.items()
+                if result_time(entry.result, entry.first_seen) >= horizon
+            }
+            tracker.expire(now)
+            assert set(tracker.view) == kept, step
+        if step == 100:
+            tracker.complete_baseline(now)
+        scanned = {key for key, entry in tracker.view.items() if needs_follow_up(entry.result)}
+        assert set(tracker.follow_up_keys()) == scanned, step
+        assert len(tracker.follow_up_keys()) == len(scanned), step
+        assert tracker.view_summary(now) == _scanned_summary(tracker, now), step
+
+
+def test_history_runs_older_than_the_horizon_are_forgotten_whenever_they_came_in() -> None:
+    ledger = HistoryLedger()
+    first, second = ("t-1", "i-1", ""), ("t-2", "i-1", "")
+    ledger.restore_runs(second, [(1, T0 - 50, True, False)])  # restored from the state
+    ledger.claim(first, 1, T0, oss=False)
+    assert ledger.expire(T0 - 60) == []
+    assert ledger.expire(T0 - 40) == [second]
+    ledger.claim(first, 2, T0 - 100, oss=False)  # an older run, claimed later
+    assert ledger.expire(T0 - 10) == [first]
+    assert (ledger.remembers(first, 1), ledger.remembers(first, 2)) == (True, False)
+    assert ledger.expire(T0 + 1) == [first]
+    assert len(ledger) == 0

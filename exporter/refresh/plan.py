@@ -401,6 +401,7 @@ class ReadPlan:
         # costs fewer calls than a follow-up.
         unread = viewqueries.in_flight_near_top(
             self._tracker.view,
+            self._tracker.follow_up_keys(),
             self._tracker.arrivals,
             now,
             _REACH_PAGES * self._options.max_results,
@@ -467,7 +468,11 @@ class ReadPlan:
         )
         periodic = periodic or not self._slow_periodic
         in_flight, total = viewqueries.follow_up(
-            self._tracker.view, now, periodic=periodic, at_risk=at_risk
+            self._tracker.view,
+            self._tracker.follow_up_keys(),
+            now,
+            periodic=periodic,
+            at_risk=at_risk,
         )
         if not in_flight:
             if periodic:

@@ -183,6 +183,10 @@ class TargetRefresher:
         """
         return self._scheduler.start_if_due()
 
+    def in_flight(self) -> Future[None] | None:
+        """The refresh in flight, if any, without starting one."""
+        return self._scheduler.in_flight()
+
     def latest(self) -> TargetSnapshot:
         """The newest snapshot, without starting anything."""
         return self._snapshot

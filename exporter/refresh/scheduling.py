@@ -60,6 +60,11 @@ class RefreshScheduler:
         with self._lock:
             self._stopped = True
 
+    def in_flight(self) -> Future[None] | None:
+        """The refresh in flight, if any (nothing is started)."""
+        with self._lock:
+            return self._inflight
+
     def start_if_due(self) -> Future[None] | None:
         """Start a refresh if none is in flight and the last one is old enough.
 

@@ -342,7 +342,9 @@ class RefreshSettings(_Section):
     (0: the whole sweep in one refresh)."""
     page_cap: Annotated[int, Field(ge=1, le=10000)] = 200
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
-    """Targets refreshed in parallel; unset: one per target, 4 at least and 64 at most."""
+    """Targets refreshed in parallel; unset: one per target, 4 at least and 64 at most. It also
+    bounds the API connections: one pool per endpoint and region, each with at most
+    ``max(10, 2 * workers)`` connections and ``workers`` kept idle (see exporter/ecs/pools.py)."""
     tracking_cap: Annotated[int, Field(ge=100, le=10_000_000)] = 50000
     scrape_max_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 9
 
