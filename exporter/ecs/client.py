@@ -40,6 +40,7 @@ from exporter.ecs.errors import (
     parse_retry_after,
 )
 from exporter.ecs.models import ECS_API_VERSION, MAX_RESULTS_LIMIT, InvocationQuery, Page
+from exporter.ecs.pagememo import PageMemo
 from exporter.ecs.parsing import parse_page
 from exporter.ecs.ratelimit import RateLimiter
 from exporter.ecs.request import (
@@ -164,6 +165,7 @@ class EcsClient:
         self._redact = redact
         # The cleaner for the current credentials' secrets (replaced when they rotate).
         self._cleaner: tuple[tuple[str, ...], TextCleaner] = ((), TextCleaner(redact=redact))
+        self._first_pages = PageMemo()
 
     def __repr__(self) -> str:
         return f"EcsClient(region_id={self.region_id!r}, endpoint={self.base_url!r})"
@@ -362,7 +364,11 @@ class EcsClient:
         request_id = answer.headers.get("x-acs-request-id", "")
         if answer.status == 200:
             try:
-                return parse_page(answer.body, text), _server_time(answer.headers.get("date", ""))
+                if "NextToken=" in query_string:
+                    page = parse_page(answer.body, text)
+                else:  # a first page: often what the last answer to it said
+                    page = self._first_pages.parse(query_string, answer.body, text, parse_page)
+                return page, _server_time(answer.headers.get("date", ""))
             except MalformedResponseError as exc:
                 raise MalformedResponseError(
                     exc.message,
