@@ -148,25 +148,23 @@ class RunCounters:
         self._oss[label] = self._oss.get(label, 0) + 1
 
     def totals(self) -> CounterTotals:
-        """The counters; every documented combination is present (0 when none)."""
+        """The counters: the combinations counted so far (the collector shows the metric
+        contract's pre-initialised ones at 0 until they are), a histogram for every terminal
+        status."""
         made_of = (self._version, len(self.commands.admitted))
         if self._totals is None or self._totals[0] != made_of:
             self._totals = (made_of, self._new_totals())
         return self._totals[1]
 
     def _new_totals(self) -> CounterTotals:
-        finished = {(s, c): 0 for s in TERMINAL_STATUSES for c in ("", *ERROR_CODES)}
-        finished.update(self._finished)
         durations = [
             (s, self._durations[s].value() if s in self._durations else EMPTY_HISTOGRAM)
             for s in TERMINAL_STATUSES
         ]
-        oss = {("Finished", ""): 0, **{("Failed", c): 0 for c in ("", *OSS_OUTPUT_ERROR_CODES)}}
-        oss.update(self._oss)
         return CounterTotals(
-            finished=tuple(finished.items()),
+            finished=tuple(self._finished.items()),
             durations=tuple(durations),
-            oss_deliveries=tuple(oss.items()),
+            oss_deliveries=tuple(self._oss.items()),
             dropped_bytes=self._dropped_bytes,
             found_by_sweep=self._found_by_sweep,
             commands=self.commands.totals() if self.commands.enabled else (),

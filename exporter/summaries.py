@@ -126,7 +126,8 @@ class ViewCounts:
 
 @dataclass(frozen=True, slots=True)
 class CounterTotals:
-    """The counters of one target since the exporter started. Known combinations are present."""
+    """The counters of one target since the exporter started: the combinations counted so far
+    (a fleet of targets keeps no zeros; the collector adds the pre-initialised ones)."""
 
     finished: tuple[tuple[tuple[str, str], int], ...]
     durations: tuple[tuple[str, HistogramValue], ...]

@@ -643,5 +643,5 @@ class RunTracker:
         return counts.summary(now, tracked_runs=len(self))
 
     def counter_totals(self) -> CounterTotals:
-        """The counters; every documented combination is present (0 when none)."""
+        """The counters (see :meth:`RunCounters.totals`)."""
         return self._counters.totals()
