@@ -44,13 +44,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import Target, read_figures, write_figures  # noqa: E402
 from bench.measure import memory_mb  # noqa: E402
 from bench.process import BenchError, running_exporter, wait_ready  # noqa: E402
 from exporter.simulator.faults import FaultPlan  # noqa: E402
@@ -63,19 +63,6 @@ READY_TIMEOUT_SECONDS = 120.0
 COLD_ROUNDS = 5  # rounds of the cold-walk comparison; the median ratio is judged
 COLD_WALKS = 3  # measured walks of each side in a round (after one warm-up); their median counts
 SCRAPES = 200  # /metrics requests to the running exporter; the median is judged
-
-
-@dataclass(frozen=True)
-class Target:
-    """One performance target: ``value <= limit`` (or ``< limit`` when ``strict``)."""
-
-    label: str
-    limit: float
-    unit: str
-    strict: bool = True
-
-    def met(self, value: float) -> bool:
-        return value < self.limit if self.strict else value <= self.limit
 
 
 COLD_CPU = Target("cold walk CPU (no latency, median)", 0.25, "s")
@@ -179,21 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--results must be at least 1 and --latency at least 0")
     started = time.monotonic()
     try:
+        before = read_figures(args.before)
         figures = _measure(args.results, args.latency)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     figures["bench_seconds"] = time.monotonic() - started
-    before = None
-    if args.before:
-        try:
-            before = json.loads(args.before.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            print(f"bench: --before {args.before}: {exc}", file=sys.stderr)
-            return 1
     _report(figures, before)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    write_figures(args.json, figures)
     return 0
 
 

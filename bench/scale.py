@@ -25,7 +25,6 @@ failed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -38,9 +37,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import Target, read_figures, write_figures  # noqa: E402
 from bench.measure import memory_mb  # noqa: E402
 from bench.process import BenchError, running_exporter, wait_ready  # noqa: E402
-from bench.run import Target  # noqa: E402
 from exporter.simulator.faults import FaultPlan  # noqa: E402
 from exporter.simulator.server import SimulatorServer  # noqa: E402
 from exporter.simulator.world import PROFILES, World  # noqa: E402
@@ -367,21 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.targets < 1 or args.results < 1 or args.latency < 0 or args.cycles < 1:
         parser.error("--targets, --results and --cycles must be at least 1, --latency >= 0")
-    before = None
-    if args.before:
-        try:
-            before = json.loads(args.before.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            print(f"bench-scale: --before {args.before}: {exc}", file=sys.stderr)
-            return 1
     try:
+        before = read_figures(args.before)
         figures = measure(args.targets, args.results, args.latency, args.cycles)
     except BenchError as exc:
         print(f"bench-scale: {exc}", file=sys.stderr)
         return 1
     report(figures, before)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    write_figures(args.json, figures)
     return 0
 
 
