@@ -215,3 +215,17 @@ def test_ten_thousand_results_from_the_simulator() -> None:
     for result in results:
         by_status[result.invocation_status] = by_status.get(result.invocation_status, 0) + 1
     assert by_status == {k: v for k, v in truth.by_status.items() if v}
+
+
+def test_a_finished_walk_keeps_no_cache_of_the_ids_it_read() -> None:
+    """Between walks the client holds no copy of a target's ids (about 37 bytes a result);
+    records read by different walks still share their strings."""
+    records = [api_record(n) for n in range(120)]
+    http, _ = mock_http(PagedResults(records))
+    with open_client(http) as client:
+        first = [r for page in client.iter_pages(InvocationQuery()) for r in page.results]
+        cleaner = client._text_cleaner(client._cleaner[0])
+        assert cleaner.known("i-00000007") is None  # forgotten when the walk ended
+        again = [r for page in client.iter_pages(InvocationQuery()) for r in page.results]
+    assert [r.instance_id for r in again] == [r.instance_id for r in first]
+    assert all(a.instance_id is b.instance_id for a, b in zip(again, first, strict=True))

@@ -203,6 +203,12 @@ class EcsClient:
     def _pages(
         self, first: dict[str, str], max_pages: int | None, token: str = ""
     ) -> Iterator[Page]:
+        try:
+            yield from self._walk(first, max_pages, token)
+        finally:
+            self._cleaner[1].forget()  # ids cached for this walk only (see TextCleaner.forget)
+
+    def _walk(self, first: dict[str, str], max_pages: int | None, token: str) -> Iterator[Page]:
         restarted = False
         seen: set[str] = set()
         count = 0
