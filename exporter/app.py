@@ -501,7 +501,7 @@ def serve(
             registry=app.registry,
             target_statuses=app.target_statuses,
             prepare_scrape=app.prepare_scrape,
-            render_metrics=app.exposition.render if app.exposition is not None else None,
+            render_metrics=app.exposition.pieces if app.exposition is not None else None,
             scrape_max_wait=app.settings.refresh.scrape_max_wait_seconds,
             telemetry_path=telemetry_path,
             route_prefix=route_prefix,

@@ -518,11 +518,17 @@ class Exposition:
         self._runtime = runtime
         self._collector = collector
 
-    def render(self, accept: str) -> tuple[bytes, str]:
-        """The body and its content type for a request's ``Accept`` header."""
+    def pieces(self, accept: str) -> tuple[list[bytes], str]:
+        """The body, in pieces to be joined (or compressed one after the other), and its
+        content type for a request's ``Accept`` header."""
         encoder, _ = choose_encoder(accept)
         runtime = encoder(self._runtime)
         parts, content_type = self._collector.render_parts(accept)
         if runtime.endswith(_EOF):  # OpenMetrics: the end marker goes after everything
-            return b"".join([runtime.removesuffix(_EOF), *parts, _EOF]), content_type
-        return b"".join([runtime, *parts]), content_type
+            return [runtime.removesuffix(_EOF), *parts, _EOF], content_type
+        return [runtime, *parts], content_type
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """The body and its content type for a request's ``Accept`` header."""
+        pieces, content_type = self.pieces(accept)
+        return b"".join(pieces), content_type

@@ -31,16 +31,14 @@ within Prometheus' timeout (serving the last snapshots if it must).
 
 from __future__ import annotations
 
-import gzip
 import html
 import io
 import logging
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -48,12 +46,13 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import gzip_accepted
 
 from exporter import __version__
 from exporter.connections import Answer, ConnectionLimits, ConnectionServer, Request
 from exporter.listeners import ListenError, bind_all
 from exporter.logs import describe_exception
+from exporter.scrapecache import ExpositionCache
 from exporter.webconfig import BASIC_AUTH_CHALLENGE, WebConfig
 from exporter.webwatch import WebConfigSource
 
@@ -64,8 +63,6 @@ SCRAPE_TIMEOUT_HEADER: Final = "X-Prometheus-Scrape-Timeout-Seconds"
 SCRAPE_TIMEOUT_MARGIN_SECONDS: Final = 0.5
 ALLOWED_METHODS: Final = "GET, HEAD"
 LIFECYCLE_METHODS: Final = "POST, PUT"
-# How old a rendering of unchanged data a scrape may be served (see ExpositionCache).
-RENDERING_REUSE_SECONDS: Final = 1.0
 SEPARATE_BODY_BYTES: Final = 65536
 """A body larger than this (``/metrics``) is sent after the head as it is, not copied first."""
 # The longest request path quoted in a log line.
@@ -131,99 +128,13 @@ def route_prefix_of(external_url: str) -> str:
     return normalize_route_prefix(parsed.path)
 
 
-class ExpositionCache:
-    """Renders the registry once for scrapes that arrive together.
-
-    A scrape may take a rendering that began after its refreshes were done (``not_before``):
-    it holds everything the scrape would have rendered itself. It may also take one that
-    began up to :data:`RENDERING_REUSE_SECONDS` earlier if ``data_version`` (the snapshots
-    the collector renders, compared by identity) has not changed since: no refresh finished
-    in between. Without this, 100 scrapes at once rendered 100 times, one after the other,
-    and many answered after Prometheus' timeout.
-    """
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        data_version: Callable[[], Sequence[object]] | None = None,
-        render_metrics: Callable[[str], tuple[bytes, str]] | None = None,
-    ) -> None:
-        self._registry = registry
-        self._data_version = data_version
-        # (Accept header) -> (body, content type); without it the registry is encoded.
-        self._render_metrics = render_metrics
-        self._lock = threading.Lock()
-        self._latest: dict[str, _Rendering] = {}
-
-    def render(self, accept: str, not_before: float, *, compress: bool) -> tuple[bytes, str]:
-        """The exposition (gzip-compressed if ``compress``) and its content type."""
-        encoder, content_type = choose_encoder(accept)
-        version = tuple(self._data_version()) if self._data_version is not None else None
-        with self._lock:
-            rendering = self._latest.get(content_type)
-            mine = rendering is None or not self._serves(rendering, not_before, version)
-            if mine:
-                rendering = _Rendering(time.monotonic(), version)
-                self._latest[content_type] = rendering
-        assert rendering is not None
-        if mine:
-            try:
-                if self._render_metrics is not None:
-                    rendering.body, content_type = self._render_metrics(accept)
-                    rendering.content_type = content_type
-                else:
-                    rendering.body = encoder(self._registry)
-            finally:
-                rendering.done.set()
-        else:
-            rendering.done.wait()
-            if rendering.body is None:  # that rendering failed: render afresh
-                return self.render(accept, time.monotonic(), compress=compress)
-        assert rendering.body is not None
-        content_type = rendering.content_type or content_type
-        if not compress:
-            return rendering.body, content_type
-        with rendering.lock:
-            if rendering.compressed is None:
-                # Level 1: half the CPU of level 6 on a fleet's 8 MB exposition, for a body
-                # about 10% larger (the text is repetitive enough for either).
-                rendering.compressed = gzip.compress(rendering.body, compresslevel=1)
-            return rendering.compressed, content_type
-
-    @staticmethod
-    def _serves(
-        rendering: _Rendering, not_before: float, version: tuple[object, ...] | None
-    ) -> bool:
-        if rendering.done.is_set() and rendering.body is None:
-            return False  # it failed
-        if rendering.started >= not_before:
-            return True
-        return (
-            version is not None
-            and rendering.version is not None
-            and rendering.started >= not_before - RENDERING_REUSE_SECONDS
-            and len(version) == len(rendering.version)
-            and all(new is old for new, old in zip(version, rendering.version, strict=True))
-        )
-
-
-@dataclass(eq=False)
-class _Rendering:
-    started: float
-    version: tuple[object, ...] | None
-    body: bytes | None = None
-    content_type: str = ""
-    compressed: bytes | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class ExporterHTTPServer:
     """The exporter's endpoints on one or more listening sockets (see the module docstring).
 
     Listens on ``address`` and ``addresses`` (bound here: ``ListenError`` when one cannot be),
     plus already listening ``sockets`` (systemd socket activation). Every route is under
-    ``route_prefix``. ``render_metrics`` (Accept header -> body and content type) renders
+    ``route_prefix``. ``render_metrics`` (Accept header -> pieces of the body and its content
+    type) renders
     ``/metrics`` instead of encoding ``registry``; ``data_version`` tells when the data behind
     it changed (see :class:`ExpositionCache`). Connections are served by
     :class:`~exporter.connections.ConnectionServer` within ``limits``.
@@ -238,7 +149,7 @@ class ExporterHTTPServer:
         registry: CollectorRegistry,
         target_statuses: Callable[[], Sequence[TargetStatus]],
         prepare_scrape: Callable[[float], None] = lambda max_wait: None,
-        render_metrics: Callable[[str], tuple[bytes, str]] | None = None,
+        render_metrics: Callable[[str], tuple[Sequence[bytes], str]] | None = None,
         scrape_max_wait: float = 9.0,
         telemetry_path: str = "/metrics",
         route_prefix: str = "",

@@ -144,7 +144,13 @@ LAYERS = (
     ),
     Layer(
         "http: the exporter's HTTP server",
-        ("exporter.webconfig", "exporter.webwatch", "exporter.connections", "exporter.server"),
+        (
+            "exporter.webconfig",
+            "exporter.webwatch",
+            "exporter.connections",
+            "exporter.scrapecache",
+            "exporter.server",
+        ),
         (
             *BASE,
             "exporter.webwatch",
@@ -152,6 +158,7 @@ LAYERS = (
             "exporter.workers",
             "exporter.webconfig",
             "exporter.connections",
+            "exporter.scrapecache",
         ),
         frozenset({"httpx", "httpcore"}),
     ),

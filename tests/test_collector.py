@@ -672,7 +672,7 @@ def test_metrics_answers_200_whatever_string_reaches_a_label(
         ("127.0.0.1", 0),
         registry=registry,
         target_statuses=list,
-        render_metrics=Exposition(CollectorRegistry(), collector).render,
+        render_metrics=Exposition(CollectorRegistry(), collector).pieces,
     )
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()

@@ -33,7 +33,6 @@ from exporter.server import (
     SCRAPE_TIMEOUT_MARGIN_SECONDS,
     SEPARATE_BODY_BYTES,
     ExporterHTTPServer,
-    ExpositionCache,
     TargetStatus,
     scrape_wait_seconds,
 )
@@ -351,49 +350,6 @@ def test_every_route_is_under_the_route_prefix(prefix: str) -> None:
             assert httpx.get(urljoin(base + "/", link)).status_code in (200, 503), link
     finally:
         running.close()
-
-
-class CountingCollector:
-    """Counts its collect() calls; its value is the current ``data``."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.data = object()
-
-    def collect(self) -> Iterable[Metric]:
-        self.calls += 1
-        gauge = GaugeMetricFamily("test_data", "Which data.")
-        gauge.add_metric((), id(self.data) % 1000)
-        return [gauge]
-
-
-def test_scrapes_share_a_rendering_until_the_data_changes() -> None:
-    collector = CountingCollector()
-    registry = CollectorRegistry()
-    registry.register(collector)
-    cache = ExpositionCache(registry, lambda: [collector.data])
-    first, _ = cache.render("", time.monotonic(), compress=False)
-    # Unchanged data: a scrape whose wait ended after that rendering began still shares it.
-    assert cache.render("", time.monotonic(), compress=False)[0] == first
-    assert gzip.decompress(cache.render("", time.monotonic(), compress=True)[0]) == first
-    assert collector.calls == 1
-    collector.data = object()  # a refresh published new snapshots
-    second, _ = cache.render("", time.monotonic(), compress=False)
-    assert collector.calls == 2
-    assert second != first
-    # A scrape that arrived before that rendering began shares it whatever the data.
-    assert cache.render("", 0.0, compress=False)[0] == second
-    assert collector.calls == 2
-
-
-def test_without_a_data_version_a_scrape_never_takes_an_older_rendering() -> None:
-    collector = CountingCollector()
-    registry = CollectorRegistry()
-    registry.register(collector)
-    cache = ExpositionCache(registry)
-    for _ in range(3):
-        cache.render("", time.monotonic(), compress=False)
-    assert collector.calls == 3
 
 
 # --- limits: connections, deadlines --------------------------------------------------------

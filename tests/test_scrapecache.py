@@ -1,0 +1,115 @@
+"""The rendering scrapes share (exporter.scrapecache): shared while the data is the same, gzip
+made from the pieces without the plain body, nothing kept but the body a scrape took."""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import time
+import weakref
+from collections.abc import Iterable
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.scrapecache import ExpositionCache, gzip_pieces
+
+
+class CountingCollector:
+    """Counts its collect() calls; its value is the current ``data``."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.data = object()
+
+    def collect(self) -> Iterable[Metric]:
+        self.calls += 1
+        gauge = GaugeMetricFamily("test_data", "Which data.")
+        gauge.add_metric((), id(self.data) % 1000)
+        return [gauge]
+
+
+def test_scrapes_share_a_rendering_until_the_data_changes() -> None:
+    collector = CountingCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    cache = ExpositionCache(registry, lambda: [collector.data])
+    first, _ = cache.render("", time.monotonic(), compress=False)
+    # Unchanged data: a scrape whose wait ended after that rendering began still shares it.
+    assert cache.render("", time.monotonic(), compress=False)[0] == first
+    assert gzip.decompress(cache.render("", time.monotonic(), compress=True)[0]) == first
+    assert collector.calls == 1
+    collector.data = object()  # a refresh published new snapshots
+    second, _ = cache.render("", time.monotonic(), compress=False)
+    assert collector.calls == 2
+    assert second != first
+    # A scrape that arrived before that rendering began shares it whatever the data.
+    assert cache.render("", 0.0, compress=False)[0] == second
+    assert collector.calls == 2
+
+
+def test_without_a_data_version_a_scrape_never_takes_an_older_rendering() -> None:
+    collector = CountingCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    cache = ExpositionCache(registry)
+    for _ in range(3):
+        cache.render("", time.monotonic(), compress=False)
+    assert collector.calls == 3
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [],
+        [b""],
+        [b"one line\n"],
+        [b"x" * 100_000, b"", b"y" * 300_000, b"z\n" * 70_000],  # batches of every size
+        [f'metric{{n="{n}"}} {n}\n'.encode() for n in range(40_000)],
+    ],
+)
+def test_gzip_of_pieces_is_the_gzip_of_the_joined_body(pieces: list[bytes]) -> None:
+    assert gzip.decompress(gzip_pieces(pieces)) == b"".join(pieces)
+
+
+class Pieces(list[bytes]):
+    """A rendering's pieces that a test can watch (a weak reference tells when they are freed)."""
+
+
+def test_a_gzip_scrape_keeps_only_the_compressed_body() -> None:
+    rendered: list[weakref.ref[Pieces]] = []
+
+    def render(accept: str) -> tuple[Pieces, str]:
+        pieces = Pieces([b"# a fleet's text\n", b"metric 1\n" * 50_000])
+        rendered.append(weakref.ref(pieces))
+        return pieces, "text/plain"
+
+    cache = ExpositionCache(CollectorRegistry(), list, render)
+    body, content_type = cache.render("", time.monotonic(), compress=True)
+    assert content_type == "text/plain"
+    assert gzip.decompress(body) == b"# a fleet's text\n" + b"metric 1\n" * 50_000
+    gc.collect()
+    assert rendered[0]() is None  # neither the pieces nor a plain body built from them
+    # Another gzip scrape of the same data shares it; a plain one renders again, correctly.
+    assert cache.render("", time.monotonic(), compress=True)[0] == body
+    assert len(rendered) == 1
+    plain, _ = cache.render("", time.monotonic(), compress=False)
+    assert plain == gzip.decompress(body)
+    assert len(rendered) == 2
+
+
+def test_a_failed_rendering_is_not_served_and_the_next_scrape_renders_again() -> None:
+    calls = 0
+
+    def render(accept: str) -> tuple[list[bytes], str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("the collector failed")
+        return [b"ok\n"], "text/plain"
+
+    cache = ExpositionCache(CollectorRegistry(), list, render)
+    with pytest.raises(RuntimeError):
+        cache.render("", time.monotonic(), compress=True)
+    assert gzip.decompress(cache.render("", time.monotonic(), compress=True)[0]) == b"ok\n"
