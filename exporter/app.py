@@ -71,6 +71,9 @@ SIGNAL_POLL_SECONDS: Final = 0.2
 RELEASE_MEMORY_SECONDS: Final = 15.0
 """How often, once every target was refreshed, the pages the C heaps hold free go back to the
 system (under a millisecond each time; it kept 8 MB fewer resident with 300 targets)."""
+RELEASE_DURING_FIRST_WALKS_SECONDS: Final = 1.0
+"""The same while the first walks run (the peak of 300 targets of 1,000 fell from 246 MB to
+239 MB, with no measurable CPU)."""
 
 
 def first_walk_progress(snapshot: TargetSnapshot) -> str:
@@ -139,6 +142,12 @@ class Application:
                 release_free_memory()
             return
         if not all(r.latest().attempted for r in self.refreshers):
+            # The first walks free most of what they allocate (answers, parsed pages) between
+            # the records they keep: handing those pages back as they go lowers the peak.
+            now = time.monotonic()
+            if now - self._released_at >= RELEASE_DURING_FIRST_WALKS_SECONDS:
+                self._released_at = now
+                release_free_memory()
             return
         self._settled = True
         gc.collect()

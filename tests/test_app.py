@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from freezegun import freeze_time
+from prometheus_client import CollectorRegistry
 
-from exporter.app import build_application
-from exporter.settings import load_config_file
+from exporter.app import Application, build_application
+from exporter.settings import ExporterSettings, load_config_file
 
 
 def test_instance_metadata_never_goes_through_the_environments_proxy(
@@ -68,3 +72,46 @@ targets:
     assert buckets[("prod-sre", "cn-hangzhou")] is buckets[("prod-db", "cn-hangzhou")]
     assert buckets[("prod-sre", "cn-beijing")] is not buckets[("prod-sre", "cn-hangzhou")]
     assert buckets[("other", "cn-hangzhou")] is not buckets[("prod-db", "cn-hangzhou")]
+
+
+class _FirstRefresh:
+    """A refresher as settle_memory sees it: whether its first refresh was attempted."""
+
+    def __init__(self) -> None:
+        self.attempted = False
+
+    def latest(self) -> _FirstRefresh:
+        return self
+
+
+def test_free_memory_goes_back_to_the_system_during_the_first_walks_and_then_less_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released: list[float] = []
+    refresher = _FirstRefresh()
+    app = Application(
+        settings=ExporterSettings.model_construct(),  # settle_memory reads none of it
+        targets=[],
+        refreshers=[refresher],  # type: ignore[list-item]
+        registry=CollectorRegistry(),
+        executor=ThreadPoolExecutor(max_workers=1),
+        http_clients=[],
+    )
+    with freeze_time("2026-12-06 06:00:00") as frozen:
+        monkeypatch.setattr("exporter.app.release_free_memory", lambda: released.append(1.0))
+        monkeypatch.setattr(gc, "freeze", lambda: None)  # not this test process's objects
+        for _ in range(10):  # the serving loop calls it every 0.2 s while the walks run
+            app.settle_memory()
+            frozen.tick(0.2)
+        assert len(released) == 2  # at most once a second, not at every call
+        refresher.attempted = True
+        app.settle_memory()  # every first walk done: settled, released at once
+        assert len(released) == 3
+        for _ in range(50):  # then every RELEASE_MEMORY_SECONDS (15 s)
+            frozen.tick(0.2)
+            app.settle_memory()
+        assert len(released) == 3
+        frozen.tick(6.0)
+        app.settle_memory()
+        assert len(released) == 4
+    app.executor.shutdown()
