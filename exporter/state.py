@@ -254,13 +254,20 @@ class StateStore:
                     " summary = excluded.summary, last_used = excluded.last_used",
                     (target_id, label, changes.summary, self._clock()),
                 )
-            upserts = [(target_id, k, v) for k, v in changes.rows if v is not None]
-            deletes = [(target_id, k) for k, v in changes.rows if v is None]
-            if upserts:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO entries (target_id, key, value) VALUES (?, ?, ?)",
-                    upserts,
-                )
+            deletes: list[tuple[str, bytes]] = []
+
+            def upserts() -> Iterator[tuple[str, bytes, bytes]]:
+                # One pass: the rows are encoded as they are read (see EncodedRows).
+                for key, value in changes.rows:
+                    if value is None:
+                        deletes.append((target_id, key))
+                    else:
+                        yield target_id, key, value
+
+            self._db.executemany(
+                "INSERT OR REPLACE INTO entries (target_id, key, value) VALUES (?, ?, ?)",
+                upserts(),
+            )
             if deletes:
                 self._db.executemany("DELETE FROM entries WHERE target_id = ? AND key = ?", deletes)
 
