@@ -91,11 +91,13 @@ class ExpositionCache:
                     rendering.content_type = content_type
                 else:
                     rendering.pieces = (encoder(self._registry),)
+                # Made before the scrapes waiting for it may take the pieces for the other form.
+                body = rendering.body_for(compress)
             finally:
                 rendering.done.set()
         else:
             rendering.done.wait()
-        body = rendering.body_for(compress)
+            body = rendering.body_for(compress)
         if body is None:  # that rendering failed, or kept only the other form: render afresh
             return self.render(accept, time.monotonic(), compress=compress)
         return body, rendering.content_type or content_type

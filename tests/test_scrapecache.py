@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import threading
 import time
 import weakref
 from collections.abc import Iterable
@@ -113,3 +114,33 @@ def test_a_failed_rendering_is_not_served_and_the_next_scrape_renders_again() ->
     with pytest.raises(RuntimeError):
         cache.render("", time.monotonic(), compress=True)
     assert gzip.decompress(cache.render("", time.monotonic(), compress=True)[0]) == b"ok\n"
+
+
+def test_scrapes_wanting_plain_and_gzip_at_once_all_get_the_whole_body() -> None:
+    body = b"metric 1\n" * 20_000
+    renders = 0
+    lock = threading.Lock()
+    all_arrived = threading.Event()
+
+    def render(accept: str) -> tuple[list[bytes], str]:
+        nonlocal renders
+        with lock:
+            renders += 1
+        all_arrived.wait(timeout=10)  # the first rendering is still going when the others come
+        return [body[:1000], body[1000:]], "text/plain"
+
+    cache = ExpositionCache(CollectorRegistry(), list, render)
+    got: list[bytes] = []
+
+    def scrape(compress: bool) -> None:
+        answer, _ = cache.render("", time.monotonic(), compress=compress)
+        got.append(gzip.decompress(answer) if compress else answer)
+
+    threads = [threading.Thread(target=scrape, args=(n % 2 == 0,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    all_arrived.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert got == [body] * 40
+    assert renders <= 40
