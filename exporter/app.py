@@ -131,9 +131,11 @@ class Application:
 
         They live as long as the targets, and the refreshes free them by reference counting;
         left in the oldest generation, every full collection would walk all of them again.
-        Called whenever the process is idle: from then on, at most every
-        :data:`RELEASE_MEMORY_SECONDS`, it hands the pages the C heaps hold free (what the
-        first walks, the refreshes and the scrapes freed) back to the system.
+        Called by the serving loop whenever no signal came for a while. It hands the pages the
+        C heaps hold free back to the system: at most every
+        :data:`RELEASE_DURING_FIRST_WALKS_SECONDS` while the first walks run (what they free
+        between the records they keep), then every :data:`RELEASE_MEMORY_SECONDS` (what the
+        refreshes and the scrapes freed).
         """
         if self._settled:
             now = time.monotonic()

@@ -5,7 +5,9 @@ A rendering is a list of pieces (bytes the collector already holds: each target'
 rendered when its refresh ended), not one joined body. A scrape that takes gzip (Prometheus
 always does) compresses the pieces a batch at a time and never builds the plain body: for a
 fleet of 300 targets that body is 8 MB, held once more while compressing and kept until the
-next scrape. Once compressed, a rendering keeps only the compressed body.
+next scrape. A rendering first compressed keeps only the compressed body (a plain scrape that
+shares it later decompresses it); one first joined keeps the plain body (and the compressed one
+made from it).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class ExpositionCache:
         version = tuple(self._data_version()) if self._data_version is not None else None
         with self._lock:
             rendering = self._latest.get(content_type)
-            mine = rendering is None or not rendering.serves(not_before, version, compress)
+            mine = rendering is None or not rendering.serves(not_before, version)
             if mine:
                 rendering = _Rendering(time.monotonic(), version)
                 self._latest[content_type] = rendering
@@ -91,14 +93,14 @@ class ExpositionCache:
                     rendering.content_type = content_type
                 else:
                     rendering.pieces = (encoder(self._registry),)
-                # Made before the scrapes waiting for it may take the pieces for the other form.
+                # Its own body first, so that the pieces are what this scrape asked for.
                 body = rendering.body_for(compress)
             finally:
                 rendering.done.set()
         else:
             rendering.done.wait()
             body = rendering.body_for(compress)
-        if body is None:  # that rendering failed, or kept only the other form: render afresh
+        if body is None:  # that rendering failed: render afresh
             return self.render(accept, time.monotonic(), compress=compress)
         return body, rendering.content_type or content_type
 
@@ -115,10 +117,10 @@ class _Rendering:
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def serves(self, not_before: float, version: tuple[object, ...] | None, compress: bool) -> bool:
+    def serves(self, not_before: float, version: tuple[object, ...] | None) -> bool:
         """Whether a scrape (``not_before``, data at ``version``) may take this rendering."""
-        if self.done.is_set() and not self._has(compress):
-            return False  # it failed, or holds only the other form
+        if self.done.is_set() and self.failed:
+            return False
         if self.started >= not_before:
             return True
         return (
@@ -129,15 +131,15 @@ class _Rendering:
             and all(new is old for new, old in zip(version, self.version, strict=True))
         )
 
-    def _has(self, compress: bool) -> bool:
-        if self.pieces is not None or (self.compressed if compress else self.plain) is not None:
-            return True
-        return compress and self.plain is not None
+    @property
+    def failed(self) -> bool:
+        """Nothing was rendered (the collector raised)."""
+        return self.pieces is None and self.plain is None and self.compressed is None
 
     def body_for(self, compress: bool) -> bytes | None:
-        """The body (gzip if ``compress``), made on first need; None when this rendering
-        cannot give it (it failed, or kept only the other form). Whatever is made replaces
-        the pieces: the fleet's text is then held once, as that body."""
+        """The body (gzip if ``compress``), made on first need from whatever this rendering
+        holds; None when it holds nothing (it failed). Whatever is made replaces the pieces:
+        the fleet's text is then held once, as that body."""
         with self.lock:
             if compress:
                 if self.compressed is None:
@@ -150,8 +152,9 @@ class _Rendering:
                     self.pieces = None
                 return self.compressed
             if self.plain is None:
-                if self.pieces is None:
-                    return None
-                pieces, self.pieces = self.pieces, None
-                self.plain = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                if self.pieces is not None:
+                    pieces, self.pieces = self.pieces, None
+                    self.plain = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                elif self.compressed is not None:
+                    self.plain = zlib.decompress(self.compressed, _GZIP_WBITS)
             return self.plain

@@ -92,12 +92,11 @@ def test_a_gzip_scrape_keeps_only_the_compressed_body() -> None:
     assert gzip.decompress(body) == b"# a fleet's text\n" + b"metric 1\n" * 50_000
     gc.collect()
     assert rendered[0]() is None  # neither the pieces nor a plain body built from them
-    # Another gzip scrape of the same data shares it; a plain one renders again, correctly.
+    # Other scrapes of the same data share it, a plain one too (from the compressed body).
     assert cache.render("", time.monotonic(), compress=True)[0] == body
-    assert len(rendered) == 1
     plain, _ = cache.render("", time.monotonic(), compress=False)
     assert plain == gzip.decompress(body)
-    assert len(rendered) == 2
+    assert len(rendered) == 1
 
 
 def test_a_failed_rendering_is_not_served_and_the_next_scrape_renders_again() -> None:
@@ -142,5 +141,7 @@ def test_scrapes_wanting_plain_and_gzip_at_once_all_get_the_whole_body() -> None
     all_arrived.set()
     for thread in threads:
         thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
     assert got == [body] * 40
-    assert renders <= 40
+    # One rendering for all (a few on a machine so slow that some came after the reuse window).
+    assert renders <= 3

@@ -280,6 +280,8 @@ class TargetRefresher:
         if self._store is None:
             return True
         try:
+            # Saved at once: the rows are encoded as the store writes them, from the tracker as
+            # it is then (see EncodedRows), so nothing may change it in between.
             changes = self._tracker.export_changes()
             self._store.save(changes)
         except Exception as exc:  # a full disk must not stop the refreshes: logged, retried
