@@ -113,11 +113,14 @@ class Application:
     sharding: Sharding = field(default_factory=Sharding)
     configured_targets: int = 0
     """Targets in the configuration, this shard's (``targets``) and the others'."""
+    workers: int = 0
+    """Refresh workers, sized at start (0: not known)."""
     _settled: bool = False
     _released_at: float = 0.0
 
     def shard_summary(self) -> str:
-        """Which shard this is and how many targets it owns, for the log and landing page."""
+        """Which shard this is and how many targets it owns, for the log and landing page; ``""``
+        when not sharded."""
         return self.sharding.describe(len(self.targets), self.configured_targets)
 
     def shard_figures(self) -> ShardFigures:
@@ -179,7 +182,9 @@ class Application:
             changed = spec != item.client_spec
             kept.append((index, item, spec, make(item.refresher.api_stats) if changed else None))
         started = [(index, self.builder.running(settings, *clients[index])) for index in plan.start]
-        self._warn_restart_only(settings, [(item, clients[index][0]) for item, index in plan.keep])
+        self._warn_restart_only(
+            settings, [(item, clients[index][0]) for item, index in plan.keep], len(clients)
+        )
         for _, item, spec, client in kept:
             if client is not None:
                 item.source.client = client
@@ -223,9 +228,14 @@ class Application:
         )
 
     def _warn_restart_only(
-        self, settings: ExporterSettings, kept: Sequence[tuple[RunningTarget, Target]]
+        self,
+        settings: ExporterSettings,
+        kept: Sequence[tuple[RunningTarget, Target]],
+        targets: int,
     ) -> None:
-        """Log what a reload cannot apply to running targets (it needs a restart)."""
+        """Log what a reload cannot apply (it needs a restart): to running targets, and the
+        refresh workers, sized at start (also when ``refresh.workers`` is not set and the
+        number of ``targets`` this process owns changed what it would be)."""
         for item, target in kept:
             if refresh_options(settings, target) != item.options:
                 log.warning(
@@ -237,6 +247,13 @@ class Application:
             for name in ("workers", "scrape_max_wait_seconds")
             if getattr(settings.refresh, name) != getattr(self.settings.refresh, name)
         ]
+        if "workers" not in restart_only and self.workers:
+            workers = refresh_workers(settings.refresh.workers, targets)
+            if workers != self.workers:
+                log.warning(
+                    "refresh workers stay as sized at start until a restart",
+                    extra={"workers": self.workers, "after_restart": workers},
+                )
         if restart_only:
             log.warning(
                 "changed settings apply after a restart",
@@ -437,6 +454,7 @@ def build_application(
         state=state,
         sharding=sharding,
         configured_targets=len(configured_targets),
+        workers=workers,
     )
     return app
 
@@ -521,7 +539,7 @@ def serve(
             data_version=app.snapshot_version,
             web_config_source=web_config_source,
             reload=reload if lifecycle else None,
-            shard_summary=app.shard_summary() if app.sharding.enabled else "",
+            shard_summary=app.shard_summary,  # called per page: a reload changes what it says
         )
     except (ListenError, OSError) as exc:
         _log_cannot_listen(exc, addresses)
@@ -547,7 +565,7 @@ def serve(
                 "tls": server.ssl_context is not None,
                 "max_connections": server.connections.max_connections,
                 "targets": describe_targets(app.targets),
-                **({"shard": app.shard_summary()} if app.sharding.enabled else {}),
+                **({"shard": summary} if (summary := app.shard_summary()) else {}),
             },
         )
     app.start_refreshes()

@@ -156,12 +156,12 @@ class ExporterHTTPServer:
         web_config: WebConfig | None = None,
         limits: ConnectionLimits | None = None,
         data_version: Callable[[], Sequence[object]] | None = None,
-        shard_summary: str = "",
+        shard_summary: Callable[[], str] = str,
         web_config_source: WebConfigSource | None = None,
         reload: Callable[[str], str | None] | None = None,
     ) -> None:
         self.registry = registry
-        self.shard_summary = shard_summary  # the landing page's line about sharding, if any
+        self.shard_summary = shard_summary  # the landing page's line about sharding ("": none)
         self.exposition = ExpositionCache(registry, data_version, render_metrics)
         self.target_statuses = target_statuses
         self.prepare_scrape = prepare_scrape
@@ -430,7 +430,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         page = render_landing_page(
             self.exporter.telemetry_path,
             self.exporter.target_statuses(),
-            shard_summary=self.exporter.shard_summary,
+            shard_summary=self.exporter.shard_summary(),
         )
         self._send(
             HTTPStatus.OK,

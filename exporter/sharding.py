@@ -25,7 +25,9 @@ from typing import Final, TypeVar
 MAX_TOTAL_SHARDS: Final = 1000
 """More shards than this is a typo (each needs its own process and state volume)."""
 
-_ORDINAL = re.compile(r"-(0|[1-9][0-9]*)$")
+# At most 4 digits (more shards than MAX_TOTAL_SHARDS are refused anyway); \Z, unlike $, does
+# not match before a trailing newline.
+_ORDINAL = re.compile(r"-(0|[1-9][0-9]{0,3})\Z")
 _T = TypeVar("_T")
 
 
@@ -66,9 +68,10 @@ class Sharding:
         return [item for item in items if self.owns(identity(item))]
 
     def describe(self, owned: int, configured: int) -> str:
-        """``shard 1 of 3 (0-based): 4 of 11 targets`` for logs and the landing page."""
+        """``shard 1 of 3 (counted from 0): 4 of 11 targets`` for logs and the landing page;
+        ``""`` when not sharded."""
         if not self.enabled:
-            return f"not sharded: {owned} of {configured} targets"
+            return ""
         return (
             f"shard {self.shard} of {self.total} (counted from 0): {owned} of {configured} targets"
         )

@@ -54,13 +54,16 @@ TARGET = """
 """
 
 
-def settings(tmp_path: Path, *targets: tuple[str, str, str], workers: int = 2) -> ExporterSettings:
-    """(name, AccessKey id, command id filter) per target."""
+def settings(
+    tmp_path: Path, *targets: tuple[str, str, str], workers: int | None = 2
+) -> ExporterSettings:
+    """(name, AccessKey id, command id filter) per target; ``workers=None``: not set."""
     text = "targets:\n" + "".join(
         TARGET.format(name=name, key_id=key_id, command=command)
         for name, key_id, command in targets
     )
-    text += f"refresh: {{workers: {workers}}}\napi: {{max_attempts: 1}}\n"
+    text += "" if workers is None else f"refresh: {{workers: {workers}}}\n"
+    text += "api: {max_attempts: 1}\n"
     tmp_path.mkdir(exist_ok=True)
     path = tmp_path / "config.yml"
     path.write_text(text, encoding="utf-8")
@@ -314,3 +317,27 @@ def test_a_bug_in_a_reload_is_logged_and_the_running_configuration_goes_on(
     assert status.read()[0] is False
     [line] = caplog.records
     assert line.getMessage() == "reload failed, the running configuration is kept"
+
+
+def test_a_reload_that_would_size_the_workers_otherwise_says_they_stay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without ``refresh.workers``, workers are one per target (at least 4), sized at start: a
+    reload to more targets keeps them, and says so."""
+    refused = httpx.MockTransport(lambda request: httpx.Response(503))
+    app = build_application(
+        settings(tmp_path, ("a", "LTAI5tKeyA", "c-1"), workers=None),
+        transport=refused,
+        exporter_metrics=False,
+    )
+    try:
+        assert app.workers == 4
+        targets = [(f"t{n}", f"LTAI5tKey{n:02d}", "c-1") for n in range(6)]
+        with caplog.at_level(logging.WARNING):
+            app.reconfigure(settings(tmp_path, *targets, workers=None))
+        warned = [r for r in caplog.records if r.getMessage().startswith("refresh workers stay")]
+        assert len(warned) == 1
+        assert warned[0].after_restart == 6  # type: ignore[attr-defined]
+        assert app.workers == 4
+    finally:
+        app.close()

@@ -89,6 +89,7 @@ class Exporter:
         registry = CollectorRegistry()
         registry.register(self.collector)
         self.statuses: list[TargetStatus] = [UP, DOWN]
+        self.shard = ""
         self.waits: list[float] = []
         self.hold: threading.Event | None = None
         self.server = ExporterHTTPServer(
@@ -96,6 +97,7 @@ class Exporter:
             addresses=addresses,
             registry=registry,
             target_statuses=lambda: self.statuses,
+            shard_summary=lambda: self.shard,
             prepare_scrape=self._prepare,
             scrape_max_wait=9.0,
             web_config=web_config,
@@ -182,6 +184,16 @@ def test_ready_once_every_target_was_refreshed(exporter: Exporter) -> None:
     assert "1 of 2 targets" in response.text
     exporter.statuses = [UP, DOWN]
     assert httpx.get(exporter.url + "/-/ready").status_code == 200
+
+
+def test_the_landing_page_says_which_shard_this_is_as_it_is_now(exporter: Exporter) -> None:
+    assert "Sharded" not in httpx.get(exporter.url + "/").text
+    exporter.shard = "shard 1 of 3 (counted from 0): 4 of 11 targets"
+    assert "<p>Sharded: shard 1 of 3 (counted from 0): 4 of 11 targets</p>" in (
+        httpx.get(exporter.url + "/").text
+    )
+    exporter.shard = "shard 1 of 3 (counted from 0): 5 of 12 targets"  # after a reload
+    assert "5 of 12 targets" in httpx.get(exporter.url + "/").text
 
 
 def test_landing_page_links_and_targets(exporter: Exporter) -> None:

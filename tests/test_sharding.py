@@ -92,7 +92,18 @@ def test_the_ordinal_of_a_statefulset_pod(pod: str, ordinal: int) -> None:
     assert ordinal_of_pod(pod) == ordinal
 
 
-@pytest.mark.parametrize("pod", ["exporter", "exporter-", "exporter-01", "exporter-x", "7"])
+@pytest.mark.parametrize(
+    "pod",
+    [
+        "exporter",
+        "exporter-",
+        "exporter-01",
+        "exporter-x",
+        "7",
+        "exporter-2\n",
+        "exporter-" + "9" * 5000,
+    ],
+)
 def test_a_name_without_an_ordinal_is_refused(pod: str) -> None:
     with pytest.raises(ShardingError, match="not a StatefulSet pod name"):
         ordinal_of_pod(pod)
