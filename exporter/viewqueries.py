@@ -85,12 +85,15 @@ def in_flight_near_top(
 ) -> set[ResultKey]:
     """Results of ``in_flight`` (as for :func:`follow_up`) not read at ``now``, among the
     ``reach`` the view took in last (``arrivals``: how many it took in so far; periodic tasks'
-    records between or during runs left out)."""
+    records between or during runs left out). Records the baseline read are never among them:
+    the first walk took the oldest in last (as do saved states without ``arrival``, all 0)."""
     newest = arrivals - reach
     return {
         key
         for key in in_flight
         if (entry := view[key]).arrival > newest
+        and entry.arrival > 0
+        and not entry.baseline_state
         and entry.seen_at != now
         and not follows_slowly(entry)
     }

@@ -1152,3 +1152,19 @@ def test_new_results_pushing_the_pages_on_are_not_an_order_that_moves() -> None:
     moved.page(keys("e", "d", "c"))
     moved.page(keys("b", "d", "a"))  # "d" again, out of place: another may have been missed
     assert moved.moved
+
+
+def test_a_run_stuck_in_flight_at_the_bottom_of_the_backlog_costs_no_extra_pages(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """The first walk takes the oldest results in last: one of them still Running is not "near
+    the top", so the fast path does not read on for it (the Running walk follows it up)."""
+    clock = FakeClock()
+    records = backlog(1000)
+    records[-1] = result("t-stuck", status="Running", start=T0 - 5000)
+    api = FakeApi(records)
+    refresher = make_refresher(api, executor, clock)
+    refresher.refresh_now()
+    for _ in range(3):
+        clock.now += 30
+        assert refresher.refresh_now().refresh_pages == 2  # fast path + the Running walk
