@@ -154,3 +154,31 @@ def test_a_spaced_out_sweep_is_paced_over_refreshes_and_still_finds_a_missed_run
             break
     assert snap.counters.found_by_sweep == 1
     assert most <= 1 + 4  # the fast path and a part of the sweep
+
+
+def test_new_results_arriving_during_a_paced_sweep_do_not_bring_it_back(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """New results at the top shift the pages between two slices of a paced sweep: records at
+    the end of one slice come again at the start of the next. That is not an order that broke,
+    and the interval goes on spacing out (a busy target's sweeps are the ones worth sparing)."""
+    clock = FakeClock()
+    api = FakeApi(backlog(120), page_size=10)
+    refresher = make_refresher(
+        api,
+        executor,
+        clock,
+        sweep_interval=600.0,
+        sweep_backoff=16,
+        max_results=10,
+        sweep_pages_per_refresh=4,
+    )
+    refresher.refresh_now()
+    newest = T0
+    longest = 0.0
+    for minute in range(6 * 60):
+        for n in range(2):  # two new results a minute, finished, newest first
+            newest += 1
+            api.set(result(f"t-new{minute:03d}-{n}", start=newest))
+        longest = max(longest, run_for(refresher, clock, 60).sweep_interval_seconds)
+    assert longest == 16 * 600.0

@@ -327,11 +327,15 @@ class ReadPlan:
         for page in walk:
             for result in page.results:
                 change = self._tracker.observe(result, now=now, from_sweep=True)
+                # A record this sweep read already (new results at the top pushed it on to the
+                # next slice, or the service restarted the pages) says nothing of the order:
+                # repeats are OrderWatch's to judge.
+                again = result.key in sweep.seen
                 sweep.seen.add(result.key)
                 start = result.start_time
                 if start is not None and (sweep.oldest_start is None or start < sweep.oldest_start):
                     sweep.oldest_start = start
-                order = viewqueries.read_order(self._tracker.view, result.key)
+                order = None if again else viewqueries.read_order(self._tracker.view, result.key)
                 if order is not None:
                     last = sweep.last_order
                     sweep.inverted = sweep.inverted or (last is not None and order > last)
