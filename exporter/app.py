@@ -212,8 +212,8 @@ class Application:
         if close_unused is not None:
             busy = [item.refresher.in_flight() for item in (*plan.stop, *running)]
             when_all_done([f for f in busy if f is not None], close_unused)
-        if self.state is not None:  # housekeeping: long-unused state of removed targets
-            self.state.forget_others({item.identity for item in running})
+        if self.state is not None:
+            forget_state(self.state, settings, self.sharding, running)
         for _, item in started:
             if self._stopping.done():  # shutdown began meanwhile (an HTTP reload racing it)
                 item.refresher.stop_refreshing()
@@ -420,7 +420,7 @@ def build_application(
     )
     running = builder.build(settings)
     if state is not None:
-        state.forget_others({item.identity for item in running})
+        forget_state(state, settings, sharding, running)
 
     # /metrics renders the process and platform collectors with prometheus_client and the
     # targets' families from the collector's per-snapshot text; ``registry`` has them all.
@@ -589,6 +589,19 @@ def serve(
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def forget_state(
+    state: StateStore, settings: ExporterSettings, sharding: Sharding, running: list[RunningTarget]
+) -> None:
+    """Housekeeping of the state directory: long-unused state of removed targets, and at once
+    that of targets another shard owns (see :meth:`StateStore.forget_others`)."""
+    elsewhere = {
+        identity
+        for identity in map(identity_of, settings.expanded_targets())
+        if not sharding.owns(identity)
+    }
+    state.forget_others({item.identity for item in running}, elsewhere)
 
 
 def _serve_signals(

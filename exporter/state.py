@@ -36,7 +36,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -204,25 +204,29 @@ class StateStore:
             log.warning("cannot write the state file", extra={"detail": str(exc)})
         return TargetStore(self, target_id, label)
 
-    def forget_others(self, keep: set[str]) -> int:
+    def forget_others(self, keep: set[str], owned_elsewhere: Set[str] = frozenset()) -> int:
         """Drop the state of targets not in ``keep`` that were not used for
-        :data:`FORGET_AFTER_SECONDS`; vacuum when much of the file is free. Returns how many."""
+        :data:`FORGET_AFTER_SECONDS`, and at once that of targets ``owned_elsewhere`` (another
+        shard counts them now: if one came back here later, what it remembered would count
+        again what that shard counted); vacuum when much of the file is free. Returns how
+        many."""
         try:
-            return self._forget_others(keep)
+            return self._forget_others(keep, owned_elsewhere)
         except sqlite3.Error as exc:  # housekeeping: it is tried again at the next start
             log.warning("cannot clean up the state file", extra={"detail": str(exc)})
             return 0
 
-    def _forget_others(self, keep: set[str]) -> int:
+    def _forget_others(self, keep: set[str], owned_elsewhere: Set[str]) -> int:
         horizon = self._clock() - FORGET_AFTER_SECONDS
         with self._lock:
             with self._db:
                 stale = [
-                    row[0]
-                    for row in self._db.execute(
-                        "SELECT target_id FROM targets WHERE last_used < ?", (horizon,)
+                    target_id
+                    for target_id, last_used in self._db.execute(
+                        "SELECT target_id, last_used FROM targets"
                     )
-                    if row[0] not in keep
+                    if target_id not in keep
+                    and (last_used < horizon or target_id in owned_elsewhere)
                 ]
                 for target_id in stale:
                     self._db.execute("DELETE FROM entries WHERE target_id = ?", (target_id,))

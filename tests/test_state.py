@@ -422,3 +422,18 @@ def test_the_landing_page_says_which_counters_were_restored() -> None:
 def test_a_path_no_file_system_takes_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="not a usable path"):
         StateStore(tmp_path / "bad\0name")
+
+
+def test_state_of_a_target_another_shard_owns_is_dropped_at_once(tmp_path: Path) -> None:
+    """A target that moved to another shard is counted there: were its state kept here and the
+    target came back (3 shards, then 4, then 3 again), the runs the other shard counted in
+    between would be counted again."""
+    store = StateStore(tmp_path, clock=lambda: T0)
+    for target_id in ("mine", "moved", "removed"):
+        tracker = RunTracker()
+        tracker.complete_baseline(at=T0)
+        save(store, target_id, tracker)
+    assert store.forget_others({"mine"}, owned_elsewhere={"moved"}) == 1
+    assert restored(store, "moved")[1] == "fresh"
+    assert restored(store, "removed")[1] == "restored"  # not configured: kept for a while
+    assert restored(store, "mine")[1] == "restored"
