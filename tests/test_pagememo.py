@@ -152,6 +152,15 @@ def test_the_memo_holds_a_bounded_number_of_queries() -> None:
     assert parse.calls == 3 * MAX_QUERIES
 
 
+def test_look_ups_of_other_invocations_do_not_push_out_the_page_read_every_refresh() -> None:
+    memo, parse, text = PageMemo(), CountingParse(), TextCleaner()
+    for refresh in range(3):
+        memo.parse(QUERY, encode(answer(f"REQ-{refresh}")), text, parse)  # the fast path
+        for n in range(MAX_QUERIES - 2):  # then look-ups of other InvokeIds every refresh
+            memo.parse(f"{QUERY}&InvokeId=t-{refresh}-{n}", encode(answer()), text, parse)
+    assert parse.calls == 1 + 3 * (MAX_QUERIES - 2)  # the fast path's page parsed once
+
+
 def test_a_key_that_also_appears_inside_a_record_is_never_left_out() -> None:
     """The records come before the token here, one of them with a NextToken of its own equal to
     the page's: leaving out the first one found would hand back the record's token."""

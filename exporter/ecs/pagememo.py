@@ -37,7 +37,8 @@ __all__ = ["MAX_QUERIES", "PageMemo"]
 
 MAX_QUERIES: Final = 8
 """First-page queries a client remembers (the fast path's, the Running walk's, a few look-ups);
-all are forgotten when one more comes."""
+the one used least recently is forgotten when one more comes, so look-ups of many InvokeIds do
+not push out the fast path's, read every refresh."""
 _REQUEST_ID: Final = b'"RequestId":"'
 _NEXT_TOKEN: Final = b'"NextToken":"'
 
@@ -100,7 +101,9 @@ class PageMemo:
             done = end
         digest.update(view[done:])
         key = digest.digest()
-        last = self._pages.get(query)
+        last = self._pages.pop(query, None)  # put back last: the most recently used
+        if last is not None:
+            self._pages[query] = last
         if last is not None and last[0] == key and last[1] is text:
             page = last[2]
             return replace(
@@ -114,6 +117,6 @@ class PageMemo:
             not token or page.next_token == token
         ):
             if len(self._pages) >= MAX_QUERIES and query not in self._pages:
-                self._pages.clear()
+                del self._pages[next(iter(self._pages))]
             self._pages[query] = (key, text, page)
         return page
