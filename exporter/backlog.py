@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from exporter.ecs.models import InvocationResult
 from exporter.runledger import ResultKey, RunLedger
-from exporter.viewentry import OSS_TERMINAL, TERMINAL, ViewEntry, result_time
+from exporter.viewentry import OSS_TERMINAL, TERMINAL, ViewEntry, result_time, run_number
 
 
 def is_periodic(result: InvocationResult) -> bool:
@@ -80,5 +80,5 @@ def new_backlog_entry(
         seen_at=now,
         arrival=arrival,
     )
-    record_backlog(entry, result, key, repeats if repeats > 1 else 1, now, ledger)
+    record_backlog(entry, result, key, run_number(result), now, ledger)
     return entry

@@ -51,7 +51,7 @@ def result_time(result: InvocationResult, default: float) -> float:
 
 # The statuses of a periodic task's record between runs and during one: what counts is only the
 # terminal status it shows when the schedule is over (or the history), so it is followed at a
-# slower cadence (see ``RunTracker.follow_up``).
+# slower cadence (see ``exporter.viewqueries.follow_up``).
 _PERIODIC_QUIET = frozenset({"Scheduled", "Running", "Pending"})
 
 

@@ -13,9 +13,10 @@
    terminal, a periodic task, an OSS delivery in progress) that this refresh has not read yet:
    one ``InvokeRecordStatus=Running`` walk for all of them, or a look-up by ``InvokeId`` for
    each when that makes fewer calls; records absent from the walk have left Running and are
-   looked up. A periodic task's record between or during runs is followed only once per
-   configured sweep interval (nothing it shows then can be counted). A target whose own filter
-   is another ``InvokeRecordStatus`` looks each of them up.
+   looked up. Once a complete sweep has read the view (an unfiltered target without
+   ``include_history``), a periodic task's record between or during runs is followed only once
+   per configured sweep interval (nothing it shows then can be counted). A target whose own
+   filter is another ``InvokeRecordStatus`` looks each of them up.
 4. *History* (``include_history``): ``IncludeHistory=true&InvokeId=..&InstanceId=..`` for each
    periodic task and instance with ended runs not yet counted; each read stops once it has seen
    the runs it needs. Every run is counted once.
@@ -23,11 +24,11 @@
    ``sweep_backoff`` times that while they find nothing (:mod:`exporter.refresh.sweeps`): every
    page up to the page cap; while sweeps find nothing, ``sweep_pages_per_refresh`` of them per
    refresh (it goes on from its NextToken: no refresh, and no scrape, waits for a whole sweep).
-   Runs it counts were
-   missed by the steps above and also go to ``results_found_by_sweep_total``. A result a
-   complete sweep did not return leaves the view when it is older than every result returned
-   (the API drops its oldest), else after a complete look-up by its ``InvokeId`` does not
-   return it either; what it counted is remembered anyway (see :mod:`exporter.tracking`).
+   Runs it counts were missed by the steps above and also go to
+   ``results_found_by_sweep_total``. A result a complete sweep did not return leaves the view
+   when it is older than every result returned (the API drops its oldest), else after a
+   complete look-up by its ``InvokeId`` does not return it either; what it counted is
+   remembered anyway (see :mod:`exporter.tracking`).
    Once a sweep saw the API drop its oldest results, an unfiltered target's view is trimmed to
    what that sweep saw the API hold, oldest first, at every refresh (the next sweep checks it).
 
@@ -467,10 +468,14 @@ class ReadPlan:
         arrived = self._tracker.arrivals - self._arrivals
         self._arrivals = self._tracker.arrivals
         holds = self._api_holds if self._api_holds is not None else API_MAX_ENTRIES
-        at_risk = viewqueries.oldest_in_flight(
-            self._tracker.view, self._tracker.results_in_view - holds + 2 * arrived
-        )
         periodic = periodic or not self._slow_periodic
+        at_risk = (  # only periodic records that would otherwise wait need it (a scan)
+            set()
+            if periodic
+            else viewqueries.oldest_in_flight(
+                self._tracker.view, self._tracker.results_in_view - holds + 2 * arrived
+            )
+        )
         in_flight, total = viewqueries.follow_up(
             self._tracker.view,
             self._tracker.follow_up_keys(),

@@ -90,13 +90,14 @@ class SweepProgress:
     next_token: str = ""
     walks: int = 0
     resumed: bool = False
-    """A walk went on after a failure: its parts were read at different times."""
+    """A walk went on after a failure or a paced slice: its parts were read at different
+    times."""
     had_invalid: bool = False
     """A part of it skipped a record that could not be parsed."""
     returned: int = 0
+    """The tracker's count of results back from outside the view when the sweep started."""
     counted: int = 0
     """The tracker's count of runs found by sweeps when the sweep started."""
-    """The tracker's count of results back from outside the view when the sweep started."""
     found: bool = False
     """It read a result the other steps had not."""
     inverted: bool = False
