@@ -98,18 +98,27 @@ def parse_telemetry_path(value: str) -> str:
     return value
 
 
-def parse_max_connections(value: str) -> int:
-    """A whole number of connections, at least 1."""
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{value!r} must be a whole number of connections, at least 1")
-    return int(value)
+_MAX_COUNT_DIGITS = 9  # more is a typo, and Python refuses int() of over 4,300 digits
 
 
 def parse_count(value: str) -> int:
     """A whole number, 0 or more (``--shard``, ``--total-shards``)."""
     if not value.isascii() or not value.isdigit():
         raise ValueError(f"{value!r} must be a whole number, 0 or more")
+    if len(value.lstrip("0")) > _MAX_COUNT_DIGITS:
+        raise ValueError(f"{value[:20]!r}... is too large ({len(value)} digits)")
     return int(value)
+
+
+def parse_max_connections(value: str) -> int:
+    """A whole number of connections, at least 1."""
+    try:
+        count = parse_count(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{value[:20]!r} must be a whole number of connections, at least 1")
+    return count
 
 
 def _checked(parse: Callable[[str], _T]) -> Callable[[str], _T]:

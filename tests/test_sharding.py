@@ -152,6 +152,18 @@ def test_a_shard_that_is_not_a_whole_number_is_a_bad_flag(
     assert "must be a whole number" in capsys.readouterr().err
 
 
+def test_a_shard_number_of_thousands_of_digits_is_a_bad_flag_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--shard=" + "7" * 5000, "--total-shards=3"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "is too large (5000 digits)" in err
+    assert "Traceback" not in err
+    assert len(err) < 2000  # the value is not echoed whole
+
+
 def test_sharding_cannot_be_combined_with_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--demo", "--shard=0", "--total-shards=2"])
