@@ -275,6 +275,10 @@ class StateStore:
             if deletes:
                 self._db.executemany("DELETE FROM entries WHERE target_id = ? AND key = ?", deletes)
 
+    def _drop_rows(self, target_id: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM entries WHERE target_id = ?", (target_id,))
+
     def _drop(self, target_id: str) -> None:
         with self._lock, self._db:
             self._db.execute("DELETE FROM entries WHERE target_id = ?", (target_id,))
@@ -334,6 +338,15 @@ class TargetStore:
             )
             self._store._drop(self.target_id)
             return Restored("fresh")
+        if results is None:
+            # Kept, they would be unreadable at every start: every start a new baseline.
+            log.warning(
+                "stored results of a target unreadable: its counters go on, a new baseline "
+                "is taken",
+                extra={"target": self.label},
+            )
+            self._store._drop_rows(self.target_id)
+            return Restored("restored")
         return Restored("restored", results)
 
     def save(self, changes: TrackerChanges) -> None:

@@ -583,12 +583,12 @@ class RunTracker:
         """``changes`` (from :meth:`export_changes`) are stored: forget them."""
         self._changes.saved(changes)
 
-    def restore(self, summary: bytes, rows: Iterable[tuple[bytes, bytes]]) -> int:
+    def restore(self, summary: bytes, rows: Iterable[tuple[bytes, bytes]]) -> int | None:
         """Take back a state :meth:`export_changes` exported (a fresh tracker only).
 
         Returns how many results were restored. Raises ``ValueError`` when the counters cannot
-        be read (the tracker is left fresh). When only the rows cannot be read, the counters
-        are kept and the baseline is taken again (nothing is counted twice).
+        be read (the tracker is left fresh). When only the rows cannot be read, returns None:
+        the counters are kept and the baseline is taken again (nothing is counted twice).
         """
         if self._baseline_done or self._view or self._ghosts or len(self._ledger):
             raise RuntimeError("restore() needs a fresh tracker")
@@ -596,7 +596,7 @@ class RunTracker:
         restored = decode_rows(rows)
         self._counters.restore(state)
         if restored is None:
-            return 0
+            return None
         view = self._view = restored.view
         self._ghosts = restored.ghosts
         self._index.rebuild(view, self._ghosts)

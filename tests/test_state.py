@@ -241,6 +241,32 @@ def test_unreadable_entries_keep_the_counters_and_take_a_new_baseline(tmp_path: 
     assert counted(again) == 1
 
 
+def test_unreadable_entries_are_dropped_so_the_next_start_restores_the_new_baseline(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path)
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    for n in range(3):
+        tracker.observe(finished(f"t-{n}", T0 + 1), now=T0 + 1)
+    save(store, "target", tracker)
+    store.close()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE entries SET value = ?", (msgspec.msgpack.encode("garbled"),))
+    store = StateStore(tmp_path)
+    again, _ = restored(store, "target")
+    again.observe(finished("t-new", T0 + 20), now=T0 + 20)  # t-0..t-2 are gone from the API
+    again.complete_baseline(at=T0 + 20)
+    save(store, "target", again)
+    store.close()
+    # The garbled rows of results no longer in view went with the new baseline's save: the
+    # next start restores it instead of taking yet another one.
+    third, state = restored(StateStore(tmp_path), "target")
+    assert state == "restored"
+    assert third.baseline_done
+    assert counted(third) == 3
+
+
 def test_target_identity_follows_account_region_endpoint_and_filters() -> None:
     base = target_identity("prod", "cn-hangzhou", None, InvocationQuery(), include_history=False)
     assert base == target_identity(

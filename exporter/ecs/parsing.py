@@ -116,8 +116,7 @@ def _time(value: object, memo: dict[str | None, float | None]) -> float | None:
         return None
     if value in memo:
         return memo[value]
-    parsed = memo[value] = parse_time(value)
-    return parsed
+    return _new_time(value, memo)
 
 
 def _json_type(value: object) -> str:
