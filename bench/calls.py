@@ -8,8 +8,9 @@ simulated time. The simulator counts the requests it served; each is put down to
 the read plan that made it (fast path, in-flight follow-up, look-ups, history, sweep), and the
 sweep interval is sampled after every refresh.
 
-Prints one JSON line: calls per hour (first hour, the baseline, left out), the share of each
-step, the pages of the costliest refresh, and what the sweeps found.
+Prints one JSON line: calls per hour over the ``--hours`` after the first walk (the baseline,
+whose 200 calls are left out), the share of each step, the pages of the costliest refresh, and
+what the sweeps found.
 
 Usage: ``python -m bench.calls [--results 10000] [--hours 24] [--scrape 60]``.
 """
