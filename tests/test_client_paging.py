@@ -122,6 +122,18 @@ def test_rejected_token_restarts_from_the_first_page_once(caplog: pytest.LogCapt
     assert len(pages) == 4
     assert {r.instance_id for p in pages for r in p.results} == {f"i-{n:08d}" for n in range(120)}
     assert "restarting from the first page" in caplog.text
+    # The caller is told where the walk started over (it may hold the pages before).
+    assert [p.restarted for p in pages] == [False, True, False, False]
+
+
+def test_max_pages_counts_from_the_first_page_after_a_restart() -> None:
+    script = PagedResults([api_record(n) for n in range(120)], tokens_rejected=1)
+    http, checks = mock_http(script)
+    with open_client(http) as client:
+        pages = list(client.iter_pages(InvocationQuery(), max_pages=2))
+    # page 1, the rejected token, then pages 1 and 2 again: two pages after the restart
+    assert [p.params.get("NextToken") for p in checks.seen] == [None, "tok-50", None, "tok-50"]
+    assert len(pages) == 3
 
 
 def test_token_rejected_again_after_the_restart_fails_clearly() -> None:

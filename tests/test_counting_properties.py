@@ -93,6 +93,7 @@ class Scenario:
     clock_offset: float = 0.0  # the API's clock ahead of the world's (negative: behind)
     time_resolution: float = 1.0  # with order "unstable": equal keys among more results
     throttle: float = 0.0  # this share of calls throttled (sustained, no Retry-After)
+    token_ttl: float = 600.0  # NextTokens expire this long after they were issued
 
 
 @dataclass
@@ -302,6 +303,7 @@ def run_scenario(
         order=scenario.order,
         clock_offset=scenario.clock_offset,
         time_resolution=scenario.time_resolution,
+        token_ttl=scenario.token_ttl,
     ) as server:
         target = Target(server, executor, clock, scenario)
         try:
@@ -536,6 +538,8 @@ QUIRKS: dict[str, dict[str, object]] = {
     "api_clock_behind": {"clock_offset": -300.0},
     "api_clock_ahead": {"clock_offset": 240.0},
     "throttled": {"throttle": 0.4},
+    # Tokens that do not outlive their walk: a walk resumed at the next refresh starts over.
+    "short_lived_tokens": {"token_ttl": 0.5},
 }
 
 
@@ -598,6 +602,7 @@ def test_api_quirks_mixed_with_faults_lose_and_double_nothing(
             "unstable_order",
             rng.choice(["api_clock_behind", "api_clock_ahead"]),
             "throttled",
+            "short_lived_tokens",
         ],
         rng.randint(2, 4),
     )

@@ -1089,6 +1089,25 @@ def test_a_first_walk_cut_short_reports_how_far_it_got(executor: ThreadPoolExecu
     assert len(api.calls) == 6
 
 
+def test_a_first_walk_resumed_from_a_refused_token_reads_the_whole_page_cap_again(
+    executor: ThreadPoolExecutor,
+) -> None:
+    # Tokens good for the next call only: the resumed walk's token is refused and the walk
+    # starts over. The page cap (exactly the API's pages) must not be cut by the pages of the
+    # attempt before: nothing is truncated and every result is recorded.
+    api = FakeApi(backlog(200), page_size=50)
+    api.token_max_age = 1
+    api.errors[3] = ThrottledError("slow down", code="Throttling.User")
+    refresher = make_refresher(api, executor, FakeClock(), page_cap=4)
+    assert not refresher.refresh_now().up
+    snap = refresher.refresh_now()
+    assert snap.up
+    assert snap.baseline_done
+    assert not snap.results_truncated
+    assert snap.baseline_results == 200
+    assert sum(finished(snap).values()) == 0
+
+
 def test_a_request_clock_the_api_refuses_is_reported_as_clock_skew(
     executor: ThreadPoolExecutor,
 ) -> None:

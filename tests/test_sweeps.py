@@ -182,3 +182,36 @@ def test_new_results_arriving_during_a_paced_sweep_do_not_bring_it_back(
             api.set(result(f"t-new{minute:03d}-{n}", start=newest))
         longest = max(longest, run_for(refresher, clock, 60).sweep_interval_seconds)
     assert longest == 16 * 600.0
+
+
+def test_sweeps_still_end_when_the_service_refuses_tokens_kept_between_refreshes(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API does not document how long a NextToken lasts. With tokens that do not outlive
+    their walk, a paced slice that resumes from one starts over from the first page: the sweep
+    must still read to the end (and stop pacing), not re-read its first pages for ever."""
+    clock = FakeClock()
+    api = FakeApi(backlog(120), page_size=10)  # a sweep is 12 pages
+    api.token_max_age = 1  # a token is good for the next call only
+    refresher = make_refresher(
+        api,
+        executor,
+        clock,
+        sweep_interval=600.0,
+        sweep_backoff=4,
+        max_results=10,
+        sweep_pages_per_refresh=4,
+    )
+    refresher.refresh_now()
+    snap = run_for(refresher, clock, 3 * 3600)
+    assert not snap.results_truncated
+    assert snap.sweep_interval_seconds == 2400.0  # starting over is not a moved order
+    api.records.insert(100, result("t-missed", status="Failed", start=T0 + 50, error_code="X"))
+    for _ in range(45):  # the bound, 2400 s, and a sweep
+        snap = run_for(refresher, clock, 60)
+        if snap.counters.found_by_sweep:
+            break
+    assert snap.counters.found_by_sweep == 1
+    assert dict(snap.counters.finished)[("Failed", "X")] == 1
+    warned = [r for r in caplog.records if "kept from the refresh before" in r.getMessage()]
+    assert len(warned) == 1

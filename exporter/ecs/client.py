@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpcore
 import httpx
@@ -186,8 +186,9 @@ class EcsClient:
         previous answer, until it is empty or absent. An empty page that still has a token, or a
         token seen before, raises :class:`MalformedResponseError`. A rejected ``NextToken``
         (``InvalidParameter.NextToken`` or any 4xx whose code names it) restarts once from the
-        first page, so the caller may see results twice (they are keyed, so counting by key is
-        safe); a second rejection raises. ``max_pages`` stops early. The query is validated
+        first page (that page has ``restarted`` set), so the caller may see results twice (they
+        are keyed, so counting by key is safe); a second rejection raises. ``max_pages`` stops
+        early, counting from the first page read after a restart. The query is validated
         here, before anything is sent (:class:`InvalidRequestError`).
         """
         query.validate()
@@ -209,7 +210,7 @@ class EcsClient:
             self._cleaner[1].forget()  # ids cached for this walk only (see TextCleaner.forget)
 
     def _walk(self, first: dict[str, str], max_pages: int | None, token: str) -> Iterator[Page]:
-        restarted = False
+        restarted = just_restarted = False
         seen: set[str] = set()
         count = 0
         while True:
@@ -233,10 +234,14 @@ class EcsClient:
                     exc.code,
                     exc.request_id,
                 )
-                restarted = True
+                restarted = just_restarted = True
                 seen.clear()
                 token = ""
+                count = 0  # the walk starts over: ``max_pages`` counts from the first page
                 continue
+            if just_restarted:
+                page = replace(page, restarted=True)
+                just_restarted = False
             count += 1
             next_token = page.next_token
             if next_token:

@@ -135,6 +135,9 @@ class Page:
     total_count: int | None
     request_id: str
     invalid: list[InvalidRecord] = field(default_factory=list)
+    restarted: bool = False
+    """The first page after the service refused a ``NextToken``: the walk started over from
+    the first page (see :meth:`exporter.ecs.client.EcsClient.iter_pages`)."""
 
 
 def _tag_problem(index: int, key: object, value: object) -> str | None:

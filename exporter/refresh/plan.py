@@ -23,7 +23,9 @@
 5. *Sweep*, every ``sweep_interval`` seconds while sweeps find something, up to
    ``sweep_backoff`` times that while they find nothing (:mod:`exporter.refresh.sweeps`): every
    page up to the page cap; while sweeps find nothing, ``sweep_pages_per_refresh`` of them per
-   refresh (it goes on from its NextToken: no refresh, and no scrape, waits for a whole sweep).
+   refresh (it goes on from its NextToken: no refresh, and no scrape, waits for a whole sweep;
+   once the service refuses a NextToken kept from the refresh before, sweeps read all their
+   pages in one refresh).
    Runs it counts were missed by the steps above and also go to
    ``results_found_by_sweep_total``. A result a complete sweep did not return leaves the view
    when it is older than every result returned (the API drops its oldest), else after a
@@ -107,6 +109,9 @@ class ReadPlan:
         self._order_broke = False  # since the last complete sweep
         self._order_moved = False  # the last sweep saw a result twice
         self._sweeping: SweepProgress | None = None
+        # The service refused a NextToken kept from one refresh to the next: sweeps are no
+        # longer paced (every slice would start over from the first page).
+        self._tokens_expire = False
         # Set while a fast path is in flight, to when it (or the interrupted one before it)
         # started: a fast path that failed half-way has not seen what lay beyond its last page.
         self._fast_path_since: float | None = None
@@ -183,6 +188,8 @@ class ReadPlan:
                 page_cap=max(1, self._options.page_cap - progress.pages),
             )
             for page in walk:
+                if page.restarted:  # started over: what the earlier attempts read is read again
+                    progress.pages = 0
                 order.page(self._tracker.observe_backlog(page.results, now=now))
                 progress.pages += 1
                 progress.next_token = page.next_token
@@ -310,11 +317,12 @@ class ReadPlan:
         read its ``sweep_pages_per_refresh`` pages and goes on at the next refresh."""
         if sweep.pages:
             sweep.resumed = True
+        resuming = bool(sweep.next_token)
         cap_left = max(1, self._options.page_cap - sweep.pages)
         # Paced only while sweeps find nothing (the interval spaced out): after a find or with
         # an order that is not newest-first, what the sweep may find is wanted now.
         quiet = self._schedule.interval > self._schedule.configured
-        pace = self._options.sweep_pages_per_refresh if quiet else 0
+        pace = self._options.sweep_pages_per_refresh if quiet and not self._tokens_expire else 0
         limit = min(cap_left, pace) if pace > 0 else cap_left
         walk = Walk(
             self._source,
@@ -326,6 +334,8 @@ class ReadPlan:
         )
         saw_unchanged = False
         for page in walk:
+            if page.restarted:
+                self._sweep_started_over(sweep, paced=resuming and pace > 0)
             for result in page.results:
                 change = self._tracker.observe(result, now=now, from_sweep=True)
                 # A record this sweep read already (new results at the top pushed it on to the
@@ -352,13 +362,29 @@ class ReadPlan:
             sweep.pages += 1
             sweep.next_token = page.next_token
             sweep.had_invalid = sweep.had_invalid or bool(page.invalid)
-        if walk.truncated and limit < cap_left:
+        if walk.truncated and limit < cap_left and not walk.restarted:
             return None  # where it stopped (pages, NextToken) is kept in ``sweep``
         self.truncated = walk.truncated
         sweep.walks += 1
         sweep.pages = 0
         sweep.next_token = ""
         return not walk.truncated and not sweep.had_invalid
+
+    def _sweep_started_over(self, sweep: SweepProgress, *, paced: bool) -> None:
+        """The service refused the sweep's ``NextToken`` and the walk started over from the
+        first page: it goes on from there as one walk (reading the whole page cap, paced or
+        not), and the order it saw before says nothing of this one's."""
+        sweep.pages = 0
+        sweep.resumed = False
+        sweep.order = OrderWatch()
+        sweep.last_order = None
+        if paced and not self._tokens_expire:
+            self._tokens_expire = True
+            self._log.warning(
+                "the service refused a NextToken kept from the refresh before: sweeps read "
+                "all their pages in one refresh from now on",
+                extra=self._fields,
+            )
 
     def _check_suspects(self, now: float) -> None:
         """Look up by ``InvokeId`` the results a sweep missed: only a complete look-up that

@@ -73,7 +73,14 @@ class PageLog:
 
 class Walk:
     """The pages of one query, at most ``page_cap`` of them; ``truncated`` tells if it stopped
-    early, ``invalid`` how many records it skipped because they could not be parsed."""
+    early, ``invalid`` how many records it skipped because they could not be parsed.
+
+    A walk that resumes from ``next_token`` (where an earlier one stopped) has the cap of what
+    was left. When the service refuses a ``NextToken`` the source starts over from the first
+    page (:attr:`Page.restarted`): ``restarted`` is then set, and from that page on the walk
+    has the whole ``restart_cap`` (the options' page cap when not given), so that reading
+    again what came before does not leave it short.
+    """
 
     def __init__(
         self,
@@ -84,6 +91,7 @@ class Walk:
         *,
         next_token: str = "",
         page_cap: int | None = None,
+        restart_cap: int | None = None,
     ) -> None:
         self._source = source
         self._query = query
@@ -91,7 +99,9 @@ class Walk:
         self._log = log
         self._next_token = next_token
         self._cap = options.page_cap if page_cap is None else page_cap
+        self._restart_cap = options.page_cap if restart_cap is None else restart_cap
         self.truncated = False
+        self.restarted = False
         self.invalid = 0
 
     @property
@@ -103,15 +113,22 @@ class Walk:
     def __iter__(self) -> Iterator[Page]:
         cap = self._cap
         max_results = self._options.max_results
+        # The walk counts its pages itself: after a restart it may read more than it asked
+        # the source for (a source stops reading when its pages are not asked for).
         if self._next_token:  # resuming a walk where it stopped
             pages = self._source.iter_pages(
-                self._query, max_results=max_results, max_pages=cap, next_token=self._next_token
+                self._query, max_results=max_results, next_token=self._next_token
             )
         else:
-            pages = self._source.iter_pages(self._query, max_results=max_results, max_pages=cap)
-        for count, page in enumerate(pages, start=1):
+            pages = self._source.iter_pages(self._query, max_results=max_results)
+        count = 0
+        for page in pages:
+            if page.restarted:
+                self.restarted = True
+                cap, count = self._restart_cap, 0
             self._log.note(page)
             self.invalid += len(page.invalid)
+            count += 1
             yield page
             if count >= cap:
                 self.truncated = bool(page.next_token)

@@ -375,6 +375,9 @@ class FakeApi:
         # then restarts from the first page: that call answers page 1), records of equal
         # StartTime in a new order at every call, and calls throttled at random.
         self.refuse_token: set[int] = set()
+        # Tokens that do not outlive their walk: a NextToken used more than this many calls
+        # after the one that returned it is refused (None: tokens never expire).
+        self.token_max_age: int | None = None
         self.unstable: random.Random | None = None
         self.throttle: tuple[random.Random, float] | None = None
         self._lock = threading.Lock()
@@ -388,7 +391,9 @@ class FakeApi:
         next_token: str = "",
     ) -> Iterator[Page]:
         size = min(max_results, self.page_size)
-        offset = int(next_token or 0)
+        offset_text, _, issued_text = next_token.partition("@")
+        offset = int(offset_text or 0)
+        issued = int(issued_text or 0)
         pages = 0
         while True:
             with self._lock:
@@ -403,17 +408,20 @@ class FakeApi:
                 self.gate.wait(10)
             if error is not None:
                 raise error
-            if number in self.refuse_token and offset:
-                offset = 0
+            expired = self.token_max_age is not None and number - issued > self.token_max_age
+            restarted = offset > 0 and (number in self.refuse_token or expired)
+            if restarted:
+                offset, pages = 0, 0
             rows = self._select(query)
             chunk = rows[offset : offset + size]
             offset += size
-            token = str(offset) if offset < len(rows) else ""
+            token = f"{offset}@{number}" if offset < len(rows) else ""
+            issued = number
             invalid, self.invalid = self.invalid, []
             if number in self.garbled:
                 invalid = [*invalid, *(InvalidRecord(r.invoke_id, "", "garbled") for r in chunk)]
                 chunk = []
-            yield Page(chunk, token, len(rows), f"REQ-{number}", invalid)
+            yield Page(chunk, token, len(rows), f"REQ-{number}", invalid, restarted=restarted)
             pages += 1
             if not token or (max_pages is not None and pages >= max_pages):
                 return
