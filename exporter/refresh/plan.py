@@ -444,16 +444,16 @@ class ReadPlan:
             last_key: ResultKey | None = None
             for result in page.results:
                 last_change = self._tracker.observe(result, now=now)
-                last_key = result.key
-                unread.discard(result.key)
+                last_key = key = result.key  # (a new tuple at every access)
+                unread.discard(key)
                 if last_change is Change.UNCHANGED:
-                    if result.key in touched:
+                    if key in touched:
                         news = True
                     else:
                         saw_unchanged = True
                 elif last_change is Change.NEW or last_change is Change.CHANGED:
                     news = True
-                    touched.add(result.key)
+                    touched.add(key)
                     # (Resuming, the pages the interrupted walk read come before new ones.)
                     if last_change is Change.NEW and saw_unchanged and interrupted is None:
                         self._warn_order()
