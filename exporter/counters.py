@@ -13,6 +13,7 @@ from typing import TypedDict
 from exporter.ecs.models import (
     ERROR_CODES,
     INVOCATION_STATUSES,
+    MAX_INTEGER,
     OSS_OUTPUT_ERROR_CODES,
     OSS_OUTPUT_STATUSES,
     TERMINAL_STATUSES,
@@ -134,7 +135,8 @@ class RunCounters:
             if histogram is None:
                 histogram = self._durations[status] = Histogram(DURATION_BUCKETS)
             histogram.observe(max(0.0, result.finished_time - result.start_time))
-        self._dropped_bytes += result.dropped
+        # Saturating: the saved state holds 64-bit integers (each value is within them).
+        self._dropped_bytes = min(self._dropped_bytes + result.dropped, MAX_INTEGER)
         if from_sweep:
             self._found_by_sweep += 1
         if self.commands.enabled:

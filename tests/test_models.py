@@ -162,6 +162,17 @@ def test_many_distinct_tag_sets_keep_their_own_tags() -> None:
         ({"Repeats": -3}, "repeats", 0),
         ({"Dropped": 1024}, "dropped", 1024),
         ({"Dropped": None}, "dropped", 0),
+        # Beyond the API's 64-bit Long: no saved state could hold it; taken as absent.
+        ({"ExitCode": 2**63 - 1}, "exit_code", 2**63 - 1),
+        ({"ExitCode": -(2**63)}, "exit_code", -(2**63)),
+        ({"ExitCode": 2**63}, "exit_code", None),
+        ({"ExitCode": -(2**63) - 1}, "exit_code", None),
+        ({"ExitCode": 10**20}, "exit_code", None),
+        ({"ExitCode": "1" * 5000}, "exit_code", None),
+        ({"ExitCode": 1e300}, "exit_code", None),
+        ({"Repeats": 2**64 - 1}, "repeats", 0),
+        ({"Repeats": str(10**20)}, "repeats", 0),
+        ({"Dropped": 10**20}, "dropped", 0),
         ({"StartTime": "yesterday"}, "start_time", None),
         ({"StartTime": ""}, "start_time", None),
         ({"StartTime": 1576822555}, "start_time", None),
@@ -228,6 +239,21 @@ def test_unusable_records_are_set_aside_with_their_ids(record: Any, invalid: Inv
 )
 def test_answers_of_the_wrong_shape_are_malformed(body: bytes, message: str) -> None:
     with pytest.raises(MalformedResponseError, match=message):
+        parse_page(body)
+
+
+@pytest.mark.parametrize("where", ["body", "tags"])
+def test_json_nested_deeper_than_the_stack_is_a_malformed_answer(where: str) -> None:
+    # A bug would be a RecursionError, reported as the exporter's own ("internal") failure.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    if where == "body":
+        body = b'{"RequestId": "R", "Invocation": ' + deep + b"}"
+    else:
+        body = _page_with(_record()).replace(
+            b'"InvokeId"', b'"Tags": {"X": ' + deep + b'}, "InvokeId"', 1
+        )
+        assert body.count(b"[" * 1000) >= 1
+    with pytest.raises(MalformedResponseError, match="not JSON"):
         parse_page(body)
 
 

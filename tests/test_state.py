@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from exporter.ecs.models import InvocationQuery, InvocationResult
+from exporter.ecs.parsing import parse_page
 from exporter.refresh import TargetRefresher
 from exporter.server import TargetStatus, render_landing_page
 from exporter.state import (
@@ -463,3 +466,45 @@ def test_state_of_a_target_another_shard_owns_is_dropped_at_once(tmp_path: Path)
     assert restored(store, "moved")[1] == "fresh"
     assert restored(store, "removed")[1] == "restored"  # not configured: kept for a while
     assert restored(store, "mine")[1] == "restored"
+
+
+def test_the_largest_integers_an_answer_may_carry_are_saved_and_restored(tmp_path: Path) -> None:
+    """An answer's integers are kept within 64 bits (beyond, as absent), and a sum of them
+    saturates: whatever the API sends, the state can be saved (it could not, and the target
+    stopped counting for good)."""
+    stamp = datetime.fromtimestamp(T0 + 5, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    records = [
+        {
+            "InvokeId": f"t-{n}",
+            "InstanceId": "i-1",
+            "InvocationStatus": "Failed",
+            "InvokeRecordStatus": "Finished",
+            "StartTime": stamp,
+            "FinishedTime": stamp,
+            **fields,
+        }
+        for n, fields in enumerate(
+            [
+                {"ExitCode": 10**20, "Dropped": 2**63 - 1},
+                {"ExitCode": -(2**63), "Dropped": 2**63 - 1, "Repeats": 10**30},
+                {"ExitCode": 2**64 - 1, "Dropped": 2**64 - 1},
+            ]
+        )
+    ]
+    body = {"RequestId": "R", "Invocation": {"InvocationResults": {"InvocationResult": records}}}
+    store = StateStore(tmp_path)
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    for record in parse_page(json.dumps(body).encode()).results:
+        tracker.observe(record, now=T0 + 10)
+    save(store, "target", tracker)
+    totals = tracker.counter_totals()
+    assert counted(tracker) == 3
+    assert totals.dropped_bytes == 2**63 - 1
+    store.close()
+
+    store = StateStore(tmp_path)
+    again, state = restored(store, "target")
+    assert state == "restored"
+    assert again.counter_totals() == totals
+    store.close()

@@ -71,6 +71,10 @@ CONTENT_ENCODINGS: tuple[str, ...] = ("PlainText", "Base64")
 
 ECS_API_VERSION = "2014-05-26"
 MAX_RESULTS_LIMIT = 50
+MAX_INTEGER = 2**63 - 1
+"""The largest integer kept from an answer (``ExitCode``, ``Repeats``, ``Dropped``): the API's
+64-bit Long, and what the saved state can hold. Beyond it (or below its negative) a value is
+taken as absent."""
 MAX_TAGS = 20
 MAX_TAG_KEY_CHARS = 64
 MAX_TAG_VALUE_CHARS = 128

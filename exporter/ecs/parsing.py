@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
 from exporter.ecs.errors import MalformedResponseError
-from exporter.ecs.models import InvalidRecord, InvocationResult, Page
+from exporter.ecs.models import MAX_INTEGER, InvalidRecord, InvocationResult, Page
 from exporter.ecs.untrusted import MAX_NAME_CHARS, PLAIN, TextCleaner
 
 # --- the tolerant decoder --------------------------------------------------------------------
@@ -44,23 +45,24 @@ def parse_time(value: object) -> float | None:
 
 
 def _integer(value: object) -> int | None:
-    """An integer field: ints, integral floats and decimal strings; ``None`` otherwise."""
-    if type(value) is int:
-        return value
+    """An integer field: ints, integral floats and decimal strings within the 64-bit range
+    (see :data:`MAX_INTEGER`); ``None`` otherwise."""
     if type(value) is str:
         try:
-            return int(value)
-        except ValueError:
+            value = int(value)
+        except ValueError:  # (Python's own limit on digits is a ValueError too)
             return None
-    if type(value) is float and value.is_integer():
-        return int(value)
+    elif type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is int and -MAX_INTEGER - 1 <= value <= MAX_INTEGER:
+        return value
     return None
 
 
 def _count(value: object) -> int:
     """A non-negative counter field (``Repeats``, ``Dropped``): 0 when absent or unusable."""
     if type(value) is int:  # the usual case, without a call
-        return value if value > 0 else 0
+        return value if 0 < value <= MAX_INTEGER else 0
     number = _integer(value)
     return number if number is not None and number > 0 else 0
 
@@ -230,8 +232,9 @@ def parse_page(body: bytes, text: TextCleaner = PLAIN) -> Page:
     """
     try:
         return _parse_exact_page(_EXACT_PAGE.decode(body), text)
-    except (msgspec.DecodeError, _NotExact):
-        # Not exactly the documented shape: the tolerant decoder decides.
+    except (msgspec.DecodeError, _NotExact, RecursionError):
+        # Not exactly the documented shape (or nested too deep for it): the tolerant decoder
+        # decides.
         return parse_tolerant_page(body, text)
 
 
@@ -239,7 +242,8 @@ def parse_tolerant_page(body: bytes, text: TextCleaner = PLAIN) -> Page:
     """:func:`parse_page` by the tolerant decoder alone (what the fast one must agree with)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # (RecursionError: nested deeper than the interpreter's stack allows.)
         raise MalformedResponseError(f"the answer is not JSON ({exc.__class__.__name__})") from None
     if type(data) is not dict:
         raise MalformedResponseError(f"the answer is a JSON {type(data).__name__}, not an object")
@@ -282,6 +286,10 @@ class _NotExact(Exception):
     """The page decoded, but not as the exact form this decoder handles."""
 
 
+# Beyond it the exact decoder refuses the page, and the tolerant one takes the value as absent.
+_Long = Annotated[int, msgspec.Meta(ge=-MAX_INTEGER - 1, le=MAX_INTEGER)]
+
+
 class _Tag(msgspec.Struct, gc=False):
     TagKey: str | None = None
     TagValue: str | None = None
@@ -299,12 +307,12 @@ class _Record(msgspec.Struct, gc=False):
     InvocationStatus: str | None = None
     InvokeRecordStatus: str | None = None
     ErrorCode: str | None = None
-    ExitCode: int | None = None
+    ExitCode: _Long | None = None
     StartTime: str | None = None
     FinishedTime: str | None = None
     StopTime: str | None = None
-    Repeats: int | None = None
-    Dropped: int | None = None
+    Repeats: _Long | None = None
+    Dropped: _Long | None = None
     OssOutputStatus: str | None = None
     OssOutputErrorCode: str | None = None
     # Kept as raw JSON: the records of one invocation carry the same tags, decoded once a page.
