@@ -59,7 +59,7 @@ from types import MappingProxyType
 
 from exporter.backlog import is_periodic, new_backlog_entry, record_backlog
 from exporter.counters import DEFAULT_MAX_UNKNOWN_VALUES, RunCounters, ValueFolder
-from exporter.ecs.models import InvocationResult
+from exporter.ecs.models import MAX_CLOCK_SKEW_SECONDS, InvocationResult
 from exporter.runledger import HistoryLedger, RecordLedger, ResultKey, RunLedger
 from exporter.summaries import (
     DURATION_BUCKETS,
@@ -195,8 +195,11 @@ class RunTracker:
         self._baseline_consistent = consistent
         if at is not None:
             self._baseline_time = at if api_at is None else api_at
+        # A record dated further ahead than the API's clock can be is a bad one: it must not
+        # hide every new run behind it.
+        bound = self._baseline_time + MAX_CLOCK_SKEW_SECONDS if at is not None else float("inf")
         latest = (result_time(e.result, float("-inf")) for e in self._view.values())
-        self._newest_baseline_time = max(latest, default=float("-inf"))
+        self._newest_baseline_time = max((t for t in latest if t <= bound), default=float("-inf"))
         for entry in self._view.values():
             entry.baseline_state = at is None or entry.seen_at >= at
         self._changes.mark_all(self._view)

@@ -1159,6 +1159,39 @@ def test_the_api_clock_is_estimated_from_the_date_header_and_start_times() -> No
     assert stats.api_clock.offset() == pytest.approx(200.5)
 
 
+def test_a_start_time_further_ahead_than_the_api_accepts_says_nothing_of_its_clock() -> None:
+    # The API refuses a request dated more than 15 minutes off: a record of 2099 is a bad one.
+    clock = FakeClock()
+    stats = ApiStatistics(clock)
+    stats.api_clock.observe_start(T0 + 4e9)
+    assert stats.api_clock.offset() is None
+    stats.api_clock.observe_start(T0 + 600)
+    assert stats.api_clock.offset() == 600
+    stats.record_request(
+        RequestEvent("DescribeInvocationResults", "cn-hangzhou", "", 0.1, 200, 1, server_time=T0)
+    )
+    stats.api_clock.observe_start(T0 + 850)  # within 15 minutes of the Date: it counts
+    assert stats.api_clock.offset() == 850
+    stats.api_clock.observe_start(T0 + 1000)  # beyond them: it does not
+    assert stats.api_clock.offset() == 850
+
+
+def test_one_record_dated_far_in_the_future_hides_no_new_run(
+    executor: ThreadPoolExecutor,
+) -> None:
+    # A backlog record whose StartTime says 2099: new runs first seen finished are still new.
+    clock = FakeClock()
+    bogus = result("t-bogus", start=4_070_908_800.0)
+    api = FakeApi([bogus, *backlog(20)])
+    refresher = make_refresher(api, executor, clock)
+    assert refresher.refresh_now().baseline_done
+    api.records[:0] = burst("n", 5, clock.now + 5)  # short runs, never seen running
+    clock.now += 30
+    snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 5
+    assert snap.api_clock_offset_seconds is None or abs(snap.api_clock_offset_seconds) < 900
+
+
 def test_new_results_pushing_the_pages_on_are_not_an_order_that_moves() -> None:
     def keys(*names: str) -> list[tuple[str, str, str]]:
         return [(name, "i-1", "") for name in names]

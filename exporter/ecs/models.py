@@ -71,6 +71,10 @@ CONTENT_ENCODINGS: tuple[str, ...] = ("PlainText", "Base64")
 
 ECS_API_VERSION = "2014-05-26"
 MAX_RESULTS_LIMIT = 50
+MAX_CLOCK_SKEW_SECONDS = 900.0
+"""How far the API's clock can be from the caller's when it answers: it refuses a request dated
+more than 15 minutes off (``InvalidTimeStamp.Expired``). A time further ahead of the API's clock
+than this is a bad record, not a clock reading."""
 MAX_INTEGER = 2**63 - 1
 """The largest integer kept from an answer (``ExitCode``, ``Repeats``, ``Dropped``): the API's
 64-bit Long, and what the saved state can hold. Beyond it (or below its negative) a value is

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from exporter.ecs.client import RequestEvent
+from exporter.ecs.models import MAX_CLOCK_SKEW_SECONDS
 from exporter.metrics import API_DURATION_BUCKETS as API_DURATION_BUCKETS
 from exporter.tracking import Histogram, HistogramValue, ValueFolder
 
@@ -41,6 +42,9 @@ class ApiClock:
     stamped before answering, so its clock reads at least that much (a lower bound, the best
     of the last answers). Without a ``Date`` the lower bound is the estimate only when it
     shows the API ahead: a quiet account's newest ``StartTime`` is old, which says nothing.
+    A ``StartTime`` more than :data:`~exporter.ecs.models.MAX_CLOCK_SKEW_SECONDS` ahead (of
+    the ``Date``, else of the host) says nothing either: one record dated in 2099 must not move
+    the clock there.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -71,9 +75,11 @@ class ApiClock:
         """The estimated offset in seconds, or None while nothing tells."""
         with self._lock:
             dates = list(self._dates)
-            floor = max(self._floors, default=None)
-        if dates:
-            estimate = statistics.median(dates)
+            floors = list(self._floors)
+        estimate = statistics.median(dates) if dates else None
+        bound = (estimate or 0.0) + MAX_CLOCK_SKEW_SECONDS
+        floor = max((sample for sample in floors if sample <= bound), default=None)
+        if estimate is not None:
             return estimate if floor is None else max(estimate, floor)
         if floor is not None and floor > 0:
             return floor
