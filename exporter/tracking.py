@@ -45,7 +45,11 @@ Counting rules
     :meth:`RunTracker.history_read` records how far the history is settled.
 
 Bounds
-  * Entries older than the retention (30 days, by start/finish time) expire.
+  * Entries older than the retention (30 days) expire: in view, not read for that long and no
+    record time within it (a record the API keeps returning is not old); out of the view, and
+    history runs, by their record's times on the records' own clock (counted back from the
+    newest time a record showed when that is behind the host's), by which a new record older
+    than it is ignored (it may be one forgotten).
   * A size cap drops the oldest entries. Everything not newer than the newest dropped entry is
     from then on ignored when it shows up again, so a forgotten run is never counted twice.
 """
@@ -57,6 +61,7 @@ from collections.abc import Iterable, Mapping
 from functools import partial
 from types import MappingProxyType
 
+from exporter import viewqueries
 from exporter.backlog import is_periodic, new_backlog_entry, record_backlog
 from exporter.counters import DEFAULT_MAX_UNKNOWN_VALUES, RunCounters, ValueFolder
 from exporter.ecs.models import MAX_CLOCK_SKEW_SECONDS, InvocationResult
@@ -300,7 +305,8 @@ class RunTracker:
     # --- observing ---------------------------------------------------------------------------
 
     def _forgotten(self, time: float, now: float) -> bool:
-        return time <= self._dropped_until or time < now - self._retention
+        horizon = self._index.record_horizon(now, self._retention)
+        return time <= self._dropped_until or time < horizon
 
     def _take_in(
         self, result: InvocationResult, key: ResultKey, run: int, now: float
@@ -342,8 +348,8 @@ class RunTracker:
         if change is Change.UNCHANGED:
             return change
         self._changes.mark(key)
-        self._index.taken_in(key, entry)
         entry.seen_at = now
+        self._index.taken_in(key, entry)
         self._counters.commands.see(result.command_id)
         if is_periodic(result):
             entry.periodic = True
@@ -504,19 +510,10 @@ class RunTracker:
 
     # --- forgetting --------------------------------------------------------------------------
 
-    def missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> list[ResultKey]:
-        """Keys of the view first seen before ``seen_before`` that a walk did not return."""
-        seen_keys = seen if isinstance(seen, set | frozenset) else set(seen)
-        return [
-            key
-            for key, entry in self._view.items()
-            if key not in seen_keys and entry.first_seen < seen_before
-        ]
-
     def evict_missing(self, seen: Iterable[ResultKey], *, seen_before: float) -> int:
         """Take out of the view the entries first seen before ``seen_before`` that a complete
         walk did not return (see :meth:`evict_keys`). Returns how many left the view."""
-        gone = self.missing(seen, seen_before=seen_before)
+        gone = viewqueries.missing(self._view, seen, seen_before=seen_before)
         self.evict_keys(gone)
         return len(gone)
 
@@ -531,15 +528,15 @@ class RunTracker:
             if entry is not None:
                 self._ghosts[key] = entry
                 self._changes.mark(key)
-                self._index.removed()
+                self._index.left_view(entry)
 
     def expire(self, now: float) -> int:
         """Drop entries older than the retention, then the oldest beyond the size cap.
 
         Returns how many entries were dropped.
         """
-        horizon = now - self._retention
-        old = self._index.drop_expired(horizon, self._view, self._ghosts)
+        horizon = self._index.record_horizon(now, self._retention)
+        old = self._index.drop_expired(now - self._retention, horizon, self._view, self._ghosts)
         forgotten = self._ledger.expire(horizon)
         self._changes.mark_all(old)  # their rows are deleted (or rewritten) at the next save
         self._changes.mark_all(forgotten)

@@ -7,9 +7,12 @@ refresh that finds nothing new scans none of its view. Pure logic, no I/O.
 * :meth:`ViewIndex.in_flight` is the results the service may still change
   (:func:`~exporter.viewentry.needs_follow_up`), from the keys that were in flight when last
   taken in (a superset, pruned as it is read);
-* :meth:`ViewIndex.drop_expired` scans the view and the results that left it only when one of
-  them can be older than the retention's horizon: :attr:`ViewIndex.time_floor` is never later
-  than the time of any of them.
+* :meth:`ViewIndex.drop_expired` scans the view, and the results that left it, only when one
+  of them can be older than the retention's horizon: :attr:`ViewIndex.time_floor` is never
+  later than the time of any entry in view (:func:`entry_time`), :attr:`ViewIndex.ghost_floor`
+  than the record time of any that left it (:func:`record_time`);
+* :attr:`ViewIndex.newest_time` is the latest time any record taken in showed: the records'
+  own clock, which the retention counts back from when it is behind the host's.
 """
 
 from __future__ import annotations
@@ -21,21 +24,34 @@ from exporter.summaries import ViewCounts
 from exporter.viewentry import ViewEntry, needs_follow_up, result_time
 
 
-def entry_time(entry: ViewEntry) -> float:
-    """The time the retention judges an entry by (its record's latest time, else when first
-    seen)."""
+def record_time(entry: ViewEntry) -> float:
+    """The latest time an entry's record shows (when first seen if none): by the records'
+    clock, what the retention judges a result that left the view by."""
     return result_time(entry.result, entry.first_seen)
+
+
+def entry_time(entry: ViewEntry) -> float:
+    """The time the retention judges an entry in view by, on the host's clock: when it was last
+    read, or its record's latest time if later. A record the API still returns is not old,
+    whatever its times say (a periodic task's first start, an API clock days behind)."""
+    seen = entry.seen_at
+    time = result_time(entry.result, seen)
+    return time if time > seen else seen
 
 
 class ViewIndex:
     """See the module docstring. The tracker calls :meth:`taken_in` for every record it takes in
-    or changes, :meth:`removed` when results leave the view, :meth:`rebuild` after a restore."""
+    or changes, :meth:`left_view` when one leaves the view, :meth:`removed` when entries are
+    dropped, :meth:`rebuild` after a restore."""
 
     def __init__(self) -> None:
         self.version = 0
         # Insertion-ordered set: keys in flight when last taken in (some may have settled since).
         self._in_flight: dict[ResultKey, None] = {}
         self.time_floor = float("inf")
+        self.ghost_floor = float("inf")
+        self.newest_time = float("-inf")
+        """The latest time any record taken in showed (by the records' clock), never lowered."""
         self._counts: tuple[int, ViewCounts] | None = None
 
     def counts(self, compute: Callable[[], ViewCounts]) -> ViewCounts:
@@ -52,10 +68,20 @@ class ViewIndex:
         time = entry_time(entry)
         if time < self.time_floor:
             self.time_floor = time
+        shown = result_time(entry.result, float("-inf"))
+        if shown > self.newest_time:
+            self.newest_time = shown
 
     def removed(self) -> None:
         """Results left the view (evicted, expired or dropped)."""
         self.version += 1
+
+    def left_view(self, entry: ViewEntry) -> None:
+        """``entry`` left the view: it is kept with the results that did."""
+        self.version += 1
+        time = record_time(entry)
+        if time < self.ghost_floor:
+            self.ghost_floor = time
 
     def rebuild(
         self, view: Mapping[ResultKey, ViewEntry], ghosts: Mapping[ResultKey, ViewEntry]
@@ -63,9 +89,10 @@ class ViewIndex:
         """Index ``view`` and ``ghosts`` (the results that left it) afresh."""
         self.version += 1
         self._in_flight = {key: None for key, e in view.items() if needs_follow_up(e.result)}
-        self.time_floor = min(
-            (entry_time(e) for e in (*view.values(), *ghosts.values())), default=float("inf")
-        )
+        self.time_floor = min((entry_time(e) for e in view.values()), default=float("inf"))
+        self.ghost_floor = min((record_time(e) for e in ghosts.values()), default=float("inf"))
+        shown = (result_time(e.result, float("-inf")) for e in (*view.values(), *ghosts.values()))
+        self.newest_time = max(shown, default=float("-inf"))
 
     def in_flight(self, view: Mapping[ResultKey, ViewEntry]) -> list[ResultKey]:
         """The keys of ``view`` whose records the service may still change."""
@@ -79,30 +106,50 @@ class ViewIndex:
             del index[key]
         return list(index)
 
+    def record_horizon(self, now: float, retention: float) -> float:
+        """``retention`` seconds before ``now`` by the records' own clock: counted back from
+        :attr:`newest_time` when that is earlier (an API clock days behind the host's: what it
+        returns now is not old to it)."""
+        newest = self.newest_time
+        return (min(now, newest) if newest > float("-inf") else now) - retention
+
     def drop_expired(
         self,
         horizon: float,
+        ghost_horizon: float,
         view: MutableMapping[ResultKey, ViewEntry],
         ghosts: MutableMapping[ResultKey, ViewEntry],
     ) -> list[ResultKey]:
-        """Drop the entries of ``view`` and ``ghosts`` older than ``horizon``; returns their
-        keys (no scan at all when none can be)."""
-        if horizon <= self.time_floor:
-            return []
+        """Drop the entries of ``view`` whose :func:`entry_time` is before ``horizon`` and those
+        of ``ghosts`` whose :func:`record_time` is before ``ghost_horizon``; returns their keys
+        (no scan of either when none of it can be)."""
         dropped: list[ResultKey] = []
-        floor = float("inf")
-        for entries in (view, ghosts):
-            old = []
-            for key, entry in entries.items():
-                time = entry_time(entry)
-                if time < horizon:
-                    old.append(key)
-                elif time < floor:
-                    floor = time
-            for key in old:
-                del entries[key]
+        if horizon > self.time_floor:
+            old, self.time_floor = _older(view, entry_time, horizon)
             dropped += old
-        self.time_floor = floor
+        if ghost_horizon > self.ghost_floor:
+            old, self.ghost_floor = _older(ghosts, record_time, ghost_horizon)
+            dropped += old
         if dropped:
             self.removed()
         return dropped
+
+
+def _older(
+    entries: MutableMapping[ResultKey, ViewEntry],
+    time_of: Callable[[ViewEntry], float],
+    horizon: float,
+) -> tuple[list[ResultKey], float]:
+    """Drop the entries whose time is before ``horizon``: their keys, and the earliest time of
+    those left."""
+    old = []
+    floor = float("inf")
+    for key, entry in entries.items():
+        time = time_of(entry)
+        if time < horizon:
+            old.append(key)
+        elif time < floor:
+            floor = time
+    for key in old:
+        del entries[key]
+    return old, floor

@@ -8,7 +8,7 @@ walk and each fast path read newest-first, so it is the API's order when that is
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from exporter.runledger import ResultKey
 from exporter.viewentry import ViewEntry, follows_slowly, needs_follow_up
@@ -97,3 +97,14 @@ def in_flight_near_top(
         and entry.seen_at != now
         and not follows_slowly(entry)
     }
+
+
+def missing(view: View, seen: Iterable[ResultKey], *, seen_before: float) -> list[ResultKey]:
+    """Keys of ``view`` first seen before ``seen_before`` that a walk (which returned ``seen``)
+    did not return."""
+    seen_keys = seen if isinstance(seen, set | frozenset) else set(seen)
+    return [
+        key
+        for key, entry in view.items()
+        if key not in seen_keys and entry.first_seen < seen_before
+    ]

@@ -36,7 +36,7 @@ from exporter.settings import ExporterSettings
 from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.world import GroundTruth, ManualClock, World, WorldSpec
-from tests.support.fakes import T0, FakeApi, FakeClock, backlog, make_refresher, result
+from tests.support.fakes import DAY, T0, FakeApi, FakeClock, backlog, make_refresher, result
 
 
 @pytest.fixture
@@ -1106,6 +1106,27 @@ def test_a_first_walk_resumed_from_a_refused_token_reads_the_whole_page_cap_agai
     assert not snap.results_truncated
     assert snap.baseline_results == 200
     assert sum(finished(snap).values()) == 0
+
+
+def test_an_api_whose_times_are_weeks_behind_the_host_loses_nothing(
+    executor: ThreadPoolExecutor,
+) -> None:
+    # Its records are 40 days old by the host's clock (a clock behind, a test double's):
+    # what it returns now is not old to it. They stayed tracked for no refresh, and every new
+    # run was ignored as one forgotten.
+    clock = FakeClock()
+    behind = T0 - 40 * DAY
+    api = FakeApi([result(f"t-old-{i}", start=behind - 600 - i) for i in range(20)])
+    refresher = make_refresher(api, executor, clock)
+    assert refresher.refresh_now().baseline_done
+    for minute in range(1, 4):
+        api.records[:0] = [
+            result(f"t-new-{minute}-{n}", start=behind + 60 * minute + n) for n in range(3)
+        ]
+        clock.now += 60
+        snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 9
+    assert snap.view.tracked_runs == 29
 
 
 def test_a_request_clock_the_api_refuses_is_reported_as_clock_skew(

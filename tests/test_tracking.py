@@ -304,6 +304,22 @@ def test_entries_older_than_the_retention_expire() -> None:
     assert tracker.get(("t-new", "i-1", "")) is not None
 
 
+def test_a_record_the_api_keeps_returning_does_not_expire_whatever_its_times() -> None:
+    # A periodic task started 40 days ago, between runs: its record keeps that StartTime.
+    tracker = RunTracker()
+    periodic = result("t-p", status="Scheduled", repeats=3, start=T0 - 40 * DAY)
+    baseline(tracker, [periodic, result("t-old", start=T0 - 40 * DAY)], now=T0)
+    tracker.expire(T0)
+    assert tracker.get(periodic.key) is not None  # read just now
+    tracker.observe(periodic, now=T0 + 29 * DAY)  # followed up, unchanged
+    tracker.expire(T0 + 31 * DAY)
+    assert tracker.get(periodic.key) is not None
+    assert tracker.get(("t-old", "i-1", "")) is None  # not read for the retention
+    ended = result("t-p", status="Failed", repeats=4, start=T0 + 31 * DAY)
+    tracker.observe(ended, now=T0 + 31 * DAY)
+    assert sum(n for _, n in tracker.counter_totals().finished) == 1
+
+
 def test_evict_missing_keeps_entries_first_seen_during_the_walk() -> None:
     tracker = RunTracker()
     baseline(tracker, [result("t-1"), result("t-2")], now=T0)
@@ -655,10 +671,12 @@ def test_the_kept_summary_follow_ups_and_expiry_equal_a_scan_of_the_view(seed: i
             now += rng.uniform(0, 2 * DAY)
         else:
             horizon = now - 5 * DAY
+            # Old by its record's times (else when first seen) and not read since the horizon.
             kept = {
                 key
                 for key, entry in tracker.view.items()
                 if result_time(entry.result, entry.first_seen) >= horizon
+                or entry.seen_at >= horizon
             }
             tracker.expire(now)
             assert set(tracker.view) == kept, step

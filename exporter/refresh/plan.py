@@ -279,7 +279,7 @@ class ReadPlan:
         # missed (an order that is not stable between pages): it is looked up first.
         gone: list[ResultKey] = []
         oldest = sweep.oldest_start
-        for key in self._tracker.missing(sweep.seen, seen_before=sweep.started):
+        for key in viewqueries.missing(self._tracker.view, sweep.seen, seen_before=sweep.started):
             entry = self._tracker.view.get(key)
             start = None if entry is None else entry.result.start_time
             if start is not None and oldest is not None and start < oldest:
