@@ -21,6 +21,11 @@ MAX_CONFIG_FILE_BYTES: Final = 4 * 1024 * 1024
 # An AccessKey secret is 30 characters and an STS token about 1-2 KB: a larger "secret" is the
 # wrong file.
 MAX_SECRET_FILE_BYTES: Final = 64 * 1024
+# Nodes of a YAML document once its aliases are expanded (an alias counts as a copy of what it
+# names). A config of 10,000 targets, each with shared credentials and 20 tags through aliases,
+# is under a million; a 1 KB "billion laughs" file of nested aliases is billions, and every walk
+# of it (validation, error messages) would never end.
+MAX_YAML_NODES: Final = 2_000_000
 
 
 def read_text_file(path: Path, *, max_bytes: int) -> str:
@@ -74,12 +79,77 @@ def read_secret_file(path: Path) -> str:
     return check_secret_text(read_text_file(path, max_bytes=MAX_SECRET_FILE_BYTES))
 
 
+def _expanded_size(root: yaml.Node) -> int:
+    """The nodes of the tree ``root`` stands for, an alias counting as a copy of its node.
+
+    Each distinct node is visited once (sizes are memoised by identity), so a file of nested
+    aliases is measured in the time of its text. Raises ``ConstructorError`` at the first node
+    beyond :data:`MAX_YAML_NODES`, and at an alias of a collection that contains it (its
+    expansion never ends).
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if not children_done:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            for child in children:
+                if id(child) in open_nodes:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        "an alias names a list or mapping that contains it (a recursive alias)",
+                        child.start_mark,
+                    )
+                if id(child) not in sizes:
+                    stack.append((child, False))
+            continue
+        open_nodes.discard(id(node))
+        size = 1 + sum(sizes[id(child)] for child in children)
+        if size > MAX_YAML_NODES:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the document expands to more than {MAX_YAML_NODES} values through its aliases",
+                node.start_mark,
+            )
+        sizes[id(node)] = size
+    return sizes[id(root)]
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping, a document that
+    expands to more than :data:`MAX_YAML_NODES` values through aliases, and a value its tag's
+    constructor cannot read (a number of 10,000 digits, ``!!int '0x'``).
 
     Plain YAML keeps the last value, so a second ``targets:`` (or ``api:``) section would
     silently drop the first one.
     """
+
+    def get_single_node(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().get_single_node()
+        if node is not None:  # measured before anything is built from it
+            _expanded_size(node)
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> object:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError):
+            # PyYAML's int/float/timestamp constructors raise Python's own error, which
+            # quotes the value (it could be a secret) and names no position.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value as {_kind(node.tag)}", node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
         first_lines: dict[object, int] = {}
@@ -101,6 +171,13 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             first_lines[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+def _kind(tag: str) -> str:
+    name = tag.rpartition(":")[2]
+    return {"int": "a whole number", "float": "a number", "timestamp": "a date"}.get(
+        name, f"a {name} value"
+    )
 
 
 def parse_yaml(text: str) -> object:

@@ -9,6 +9,7 @@ import pytest
 
 from exporter.files import (
     MAX_SECRET_FILE_BYTES,
+    MAX_YAML_NODES,
     check_secret_text,
     load_yaml_file,
     parse_yaml,
@@ -17,6 +18,10 @@ from exporter.files import (
 )
 
 SECRET = "Sup3rS3cretValue-DoNotLeak"
+# "Billion laughs": ten levels of nine aliases each, 9^10 values in under 1 KB of text.
+_ALIAS_BOMB = "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]\n" for n in range(1, 10)
+)
 
 
 @pytest.mark.parametrize(
@@ -83,6 +88,38 @@ def test_a_secret_file_is_stripped(tmp_path: Path) -> None:
             id="no-arbitrary-objects",
         ),
         pytest.param("[" * 5000, "invalid YAML: nested too deeply", id="deep-nesting"),
+        pytest.param(
+            _ALIAS_BOMB,
+            "invalid YAML: line 7, column 5: the document expands to more than "
+            f"{MAX_YAML_NODES} values through its aliases",
+            id="alias-bomb",
+        ),
+        pytest.param(
+            "a: &a {b: [1, *a]}\n",
+            "invalid YAML: line 1, column 4: an alias names a list or mapping that contains it "
+            "(a recursive alias)",
+            id="recursive-alias",
+        ),
+        pytest.param(
+            "x: 1\ny: " + "7" * 10_000 + "\n",
+            "invalid YAML: line 2, column 4: cannot read this value as a whole number",
+            id="integer-beyond-pythons-digit-limit",
+        ),
+        pytest.param(
+            "x: !!int '0x'\n",
+            "invalid YAML: line 1, column 4: cannot read this value as a whole number",
+            id="integer-without-digits",
+        ),
+        pytest.param(
+            f"x: !!float '{SECRET}'\n",
+            "invalid YAML: line 1, column 4: cannot read this value as a number",
+            id="float-not-a-number-not-repeated",
+        ),
+        pytest.param(
+            "x: [2024-02-30]\n",
+            "invalid YAML: line 1, column 5: cannot read this value as a date",
+            id="impossible-date",
+        ),
     ],
 )
 def test_yaml_is_strict_and_its_errors_are_one_line(text: str, reason: str) -> None:
@@ -95,3 +132,9 @@ def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
     path = tmp_path / "config.yml"
     path.write_text("base: &b {x: 1, y: 2}\nthis:\n  <<: *b\n  y: 3\n", encoding="utf-8")
     assert load_yaml_file(path) == {"base": {"x": 1, "y": 2}, "this": {"x": 1, "y": 3}}
+
+
+def test_aliases_below_the_node_limit_are_shared_not_refused() -> None:
+    # 9^5 values through aliases: a large config that shares sections is accepted.
+    text = _ALIAS_BOMB.split("l6:")[0] + "top: *l5\n"
+    assert len(parse_yaml(text)["top"]) == 9  # type: ignore[index]

@@ -196,6 +196,28 @@ def test_a_bad_config_on_reload_is_refused_with_the_start_up_error_and_the_old_o
         assert gauge(scrape(exporter), "exporter_config_last_reload_successful") == 1
 
 
+def test_an_alias_bomb_on_reload_is_refused_at_once_and_the_process_still_stops(
+    tmp_path: Path, clock: ManualClock, start_exporter: StartExporter
+) -> None:
+    # 1 KB of nested aliases standing for 9^10 values: every walk of it used to run for hours
+    # at 100% CPU, and SIGTERM was never acted upon.
+    bomb = Path(__file__).parent / "bad_configs" / "alias_bomb.yml"
+    world = World(seed=3, clock=clock, spec=WorldSpec(instances=5))
+    with simulator_for(world) as simulator:
+        config = write_config(tmp_path, simulator, [static_target("prod")])
+        exporter = start_exporter(["--config.file", str(config), "--log.format", "json"])
+        wait_for(exporter, lambda s: refreshes(s, "prod") >= 1)
+        config.write_text(bomb.read_text())
+        sighup(exporter, REFUSED)
+        [refused] = json_lines(exporter, REFUSED)
+        assert "expands to more than" in refused["err"]
+        samples = scrape(exporter)
+        assert accounts(samples) == {"prod"}
+        assert gauge(samples, "exporter_config_last_reload_successful") == 0
+        exporter.process.send_signal(signal.SIGTERM)
+        assert exporter.process.wait(15) == 0
+
+
 # --- POST /-/reload -----------------------------------------------------------------------------
 
 

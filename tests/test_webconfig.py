@@ -770,6 +770,21 @@ BAD_WEB_CONFIGS = [
         True,
         id="not-a-boolean",
     ),
+    pytest.param(
+        "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+        + "".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]\n" for n in range(1, 10))
+        + "basic_auth_users: *l9\n",
+        "invalid YAML: line 7, column 5: the document expands to more than 2000000 values "
+        "through its aliases",
+        True,
+        id="alias-bomb",
+    ),
+    pytest.param(
+        "http_server_config:\n  http2: !!int '0x'\n",
+        "invalid YAML: line 2, column 10: cannot read this value as a whole number",
+        True,
+        id="number-that-cannot-be-read",
+    ),
 ]
 
 

@@ -7,7 +7,7 @@ a secret field, however the file wrote it (inline, a YAML alias reused elsewhere
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
@@ -31,7 +31,6 @@ from exporter.settings.problems import ConfigProblem
 from exporter.validation import did_you_mean, plain_message, redact, shown_key
 
 _SOURCES_TEXT: Final = ", ".join(CREDENTIAL_SOURCES)
-_MAX_DEPTH: Final = 64
 
 
 def dotted_path(loc: Sequence[int | str]) -> str:
@@ -120,37 +119,31 @@ def secret_values_in(data: object) -> list[str]:
     """The string values of every secret field anywhere in parsed YAML ``data``.
 
     A YAML alias makes the same string appear elsewhere (as another field's value, or as a key):
-    messages mask these strings wherever they appear.
+    messages mask these strings wherever they appear. Each list or mapping is read once however
+    many aliases name it, so a file of nested aliases costs the time of its text.
     """
-    return sorted(set(_secret_strings(data, 0)))
-
-
-def _secret_strings(data: object, depth: int) -> Iterator[str]:
-    if depth > _MAX_DEPTH:
-        return
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            if key in SECRET_FIELDS:
-                yield from _all_strings(value, depth + 1)
-            else:
-                yield from _secret_strings(value, depth + 1)
-    elif isinstance(data, list):
-        for item in data:
-            yield from _secret_strings(item, depth + 1)
-
-
-def _all_strings(data: object, depth: int) -> Iterator[str]:
-    """Every string in a secret field's value, whatever its shape (a mapping's keys too)."""
-    if depth > _MAX_DEPTH:
-        return
-    if isinstance(data, str | int | float) and not isinstance(data, bool):
-        text = str(data)
-        if len(text) >= 4:  # masking "1" everywhere would garble every message
-            yield text
-    elif isinstance(data, Mapping):
-        for key, value in data.items():
-            yield from _all_strings(key, depth + 1)
-            yield from _all_strings(value, depth + 1)
-    elif isinstance(data, list):
-        for item in data:
-            yield from _all_strings(item, depth + 1)
+    found: set[str] = set()
+    # (value, inside a secret field's value): below a secret field, every string is a secret.
+    pending: list[tuple[object, bool]] = [(data, False)]
+    seen: set[tuple[int, bool]] = set()
+    while pending:
+        value, secret = pending.pop()
+        if isinstance(value, Mapping | list):
+            if (id(value), secret) in seen:
+                continue
+            seen.add((id(value), secret))
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if secret:
+                    pending.append((key, True))
+                pending.append((item, secret or key in SECRET_FIELDS))
+        elif isinstance(value, list):
+            pending.extend((item, secret) for item in value)
+        elif secret and isinstance(value, str | int | float) and not isinstance(value, bool):
+            try:
+                text = str(value)
+            except ValueError:  # an int of over 4,300 digits (from hex): no message shows it
+                continue
+            if len(text) >= 4:  # masking "1" everywhere would garble every message
+                found.add(text)
+    return sorted(found)
