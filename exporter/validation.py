@@ -18,6 +18,11 @@ from typing import Any, Final
 # spaces, colons, a long token) may be a value written in the wrong place, a secret even.
 _KEY_WORTH_SHOWING: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 REDACTED: Final = "<redacted>"
+MAX_SHOWN_CHARS: Final = 64
+"""A refused value is repeated in a message up to this many characters (a 100 KB name is a
+mistake the first characters identify; the whole would drown the line)."""
+MAX_SHOWN_PATH_CHARS: Final = 512
+"""The same for a file path, which a user needs whole to find the file (a real one is shorter)."""
 
 
 def _bound(ctx: Mapping[str, Any], name: str) -> str:
@@ -107,3 +112,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
+
+
+def shown_value(value: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``repr(value)``, cut to its first ``limit`` characters with a note of the length when it
+    is longer. Only for a value known not to be a secret (or already redacted)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"

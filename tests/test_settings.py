@@ -652,3 +652,21 @@ def test_secret_strings_are_found_once_in_a_shared_structure() -> None:
     walk.start()
     walk.join(10)
     assert found == [["Sup3rS3cretValue-DoNotLeak"]]
+
+
+def test_a_long_secret_reused_as_a_name_is_masked_before_the_name_is_cut(tmp_path: Path) -> None:
+    token = "StsT0ken" * 40  # 320 characters: a cut of the name would leave a part unmasked
+    path = write_config(
+        tmp_path,
+        f"targets:\n  - name: x{token}\n    region_id: cn-hangzhou\n"
+        "    credentials: {source: static, access_key_id: LTAI5tExample,\n"
+        f"                  access_key_secret: abcd1234, security_token: {token}}}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    message = str(caught.value)
+    assert message.endswith(
+        "targets[0].name: 'x<redacted>' is not a valid name (1-64 letters, "
+        "digits or _ . @ : -, starting with a letter or digit)"
+    )
+    assert "StsT0ken" not in message

@@ -40,7 +40,7 @@ from exporter.settings.models import (
 )
 from exporter.settings.problems import ConfigError, ConfigProblem
 from exporter.settings.translate import problems_from
-from exporter.validation import did_you_mean
+from exporter.validation import MAX_SHOWN_PATH_CHARS, did_you_mean, shown_value
 
 ENV_PREFIX: Final = "ALIYUN_CLOUDASSISTANT_"
 SECRETS_DIR_VARIABLE: Final = f"{ENV_PREFIX}SECRETS_DIR"
@@ -205,7 +205,9 @@ def _with_secret_files(environ: Mapping[str, str]) -> dict[str, str]:
         return values
     if not Path(directory).is_dir():
         raise ConfigError.single(
-            SOURCE, f"{directory!r} is not a directory", path=SECRETS_DIR_VARIABLE
+            SOURCE,
+            f"{shown_value(directory, MAX_SHOWN_PATH_CHARS)} is not a directory",
+            path=SECRETS_DIR_VARIABLE,
         )
     problems = []
     for name in names:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Annotated, Final
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator
 
 from exporter.ecs.credentials import (
     duration_problem,
@@ -34,10 +34,16 @@ def _endpoint_rule(default_scheme: str) -> Callable[[str], str]:
         try:
             parts = urlsplit(text)
             has_credentials = parts.username is not None or parts.password is not None
+            has_query = bool(parts.query or parts.fragment)
         except ValueError:
             has_credentials = "@" in text
+            has_query = "?" in text or "#" in text
         if has_credentials:
             raise ValueError("the URL must not contain credentials")
+        if has_query:  # not repeated either: a query can carry a token (?token=...)
+            raise ValueError(
+                "the URL must not have a query or fragment (requests are signed for /)"
+            )
         try:
             parse_endpoint(value, default_scheme=default_scheme)
         except ValueError as exc:
@@ -79,6 +85,27 @@ def _oidc_provider_arn_problem(value: str) -> str | None:
     return None
 
 
+def _not_a_boolean(message: str) -> Callable[[object], object]:
+    def check(value: object) -> object:
+        # pydantic reads true as 1 and false as 0: `page_cap: true` would be a cap of one page.
+        if isinstance(value, bool):
+            raise ValueError(message)
+        return value
+
+    return check
+
+
+WholeNumber = Annotated[
+    int, BeforeValidator(_not_a_boolean("must be a whole number, not true or false"))
+]
+"""An integer field: ``true``/``false`` is refused (YAML's, or a string of an environment
+variable, is read by pydantic's own rules)."""
+Number = Annotated[
+    float,
+    BeforeValidator(_not_a_boolean("must be a number, not true or false")),
+    AllowInfNan(False),
+]
+"""A float field: finite (``.nan`` and ``.inf`` are refused) and not ``true``/``false``."""
 ApiEndpoint = Annotated[str, AfterValidator(_endpoint_rule("https"))]
 """The ECS API or STS: a URL or a bare host (``https://`` assumed), no path."""
 MetadataUrl = Annotated[str, AfterValidator(_endpoint_rule("http"))]
@@ -88,4 +115,4 @@ TargetName = Annotated[str, AfterValidator(_check_target_name)]
 RoleArn = Annotated[str, AfterValidator(_rule(role_arn_problem))]
 OidcProviderArn = Annotated[str, AfterValidator(_rule(_oidc_provider_arn_problem))]
 SessionName = Annotated[str, AfterValidator(_rule(session_name_problem))]
-DurationSeconds = Annotated[int, AfterValidator(_check_duration)]
+DurationSeconds = Annotated[WholeNumber, AfterValidator(_check_duration)]

@@ -40,12 +40,15 @@ from exporter.settings.fields import (
     ApiEndpoint,
     DurationSeconds,
     MetadataUrl,
+    Number,
     OidcProviderArn,
     RegionId,
     RoleArn,
     SessionName,
     TargetName,
+    WholeNumber,
 )
+from exporter.validation import MAX_SHOWN_PATH_CHARS, shown_value
 
 # ECS regions, only to catch misspellings (ExporterSettings.warnings); a region missing here
 # still works.
@@ -61,6 +64,7 @@ KNOWN_REGIONS: Final = (
 CREDENTIAL_SOURCES: Final = ("static", "environment", "ecs_ram_role", "oidc_role", "default")
 SECRET_FIELDS: Final = ("access_key_secret", "security_token")
 """Fields whose values are secrets, wherever they stand (their values never reach a message)."""
+MIN_RATE_LIMIT_PER_SECOND: Final = 0.01
 
 
 def endpoint_choice_problem(
@@ -93,7 +97,9 @@ def _secret_from_file(path: Path, what: str) -> SecretStr:
     try:
         return SecretStr(read_secret_file(path))
     except ValueError as exc:
-        raise ValueError(f"cannot read {what} {str(path)!r}: {exc}") from None
+        raise ValueError(
+            f"cannot read {what} {shown_value(str(path), MAX_SHOWN_PATH_CHARS)}: {exc}"
+        ) from None
 
 
 # --- credentials -------------------------------------------------------------------------------
@@ -173,7 +179,9 @@ class OidcRoleCredentialsSettings(_Section):
     @classmethod
     def _check_token_file(cls, value: Path) -> Path:
         if not value.is_file():
-            raise ValueError(f"{str(value)!r} does not exist or is not a file")
+            raise ValueError(
+                f"{shown_value(str(value), MAX_SHOWN_PATH_CHARS)} does not exist or is not a file"
+            )
         return value
 
 
@@ -267,7 +275,7 @@ class CommandBreakdownSettings(_Section):
     """Opt-in per-command counters, capped: beyond ``max_command_ids`` ids fold into ``other``."""
 
     enabled: bool = False
-    max_command_ids: Annotated[int, Field(ge=1, le=1000)] = 50
+    max_command_ids: Annotated[WholeNumber, Field(ge=1, le=1000)] = 50
     command_names: dict[str, str] = Field(default_factory=dict)
     """Command id -> the ``command_name`` label (the API's results do not carry names)."""
 
@@ -283,7 +291,7 @@ class TargetSettings(_Section):
     credentials: CredentialsSettings = Field(default_factory=DefaultChainCredentialsSettings)
     assume_role: AssumeRoleSettings | None = None
     filters: FilterSettings = Field(default_factory=FilterSettings)
-    page_cap: Annotated[int, Field(ge=1, le=10000)] | None = None
+    page_cap: Annotated[WholeNumber, Field(ge=1, le=10000)] | None = None
     command_breakdown: CommandBreakdownSettings = Field(default_factory=CommandBreakdownSettings)
     include_history: bool = False
     """Count every run of periodic and on-boot tasks by reading each task's history
@@ -329,24 +337,24 @@ class TargetSettings(_Section):
 class RefreshSettings(_Section):
     """How often and how deep the exporter reads the API."""
 
-    min_interval_seconds: Annotated[float, Field(gt=0, le=86400)] = 30
+    min_interval_seconds: Annotated[Number, Field(gt=0, le=86400)] = 30
     """A scrape within this time of the last refresh's start reuses it (the rate limiter still
     bounds the API calls whatever this is)."""
-    sweep_interval_seconds: Annotated[float, Field(ge=0, le=604800)] = 600
+    sweep_interval_seconds: Annotated[Number, Field(ge=0, le=604800)] = 600
     """Seconds between full sweeps of the retained results; 0 disables the sweep."""
-    sweep_max_backoff: Annotated[int, Field(ge=1, le=1024)] = 32
+    sweep_max_backoff: Annotated[WholeNumber, Field(ge=1, le=1024)] = 32
     """While sweeps find nothing in newest-first order, the sweep interval grows (x4 at a time)
     up to this many times ``sweep_interval_seconds``; 1 keeps it fixed."""
-    sweep_pages_per_refresh: Annotated[int, Field(ge=0, le=10000)] = 20
+    sweep_pages_per_refresh: Annotated[WholeNumber, Field(ge=0, le=10000)] = 20
     """Pages a spaced-out sweep reads per refresh, going on from its NextToken at the next one
     (0: the whole sweep in one refresh)."""
-    page_cap: Annotated[int, Field(ge=1, le=10000)] = 200
-    workers: Annotated[int, Field(ge=1, le=64)] | None = None
+    page_cap: Annotated[WholeNumber, Field(ge=1, le=10000)] = 200
+    workers: Annotated[WholeNumber, Field(ge=1, le=64)] | None = None
     """Targets refreshed in parallel; unset: one per target, 4 at least and 64 at most. It also
     bounds the API connections: one pool per endpoint and region, each with at most
     ``max(10, 2 * workers)`` connections and ``workers`` kept idle (see exporter/ecs/pools.py)."""
-    tracking_cap: Annotated[int, Field(ge=100, le=10_000_000)] = 50000
-    scrape_max_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 9
+    tracking_cap: Annotated[WholeNumber, Field(ge=100, le=10_000_000)] = 50000
+    scrape_max_wait_seconds: Annotated[Number, Field(ge=0, le=600)] = 9
 
     @model_validator(mode="after")
     def _check_sweep(self) -> Self:
@@ -360,12 +368,14 @@ class RefreshSettings(_Section):
 class ApiSettings(_Section):
     """How the exporter talks to the API: timeouts, retries and its own rate limit."""
 
-    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10
-    max_attempts: Annotated[int, Field(ge=1, le=20)] = 4
-    deadline_seconds: Annotated[float, Field(gt=0, le=3600)] = 60
-    max_results: Annotated[int, Field(ge=1, le=MAX_RESULTS_LIMIT)] = MAX_RESULTS_LIMIT
-    rate_limit_per_second: Annotated[float, Field(gt=0, le=1000)] = 5
-    rate_limit_burst: Annotated[int, Field(ge=1, le=1000)] | None = None
+    timeout_seconds: Annotated[Number, Field(gt=0, le=300)] = 10
+    max_attempts: Annotated[WholeNumber, Field(ge=1, le=20)] = 4
+    deadline_seconds: Annotated[Number, Field(gt=0, le=3600)] = 60
+    max_results: Annotated[WholeNumber, Field(ge=1, le=MAX_RESULTS_LIMIT)] = MAX_RESULTS_LIMIT
+    rate_limit_per_second: Annotated[Number, Field(ge=MIN_RATE_LIMIT_PER_SECOND, le=1000)] = 5
+    """Requests per second, at least one every 100 seconds: below, a call that finds the
+    bucket empty would wait past any deadline and fail, at every refresh."""
+    rate_limit_burst: Annotated[WholeNumber, Field(ge=1, le=1000)] | None = None
     """Requests allowed at once; defaults to the per-second rate (rounded up)."""
 
     @model_validator(mode="after")

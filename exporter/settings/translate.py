@@ -28,7 +28,14 @@ from exporter.settings.models import (
     TargetSettings,
 )
 from exporter.settings.problems import ConfigProblem
-from exporter.validation import did_you_mean, plain_message, redact, shown_key
+from exporter.validation import (
+    MAX_SHOWN_CHARS,
+    did_you_mean,
+    plain_message,
+    redact,
+    shown_key,
+    shown_value,
+)
 
 _SOURCES_TEXT: Final = ", ".join(CREDENTIAL_SOURCES)
 
@@ -102,7 +109,7 @@ def problems_from(error: ValidationError, secrets: Sequence[str] = ()) -> list[C
     """Plain, secret-free problems from a validation error; ``secrets`` are masked wherever
     they would appear (see :func:`secret_values_in`)."""
     problems = []
-    for detail in error.errors(include_url=False, include_input=False):
+    for detail in error.errors(include_url=False):
         kind = detail["type"]
         path = dotted_path(detail["loc"])
         if kind == "extra_forbidden":
@@ -111,6 +118,11 @@ def problems_from(error: ValidationError, secrets: Sequence[str] = ()) -> list[C
             message = _source_message(detail)
         else:
             message = plain_message(detail)
+            value = detail.get("input")
+            if isinstance(value, str) and len(value) > MAX_SHOWN_CHARS:
+                # A rule that repeats the value (a name, a region) repeats it whole: cut it,
+                # masking the secrets first (a cut could leave a part of one unmatched).
+                message = message.replace(repr(value), shown_value(redact(value, secrets)))
         problems.append(ConfigProblem(path=redact(path, secrets), message=redact(message, secrets)))
     return problems
 
