@@ -50,7 +50,7 @@ from exporter.settings import (
 from exporter.sharding import Sharding, ShardingError, sharding_from_flags
 from exporter.signals import SignalInbox
 from exporter.state import StateError, StateStore
-from exporter.validation import did_you_mean
+from exporter.validation import did_you_mean, shown_value
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.webwatch import WebConfigSource
 
@@ -69,23 +69,26 @@ _T = TypeVar("_T")
 
 def parse_listen_address(value: str) -> tuple[str, int]:
     """``host:port``, ``:port`` (every interface) or ``[v6]:port`` -> ``(host, port)``."""
+    shown = shown_value(value)
     host, sep, port_text = value.rpartition(":")
     if not sep:
-        raise argparse.ArgumentTypeError(f"{value!r} is not host:port (e.g. :9907)")
+        raise argparse.ArgumentTypeError(f"{shown} is not host:port (e.g. :9907)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise argparse.ArgumentTypeError(f"{value!r}: write an IPv6 address as [addr]:port")
+        raise argparse.ArgumentTypeError(f"{shown}: write an IPv6 address as [addr]:port")
     try:
         port = int(port_text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: the port must be a number") from None
+        raise argparse.ArgumentTypeError(f"{shown}: the port must be a number") from None
     if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r}: the port must be between 0 and 65535")
+        raise argparse.ArgumentTypeError(f"{shown}: the port must be between 0 and 65535")
     try:
         host.encode("idna")  # what the socket layer does with a name; a bad one is a bad flag
     except UnicodeError:
-        raise argparse.ArgumentTypeError(f"{value!r}: {host!r} is not a valid host name") from None
+        raise argparse.ArgumentTypeError(
+            f"{shown}: {shown_value(host)} is not a valid host name"
+        ) from None
     return (host or "0.0.0.0", port)
 
 
@@ -93,7 +96,7 @@ def parse_telemetry_path(value: str) -> str:
     """A path starting with ``/`` that does not hide the landing page or health endpoints."""
     if not value.startswith("/") or value == "/" or value.startswith("/-/") or "?" in value:
         raise argparse.ArgumentTypeError(
-            f"{value!r} must be a path like /metrics (not /, /-/..., or with a query)"
+            f"{shown_value(value)} must be a path like /metrics (not /, /-/..., or with a query)"
         )
     return value
 
@@ -101,13 +104,18 @@ def parse_telemetry_path(value: str) -> str:
 _MAX_COUNT_DIGITS = 9  # more is a typo, and Python refuses int() of over 4,300 digits
 
 
-def parse_count(value: str) -> int:
-    """A whole number, 0 or more (``--shard``, ``--total-shards``)."""
+def parse_count(value: str, what: str = "a whole number, 0 or more") -> int:
+    """A whole number, 0 or more (``--shard``); ``what`` words the error."""
     if not value.isascii() or not value.isdigit():
-        raise ValueError(f"{value!r} must be a whole number, 0 or more")
+        raise ValueError(f"{shown_value(value)} must be {what}")
     if len(value.lstrip("0")) > _MAX_COUNT_DIGITS:
         raise ValueError(f"{value[:20]!r}... is too large ({len(value)} digits)")
     return int(value)
+
+
+def parse_total_shards(value: str) -> int:
+    """``--total-shards``: a whole number, at least 1 (0 is refused with the shard bounds)."""
+    return parse_count(value, "a whole number of shards, at least 1")
 
 
 def parse_max_connections(value: str) -> int:
@@ -117,7 +125,7 @@ def parse_max_connections(value: str) -> int:
     except ValueError:
         count = 0
     if count < 1:
-        raise ValueError(f"{value[:20]!r} must be a whole number of connections, at least 1")
+        raise ValueError(f"{shown_value(value)} must be a whole number of connections, at least 1")
     return count
 
 
@@ -315,7 +323,7 @@ def _add_shard_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--total-shards",
         dest="total_shards",
-        type=_checked(parse_count),
+        type=_checked(parse_total_shards),
         metavar="N",
         help="the number of shards the targets are split between (default 1: no sharding); "
         "every shard gets the same config and the same --total-shards",

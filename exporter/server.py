@@ -53,6 +53,7 @@ from exporter.connections import Answer, ConnectionLimits, ConnectionServer, Req
 from exporter.listeners import ListenError, bind_all
 from exporter.logs import describe_exception
 from exporter.scrapecache import ExpositionCache
+from exporter.validation import shown_value
 from exporter.webconfig import BASIC_AUTH_CHALLENGE, WebConfig
 from exporter.webwatch import WebConfigSource
 
@@ -105,14 +106,18 @@ def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
 
 def normalize_route_prefix(value: str) -> str:
     """``--web.route-prefix`` as Prometheus reads it: a leading ``/`` added, the trailing one
-    dropped (``/`` and ``""`` mean no prefix). Raises ``ValueError`` for a query or fragment."""
+    dropped (``/`` and ``""`` mean no prefix). Raises ``ValueError`` for a query or fragment,
+    and for a ``.`` or ``..`` segment: clients resolve those before they send a request, so
+    routes under ``/../..`` could never be reached."""
     if (
         not value.isascii()
         or any(mark in value for mark in "?#%")
         or any(ord(char) < 33 or ord(char) == 127 for char in value)
+        or any(segment in (".", "..") for segment in value.split("/"))
     ):
         raise ValueError(
-            f"{value!r} must be a path like /exporter (ASCII, no query, no spaces, no %)"
+            f"{shown_value(value)} must be a path like /exporter "
+            "(ASCII, no query, no spaces, no %, no . or .. segment)"
         )
     return ("/" + value.strip("/")) if value.strip("/") else ""
 
@@ -123,7 +128,7 @@ def route_prefix_of(external_url: str) -> str:
     parsed = urlsplit(external_url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError(
-            f"{external_url!r} must be an absolute http(s) URL, e.g. https://host/path"
+            f"{shown_value(external_url)} must be an absolute http(s) URL, e.g. https://host/path"
         )
     return normalize_route_prefix(parsed.path)
 

@@ -25,9 +25,12 @@ from typing import Final, TypeVar
 MAX_TOTAL_SHARDS: Final = 1000
 """More shards than this is a typo (each needs its own process and state volume)."""
 
-# At most 4 digits (more shards than MAX_TOTAL_SHARDS are refused anyway); \Z, unlike $, does
+# NAME-ORDINAL: a name that does not end with '-' (``-1`` or ``web--1`` is not shard 1), then
+# at most 4 digits (more shards than MAX_TOTAL_SHARDS are refused anyway); \Z, unlike $, does
 # not match before a trailing newline.
-_ORDINAL = re.compile(r"-(0|[1-9][0-9]{0,3})\Z")
+_ORDINAL = re.compile(r"(?<=[^-])-(0|[1-9][0-9]{0,3})\Z")
+# A pod name is a DNS subdomain: at most 253 characters.
+_MAX_POD_NAME = 253
 _T = TypeVar("_T")
 
 
@@ -89,6 +92,11 @@ def owner(identity: str, total: int) -> int:
 
 def ordinal_of_pod(pod_name: str) -> int:
     """The ordinal of a StatefulSet pod from its name (``exporter-2`` -> 2)."""
+    if len(pod_name) > _MAX_POD_NAME:
+        raise ShardingError(
+            f"--pod: {len(pod_name)} characters, not a StatefulSet pod name "
+            f"(at most {_MAX_POD_NAME})"
+        )
     match = _ORDINAL.search(pod_name)
     if match is None:
         raise ShardingError(

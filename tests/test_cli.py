@@ -242,6 +242,10 @@ def test_a_bad_web_config_exits_2(tmp_path: Path, good_config: Path) -> None:
         (["--log.level", "verbose"], "argument --log.level: invalid choice: 'verbose'"),
         (["--log.format", "xml"], "argument --log.format: invalid choice: 'xml'"),
         (["--web.listen-address", "9907"], "'9907' is not host:port"),
+        (
+            ["--web.listen-address", "h" * 100_000],
+            f"argument --web.listen-address: {'h' * 64!r}... (100000 characters) is not host:port",
+        ),
         (["--web.listen-address", ":http"], "the port must be a number"),
         (["--web.listen-address", ":70000"], "the port must be between 0 and 65535"),
         (["--web.telemetry-path", "metrics"], "must be a path like /metrics"),

@@ -834,6 +834,10 @@ def test_a_real_exporter_has_exporter_metrics_by_default(start_exporter: StartEx
         ("--web.route-prefix", "/a?b", "no query"),
         ("--web.route-prefix", "/caf\u00e9", "ASCII"),
         ("--web.route-prefix", "/a b", "no spaces"),
+        # Clients resolve dot segments before sending: routes there could never be reached.
+        ("--web.route-prefix", "../..", "no . or .. segment"),
+        ("--web.route-prefix", "/a/./b", "no . or .. segment"),
+        ("--web.external-url", "https://proxy.example/a/../b", "no . or .. segment"),
         ("--web.external-url", "proxy.example/x", "absolute http(s) URL"),
         ("--web.max-connections", "0", "at least 1"),
     ],

@@ -102,6 +102,8 @@ def test_the_ordinal_of_a_statefulset_pod(pod: str, ordinal: int) -> None:
         "7",
         "exporter-2\n",
         "exporter-" + "9" * 5000,
+        "-1",  # no name: not shard 1
+        "exporter--1",  # a negative number, not shard 1
     ],
 )
 def test_a_name_without_an_ordinal_is_refused(pod: str) -> None:
@@ -129,6 +131,11 @@ def test_flags_give_the_shard() -> None:
         (["--pod=exporter-5", "--total-shards=3"], "--shard=5: must be between 0 and 2"),
         (["--pod=exporter", "--total-shards=3"], "not a StatefulSet pod name"),
         (["--pod=", "--total-shards=3"], "--pod: empty pod name"),
+        (["--pod=-1", "--total-shards=3"], "--pod='-1': not a StatefulSet pod name"),
+        (
+            ["--pod=" + "x" * 10_000 + "-1", "--total-shards=3"],
+            "--pod: 10002 characters, not a StatefulSet pod name",
+        ),
     ],
 )
 def test_bad_sharding_flags_exit_2_with_one_line(
@@ -150,6 +157,17 @@ def test_a_shard_that_is_not_a_whole_number_is_a_bad_flag(
         main([f"--shard={value}", "--total-shards=3"])
     assert caught.value.code == 2
     assert "must be a whole number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "two"])
+def test_a_total_that_is_not_a_whole_number_says_at_least_1(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--shard=0", f"--total-shards={value}"])
+    assert caught.value.code == 2
+    expected = f"argument --total-shards: {value!r} must be a whole number of shards, at least 1"
+    assert expected in capsys.readouterr().err
 
 
 def test_a_shard_number_of_thousands_of_digits_is_a_bad_flag_not_a_traceback(
