@@ -532,7 +532,7 @@ def load_web_config(path: Path) -> WebConfig:
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors(include_input=False))
         raise WebConfigError(f"web config {path}: {problems}") from None
-    except RecursionError:  # a self-referencing YAML alias (&a [*a])
+    except RecursionError:  # a guard: exporter.files already refuses recursive aliases
         raise WebConfigError(f"web config {path}: the structure is nested too deeply") from None
     config._source = str(path)
     return config

@@ -29,7 +29,7 @@ def load_config_file(path: Path) -> ExporterSettings:
         return ExporterSettings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, problems_from(exc, secret_values_in(data))) from None
-    except RecursionError:  # a self-referencing YAML alias (&a [*a])
+    except RecursionError:  # a guard: exporter.files already refuses recursive aliases
         message = "the structure is nested too deeply (a recursive YAML alias?)"
         raise ConfigError.single(source, message) from None
 
