@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import IO, Final
 
+from exporter.validation import secret_forms
+
 LOG_LEVELS: Final = ("debug", "info", "warn", "error")
 LOG_FORMATS: Final = ("logfmt", "json")
 REDACTED: Final = "***"
@@ -59,18 +61,21 @@ class SecretRedactor:
         self._secrets: tuple[str, ...] = ()
 
     def add(self, secret: str) -> None:
-        """Register a secret value (ignored when empty or too short to redact safely)."""
+        """Register a secret value, in each of its :func:`~exporter.validation.secret_forms`
+        (ignored when empty or too short to redact safely)."""
         if len(secret) < _MIN_SECRET_LENGTH:
             return
         with self._lock:
-            if secret not in self._secrets:
+            new = [form for form in secret_forms(secret) if form not in self._secrets]
+            if new:
                 # Longest first, so a secret containing another is replaced whole.
-                self._secrets = tuple(sorted((*self._secrets, secret), key=len, reverse=True))
+                self._secrets = tuple(sorted((*self._secrets, *new), key=len, reverse=True))
 
     def discard(self, secret: str) -> None:
         """Forget a secret value (a temporary credential that was replaced)."""
+        forms = set(secret_forms(secret))
         with self._lock:
-            self._secrets = tuple(known for known in self._secrets if known != secret)
+            self._secrets = tuple(known for known in self._secrets if known not in forms)
 
     def add_all(self, secrets: Iterable[str]) -> None:
         """Register several secret values."""

@@ -131,6 +131,19 @@ def test_a_secret_containing_another_is_redacted_whole() -> None:
     assert redactor.redact("x secret-one-and-more y") == f"x {REDACTED} y"
 
 
+def test_a_secret_is_redacted_percent_encoded_too() -> None:
+    # An API error may quote a signed request's string to sign: an STS token's "+", "/" and
+    # "=" are percent-encoded there, once or twice, in either case of hex.
+    token = "CAIS+token/with==padding"
+    redactor = SecretRedactor()
+    redactor.add(token)
+    echoed = "a=CAIS%2Btoken%2Fwith%3D%3Dpadding b=CAIS%252Btoken%252Fwith%253D%253Dpadding"
+    echoed += " c=CAIS%2btoken%2fwith%3d%3dpadding"
+    assert redactor.redact(echoed) == f"a={REDACTED} b={REDACTED} c={REDACTED}"
+    redactor.discard(token)
+    assert redactor.redact(echoed) == echoed
+
+
 def test_configure_logging_sets_level_and_format(root_logger: logging.Logger) -> None:
     stream = io.StringIO()
     configure_logging("warn", "json", stream=stream)
