@@ -17,8 +17,11 @@ Prometheus either saw or did not: a counter never goes down and no run is counte
 Bad state is never fatal: a file that is not an SQLite database, is corrupt or truncated,
 belongs to another program or has a newer schema is moved aside (``state.db.<reason>-<time>``)
 with a warning, counted in :attr:`StateStore.moved_aside`, and a fresh database replaces it
-(every target then takes a new baseline: counting nothing twice). A directory that cannot be
-created, locked or written raises :class:`StateError` at start.
+(every target then takes a new baseline: counting nothing twice). Within a sound file, a target
+whose counters cannot be read (of another type than a BLOB, not of the saved shape, out of
+range) starts afresh; one whose rows cannot be read keeps its counters and takes a new baseline
+(one warning either way). A directory that cannot be created, locked or written raises
+:class:`StateError` at start.
 
 Schema: ``PRAGMA user_version`` is the version, ``PRAGMA application_id`` tells our files from
 others; :data:`MIGRATIONS` take any older version to the current one.
@@ -238,6 +241,8 @@ class StateStore:
         return len(stale)
 
     def _load(self, target_id: str) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        # The values come as stored, whatever their type (the decoders check it): an INTEGER
+        # converted to bytes would be that many zero bytes, a TEXT or REAL no bytes at all.
         with self._lock:
             row = self._db.execute(
                 "SELECT summary FROM targets WHERE target_id = ?", (target_id,)
@@ -247,7 +252,8 @@ class StateStore:
             rows = self._db.execute(
                 "SELECT key, value FROM entries WHERE target_id = ?", (target_id,)
             ).fetchall()
-        return bytes(row[0]), rows
+        summary: bytes = row[0]
+        return summary, rows
 
     def _save(self, target_id: str, label: str, changes: TrackerChanges) -> None:
         with self._lock, self._db:
