@@ -160,6 +160,24 @@ def write_garbage(path: Path) -> None:
     path.write_bytes(b"\x00\x01 this is not a database " * 100)
 
 
+def write_without_entries(path: Path) -> None:
+    StateStore(path.parent).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE entries")  # ours by id and version: every save would fail
+
+
+def write_altered_columns(path: Path) -> None:
+    StateStore(path.parent).close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE targets RENAME COLUMN summary TO counters")
+
+
+def write_extra_table(path: Path) -> None:
+    StateStore(path.parent).close()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+
+
 @pytest.mark.parametrize(
     ("writer", "reason"),
     [
@@ -167,6 +185,9 @@ def write_garbage(path: Path) -> None:
         (write_foreign, "foreign"),
         (write_newer, "newer_schema"),
         (write_truncated, "corrupt"),
+        (write_without_entries, "corrupt"),
+        (write_altered_columns, "corrupt"),
+        (write_extra_table, "corrupt"),
     ],
 )
 def test_a_bad_state_file_is_moved_aside_and_the_exporter_starts_afresh(
