@@ -230,7 +230,7 @@ class StateStore:
                         "SELECT target_id, last_used FROM targets"
                     )
                     if target_id not in keep
-                    and (last_used < horizon or target_id in owned_elsewhere)
+                    and (_unused_since(last_used, horizon) or target_id in owned_elsewhere)
                 ]
                 for target_id in stale:
                     self._db.execute("DELETE FROM entries WHERE target_id = ?", (target_id,))
@@ -297,6 +297,12 @@ class StateStore:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._lock_file.close()
+
+
+def _unused_since(last_used: object, horizon: float) -> bool:
+    # A last use that is not a number (SQLite keeps any type in any column: a file edited by
+    # hand) or NaN tells nothing: as good as none.
+    return not (isinstance(last_used, int | float) and last_used >= horizon)
 
 
 class StateCollector(Collector):

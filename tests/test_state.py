@@ -423,6 +423,22 @@ def test_a_state_saved_before_the_first_baseline_restores(tmp_path: Path) -> Non
     assert not again.baseline_done
 
 
+@pytest.mark.parametrize("last_used", ["yesterday", b"\x00"])
+def test_a_last_use_that_is_not_a_time_lets_a_removed_target_be_dropped(
+    tmp_path: Path, last_used: object
+) -> None:
+    store = StateStore(tmp_path)
+    for target_id in ("kept", "removed"):
+        tracker = RunTracker()
+        tracker.complete_baseline(at=T0)
+        save(store, target_id, tracker)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE targets SET last_used = ? WHERE target_id = 'removed'", (last_used,))
+    assert store.forget_others({"kept"}) == 1  # a TEXT one crashed the start
+    assert restored(store, "removed")[1] == "fresh"
+    assert restored(store, "kept")[1] == "restored"
+
+
 def test_target_identity_follows_account_region_endpoint_and_filters() -> None:
     base = target_identity("prod", "cn-hangzhou", None, InvocationQuery(), include_history=False)
     assert base == target_identity(
