@@ -131,18 +131,13 @@ _ROW_DECODER = msgspec.msgpack.Decoder(
 def decode_state(summary: object) -> SavedState:
     """The counters and scalars of a saved tracker; ``ValueError`` when unreadable (not msgpack,
     not of this shape, or a value out of range: see :class:`SavedState`)."""
-    # SQLite is dynamically typed: a value of the file may be of any type, whatever its column.
+    # The store may hand back anything: SQLite keeps a value of any type in any column.
     if not isinstance(summary, bytes):
-        raise ValueError(f"unreadable counters: {_sql_type(summary)}, not a BLOB")
+        raise ValueError(f"unreadable counters: {type(summary).__name__}, not bytes")
     try:
         return _STATE_DECODER.decode(summary)
     except msgspec.MsgspecError as exc:
         raise ValueError(f"unreadable counters: {exc}") from None
-
-
-def _sql_type(value: object) -> str:
-    names = {int: "an INTEGER", float: "a REAL", str: "a TEXT", type(None): "a NULL"}
-    return names.get(type(value), type(value).__name__)
 
 
 def decode_rows(rows: Iterable[tuple[bytes, bytes]]) -> RestoredRows | None:
