@@ -429,8 +429,10 @@ class ConnectionServer:
                 ssl_shutdown_timeout=TLS_SHUTDOWN_SECONDS if tls else None,
             )
         # drain() then waits until the whole answer is handed to the kernel, so the write
-        # deadline covers all of it.
-        transport.set_write_buffer_limits(high=0)
+        # deadline covers all of it. Over TLS 1 byte, not 0: its transport pauses writing when
+        # at least ``high`` bytes are pending, so at 0 it paused with nothing left to send and
+        # resumed only at the client's next bytes (drain() waited for the write timeout).
+        transport.set_write_buffer_limits(high=1 if tls else 0)
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def _read_head(

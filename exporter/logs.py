@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import IO, Final
 
+from exporter.validation import secret_forms
+
 LOG_LEVELS: Final = ("debug", "info", "warn", "error")
 LOG_FORMATS: Final = ("logfmt", "json")
 REDACTED: Final = "***"
@@ -59,18 +61,21 @@ class SecretRedactor:
         self._secrets: tuple[str, ...] = ()
 
     def add(self, secret: str) -> None:
-        """Register a secret value (ignored when empty or too short to redact safely)."""
+        """Register a secret value, in each of its :func:`~exporter.validation.secret_forms`
+        (ignored when empty or too short to redact safely)."""
         if len(secret) < _MIN_SECRET_LENGTH:
             return
         with self._lock:
-            if secret not in self._secrets:
+            new = [form for form in secret_forms(secret) if form not in self._secrets]
+            if new:
                 # Longest first, so a secret containing another is replaced whole.
-                self._secrets = tuple(sorted((*self._secrets, secret), key=len, reverse=True))
+                self._secrets = tuple(sorted((*self._secrets, *new), key=len, reverse=True))
 
     def discard(self, secret: str) -> None:
         """Forget a secret value (a temporary credential that was replaced)."""
+        forms = set(secret_forms(secret))
         with self._lock:
-            self._secrets = tuple(known for known in self._secrets if known != secret)
+            self._secrets = tuple(known for known in self._secrets if known not in forms)
 
     def add_all(self, secrets: Iterable[str]) -> None:
         """Register several secret values."""
@@ -142,9 +147,10 @@ def raised_at(exc: BaseException) -> str:
 
 
 def describe_exception(exc: BaseException, redactor: SecretRedactor = REDACTOR) -> str:
-    """``Type: message (at file.py:123)`` on one line, registered secrets redacted."""
+    """``Type: message (at file.py:123)`` on one line, registered secrets redacted, characters
+    that are not printable escaped (it is also printed to stderr as it is)."""
     text = f"{_exception_text(exc)} (at {raised_at(exc)})"
-    return redactor.redact(" ".join(text.split()))
+    return _escape_unprintable(redactor.redact(" ".join(text.split())))
 
 
 def log_uncaught_exceptions() -> None:
@@ -176,8 +182,28 @@ def log_uncaught_exceptions() -> None:
     threading.excepthook = thread_hook
 
 
+# Log lines carry what others sent (an HTTP request line, an API's message): no character of a
+# value may act on a terminal or a log viewer. Every character that is not printable (C0, DEL,
+# C1, line and paragraph separators, bidi and other format controls, lone surrogates) is written
+# as a JSON escape, ``\u001b``, in both formats (as Go's logfmt writes control characters).
+
+
+def _escape_unprintable(text: str) -> str:
+    if text.isprintable():  # the common case, in C
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # beyond the BMP: a UTF-16 pair, as JSON has it
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
 def _logfmt_value(value: str) -> str:
-    if value and not any(c in value for c in ' ="\\\n\r\t') and value.isprintable():
+    if value and not any(c in value for c in ' ="\\') and value.isprintable():
         return value
     escaped = (
         value.replace("\\", "\\\\")
@@ -186,7 +212,14 @@ def _logfmt_value(value: str) -> str:
         .replace("\r", "\\r")
         .replace("\t", "\\t")
     )
-    return f'"{escaped}"'
+    return f'"{_escape_unprintable(escaped)}"'
+
+
+def _logfmt_key(key: str) -> str:
+    # A key cannot be quoted: what would end it or the pair becomes "_", the rest is escaped.
+    if key and key.isprintable() and not any(c in key for c in ' ="'):
+        return key
+    return _escape_unprintable("".join("_" if c in ' ="' else c for c in key)) or "_"
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -198,7 +231,9 @@ class LogfmtFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = _event_fields(record, self._redactor)
-        return " ".join(f"{key}={_logfmt_value(_text(value))}" for key, value in fields.items())
+        return " ".join(
+            f"{_logfmt_key(key)}={_logfmt_value(_text(value))}" for key, value in fields.items()
+        )
 
 
 class JsonFormatter(logging.Formatter):
@@ -209,7 +244,10 @@ class JsonFormatter(logging.Formatter):
         self._redactor = redactor
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_event_fields(record, self._redactor), ensure_ascii=False)
+        # json.dumps escapes C0 only. Outside its strings a JSON line holds only printable
+        # ASCII: what is escaped here is in a key or a value.
+        line = json.dumps(_event_fields(record, self._redactor), ensure_ascii=False)
+        return _escape_unprintable(line)
 
 
 def make_formatter(log_format: str, redactor: SecretRedactor = REDACTOR) -> logging.Formatter:

@@ -14,11 +14,14 @@ Persist, then publish: the refresher saves a refresh's changes in one transactio
 so whatever a scrape saw is on disk, and a crash at any moment restarts from a state that
 Prometheus either saw or did not: a counter never goes down and no run is counted twice.
 
-Bad state is never fatal: a file that is not an SQLite database, is corrupt or truncated,
-belongs to another program or has a newer schema is moved aside (``state.db.<reason>-<time>``)
-with a warning, counted in :attr:`StateStore.moved_aside`, and a fresh database replaces it
-(every target then takes a new baseline: counting nothing twice). A directory that cannot be
-created, locked or written raises :class:`StateError` at start.
+Bad state is never fatal: a file that is not an SQLite database, is corrupt or truncated (its
+tables not those this version writes included), belongs to another program or has a newer
+schema is moved aside (``state.db.<reason>-<time>``) with a warning, counted in
+:attr:`StateStore.moved_aside`, and a fresh database replaces it (every target then takes a new
+baseline: counting nothing twice). Within a sound file, a target whose counters cannot be read
+(of another type than a BLOB, not of the saved shape, out of range) starts afresh; one whose
+rows cannot be read keeps its counters and takes a new baseline (one warning either way). A
+directory that cannot be created, locked or written raises :class:`StateError` at start.
 
 Schema: ``PRAGMA user_version`` is the version, ``PRAGMA application_id`` tells our files from
 others; :data:`MIGRATIONS` take any older version to the current one.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -226,7 +230,7 @@ class StateStore:
                         "SELECT target_id, last_used FROM targets"
                     )
                     if target_id not in keep
-                    and (last_used < horizon or target_id in owned_elsewhere)
+                    and (_unused_since(last_used, horizon) or target_id in owned_elsewhere)
                 ]
                 for target_id in stale:
                     self._db.execute("DELETE FROM entries WHERE target_id = ?", (target_id,))
@@ -238,6 +242,8 @@ class StateStore:
         return len(stale)
 
     def _load(self, target_id: str) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        # The values come as stored, whatever their type (the decoders check it): an INTEGER
+        # converted to bytes would be that many zero bytes, a TEXT or REAL no bytes at all.
         with self._lock:
             row = self._db.execute(
                 "SELECT summary FROM targets WHERE target_id = ?", (target_id,)
@@ -247,7 +253,8 @@ class StateStore:
             rows = self._db.execute(
                 "SELECT key, value FROM entries WHERE target_id = ?", (target_id,)
             ).fetchall()
-        return bytes(row[0]), rows
+        summary: bytes = row[0]
+        return summary, rows
 
     def _save(self, target_id: str, label: str, changes: TrackerChanges) -> None:
         with self._lock, self._db:
@@ -290,6 +297,12 @@ class StateStore:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._lock_file.close()
+
+
+def _unused_since(last_used: object, horizon: float) -> bool:
+    # A last use that is not a number (SQLite keeps any type in any column: a file edited by
+    # hand) or NaN tells nothing: as good as none.
+    return not (isinstance(last_used, int | float) and last_used >= horizon)
 
 
 class StateCollector(Collector):
@@ -444,6 +457,10 @@ def _prepare(db: sqlite3.Connection) -> None:
         for number in range(version, SCHEMA_VERSION):
             for statement in _statements(MIGRATIONS[number]):
                 db.execute(statement)
+        # Ours by its id and version, yet not the tables we write (one dropped or altered by
+        # hand): kept, every save would fail and nothing would ever be persisted.
+        if (mismatch := _schema_mismatch(_schema(db))) is not None:
+            raise _BadFile("corrupt", mismatch)
         db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
@@ -451,6 +468,48 @@ def _prepare(db: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
             db.execute("ROLLBACK")
         raise
+
+
+_Schema = dict[str, tuple[tuple[str, str, int, int], ...]]
+
+
+def _schema(db: sqlite3.Connection) -> _Schema:
+    """The tables of ``db`` and their columns (name, declared type, not null, key)."""
+    tables = db.execute(
+        "SELECT name FROM sqlite_master"
+        " WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' ESCAPE '^'"
+    ).fetchall()
+    return {
+        name: tuple(
+            db.execute('SELECT name, type, "notnull", pk FROM pragma_table_info(?)', (name,))
+        )
+        for (name,) in tables
+    }
+
+
+@functools.cache
+def _expected_schema() -> _Schema:
+    """The tables :data:`MIGRATIONS` make (the one source of what this version writes)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for script in MIGRATIONS:
+            db.executescript(script)
+        return _schema(db)
+    finally:
+        db.close()
+
+
+def _schema_mismatch(found: _Schema) -> str | None:
+    """Why ``found`` is not the schema this version writes, or None."""
+    expected = _expected_schema()
+    problems = [f"no table {name}" for name in expected if name not in found]
+    problems += [f"unknown table {name!r}" for name in found if name not in expected]
+    problems += [
+        f"columns of {name} differ"
+        for name, columns in expected.items()
+        if name in found and found[name] != columns
+    ]
+    return "; ".join(problems) or None
 
 
 def _statements(script: str) -> Iterator[str]:

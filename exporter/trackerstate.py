@@ -14,8 +14,10 @@ nothing; :func:`decode_state` and :func:`decode_rows` read a saved state back.
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Annotated
 
 import msgspec
 
@@ -80,24 +82,33 @@ class TrackerChanges:
         return self.summary is None and not self.rows
 
 
+# What a tracker can have saved, checked as the summary is decoded (anything else is unreadable
+# counters): a count is never negative and fits in 64 bits (the tracker's sums saturate there);
+# a time is a number, or -inf for none yet, never NaN or +inf; a duration sum and the tolerance
+# are finite and never negative.
+_Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Time = Annotated[float, msgspec.Meta(le=sys.float_info.max)]  # NaN fails any bound
+_Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+
+
 class SavedState(msgspec.Struct, frozen=True):
     """The counters and scalars of a tracker as saved (msgpack; a new field needs a default).
     ``tolerance`` is None in states saved before it was (the tracker's default then)."""
 
     baseline_done: bool
-    baseline_time: float
-    dropped_until: float
+    baseline_time: _Time
+    dropped_until: _Time
     folders: list[list[str]]
-    finished: list[tuple[str, str, int]]
-    durations: list[tuple[str, list[int], float]]
-    oss: list[tuple[str, str, int]]
-    dropped_bytes: int
-    found_by_sweep: int
+    finished: list[tuple[str, str, _Count]]
+    durations: list[tuple[str, list[_Count], _Seconds]]
+    oss: list[tuple[str, str, _Count]]
+    dropped_bytes: _Count
+    found_by_sweep: _Count
     command_ids: list[str]
-    commands: list[tuple[str, str, str, int]]
+    commands: list[tuple[str, str, str, _Count]]
     baseline_consistent: bool = False
-    tolerance: float | None = None
-    newest_baseline_time: float = float("-inf")
+    tolerance: _Seconds | None = None
+    newest_baseline_time: _Time = float("-inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +128,12 @@ _ROW_DECODER = msgspec.msgpack.Decoder(
 )
 
 
-def decode_state(summary: bytes) -> SavedState:
-    """The counters and scalars of a saved tracker; ``ValueError`` when unreadable."""
+def decode_state(summary: object) -> SavedState:
+    """The counters and scalars of a saved tracker; ``ValueError`` when unreadable (not msgpack,
+    not of this shape, or a value out of range: see :class:`SavedState`)."""
+    # The store may hand back anything: SQLite keeps a value of any type in any column.
+    if not isinstance(summary, bytes):
+        raise ValueError(f"unreadable counters: {type(summary).__name__}, not bytes")
     try:
         return _STATE_DECODER.decode(summary)
     except msgspec.MsgspecError as exc:
@@ -126,7 +141,8 @@ def decode_state(summary: bytes) -> SavedState:
 
 
 def decode_rows(rows: Iterable[tuple[bytes, bytes]]) -> RestoredRows | None:
-    """The rows of a saved tracker; None when any of them is unreadable."""
+    """The rows of a saved tracker; None when any of them is unreadable (a key or a value not
+    msgpack bytes, or not of the shape saved)."""
     restored = RestoredRows({}, {}, [])
     # Tens of thousands of new objects, none of them garbage: collections only slow it down.
     collecting = gc.isenabled()
@@ -141,7 +157,7 @@ def decode_rows(rows: Iterable[tuple[bytes, bytes]]) -> RestoredRows | None:
                 restored.ghosts[key] = ghost
             if key_runs:
                 restored.runs.append((key, key_runs))
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, TypeError):  # TypeError: a value that is not bytes
         return None
     finally:
         if collecting:

@@ -13,11 +13,13 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
+from urllib.parse import quote
 
 # A key worth repeating in a message (a field name someone misspelt). Anything else (a key with
 # spaces, colons, a long token) may be a value written in the wrong place, a secret even.
 _KEY_WORTH_SHOWING: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 REDACTED: Final = "<redacted>"
+_PERCENT_HEX: Final = re.compile(r"%[0-9A-F]{2}")
 MAX_SHOWN_CHARS: Final = 64
 """A refused value is repeated in a message up to this many characters (a 100 KB name is a
 mistake the first characters identify; the whole would drown the line)."""
@@ -107,10 +109,26 @@ def did_you_mean(word: str, choices: Iterable[str], *, cutoff: float = 0.75) -> 
     return close[0] if close else None
 
 
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """The forms a secret may be echoed in: as it is, and percent-encoded once and twice (as a
+    signed request's string to sign holds it, which an API may echo in an error), with upper-
+    and lower-case hex. An STS token holds ``+``, ``/`` and ``=``: its encoded forms differ."""
+    once = quote(secret, safe="-_.~")
+    twice = quote(once, safe="-_.~")
+    forms = {secret, once, twice, _lower_hex(once), _lower_hex(twice)}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def _lower_hex(encoded: str) -> str:
+    return _PERCENT_HEX.sub(lambda match: match.group(0).lower(), encoded)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of each non-empty secret replaced by a marker."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+    """``text`` with every occurrence of each non-empty secret (in any of its
+    :func:`secret_forms`) replaced by a marker."""
+    forms = {form for secret in secrets if secret for form in secret_forms(secret)}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, REDACTED)
     return text
 
 

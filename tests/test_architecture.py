@@ -83,13 +83,14 @@ LAYERS = (
             "exporter.listeners",
             "exporter.workers",
         ),
-        ("exporter", "exporter.logs"),
+        # (validation imports nothing of exporter/: the plain-words rules, secret_forms.)
+        ("exporter", "exporter.logs", "exporter.validation"),
         frozenset({"prometheus_client", "httpx", "httpcore"}),
     ),
     Layer(
         "ecs: everything Alibaba-specific",
         ("exporter.ecs", "exporter.ecs.*"),
-        ("exporter", "exporter.files", "exporter.ecs", "exporter.ecs.*"),
+        ("exporter", "exporter.files", "exporter.validation", "exporter.ecs", "exporter.ecs.*"),
         frozenset({"prometheus_client"}),
     ),
     Layer(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -197,6 +198,29 @@ def test_an_endpoint_echoing_the_sts_token_in_every_field_leaks_it_nowhere() -> 
         assert_safe(text)
     assert error.code == "InvalidSecurityToken.***"
     assert error.request_id == "***"
+
+
+def test_a_token_echoed_percent_encoded_as_in_the_string_to_sign_is_hidden() -> None:
+    # SignatureDoesNotMatch answers quote the server's string to sign: the STS token there is
+    # percent-encoded twice ("+" as "%252B"), and once in the header list ("%2B").
+    once = quote(SECURITY_TOKEN, safe="-_.~")
+    twice = quote(once, safe="-_.~")
+    lower_hex = once.replace("%2B", "%2b").replace("%2F", "%2f").replace("%3D", "%3d")
+    message = (
+        f"server string to sign is:GET&%2F&SecurityToken%3D{twice}&"
+        f"x-acs-security-token:{once} lower {lower_hex}"
+    )
+    body = json.dumps({"Code": "SignatureDoesNotMatch", "Message": message, "RequestId": once})
+    http, _ = mock_http(sequence(raw_answer(400, body)), checks=echo_checks())
+    with (
+        open_client(http, security_token=SECURITY_TOKEN) as client,
+        pytest.raises(ApiError) as caught,
+    ):
+        list(client.iter_pages(InvocationQuery()))
+    for text in surfaces(caught.value):
+        for form in (SECURITY_TOKEN, once, twice, lower_hex):
+            assert form not in text
+    assert caught.value.request_id == "***"
 
 
 def test_a_token_echoed_in_the_request_id_header_is_hidden() -> None:

@@ -16,6 +16,7 @@ from exporter.logs import (
     LogfmtFormatter,
     SecretRedactor,
     configure_logging,
+    describe_exception,
 )
 from exporter.targets import RedactingProvider
 
@@ -60,6 +61,61 @@ def test_logfmt_warning_is_warn_and_newlines_stay_on_one_line() -> None:
     assert line.count("\n") == 1
     assert "level=warn" in line
     assert r'msg="first\nsecond"' in line
+
+
+# What a client or an API can put in a value: NUL, ESC (a terminal escape), DEL, C1 (NEL, CSI),
+# line and paragraph separators, a bidi override, a lone surrogate (bytes decoded with
+# surrogateescape), a format character beyond the BMP.
+UNPRINTABLE = "\x00\x1b[31m\x7f\x85\x9b\u2028\u2029\u202e\udcff\U000e0001"
+
+
+def _only_printable(line: str) -> bool:
+    return line.endswith("\n") and line[:-1].isprintable()
+
+
+def test_logfmt_escapes_every_character_that_is_not_printable() -> None:
+    logger, stream = make_logger(LogfmtFormatter(SecretRedactor()))
+    logger.debug(f"GET /{UNPRINTABLE} HTTP/1.1", extra={"client": UNPRINTABLE})
+    line = stream.getvalue()
+    assert _only_printable(line)  # raw NUL and ESC reached the log
+    assert line.count("\n") == 1
+    escaped = r"\u0000\u001b[31m\u007f\u0085\u009b\u2028\u2029\u202e\udcff\udb40\udc01"
+    assert f'msg="GET /{escaped} HTTP/1.1" client="{escaped}"' in line
+
+
+def test_logfmt_keys_stay_one_key() -> None:
+    logger, stream = make_logger(LogfmtFormatter(SecretRedactor()))
+    logger.info("x", extra={'a b="c\x1b': 1, "ok": 2})
+    line = stream.getvalue()
+    assert _only_printable(line)
+    assert line.endswith(" msg=x a_b__c\\u001b=1 ok=2\n")
+
+
+def test_json_escapes_every_character_that_is_not_printable_and_keeps_it() -> None:
+    logger, stream = make_logger(JsonFormatter(SecretRedactor()))
+    logger.debug(f"GET /{UNPRINTABLE}", extra={"client": UNPRINTABLE, UNPRINTABLE: "key"})
+    line = stream.getvalue()
+    assert _only_printable(line)  # json.dumps left DEL, C1 and separators raw
+    event = json.loads(line)
+    assert event["msg"] == f"GET /{UNPRINTABLE}"  # read back as it was
+    assert event["client"] == UNPRINTABLE
+    assert event[UNPRINTABLE] == "key"
+
+
+def test_a_text_that_is_printable_is_written_as_it_is() -> None:
+    text = "命令 café ✓ €"
+    json_logger, json_stream = make_logger(JsonFormatter(SecretRedactor()))
+    logfmt_logger, logfmt_stream = make_logger(LogfmtFormatter(SecretRedactor()))
+    json_logger.info(text)
+    logfmt_logger.info(text)
+    assert f'"msg": "{text}"' in json_stream.getvalue()
+    assert f'msg="{text}"' in logfmt_stream.getvalue()
+
+
+def test_an_exception_described_for_stderr_has_no_control_character() -> None:
+    described = describe_exception(ValueError(f"bad {UNPRINTABLE} value"))
+    assert described.isprintable()
+    assert described.startswith(r"ValueError: bad \u0000\u001b[31m\u007f")
 
 
 def test_json_line_is_one_object_with_the_same_fields() -> None:
@@ -129,6 +185,19 @@ def test_a_secret_containing_another_is_redacted_whole() -> None:
     redactor = SecretRedactor()
     redactor.add_all(["secret-one", "secret-one-and-more"])
     assert redactor.redact("x secret-one-and-more y") == f"x {REDACTED} y"
+
+
+def test_a_secret_is_redacted_percent_encoded_too() -> None:
+    # An API error may quote a signed request's string to sign: an STS token's "+", "/" and
+    # "=" are percent-encoded there, once or twice, in either case of hex.
+    token = "CAIS+token/with==padding"
+    redactor = SecretRedactor()
+    redactor.add(token)
+    echoed = "a=CAIS%2Btoken%2Fwith%3D%3Dpadding b=CAIS%252Btoken%252Fwith%253D%253Dpadding"
+    echoed += " c=CAIS%2btoken%2fwith%3d%3dpadding"
+    assert redactor.redact(echoed) == f"a={REDACTED} b={REDACTED} c={REDACTED}"
+    redactor.discard(token)
+    assert redactor.redact(echoed) == echoed
 
 
 def test_configure_logging_sets_level_and_format(root_logger: logging.Logger) -> None:

@@ -685,13 +685,19 @@ def test_auth_excluded_paths_apply_under_a_route_prefix(excluded: str) -> None:
         running.close()
 
 
-def test_tls_serves_https_and_a_bad_handshake_does_not_stop_it(tmp_path: Path) -> None:
+def _tls_exporter(tmp_path: Path) -> tuple[Exporter, Path]:
+    """An exporter serving HTTPS with a self-signed certificate for 127.0.0.1, and that
+    certificate's file."""
     cert_file, key_file = self_signed(tmp_path, "127.0.0.1")
     web_config_file = tmp_path / "web.yml"
     web_config_file.write_text(
         json.dumps({"tls_server_config": {"cert_file": str(cert_file), "key_file": str(key_file)}})
     )
-    running = Exporter(web_config=load_web_config(web_config_file))
+    return Exporter(web_config=load_web_config(web_config_file)), cert_file
+
+
+def test_tls_serves_https_and_a_bad_handshake_does_not_stop_it(tmp_path: Path) -> None:
+    running, cert_file = _tls_exporter(tmp_path)
     try:
         assert running.url.startswith("https://")
         with socket.create_connection(("127.0.0.1", _port(running))) as plain:
@@ -720,6 +726,30 @@ def test_tls_serves_https_and_a_bad_handshake_does_not_stop_it(tmp_path: Path) -
             assert tls.sock.getsockname() == local
         finally:
             tls.close()
+    finally:
+        running.close()
+
+
+def test_over_tls_an_answer_is_sent_and_closed_at_once(tmp_path: Path) -> None:
+    # The answer's drain() waited for the client's next bytes (or the 30 s write timeout): a
+    # "Connection: close" answer stayed open 30 s, keep-alive connections were dropped after
+    # 30 s instead of the idle timeout, and a stop waited for the whole grace period.
+    running, cert_file = _tls_exporter(tmp_path)
+    try:
+        context = ssl.create_default_context(cafile=str(cert_file))
+        context.check_hostname = False
+        with (
+            socket.create_connection(("127.0.0.1", _port(running)), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            started = time.monotonic()
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+            assert time.monotonic() - started < 5  # the end of the stream, well before 30 s
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert answer.endswith(b"Healthy\n")
     finally:
         running.close()
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -158,6 +160,24 @@ def write_garbage(path: Path) -> None:
     path.write_bytes(b"\x00\x01 this is not a database " * 100)
 
 
+def write_without_entries(path: Path) -> None:
+    StateStore(path.parent).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE entries")  # ours by id and version: every save would fail
+
+
+def write_altered_columns(path: Path) -> None:
+    StateStore(path.parent).close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE targets RENAME COLUMN summary TO counters")
+
+
+def write_extra_table(path: Path) -> None:
+    StateStore(path.parent).close()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+
+
 @pytest.mark.parametrize(
     ("writer", "reason"),
     [
@@ -165,6 +185,9 @@ def write_garbage(path: Path) -> None:
         (write_foreign, "foreign"),
         (write_newer, "newer_schema"),
         (write_truncated, "corrupt"),
+        (write_without_entries, "corrupt"),
+        (write_altered_columns, "corrupt"),
+        (write_extra_table, "corrupt"),
     ],
 )
 def test_a_bad_state_file_is_moved_aside_and_the_exporter_starts_afresh(
@@ -268,6 +291,152 @@ def test_unreadable_entries_are_dropped_so_the_next_start_restores_the_new_basel
     assert state == "restored"
     assert third.baseline_done
     assert counted(third) == 3
+
+
+def _saved_with_one_run(directory: Path) -> RunTracker:
+    """A state with one run counted (and one row), saved in ``directory``; the tracker."""
+    store = StateStore(directory)
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    tracker.observe(finished("t-1", T0 + 1), now=T0 + 1)
+    save(store, "target", tracker)
+    store.close()
+    return tracker
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+# SQLite keeps a value of any type in any column: a file edited by hand (or by another tool).
+NOT_BLOBS = [123, "abc", 1.5, 0]
+
+
+@pytest.mark.parametrize("value", NOT_BLOBS)
+def test_counters_stored_as_something_else_than_a_blob_start_the_target_afresh(
+    tmp_path: Path, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    _saved_with_one_run(tmp_path)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE targets SET summary = ?", (value,))
+    store = StateStore(tmp_path)
+    again, state = restored(store, "target")  # crashed the exporter at start
+    assert state == "fresh"
+    assert not again.baseline_done
+    assert counted(again) == 0
+    assert _warnings(caplog) == ["stored state of a target unreadable: it starts afresh"]
+    save(store, "target", again)  # and the target's state is written anew
+    assert restored(store, "target")[1] == "restored"
+
+
+@pytest.mark.parametrize("column", ["key", "value"])
+@pytest.mark.parametrize("value", NOT_BLOBS)
+def test_rows_stored_as_something_else_than_a_blob_keep_the_counters_and_take_a_new_baseline(
+    tmp_path: Path, column: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    _saved_with_one_run(tmp_path)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute(f"UPDATE entries SET {column} = ?", (value,))
+    store = StateStore(tmp_path)
+    again, state = restored(store, "target")  # crashed the exporter at start
+    assert state == "restored"
+    assert counted(again) == 1  # never lower than what was served
+    assert not again.baseline_done  # what it remembered is gone: nothing is counted twice
+    assert _warnings(caplog) == [
+        "stored results of a target unreadable: its counters go on, a new baseline is taken"
+    ]
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
+
+
+def _with(summary: dict[str, object], field: str, value: object) -> dict[str, object]:
+    """``summary`` with ``field`` (``name`` or ``name.index.index``) set to ``value``."""
+    changed: dict[str, Any] = json.loads(json.dumps(summary))
+    name, *path = field.split(".")
+    if not path:
+        changed[name] = value
+        return changed
+    holder = changed[name]
+    for index in path[:-1]:
+        holder = holder[int(index)]
+    holder[int(path[-1])] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("dropped_bytes", -1),
+        ("found_by_sweep", -5),
+        ("dropped_bytes", 2**63),
+        ("finished.0.2", 2**63),
+        ("finished.0.2", -1),
+        ("durations.0.1.0", -1),
+        ("durations.0.2", float("nan")),
+        ("durations.0.2", -1.0),
+        ("durations.0.2", float("inf")),
+        ("baseline_time", float("nan")),
+        ("baseline_time", float("inf")),
+        ("dropped_until", float("nan")),
+        ("newest_baseline_time", float("inf")),
+        ("tolerance", float("nan")),
+        ("tolerance", -2.0),
+        ("commands", [["c-1", "name", "Success", -1]]),
+    ],
+)
+def test_counters_out_of_range_are_unreadable_and_the_target_starts_afresh(
+    tmp_path: Path, field: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracker = _saved_with_one_run(tmp_path)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        (summary,) = db.execute("SELECT summary FROM targets").fetchone()
+        saved = msgspec.msgpack.decode(summary)
+        # Rewritten as is, the state restores: only the value changed makes it unreadable.
+        db.execute("UPDATE targets SET summary = ?", (msgspec.msgpack.encode(saved),))
+    store = StateStore(tmp_path)
+    again, state = restored(store, "target")
+    store.close()
+    assert state == "restored"
+    assert again.counter_totals() == tracker.counter_totals()
+    assert not _warnings(caplog)
+
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        changed = _with(saved, field, value)
+        db.execute("UPDATE targets SET summary = ?", (msgspec.msgpack.encode(changed),))
+    again, state = restored(StateStore(tmp_path), "target")
+    assert state == "fresh"  # it was restored as it was, e.g. a negative counter
+    assert counted(again) == 0
+    assert not again.baseline_done
+    assert _warnings(caplog) == ["stored state of a target unreadable: it starts afresh"]
+
+
+def test_a_state_saved_before_the_first_baseline_restores(tmp_path: Path) -> None:
+    """Times not known yet are saved as -inf: that is no out-of-range time."""
+    store = StateStore(tmp_path)
+    tracker = RunTracker()
+    tracker.observe(finished("t-backlog", T0 - 100), now=T0)
+    save(store, "target", tracker)
+    store.close()
+    again, state = restored(StateStore(tmp_path), "target")
+    assert state == "restored"
+    assert len(again) == 1
+    assert not again.baseline_done
+
+
+@pytest.mark.parametrize("last_used", ["yesterday", b"\x00"])
+def test_a_last_use_that_is_not_a_time_lets_a_removed_target_be_dropped(
+    tmp_path: Path, last_used: object
+) -> None:
+    store = StateStore(tmp_path)
+    for target_id in ("kept", "removed"):
+        tracker = RunTracker()
+        tracker.complete_baseline(at=T0)
+        save(store, target_id, tracker)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE targets SET last_used = ? WHERE target_id = 'removed'", (last_used,))
+    assert store.forget_others({"kept"}) == 1  # a TEXT one crashed the start
+    assert restored(store, "removed")[1] == "fresh"
+    assert restored(store, "kept")[1] == "restored"
 
 
 def test_target_identity_follows_account_region_endpoint_and_filters() -> None:

@@ -31,6 +31,22 @@ def run_for(refresher: TargetRefresher, clock: FakeClock, seconds: float) -> Tar
     return snap
 
 
+def paced_refresher(
+    api: FakeApi, executor: ThreadPoolExecutor, clock: FakeClock, *, backoff: int
+) -> TargetRefresher:
+    """A refresher whose sweeps (every 600 s, up to ``backoff`` times that) read pages of 10,
+    4 per refresh while spaced out."""
+    return make_refresher(
+        api,
+        executor,
+        clock,
+        sweep_interval=600.0,
+        sweep_backoff=backoff,
+        max_results=10,
+        sweep_pages_per_refresh=4,
+    )
+
+
 def test_the_schedule_doubles_while_quiet_up_to_its_bound_and_resets_at_once() -> None:
     schedule = SweepSchedule(600.0, max_factor=20)
     seen = []
@@ -126,15 +142,7 @@ def test_a_spaced_out_sweep_is_paced_over_refreshes_and_still_finds_a_missed_run
 ) -> None:
     clock = FakeClock()
     api = FakeApi(backlog(120), page_size=10)  # a sweep is 12 pages
-    refresher = make_refresher(
-        api,
-        executor,
-        clock,
-        sweep_interval=600.0,
-        sweep_backoff=4,
-        max_results=10,
-        sweep_pages_per_refresh=4,
-    )
+    refresher = paced_refresher(api, executor, clock, backoff=4)
     refresher.refresh_now()
     # The first sweep (at the configured interval) reads everything at once; the next ones,
     # spaced out, 4 pages per refresh.
@@ -164,15 +172,7 @@ def test_new_results_arriving_during_a_paced_sweep_do_not_bring_it_back(
     and the interval goes on spacing out (a busy target's sweeps are the ones worth sparing)."""
     clock = FakeClock()
     api = FakeApi(backlog(120), page_size=10)
-    refresher = make_refresher(
-        api,
-        executor,
-        clock,
-        sweep_interval=600.0,
-        sweep_backoff=16,
-        max_results=10,
-        sweep_pages_per_refresh=4,
-    )
+    refresher = paced_refresher(api, executor, clock, backoff=16)
     refresher.refresh_now()
     newest = T0
     longest = 0.0
@@ -193,15 +193,7 @@ def test_sweeps_still_end_when_the_service_refuses_tokens_kept_between_refreshes
     clock = FakeClock()
     api = FakeApi(backlog(120), page_size=10)  # a sweep is 12 pages
     api.token_max_age = 1  # a token is good for the next call only
-    refresher = make_refresher(
-        api,
-        executor,
-        clock,
-        sweep_interval=600.0,
-        sweep_backoff=4,
-        max_results=10,
-        sweep_pages_per_refresh=4,
-    )
+    refresher = paced_refresher(api, executor, clock, backoff=4)
     refresher.refresh_now()
     snap = run_for(refresher, clock, 3 * 3600)
     assert not snap.results_truncated

@@ -9,7 +9,8 @@ service (or something pretending to be it) sends, what leaves this module:
 * is bounded: :data:`MAX_NAME_CHARS` for codes, statuses, ids and request ids,
   :data:`MAX_MESSAGE_CHARS` for an error message; a longer value is cut and ends with ``...``;
 * holds no secret: the credentials of the call (AccessKey secret, STS token) and anything the
-  exporter registered are replaced by ``***``, whichever field echoes them.
+  exporter registered are replaced by ``***``, whichever field echoes them, as they are or
+  percent-encoded (:func:`~exporter.validation.secret_forms`).
 
 Values that repeat across records (statuses, codes, ids of an invocation) are cleaned once and
 then shared (a bounded cache), so the hot path of parsing 10,000 records pays a dict look-up.
@@ -20,6 +21,8 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable, Iterable
 from sys import intern
+
+from exporter.validation import secret_forms
 
 MAX_NAME_CHARS = 256
 MAX_MESSAGE_CHARS = 1024
@@ -69,7 +72,8 @@ class TextCleaner:
     def __init__(
         self, secrets: Iterable[str] = (), *, redact: Callable[[str], str] | None = None
     ) -> None:
-        self._secrets = tuple(sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
+        forms = {form for s in secrets if len(s) >= 4 for form in secret_forms(s)}
+        self._secrets = tuple(sorted(forms, key=len, reverse=True))
         self._redact = redact
         self._cache: dict[str | None, str] = dict(_ABSENT)
         #: :meth:`name` of a value cleaned before, else ``None``: one look-up, for the hot path.
