@@ -94,9 +94,16 @@ def parse_listen_address(value: str) -> tuple[str, int]:
 
 def parse_telemetry_path(value: str) -> str:
     """A path starting with ``/`` that does not hide the landing page or health endpoints."""
-    if not value.startswith("/") or value == "/" or value.startswith("/-/") or "?" in value:
+    if (
+        not value.startswith("/")
+        or value == "/"
+        or value.startswith("/-/")
+        or "?" in value
+        or any(segment in (".", "..") for segment in value.split("/"))  # clients resolve them
+    ):
         raise argparse.ArgumentTypeError(
-            f"{shown_value(value)} must be a path like /metrics (not /, /-/..., or with a query)"
+            f"{shown_value(value)} must be a path like /metrics "
+            "(not /, /-/..., with a query, or with a . or .. segment)"
         )
     return value
 

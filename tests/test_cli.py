@@ -250,6 +250,7 @@ def test_a_bad_web_config_exits_2(tmp_path: Path, good_config: Path) -> None:
         (["--web.listen-address", ":70000"], "the port must be between 0 and 65535"),
         (["--web.telemetry-path", "metrics"], "must be a path like /metrics"),
         (["--web.telemetry-path", "/"], "must be a path like /metrics"),
+        (["--web.telemetry-path", "/x/../metrics"], "or with a . or .. segment"),
         (["--demo", "--config.file", "x.yml"], "--demo cannot be combined with --config.file"),
     ],
 )
