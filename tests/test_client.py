@@ -193,6 +193,12 @@ def test_unusable_endpoint_override_is_refused(endpoint: str) -> None:
         parse_endpoint(endpoint)
 
 
+def test_a_huge_endpoint_is_not_repeated_whole_in_its_error() -> None:
+    with pytest.raises(ValueError, match="endpoint") as caught:
+        parse_endpoint("https://ecs.example/" + "x" * 100_000)
+    assert len(str(caught.value)) < 200
+
+
 @pytest.mark.parametrize("region", ["", "CN-HANGZHOU", "cn hangzhou", "a/b"])
 def test_bad_region_is_refused(region: str) -> None:
     with pytest.raises(ValueError, match="region_id"):

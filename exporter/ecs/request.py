@@ -1,7 +1,8 @@
 """What every request to an Alibaba Cloud API shares: where it goes, its date, who sends it.
 
 Both the ECS client and the credential providers (STS ``AssumeRole``) build signed V3 requests,
-so these helpers sit below both of them; this module imports only :mod:`exporter.ecs.signing`.
+so these helpers sit below both of them; this module imports only :mod:`exporter.ecs.signing`
+(and :func:`exporter.validation.shown_value`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 from exporter import __version__
 from exporter.ecs import signing
+from exporter.validation import shown_value
 
 USER_AGENT = f"aliyun-cloudassistant-exporter/{__version__}"
 # The date format of ``x-acs-date`` (V3) and of the RPC-style ``Timestamp`` parameter: UTC, to
@@ -45,15 +47,16 @@ def parse_endpoint(url: str, *, default_scheme: str = "https") -> tuple[str, str
         text = f"{default_scheme}://{text}"
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"endpoint {url!r}: the scheme must be http or https")
+        raise ValueError(f"endpoint {shown_value(url)}: the scheme must be http or https")
     if not parts.hostname or parts.username is not None or parts.password is not None:
-        raise ValueError(f"endpoint {url!r}: needs a host and no user information")
+        raise ValueError(f"endpoint {shown_value(url)}: needs a host and no user information")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"endpoint {url!r}: must not have a path, query or fragment")
+        raise ValueError(f"endpoint {shown_value(url)}: must not have a path, query or fragment")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"endpoint {url!r}: the port is not a number in 0-65535") from None
+        problem = "the port is not a number in 0-65535"
+        raise ValueError(f"endpoint {shown_value(url)}: {problem}") from None
     host = parts.netloc.lower()
     if port is None and host.endswith(":"):
         host = host[:-1]
