@@ -23,6 +23,8 @@ from exporter.runledger import ResultKey
 from exporter.summaries import ViewCounts
 from exporter.viewentry import ViewEntry, needs_follow_up, result_time
 
+_NONE = float("-inf")  # (a record without times)
+
 
 def record_time(entry: ViewEntry) -> float:
     """The latest time an entry's record shows (when first seen if none): by the records'
@@ -65,12 +67,14 @@ class ViewIndex:
         self.version += 1
         if needs_follow_up(entry.result):
             self._in_flight[key] = None
-        time = entry_time(entry)
-        if time < self.time_floor:
-            self.time_floor = time
-        shown = result_time(entry.result, float("-inf"))
+        # One look at the record's times for both (every record of a first walk comes here).
+        shown = result_time(entry.result, _NONE)
         if shown > self.newest_time:
             self.newest_time = shown
+        seen = entry.seen_at
+        time = shown if shown > seen else seen  # entry_time(entry)
+        if time < self.time_floor:
+            self.time_floor = time
 
     def removed(self) -> None:
         """Results left the view (evicted, expired or dropped)."""
