@@ -1129,30 +1129,6 @@ def test_an_api_whose_times_are_weeks_behind_the_host_loses_nothing(
     assert snap.view.tracked_runs == 29
 
 
-def test_runs_after_a_first_walk_resumed_count_whatever_the_records_clock(
-    executor: ThreadPoolExecutor,
-) -> None:
-    # The records' times run 120 s behind the host's (instance clocks, an API without a Date),
-    # and one page of the first walk failed: it ended at the next refresh. Short runs that came
-    # after it, first seen finished, are new: they started after everything it saw. They were
-    # taken as backlog by time (finished "before" the baseline by the host's clock).
-    clock = FakeClock()
-    skew = 120.0
-    api = FakeApi([result(f"t-old-{i:03d}", start=T0 - skew - 1000 - i) for i in range(120)])
-    api.page_size = 50
-    api.errors[2] = ThrottledError("slow down", code="Throttling.User")
-    refresher = make_refresher(api, executor, clock, min_refresh_interval=0)
-    assert not refresher.refresh_now().up
-    clock.now += 30
-    assert refresher.refresh_now().baseline_done
-    for n in range(6):
-        clock.now += 1
-        start = clock.now - skew - 1
-        api.records.insert(0, result(f"t-new-{n}", start=start, finished=start + 1))
-        snap = refresher.refresh_now()
-    assert sum(finished(snap).values()) == 6
-
-
 def test_a_request_clock_the_api_refuses_is_reported_as_clock_skew(
     executor: ThreadPoolExecutor,
 ) -> None:

@@ -191,8 +191,6 @@ class ReadPlan:
                 if page.restarted:  # started over: what the earlier attempts read is read again
                     progress.pages = 0
                 order.page(self._tracker.observe_backlog(page.results, now=now))
-                progress.order_moved = progress.order_moved or order.moved
-                progress.had_invalid = progress.had_invalid or bool(page.invalid)
                 progress.pages += 1
                 progress.next_token = page.next_token
                 progress.results = len(self._tracker)
@@ -200,11 +198,8 @@ class ReadPlan:
             self.truncated = walk.truncated
             # When the order moved between pages (or the walk started over), another result
             # may have been missed: reading again finds most of those, but the baseline is not
-            # taken as complete. Attempts resumed where the last one stopped miss nothing when
-            # the order holds: what came in meanwhile is at the top, read again below.
-            progress.consistent = (
-                not walk.truncated and not progress.had_invalid and not progress.order_moved
-            )
+            # taken as complete.
+            progress.consistent = not resumed and walk.saw_everything and not order.moved
             if order.moved and walk.saw_everything:
                 self._walk_again(now)
         if resumed:
@@ -214,8 +209,7 @@ class ReadPlan:
         self._tracker.complete_baseline(
             at=now,
             api_at=now + (offset or 0.0),
-            # (A fast path that found the order not newest-first may have missed some.)
-            consistent=progress.consistent and not self._order_warned,
+            consistent=progress.consistent,
             # Measured from the answers' Date, the offset is good to a second or two.
             tolerance=2.0 if self._api_clock.measured else None,
         )
