@@ -11,14 +11,16 @@ refresh that finds nothing new scans none of its view. Pure logic, no I/O.
   of them can be older than the retention's horizon: :attr:`ViewIndex.time_floor` is never
   later than the time of any entry in view (:func:`entry_time`), :attr:`ViewIndex.ghost_floor`
   than the record time of any that left it (:func:`record_time`);
-* :attr:`ViewIndex.newest_time` is the latest time any record taken in showed: the records'
-  own clock, which the retention counts back from when it is behind the host's.
+* :meth:`ViewIndex.record_horizon` is the retention's horizon on the records' own clock: the
+  latest time any record taken in showed (:attr:`ViewIndex.newest_time`), run on by the host's
+  clock since it was read, when that is behind the host's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, MutableMapping
 
+from exporter.ecs.models import MAX_CLOCK_SKEW_SECONDS
 from exporter.runledger import ResultKey
 from exporter.summaries import ViewCounts
 from exporter.viewentry import ViewEntry, needs_follow_up, result_time
@@ -53,7 +55,10 @@ class ViewIndex:
         self.time_floor = float("inf")
         self.ghost_floor = float("inf")
         self.newest_time = float("-inf")
-        """The latest time any record taken in showed (by the records' clock), never lowered."""
+        """The latest time any record taken in showed (by the records' clock), never lowered;
+        a time further ahead of the host's than the API's clock can be is a bad record's."""
+        self.newest_read_at = float("-inf")
+        """When (by the host's clock) the record that showed :attr:`newest_time` was read."""
         self._counts: tuple[int, ViewCounts] | None = None
 
     def counts(self, compute: Callable[[], ViewCounts]) -> ViewCounts:
@@ -69,9 +74,9 @@ class ViewIndex:
             self._in_flight[key] = None
         # One look at the record's times for both (every record of a first walk comes here).
         shown = result_time(entry.result, _NONE)
-        if shown > self.newest_time:
-            self.newest_time = shown
         seen = entry.seen_at
+        if shown > self.newest_time and shown <= seen + MAX_CLOCK_SKEW_SECONDS:
+            self.newest_time, self.newest_read_at = shown, seen
         time = shown if shown > seen else seen  # entry_time(entry)
         if time < self.time_floor:
             self.time_floor = time
@@ -95,8 +100,11 @@ class ViewIndex:
         self._in_flight = {key: None for key, e in view.items() if needs_follow_up(e.result)}
         self.time_floor = min((entry_time(e) for e in view.values()), default=float("inf"))
         self.ghost_floor = min((record_time(e) for e in ghosts.values()), default=float("inf"))
-        shown = (result_time(e.result, float("-inf")) for e in (*view.values(), *ghosts.values()))
-        self.newest_time = max(shown, default=float("-inf"))
+        self.newest_time = self.newest_read_at = _NONE
+        for entry in (*view.values(), *ghosts.values()):
+            shown, seen = result_time(entry.result, _NONE), entry.seen_at
+            if shown > self.newest_time and shown <= seen + MAX_CLOCK_SKEW_SECONDS:
+                self.newest_time, self.newest_read_at = shown, seen
 
     def in_flight(self, view: Mapping[ResultKey, ViewEntry]) -> list[ResultKey]:
         """The keys of ``view`` whose records the service may still change."""
@@ -111,11 +119,14 @@ class ViewIndex:
         return list(index)
 
     def record_horizon(self, now: float, retention: float) -> float:
-        """``retention`` seconds before ``now`` by the records' own clock: counted back from
-        :attr:`newest_time` when that is earlier (an API clock days behind the host's: what it
-        returns now is not old to it)."""
-        newest = self.newest_time
-        return (min(now, newest) if newest > float("-inf") else now) - retention
+        """``retention`` seconds before ``now`` by the records' own clock: :attr:`newest_time`
+        run on by the host's clock since it was read, when that is earlier than ``now`` (an API
+        clock days behind the host's: what it returns now is not old to it; a target gone
+        quiet still forgets, as time passes)."""
+        if self.newest_time == _NONE:
+            return now - retention
+        records_now = self.newest_time + max(0.0, now - self.newest_read_at)
+        return min(now, records_now) - retention
 
     def drop_expired(
         self,

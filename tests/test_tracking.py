@@ -320,6 +320,27 @@ def test_a_record_the_api_keeps_returning_does_not_expire_whatever_its_times() -
     assert sum(n for _, n in tracker.counter_totals().finished) == 1
 
 
+def test_a_target_gone_quiet_still_forgets_what_left_the_view() -> None:
+    # No record newer than the last ones ever comes: the records' clock still runs on with the
+    # host's since they were read, and what left the view is forgotten after the retention.
+    tracker = RunTracker()
+    baseline(tracker, [result(f"t-{n}", start=T0 - 100) for n in range(5)], now=T0)
+    tracker.evict_keys([(f"t-{n}", "i-1", "") for n in range(5)])
+    assert tracker.expire(T0 + 29 * DAY) == 0
+    assert tracker.expire(T0 + 31 * DAY) == 5  # they were kept for ever
+
+
+def test_one_record_dated_ahead_does_not_stop_the_records_clock_from_lagging() -> None:
+    # The API's records are 40 days behind the host; one of them says 2099. New runs are still
+    # new ones, not results the retention forgot.
+    behind = T0 - 40 * DAY
+    tracker = RunTracker()
+    olds = [result(f"t-old-{n}", start=behind - 600 - n) for n in range(5)]
+    baseline(tracker, [*olds, result("t-bogus", start=4_070_908_800.0)], now=T0)
+    tracker.observe(result("t-new", start=behind + 60), now=T0 + 60)
+    assert sum(n for _, n in tracker.counter_totals().finished) == 1
+
+
 def test_evict_missing_keeps_entries_first_seen_during_the_walk() -> None:
     tracker = RunTracker()
     baseline(tracker, [result("t-1"), result("t-2")], now=T0)
