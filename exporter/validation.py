@@ -114,8 +114,8 @@ def secret_forms(secret: str) -> tuple[str, ...]:
     signed request's string to sign holds it, which an API may echo in an error), with upper-
     and lower-case hex. An STS token holds ``+``, ``/`` and ``=``: its encoded forms differ."""
     once = quote(secret, safe="-_.~")
-    twice = quote(once, safe="-_.~")
-    forms = {secret, once, twice, _lower_hex(once), _lower_hex(twice)}
+    lower = _lower_hex(once)
+    forms = {secret, once, lower, quote(once, safe="-_.~"), quote(lower, safe="-_.~")}
     return tuple(sorted(forms, key=len, reverse=True))
 
 
