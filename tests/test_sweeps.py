@@ -207,3 +207,34 @@ def test_sweeps_still_end_when_the_service_refuses_tokens_kept_between_refreshes
     assert dict(snap.counters.finished)[("Failed", "X")] == 1
     warned = [r for r in caplog.records if "kept from the refresh before" in r.getMessage()]
     assert len(warned) == 1
+
+
+def test_a_fresh_token_refused_once_does_not_stop_pacing(
+    executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The token kept from the refresh before is accepted; the next one, issued in this refresh,
+    # is refused once. That says nothing of kept tokens: sweeps stay paced.
+    clock = FakeClock()
+    api = FakeApi(backlog(120), page_size=10)  # a sweep is 12 pages
+    refresher = paced_refresher(api, executor, clock, backoff=4)
+    refresher.refresh_now()
+    run_for(refresher, clock, 3 * 3600)  # spaced out: sweeps paced, 4 pages a refresh
+    refused = 0
+    previous = 0
+    for _ in range(60):
+        calls = len(api.calls)
+        if previous == 1 + 4 and not refused:  # a slice ran: this refresh resumes the sweep
+            # the fast path, the slice's first page (kept token), its second (a fresh token)
+            api.refuse_token = {calls + 3}
+            refused = calls + 3
+        run_for(refresher, clock, 60)
+        previous = len(api.calls) - calls
+    assert refused  # the case happened
+    api.refuse_token = set()
+    most = 0
+    for _ in range(60):
+        calls = len(api.calls)
+        run_for(refresher, clock, 60)
+        most = max(most, len(api.calls) - calls)
+    assert most == 1 + 4  # still paced
+    assert not [r for r in caplog.records if "kept from the refresh before" in r.getMessage()]

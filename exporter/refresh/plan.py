@@ -333,9 +333,11 @@ class ReadPlan:
             page_cap=limit,
         )
         saw_unchanged = False
+        kept_token = resuming and pace > 0  # the first call sends the token kept from before
         for page in walk:
-            if page.restarted:
-                self._sweep_started_over(sweep, paced=resuming and pace > 0)
+            if page.restarted:  # (on the first page: the kept token was refused)
+                self._sweep_started_over(sweep, paced=kept_token)
+            kept_token = False
             for result in page.results:
                 change = self._tracker.observe(result, now=now, from_sweep=True)
                 # A record this sweep read already (new results at the top pushed it on to the
