@@ -250,12 +250,7 @@ def test_state_of_removed_targets_is_dropped_after_a_while(tmp_path: Path) -> No
 
 
 def test_unreadable_entries_keep_the_counters_and_take_a_new_baseline(tmp_path: Path) -> None:
-    store = StateStore(tmp_path)
-    tracker = RunTracker()
-    tracker.complete_baseline(at=T0)
-    tracker.observe(finished("t-1", T0 + 1), now=T0 + 1)
-    save(store, "target", tracker)
-    store.close()
+    _saved_with_one_run(tmp_path)
     with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
         db.execute("UPDATE entries SET value = ?", (msgspec.msgpack.encode("garbled"),))
     again, state = restored(StateStore(tmp_path), "target")
