@@ -73,10 +73,8 @@ class ViewIndex:
         if needs_follow_up(entry.result):
             self._in_flight[key] = None
         # One look at the record's times for both (every record of a first walk comes here).
-        shown = result_time(entry.result, _NONE)
-        seen = entry.seen_at
-        if shown > self.newest_time and shown <= seen + MAX_CLOCK_SKEW_SECONDS:
-            self.newest_time, self.newest_read_at = shown, seen
+        shown, seen = result_time(entry.result, _NONE), entry.seen_at
+        self._shown(shown, seen)
         time = shown if shown > seen else seen  # entry_time(entry)
         if time < self.time_floor:
             self.time_floor = time
@@ -102,9 +100,13 @@ class ViewIndex:
         self.ghost_floor = min((record_time(e) for e in ghosts.values()), default=float("inf"))
         self.newest_time = self.newest_read_at = _NONE
         for entry in (*view.values(), *ghosts.values()):
-            shown, seen = result_time(entry.result, _NONE), entry.seen_at
-            if shown > self.newest_time and shown <= seen + MAX_CLOCK_SKEW_SECONDS:
-                self.newest_time, self.newest_read_at = shown, seen
+            self._shown(result_time(entry.result, _NONE), entry.seen_at)
+
+    def _shown(self, shown: float, seen: float) -> None:
+        """A record read at ``seen`` showed ``shown`` as its latest time: the records' clock
+        reads at least that (unless it is further ahead than the API's clock can be)."""
+        if shown > self.newest_time and shown <= seen + MAX_CLOCK_SKEW_SECONDS:
+            self.newest_time, self.newest_read_at = shown, seen
 
     def in_flight(self, view: Mapping[ResultKey, ViewEntry]) -> list[ResultKey]:
         """The keys of ``view`` whose records the service may still change."""
