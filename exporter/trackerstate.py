@@ -21,6 +21,7 @@ from typing import Annotated
 
 import msgspec
 
+from exporter.ecs.models import MAX_INTEGER
 from exporter.runledger import ResultKey, RunLedger, SavedRun
 from exporter.viewentry import ViewEntry
 
@@ -86,7 +87,7 @@ class TrackerChanges:
 # counters): a count is never negative and fits in 64 bits (the tracker's sums saturate there);
 # a time is a number, or -inf for none yet, never NaN or +inf; a duration sum and the tolerance
 # are finite and never negative.
-_Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_INTEGER)]
 _Time = Annotated[float, msgspec.Meta(le=sys.float_info.max)]  # NaN fails any bound
 _Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
 
