@@ -50,7 +50,7 @@ from exporter.settings import (
 from exporter.sharding import Sharding, ShardingError, sharding_from_flags
 from exporter.signals import SignalInbox
 from exporter.state import StateError, StateStore
-from exporter.validation import did_you_mean, shown_value
+from exporter.validation import did_you_mean, has_dot_segment, shown_value
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.webwatch import WebConfigSource
 
@@ -99,7 +99,7 @@ def parse_telemetry_path(value: str) -> str:
         or value == "/"
         or value.startswith("/-/")
         or "?" in value
-        or any(segment in (".", "..") for segment in value.split("/"))  # clients resolve them
+        or has_dot_segment(value)
     ):
         raise argparse.ArgumentTypeError(
             f"{shown_value(value)} must be a path like /metrics "

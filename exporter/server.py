@@ -53,7 +53,7 @@ from exporter.connections import Answer, ConnectionLimits, ConnectionServer, Req
 from exporter.listeners import ListenError, bind_all
 from exporter.logs import describe_exception
 from exporter.scrapecache import ExpositionCache
-from exporter.validation import shown_value
+from exporter.validation import has_dot_segment, shown_value
 from exporter.webconfig import BASIC_AUTH_CHALLENGE, WebConfig
 from exporter.webwatch import WebConfigSource
 
@@ -107,13 +107,12 @@ def scrape_wait_seconds(header: str | None, max_wait: float) -> float:
 def normalize_route_prefix(value: str) -> str:
     """``--web.route-prefix`` as Prometheus reads it: a leading ``/`` added, the trailing one
     dropped (``/`` and ``""`` mean no prefix). Raises ``ValueError`` for a query or fragment,
-    and for a ``.`` or ``..`` segment: clients resolve those before they send a request, so
-    routes under ``/../..`` could never be reached."""
+    and for a ``.`` or ``..`` segment (see :func:`~exporter.validation.has_dot_segment`)."""
     if (
         not value.isascii()
         or any(mark in value for mark in "?#%")
         or any(ord(char) < 33 or ord(char) == 127 for char in value)
-        or any(segment in (".", "..") for segment in value.split("/"))
+        or has_dot_segment(value)
     ):
         raise ValueError(
             f"{shown_value(value)} must be a path like /exporter "

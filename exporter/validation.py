@@ -132,6 +132,12 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def has_dot_segment(path: str) -> bool:
+    """True when ``path`` has a ``.`` or ``..`` segment: clients resolve those before they send
+    a request, so a route under one can never be reached."""
+    return any(segment in (".", "..") for segment in path.split("/"))
+
+
 def shown_value(value: str, limit: int = MAX_SHOWN_CHARS) -> str:
     """``repr(value)``, cut to its first ``limit`` characters with a note of the length when it
     is longer. Only for a value known not to be a secret (or already redacted)."""
