@@ -23,11 +23,14 @@ class CountingCollector:
     def __init__(self) -> None:
         self.calls = 0
         self.data = object()
+        # A number per data object: distinct data always render differently (``id() % 1000``
+        # of two objects could be equal, and the test then failed once in a few hundred runs).
+        self._numbers: dict[object, int] = {}
 
     def collect(self) -> Iterable[Metric]:
         self.calls += 1
         gauge = GaugeMetricFamily("test_data", "Which data.")
-        gauge.add_metric((), id(self.data) % 1000)
+        gauge.add_metric((), self._numbers.setdefault(self.data, len(self._numbers)))
         return [gauge]
 
 
