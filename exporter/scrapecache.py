@@ -2,12 +2,12 @@
 :class:`ExpositionCache`). No I/O: the server asks it for a body and sends it.
 
 A rendering is a list of pieces (bytes the collector already holds: each target's text was
-rendered when its refresh ended), not one joined body. A scrape that takes gzip (Prometheus
-always does) compresses the pieces a batch at a time and never builds the plain body: for a
-fleet of 300 targets that body is 8 MB, held once more while compressing and kept until the
-next scrape. A rendering first compressed keeps only the compressed body (a plain scrape that
-shares it later decompresses it); one first joined keeps the plain body (and the compressed one
-made from it).
+rendered when its refresh ended), never one joined body: for a fleet of 300 targets that body is
+8 MB, held once more while joining and kept until the next scrape. A body is a :data:`Body`, the
+pieces the server sends one after the other. A scrape that takes gzip (Prometheus always does)
+compresses the pieces a batch at a time; a plain one is sent the pieces themselves. A rendering
+first compressed keeps only the compressed body (a plain scrape that shares it later
+decompresses it); one first sent plain keeps its pieces (and the compressed body made from them).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ GZIP_LEVEL: Final = 1
 is repetitive enough for either)."""
 _BATCH_BYTES: Final = 262_144  # pieces joined this much at a time: zlib is fast on big chunks
 _GZIP_WBITS: Final = 31  # zlib's window bits for a gzip stream (16 + 15)
+
+Body = tuple[bytes, ...]
+"""A response body: its pieces, in order (the body is their concatenation)."""
 
 
 def gzip_pieces(pieces: Sequence[bytes]) -> bytes:
@@ -75,7 +78,7 @@ class ExpositionCache:
         self._lock = threading.Lock()
         self._latest: dict[str, _Rendering] = {}
 
-    def render(self, accept: str, not_before: float, *, compress: bool) -> tuple[bytes, str]:
+    def render(self, accept: str, not_before: float, *, compress: bool) -> tuple[Body, str]:
         """The exposition (gzip-compressed if ``compress``) and its content type."""
         encoder, content_type = choose_encoder(accept)
         version = tuple(self._data_version()) if self._data_version is not None else None
@@ -112,7 +115,7 @@ class _Rendering:
     pieces: Sequence[bytes] | None = None
     """What was rendered, until a body is made of it (see :meth:`body_for`)."""
     content_type: str = ""
-    plain: bytes | None = None
+    plain: Body | None = None
     compressed: bytes | None = None
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -136,7 +139,7 @@ class _Rendering:
         """Nothing was rendered (the collector raised)."""
         return self.pieces is None and self.plain is None and self.compressed is None
 
-    def body_for(self, compress: bool) -> bytes | None:
+    def body_for(self, compress: bool) -> Body | None:
         """The body (gzip if ``compress``), made on first need from whatever this rendering
         holds; None when it holds nothing (it failed). Whatever is made replaces the pieces:
         the fleet's text is then held once, as that body."""
@@ -146,15 +149,15 @@ class _Rendering:
                     if self.pieces is not None:
                         self.compressed = gzip_pieces(self.pieces)
                     elif self.plain is not None:
-                        self.compressed = gzip_pieces((self.plain,))
+                        self.compressed = gzip_pieces(self.plain)
                     else:
                         return None
                     self.pieces = None
-                return self.compressed
+                return (self.compressed,)
             if self.plain is None:
                 if self.pieces is not None:
                     pieces, self.pieces = self.pieces, None
-                    self.plain = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                    self.plain = tuple(pieces)
                 elif self.compressed is not None:
-                    self.plain = zlib.decompress(self.compressed, _GZIP_WBITS)
+                    self.plain = (zlib.decompress(self.compressed, _GZIP_WBITS),)
             return self.plain

@@ -52,7 +52,7 @@ from exporter import __version__
 from exporter.connections import Answer, ConnectionLimits, ConnectionServer, Request
 from exporter.listeners import ListenError, bind_all
 from exporter.logs import describe_exception
-from exporter.scrapecache import ExpositionCache
+from exporter.scrapecache import Body, ExpositionCache
 from exporter.validation import has_dot_segment, shown_value
 from exporter.webconfig import BASIC_AUTH_CHALLENGE, WebConfig
 from exporter.webwatch import WebConfigSource
@@ -65,7 +65,8 @@ SCRAPE_TIMEOUT_MARGIN_SECONDS: Final = 0.5
 ALLOWED_METHODS: Final = "GET, HEAD"
 LIFECYCLE_METHODS: Final = "POST, PUT"
 SEPARATE_BODY_BYTES: Final = 65536
-"""A body larger than this (``/metrics``) is sent after the head as it is, not copied first."""
+"""A body larger than this (``/metrics``) is sent after the head as it is (its pieces, not
+joined), not copied first."""
 # The longest request path quoted in a log line.
 _MAX_LOGGED_PATH: Final = 200
 
@@ -269,7 +270,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         self.rfile = io.BytesIO(request.head)
         self._output = io.BytesIO()
         self.wfile = self._output
-        self._body = b""  # a large body, sent after _output as it is (see SEPARATE_BODY_BYTES)
+        self._body: Body = ()  # a large body, sent after _output as it is (SEPARATE_BODY_BYTES)
         self.close_connection = True
 
     def answer(self) -> Answer:
@@ -373,7 +374,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             # Whatever was written before the exception is not sent.
             self._output.seek(0)
             self._output.truncate()
-            self._body = b""
+            self._body = ()
             self._headers_buffer: list[bytes] = []
             self._send(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -446,7 +447,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
     def _send(
         self,
         status: HTTPStatus,
-        body: bytes,
+        body: bytes | Body,
         *,
         content_type: str = "text/plain; charset=utf-8",
         headers: dict[str, str] | None = None,
@@ -454,16 +455,18 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        pieces = (body,) if isinstance(body, bytes) else body
+        length = sum(len(piece) for piece in pieces)
+        self.send_header("Content-Length", str(length))
         extra_headers = dict(self.exporter.response_headers)
         extra_headers.update(headers or {})
         for name, value in extra_headers.items():
             self.send_header(name, value)
         self.end_headers()
-        if send_body and len(body) > SEPARATE_BODY_BYTES:
-            self._body = body
+        if send_body and length > SEPARATE_BODY_BYTES:
+            self._body = pieces
         elif send_body:
-            self.wfile.write(body)  # one write (and one packet) for a small answer
+            self.wfile.writelines(pieces)  # one write (and one packet) for a small answer
 
     def log_message(self, format: str, *args: Any) -> None:
         # Access logs only at debug: Prometheus scrapes every few seconds.
