@@ -22,6 +22,7 @@ from exporter.settings import (
     load_config_file,
     load_environment,
 )
+from exporter.settings.models import SUMMARY_TARGETS
 from exporter.settings.translate import secret_values_in
 from exporter.targets import refresh_options
 
@@ -670,3 +671,34 @@ def test_a_long_secret_reused_as_a_name_is_masked_before_the_name_is_cut(tmp_pat
         "digits or _ . @ : -, starting with a letter or digit)"
     )
     assert "StsT0ken" not in message
+
+
+def test_the_summary_of_a_fleet_names_its_first_targets_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    # --config.check printed one line naming every target: 600 kB for 20,000 of them.
+    accounts = [
+        {
+            "name": f"acct{n}",
+            "region_ids": ["cn-hangzhou", "cn-hangzou"],
+            "credentials": {"source": "environment"},
+        }
+        for n in range(SUMMARY_TARGETS)
+    ]
+    path = tmp_path / "fleet.yml"
+    path.write_text(yaml.safe_dump({"targets": accounts}), encoding="utf-8")
+    settings = load_config_file(path)
+    named = ", ".join(
+        f"acct{n}/{region} (environment)"
+        for n in range(SUMMARY_TARGETS // 2)
+        for region in ("cn-hangzhou", "cn-hangzou")
+    )
+    assert settings.summary() == (
+        f"{2 * SUMMARY_TARGETS} targets: {named} and {SUMMARY_TARGETS} more"
+    )
+    # Every target in a misspelt region is still named in its own warning.
+    typos = [w for w in settings.warnings({"ALIBABA_CLOUD_ACCESS_KEY_ID": "x"}) if "did you" in w]
+    assert typos == [
+        f"acct{n}/cn-hangzou: region 'cn-hangzou', did you mean 'cn-hangzhou'?"
+        for n in range(SUMMARY_TARGETS)
+    ]

@@ -65,6 +65,8 @@ CREDENTIAL_SOURCES: Final = ("static", "environment", "ecs_ram_role", "oidc_role
 SECRET_FIELDS: Final = ("access_key_secret", "security_token")
 """Fields whose values are secrets, wherever they stand (their values never reach a message)."""
 MIN_RATE_LIMIT_PER_SECOND: Final = 0.01
+SUMMARY_TARGETS: Final = 20
+"""Targets ``--config.check`` names (it counts them all): a fleet's file may have thousands."""
 
 
 def endpoint_choice_problem(
@@ -484,12 +486,17 @@ class ExporterSettings(_Section):
         without ``ALIBABA_CLOUD_ACCESS_KEY_ID`` in ``environ`` cannot authenticate.
         """
         found = []
+        # Once per region id: a file of 10,000 accounts names a few regions 10,000 times.
+        close_to: dict[str, list[str]] = {}
         for target in self.expanded_targets():
-            close = difflib.get_close_matches(target.region_id, KNOWN_REGIONS, n=1, cutoff=0.8)
-            if target.region_id not in KNOWN_REGIONS and close:
-                found.append(
-                    f"{target.label}: region {target.region_id!r}, did you mean {close[0]!r}?"
-                )
+            region = target.region_id
+            if region not in KNOWN_REGIONS:
+                if region not in close_to:
+                    close_to[region] = difflib.get_close_matches(
+                        region, KNOWN_REGIONS, n=1, cutoff=0.8
+                    )
+                if close := close_to[region]:
+                    found.append(f"{target.label}: region {region!r}, did you mean {close[0]!r}?")
             if target.credentials.source == "environment" and not environ.get(
                 "ALIBABA_CLOUD_ACCESS_KEY_ID"
             ):
@@ -500,8 +507,13 @@ class ExporterSettings(_Section):
         return found
 
     def summary(self) -> str:
-        """A one-line, secret-free description, for ``--config.check``."""
+        """A one-line, secret-free description, for ``--config.check``: the targets, the
+        first :data:`SUMMARY_TARGETS` of them by name."""
         targets = self.expanded_targets()
-        described = ", ".join(f"{t.label} ({t.credentials_label})" for t in targets)
+        described = ", ".join(
+            f"{t.label} ({t.credentials_label})" for t in targets[:SUMMARY_TARGETS]
+        )
+        if len(targets) > SUMMARY_TARGETS:
+            described += f" and {len(targets) - SUMMARY_TARGETS} more"
         noun = "target" if len(targets) == 1 else "targets"
         return f"{len(targets)} {noun}: {described}"
