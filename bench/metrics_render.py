@@ -37,7 +37,7 @@ class _Api:
 
     def __init__(self, count: int, seed: int) -> None:
         self._results = [
-            InvocationResult(
+            InvocationResult.of(
                 invoke_id=f"t-{seed}-{n}",
                 instance_id=f"i-{n % 50}",
                 container_id="",

@@ -29,14 +29,14 @@ from exporter.tracking import RunTracker  # noqa: E402
 
 
 def _record(n: int, at: float) -> InvocationResult:
-    return InvocationResult(
+    return InvocationResult.of(
         f"t-{n:08d}", f"i-{n % 500:05d}", "", "c-1", "Success", "Finished", "", 0,
         at - 5, at, None, 1, 0, "", "", (),
     )  # fmt: skip
 
 
 def _history_run(n: int, at: float) -> InvocationResult:
-    return InvocationResult(
+    return InvocationResult.of(
         f"t-p{n % 100:04d}", f"i-{n % 500:05d}", "", "c-2", "Success", "Finished", "", 0,
         at - 5, at, None, n // 100 + 1, 0, "", "", (),
     )  # fmt: skip

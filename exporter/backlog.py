@@ -42,13 +42,15 @@ def record_backlog(
     entry.history_through = entry.floor_run
     # Only a time something ended: a run that started at the baseline's latest time may well
     # have ended after it (the API's times may be coarse).
-    finished, stop = result.finished_time, result.stop_time
+    # The stop time and OSS delivery from the record's extras (most records have none): this
+    # runs for every record of a first walk.
+    finished, extras = result.finished_time, result.extras
     if finished is not None and finished > entry.floor_time:
         entry.floor_time = finished
-    if stop is not None and stop > entry.floor_time:
-        entry.floor_time = stop
+    if extras is not None and extras.stop_time is not None and extras.stop_time > entry.floor_time:
+        entry.floor_time = extras.stop_time
     terminal = result.invocation_status in TERMINAL
-    delivered = result.oss_output_status in OSS_TERMINAL
+    delivered = extras is not None and extras.oss_output_status in OSS_TERMINAL
     if not (terminal or delivered):
         return
     time = result_time(result, now)
@@ -75,10 +77,11 @@ def new_backlog_entry(
     entry = ViewEntry(
         result,
         now,
-        periodic=is_periodic(result),
         max_repeats=repeats if repeats > 0 else 0,
         seen_at=now,
         arrival=arrival,
     )
+    if is_periodic(result):
+        entry.periodic = True
     record_backlog(entry, result, key, run_number(result), now, ledger)
     return entry

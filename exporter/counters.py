@@ -189,11 +189,13 @@ class RunCounters:
             if result.error_code:
                 code = self.error_folder.fold(result.error_code)
                 by_error[code] = by_error.get(code, 0) + 1
-            if result.oss_output_status:
-                oss_status = self.oss_status_folder.fold(result.oss_output_status)
-                oss[oss_status] = oss.get(oss_status, 0) + 1
-            if result.dropped > 0:
-                with_dropped += 1
+            extras = result.extras  # most records have none (see InvocationResult)
+            if extras is not None:
+                if extras.oss_output_status:
+                    oss_status = self.oss_status_folder.fold(extras.oss_output_status)
+                    oss[oss_status] = oss.get(oss_status, 0) + 1
+                if extras.dropped > 0:
+                    with_dropped += 1
             if result.invocation_status == "Running":
                 running += 1
                 start = result.start_time

@@ -80,7 +80,7 @@ def test_reference_example_parses_completely() -> None:
     assert (page.next_token, page.total_count, page.invalid) == ("AAAAAdDWBF2", 1, [])
     assert page.request_id == "473469C7-AA6F-4DC5-B3DB-A3DC0DE*****"
     assert page.results == [
-        InvocationResult(
+        InvocationResult.of(
             invoke_id="t-hz0jdfwd9f****",
             instance_id="i-bp1i7gg30r52z2em****",
             container_id=CONTAINER_ID,
@@ -128,6 +128,45 @@ def test_values_repeated_across_records_are_stored_once() -> None:
         assert other.start_time is first.start_time
         assert other.tags is first.tags
     assert first.tags == (("team", "ops"),)
+
+
+def test_a_record_keeps_its_rarely_set_fields_apart_and_its_ids_as_its_key() -> None:
+    # A tracker holds one record per result (300,000 in a process of 300 targets): the ids are
+    # the tuple the view is keyed by, and the fields most records leave empty one shared object.
+    plain = {
+        "InvokeId": "t-1",
+        "InvocationStatus": "Success",
+        "FinishedTime": "2019-12-20T06:15:55Z",
+    }
+    tagged = {**plain, "Tags": {"Tag": [{"TagKey": "team", "TagValue": "ops"}]}}
+    delivered = {**plain, "OssOutputStatus": "Finished", "Dropped": 10}
+    records = [
+        *({"InstanceId": f"i-{n}", **plain} for n in range(2)),
+        *({"InstanceId": f"i-{n}", **tagged} for n in range(2, 4)),
+        *({"InstanceId": f"i-{n}", **delivered} for n in range(4, 6)),
+    ]
+    body = {"Invocation": {"InvocationResults": {"InvocationResult": records}}}
+    results = parse_page(json.dumps(body).encode()).results
+    assert [r.key for r in results] == [("t-1", f"i-{n}", "") for n in range(6)]
+    assert results[0].extras is None
+    assert results[1].extras is None
+    assert results[2].extras is not None
+    assert results[2].extras is results[3].extras
+    assert results[4].extras is not None
+    assert results[4].extras is results[5].extras
+    assert (results[4].oss_output_status, results[4].dropped, results[4].tags) == (
+        "Finished",
+        10,
+        (),
+    )
+    assert (results[0].oss_output_status, results[0].dropped, results[0].stop_time) == ("", 0, None)
+    # Every field is read by its name, and a copy with changes moves a field in or out.
+    delivering = results[0].replace(oss_output_status="InProgress", stop_time=7.0)
+    assert (delivering.oss_output_status, delivering.stop_time) == ("InProgress", 7.0)
+    assert delivering.replace(oss_output_status="", stop_time=None) == results[0]
+    assert delivering.replace(oss_output_status="", stop_time=None).extras is None
+    with pytest.raises(TypeError, match="unknown fields: output"):
+        results[0].replace(output="secret")
 
 
 def test_many_distinct_tag_sets_keep_their_own_tags() -> None:

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from msgspec.structs import replace
 from prometheus_client import CollectorRegistry
 
 from exporter.app import Application
@@ -37,6 +36,8 @@ from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.world import GroundTruth, ManualClock, World, WorldSpec
 from tests.support.fakes import DAY, T0, FakeApi, FakeClock, backlog, make_refresher, result
+
+replace = InvocationResult.replace  # a copy of a record with changes
 
 
 @pytest.fixture

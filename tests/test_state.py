@@ -37,7 +37,7 @@ T0 = 1_700_000_000.0
 
 
 def finished(invoke_id: str, at: float, status: str = "Success") -> InvocationResult:
-    return InvocationResult(
+    return InvocationResult.of(
         invoke_id, "i-1", "", "c-1", status, "Finished", "", 0, at - 5, at, None, 1, 0, "", "", ()
     )
 
@@ -80,6 +80,31 @@ def test_a_restarted_tracker_resumes_its_counters_and_counts_nothing_twice(
     assert counted(again) == 1
     again.observe(finished("t-2", T0 + 15), now=T0 + 20)
     assert counted(again) == 2
+
+
+def test_what_only_some_entries_remember_is_saved_and_restored(tmp_path: Path) -> None:
+    # A periodic task's, a watched run's and an OSS delivery's entries keep these in their
+    # extras (most entries have none): a restart must take them back as they were.
+    store = StateStore(tmp_path)
+    tracker = RunTracker()
+    scheduled = result("t-period", status="Scheduled", repeats=3, finished=T0 - 50)
+    tracker.observe(finished("t-backlog", T0 - 100), now=T0)
+    tracker.observe(scheduled, now=T0)
+    tracker.complete_baseline(at=T0)
+    tracker.observe(result("t-running", status="Running", start=T0 + 5), now=T0 + 10)
+    tracker.observe(result("t-oss", oss="Finished", finished=T0 + 12), now=T0 + 15)
+    view = tracker.view
+    assert view[("t-backlog", "i-1", "")].extras is None
+    assert view[scheduled.key].periodic
+    assert view[("t-running", "i-1", "")].watched_run == 1
+    assert view[("t-oss", "i-1", "")].oss_counted_run == 1
+    save(store, "target", tracker)
+    store.close()
+
+    again, state = restored(StateStore(tmp_path), "target")
+    assert state == "restored"
+    assert dict(again.view) == dict(view)
+    assert again.view[("t-backlog", "i-1", "")].extras is None
 
 
 def test_a_steady_refresh_writes_nothing(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from msgspec.structs import replace
 
 from exporter.counters import RunCounters
 from exporter.ecs.models import InvocationResult
@@ -23,6 +22,8 @@ from exporter.tracking import (
     result_time,
 )
 from tests.support.fakes import DAY, T0, result
+
+replace = InvocationResult.replace  # a copy of a record with changes
 
 
 def finished_total(totals: CounterTotals, status: str | None = None, code: str = "") -> int:

@@ -20,7 +20,7 @@ from typing import Annotated
 import msgspec
 
 from exporter.ecs.errors import MalformedResponseError
-from exporter.ecs.models import MAX_INTEGER, InvalidRecord, InvocationResult, Page
+from exporter.ecs.models import MAX_INTEGER, InvalidRecord, InvocationResult, Page, ResultExtras
 from exporter.ecs.untrusted import MAX_NAME_CHARS, PLAIN, TextCleaner
 
 # --- the tolerant decoder --------------------------------------------------------------------
@@ -172,7 +172,7 @@ def parse_record(
         memo = {}
     # Every string kept is cleaned once and shared (TextCleaner.name): an invocation's id,
     # status and times are on each of its records.
-    return InvocationResult(
+    return InvocationResult.of(
         name(get("InvokeId")),
         name(get("InstanceId")),
         name(get("ContainerId", "")),
@@ -355,7 +355,8 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
     # Per page, what records of one invocation share: their times, tags and the fields that
     # are the invocation's (cleaned once, looked up after).
     memo: dict[str | None, float | None] = {None: None, "": None}
-    page_tags: dict[bytes, tuple[tuple[str, str], ...]] = {}
+    page_tags: dict[bytes, tuple[tuple[tuple[str, str], ...], ResultExtras | None]] = {}
+    page_extras: dict[tuple[object, ...], ResultExtras] = {}
     shared: dict[tuple[str | None, ...], list[str]] = {}
     results: list[InvocationResult] = []
     invalid: list[InvalidRecord] = []
@@ -397,19 +398,30 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
             container_id = name(box)
         # Look-ups are cheaper than calls: _time only for a time not seen on this page yet.
         start, finished, stop = r.StartTime, r.FinishedTime, r.StopTime
+        # A record's extras (see InvocationResult) are shared too: most have none, or only
+        # tags, whose extras are made with them.
+        tags_extras: ResultExtras | None = None
         if r.Tags == _NO_TAGS:  # most records: compared as they are, without a copy
             tags: tuple[tuple[str, str], ...] = ()
         else:
             raw_tags = bytes(r.Tags)
             found = page_tags.get(raw_tags)
             if found is None:
-                found = page_tags[raw_tags] = _exact_tags(raw_tags, name)
-            tags = found
+                made = _exact_tags(raw_tags, name)
+                found = page_tags[raw_tags] = (made, ResultExtras(tags=made) if made else None)
+            tags, tags_extras = found
+        stop_time = memo[stop] if stop in memo else _new_time(stop, memo)
+        dropped = r.Dropped if r.Dropped is not None and r.Dropped > 0 else 0
+        if stop_time is None and not dropped and not oss_status and not oss_error_code:
+            extras = tags_extras
+        else:
+            fields = (stop_time, dropped, oss_status, oss_error_code, tags)
+            extras = page_extras.get(fields)
+            if extras is None:
+                extras = page_extras[fields] = ResultExtras(*fields)
         append(
             InvocationResult(
-                invoke_id,
-                instance_id,
-                container_id,
+                (invoke_id, instance_id, container_id),
                 command_id,
                 status,
                 record_status,
@@ -417,12 +429,8 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
                 r.ExitCode,
                 memo[start] if start in memo else _new_time(start, memo),
                 memo[finished] if finished in memo else _new_time(finished, memo),
-                memo[stop] if stop in memo else _new_time(stop, memo),
                 r.Repeats if r.Repeats is not None and r.Repeats > 0 else 0,
-                r.Dropped if r.Dropped is not None and r.Dropped > 0 else 0,
-                oss_status,
-                oss_error_code,
-                tags,
+                extras,
             )
         )
     return Page(

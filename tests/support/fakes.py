@@ -331,7 +331,7 @@ def result(
         finished = start + 10
     if record_status is None:
         record_status = "Finished" if terminal else "Running"
-    return InvocationResult(
+    return InvocationResult.of(
         invoke_id=invoke_id,
         instance_id=instance_id,
         container_id=container_id,
