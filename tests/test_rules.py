@@ -45,10 +45,13 @@ PER_PROCESS = {
 NOT_PER_TARGET = {
     "CloudAssistantExporterAbsent",
     "CloudAssistantExporterDown",
+    "CloudAssistantExporterShardMissing",
     "CloudAssistantFleetInvocationsFailing",
     *PER_PROCESS,
 }
-REPLICA_2 = {"instance": "replica-2:9107", "pod": "replica-2"}
+# The second replica of each exporter process: its instance and pod are the first one's with
+# this prefix, so the replicas of several processes (the shards of one job) stay apart.
+REPLICA_2 = "replica-2-"
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -277,6 +280,37 @@ def test_example_inhibit_rules_name_real_alerts_and_kept_labels() -> None:
     assert critical
 
 
+def _inhibited_by(rule: dict[str, Any], names: list[str]) -> tuple[set[str], set[str]]:
+    """The alerts of the mixin an inhibit rule's source and target alertname matchers select."""
+    sources = {
+        n for p in _alertname_matchers(rule["source_matchers"]) for n in names if p.fullmatch(n)
+    }
+    targets = set(names)
+    for pattern in _alertname_matchers(rule["target_matchers"]):
+        targets &= {n for n in names if pattern.fullmatch(n)}
+    for matcher in rule["target_matchers"]:
+        negative = re.fullmatch(r'alertname!(~|=)"(.*)"', matcher)
+        if negative:
+            excluded = (
+                negative.group(2) if negative.group(1) == "~" else re.escape(negative.group(2))
+            )
+            targets -= {n for n in names if re.fullmatch(excluded, n)}
+    return sources, targets
+
+
+def test_one_down_replica_or_shard_never_mutes_the_alerts_of_the_others() -> None:
+    """CloudAssistantExporterDown is about one scrape target (it keeps `instance`); per-target
+    alerts carry no `instance`, so an inhibit rule cannot tell the down shard's targets from
+    those the other shards, or the other replica of an HA pair, still monitor. A down exporter
+    may only mute alerts about a job or a process."""
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text(encoding="utf-8"))
+    names = [a["alert"] for a in ALERTS]
+    for rule in config["inhibit_rules"]:
+        sources, targets = _inhibited_by(rule, names)
+        if "CloudAssistantExporterDown" in sources:
+            assert targets <= NOT_PER_TARGET, (rule, sorted(targets - NOT_PER_TARGET))
+
+
 def test_every_refresh_failure_reason_has_exactly_one_alert() -> None:
     """The reasons come from the error classes; a new reason must reach an alert (and a
     runbook), and the four refresh-failure alerts stay disjoint."""
@@ -295,9 +329,9 @@ def _on_replica_2(alert: dict[str, Any]) -> dict[str, Any]:
     """The same expected alert, raised by the second replica's own process."""
     labels = dict(alert["exp_labels"])
     instance = labels["instance"]
-    labels.update(REPLICA_2)
+    labels.update(instance=REPLICA_2 + instance, pod=REPLICA_2 + labels.get("pod", ""))
     annotations = {
-        key: value.replace(instance, REPLICA_2["instance"])
+        key: value.replace(instance, REPLICA_2 + instance)
         for key, value in alert.get("exp_annotations", {}).items()
     }
     return {"exp_labels": labels, "exp_annotations": annotations}
@@ -317,9 +351,14 @@ def test_unit_tests_keep_their_outcome_with_every_series_seen_by_two_replicas(
         for series in test["input_series"]:
             doubled.append(series)
             if series["series"].startswith("aliyun_cloudassistant_"):
-                labels = 'instance="replica-2:9107", pod="replica-2", '
-                twin = re.sub(r'instance="[^"]*",\s*', "", series["series"])
-                twin = re.sub(r'pod="[^"]*",\s*', "", twin).replace("{", "{" + labels, 1)
+                instance = re.search(r'instance="([^"]*)"', series["series"])
+                pod = re.search(r'pod="([^"]*)"', series["series"])
+                labels = (
+                    f'instance="{REPLICA_2}{instance.group(1) if instance else ""}", '
+                    f'pod="{REPLICA_2}{pod.group(1) if pod else ""}", '
+                )
+                twin = re.sub(r'\b(?:instance|pod)="[^"]*",?\s*', "", series["series"])
+                twin = re.sub(r",\s*}", "}", twin).replace("{", "{" + labels, 1)
                 doubled.append({**series, "series": twin})
         test["input_series"] = doubled
         for evaluation in test.get("alert_rule_test", []):

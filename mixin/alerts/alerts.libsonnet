@@ -96,6 +96,23 @@ local COUNT = '{{ printf "%.0f" $value }}';
             perTarget=false,
           ),
           alert(
+            'ExporterShardMissing',
+            // Distinct ordinals, so two replicas of one shard (an HA pair of shards) count once.
+            'max by (%(keep)s) (%(total)s%(sel)s)\n-\ncount by (%(keep)s) (\n  count_values by (%(keep)s) ("shard", %(ordinal)s%(sel)s)\n)\n> 0' % {
+              keep: std.join(', ', c.keepLabels),
+              total: m.exporter_total_shards,
+              ordinal: m.exporter_shard_ordinal,
+              sel: q.sel(c),
+            },
+            c.shardMissingFor,
+            'warning',
+            'A shard of the Cloud Assistant exporter job {{ $labels.job }} exports nothing.',
+            '{{ $value }} of the shards of job {{ $labels.job }} (--total-shards) have reported no metrics for '
+            + c.shardMissingFor + ': the accounts and regions those shards own are not monitored, and no alert about them can fire. A shard pod that is Pending, deleted or gone from service discovery does this; a shard that is scraped but failing raises CloudAssistantExporterDown instead.',
+            dashboard='cloudassistant-exporter',
+            perTarget=false,
+          ),
+          alert(
             'TargetCredentialsFailing',
             refreshFailureExpr('auth|permission|credentials'),
             c.credentialsFailingFor,
