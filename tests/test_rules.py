@@ -233,6 +233,54 @@ def test_counters_are_only_read_through_restart_safe_functions() -> None:
         )
 
 
+# --- an HA Prometheus pair ---------------------------------------------------------------------
+
+HA_MARKER = "<!-- ha-prometheus: tests/test_rules.py checks this with promtool check config -->"
+
+
+def _ha_prometheus_config() -> str:
+    text = CONFIG_DOC.read_text(encoding="utf-8")
+    assert HA_MARKER in text, f"{CONFIG_DOC.name} lacks the HA Prometheus example"
+    block = re.search(r"```yaml\n(.*?)```", text[text.index(HA_MARKER) :], re.S)
+    assert block is not None
+    return block.group(1)
+
+
+def _relabelled(labels: dict[str, str], configs: list[dict[str, Any]]) -> dict[str, str]:
+    """`labeldrop`/`labelkeep` of alert_relabel_configs, the actions the example uses."""
+    for config in configs:
+        pattern = re.compile(config["regex"])
+        keep = config["action"] == "labelkeep"
+        assert config["action"] in ("labeldrop", "labelkeep"), config
+        labels = {k: v for k, v in labels.items() if bool(pattern.fullmatch(k)) == keep}
+    return labels
+
+
+def test_an_ha_prometheus_pair_sends_alertmanager_identical_alerts() -> None:
+    """Alertmanager deduplicates identical label sets only, and each server adds its
+    external_labels to the alerts it sends: the documented pair must drop its replica label
+    from alerts and keep the others (cluster groups and inhibits)."""
+    config = yaml.safe_load(_ha_prometheus_config())
+    external = config["global"]["external_labels"]
+    relabel = config["alerting"].get("alert_relabel_configs", [])
+    alert = {"alertname": "CloudAssistantExporterDown", "job": "aliyun-cloudassistant-exporter"}
+    first = _relabelled({**alert, **external}, relabel)
+    second = _relabelled({**alert, **external, "replica": "b"}, relabel)
+    assert external["replica"] != "b"
+    assert first == second, "the two servers' alerts differ: Alertmanager notifies twice"
+    assert first["cluster"] == external["cluster"]
+    assert config["rule_files"] == [RULES_FILE.name]
+
+
+@needs_promtool
+def test_the_ha_prometheus_example_is_a_valid_config(tmp_path: Path) -> None:
+    (tmp_path / RULES_FILE.name).write_text(RULES_FILE.read_text(encoding="utf-8"))
+    prometheus_yml = tmp_path / "prometheus.yml"
+    prometheus_yml.write_text(_ha_prometheus_config(), encoding="utf-8")
+    result = _promtool("check", "config", str(prometheus_yml))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- the example Alertmanager configuration ------------------------------------------------------
 
 ALERTMANAGER_EXAMPLE = ROOT / "alerts" / "alertmanager.example.yml"
