@@ -88,6 +88,10 @@ local metrics = import 'lib/metrics.libsonnet';
     keepFiringFor: '15m',
     stuckRunningSeconds: 10800,
     stuckRunningFor: '15m',
+    // How long a gauge a `for:` alert reads may miss its samples (a failed scrape, a pod being
+    // rescheduled under a new instance) before the alert ends; a removed target's alert ends
+    // after it too.
+    scrapeGapTolerance: '5m',
     // Pending and Stopping have no age metric: a status that never empties for this long is stuck.
     stuckTransitionWindow: '1h',
     stuckTransitionFor: '15m',

@@ -372,10 +372,15 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'InvocationStuckInTransition',
-            // `offset` keeps a fresh start (a few minutes of samples) from counting as the window.
-            'max without (%s) (\n  min_over_time(%s[%s]) > 0\n  and\n  %s offset %s\n)' % [
-              q.replicas(c), transitional, c.stuckTransitionWindow, transitional, c.stuckTransitionWindow,
-            ],
+            // The max over replicas comes first, inside the subquery: a pod rescheduled under a
+            // new instance and pod continues the same series, and a series that went stale (a
+            // removed target, the old pod) is no longer read, so it leaves no ghost for the
+            // window. The `offset` term keeps a fresh start (a few minutes of samples) from
+            // counting as the window; the last term ends the alert once the target is gone. Both
+            // bridge gaps up to scrapeGapTolerance (a failed scrape, the pod being replaced).
+            'min_over_time(\n  max without (%(r)s) (%(t)s)[%(w)s:]\n) > 0\nand\nmax without (%(r)s) (last_over_time(%(t)s[%(g)s] offset %(w)s))\nand\nmax without (%(r)s) (last_over_time(%(t)s[%(g)s]))' % {
+              r: q.replicas(c), t: transitional, w: c.stuckTransitionWindow, g: c.scrapeGapTolerance,
+            },
             c.stuckTransitionFor,
             'warning',
             'Cloud Assistant runs stay {{ $labels.invocation_status }} in ' + TARGET + '.',
