@@ -44,14 +44,13 @@ local COUNT = '{{ printf "%.0f" $value }}';
 
   // The last refresh failed on every replica and refreshes failed for one of these reasons.
   local refreshFailureExpr(reasons) =
-    'max without (%s) (\n  increase(%s%s[%s])\n) > 0\nand ignoring (reason)\nmax without (%s) (%s%s) == 0' % [
+    'max without (%s) (\n  increase(%s%s[%s])\n) > 0\nand ignoring (reason)\nmax without (%s) (%s) == 0' % [
       q.replicas(c),
       m.refresh_failures_total,
       q.sel(c, 'reason=~"%s"' % reasons),
       c.refreshFailureWindow,
       q.replicas(c),
-      m.up,
-      q.sel(c),
+      q.last(c, m.up + q.sel(c)),
     ],
   local refreshFailure =
     'Job {{ $labels.job }} cannot refresh ' + TARGET + ': ' + COUNT
@@ -150,9 +149,9 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'TargetStale',
-            'time() - max without (%s) (%s%s) > %d\nunless\nmax without (%s) (%s%s) == 0' % [
-              q.replicas(c), m.last_refresh_success_timestamp_seconds, q.sel(c), c.refreshStaleSeconds,
-              q.replicas(c), m.up, q.sel(c),
+            'time() - max without (%s) (%s) > %d\nunless\nmax without (%s) (%s) == 0' % [
+              q.replicas(c), q.last(c, m.last_refresh_success_timestamp_seconds + q.sel(c)), c.refreshStaleSeconds,
+              q.replicas(c), q.last(c, m.up + q.sel(c)),
             ],
             c.refreshStaleFor,
             'warning',
@@ -187,7 +186,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'ResultsTruncated',
-            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.results_truncated, q.sel(c)],
+            'max without (%s) (%s) > 0' % [q.replicas(c), q.last(c, m.results_truncated + q.sel(c))],
             c.resultsTruncatedFor,
             'warning',
             'Cloud Assistant results of ' + TARGET + ' are truncated by the page cap.',
@@ -222,7 +221,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'LabelValuesFolded',
-            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.label_values_folded, q.sel(c)],
+            'max without (%s) (%s) > 0' % [q.replicas(c), q.last(c, m.label_values_folded + q.sel(c))],
             c.labelValuesFoldedFor,
             'info',
             'Unknown or oversized API values of ' + TARGET + ' are counted as "' + m.other + '".',
@@ -232,7 +231,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'CommandIdsFolded',
-            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.command_ids_folded, q.sel(c)],
+            'max without (%s) (%s) > 0' % [q.replicas(c), q.last(c, m.command_ids_folded + q.sel(c))],
             c.commandIdsFoldedFor,
             'info',
             'Per-command counters of ' + TARGET + ' hit their cap.',
@@ -243,7 +242,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           // replica reports its own reload and its own state directory.
           alert(
             'ExporterConfigReloadFailed',
-            '%s%s == 0' % [m.exporter_config_last_reload_successful, q.sel(c)],
+            '%s == 0' % [q.last(c, m.exporter_config_last_reload_successful + q.sel(c))],
             c.configReloadFailedFor,
             'warning',
             'The Cloud Assistant exporter {{ $labels.instance }} refused its new configuration.',
@@ -272,7 +271,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           alert(
             'HostClockSkewed',
             // Each replica runs on its own host clock: per instance, the worst target.
-            'max without (account, region_id) (\n  abs(%s%s)\n) > %d' % [m.api_clock_offset_seconds, q.sel(c), c.clockOffsetSeconds],
+            'max without (account, region_id) (\n  abs(%s)\n) > %d' % [q.last(c, m.api_clock_offset_seconds + q.sel(c)), c.clockOffsetSeconds],
             c.clockSkewFor,
             'warning',
             'The clock of the Cloud Assistant exporter {{ $labels.instance }} is far from the ECS API\'s.',
@@ -283,7 +282,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'FirstWalkIncomplete',
-            'max without (%s) (%s%s) == 0' % [q.replicas(c), m.first_walk_complete, q.sel(c)],
+            'max without (%s) (%s) == 0' % [q.replicas(c), q.last(c, m.first_walk_complete + q.sel(c))],
             c.firstWalkIncompleteFor,
             'warning',
             'The exporter has not finished reading ' + TARGET + ' for the first time.',
@@ -363,7 +362,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
                          keepFiring=false),
           alert(
             'InvocationStuckRunning',
-            'max without (%s) (%s%s) > %d' % [q.replicas(c), m.invocation_running_oldest_age_seconds, q.sel(c), c.stuckRunningSeconds],
+            'max without (%s) (%s) > %d' % [q.replicas(c), q.last(c, m.invocation_running_oldest_age_seconds + q.sel(c)), c.stuckRunningSeconds],
             c.stuckRunningFor,
             'warning',
             'A Cloud Assistant run has been Running for too long in ' + TARGET + '.',
@@ -378,8 +377,12 @@ local COUNT = '{{ printf "%.0f" $value }}';
             // window. The `offset` term keeps a fresh start (a few minutes of samples) from
             // counting as the window; the last term ends the alert once the target is gone. Both
             // bridge gaps up to scrapeGapTolerance (a failed scrape, the pod being replaced).
-            'min_over_time(\n  max without (%(r)s) (%(t)s)[%(w)s:]\n) > 0\nand\nmax without (%(r)s) (last_over_time(%(t)s[%(g)s] offset %(w)s))\nand\nmax without (%(r)s) (last_over_time(%(t)s[%(g)s]))' % {
-              r: q.replicas(c), t: transitional, w: c.stuckTransitionWindow, g: c.scrapeGapTolerance,
+            'min_over_time(\n  max without (%(r)s) (%(t)s)[%(w)s:]\n) > 0\nand\nmax without (%(r)s) (%(before)s)\nand\nmax without (%(r)s) (%(now)s)' % {
+              r: q.replicas(c),
+              t: transitional,
+              w: c.stuckTransitionWindow,
+              before: q.last(c, transitional, offset=c.stuckTransitionWindow),
+              now: q.last(c, transitional),
             },
             c.stuckTransitionFor,
             'warning',

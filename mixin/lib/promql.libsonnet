@@ -10,4 +10,9 @@
   replicaSafeSum(c, inner, extra=[])::
     'sum by (%s) (\n  max without (%s) (\n    %s\n  )\n)' % [$.target(c, extra), $.replicas(c), inner],
   regex(values):: std.join('|', values),
+  // The latest sample of a gauge within scrapeGapTolerance: one failed scrape (an exporter
+  // restarting, a slow answer) or a pod replaced under a new instance then neither resolves an
+  // alert nor restarts its `for:`; a series that is gone for good ends the alert after it.
+  last(c, series, offset=null)::
+    'last_over_time(%s[%s]%s)' % [series, c.scrapeGapTolerance, if offset == null then '' else ' offset ' + offset],
 }
