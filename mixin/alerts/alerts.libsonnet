@@ -106,8 +106,8 @@ local COUNT = '{{ printf "%.0f" $value }}';
             c.shardMissingFor,
             'warning',
             'A shard of the Cloud Assistant exporter job {{ $labels.job }} exports nothing.',
-            '{{ $value }} of the shards of job {{ $labels.job }} (--total-shards) have reported no metrics for '
-            + c.shardMissingFor + ': the accounts and regions those shards own are not monitored, and no alert about them can fire. A shard pod that is Pending, deleted or gone from service discovery does this; a shard that is scraped but failing raises CloudAssistantExporterDown instead.',
+            'Job {{ $labels.job }} is missing {{ $value }} of its --total-shards shards: they have reported no metrics for '
+            + c.shardMissingFor + '; the accounts and regions those shards own are not monitored, and no alert about them can fire. A shard pod that is Pending, deleted or gone from service discovery does this; a shard that is scraped but failing raises CloudAssistantExporterDown instead.',
             dashboard='cloudassistant-exporter',
             perTarget=false,
           ),
