@@ -221,14 +221,21 @@ def test_counters_are_only_read_through_restart_safe_functions() -> None:
         wrapped = re.findall(
             r"\b(?:increase|rate|changes|resets)\(\s*aliyun_cloudassistant_\w+_total\b", expr
         )
-        # The one raw read allowed: a series younger than the window (a new pod's first sample)
-        # whose value is above 0. A restart under the same labels is removed by `unless ...
-        # offset`, and a new series starting at 0 by `> 0`, so a restart alone cannot fire it.
+        # The raw reads allowed: a value above 0 of a series younger than the window (a new
+        # pod's first sample) or of a process younger than the window (its start time). A
+        # restart under the same labels is removed by `unless ... offset`, a process that
+        # started long ago by its start time, and a new series starting at 0 by `> 0`, so a
+        # restart alone cannot fire them.
         young = re.findall(
             r"\b(aliyun_cloudassistant_\w+_total)(\{[^}]*\})? > 0\s+unless\s+\1\2 offset \w+",
             expr,
         )
-        assert len(counters) == len(wrapped) + 2 * len(young), (
+        young_process = re.findall(
+            r"\baliyun_cloudassistant_\w+_total(?:\{[^}]*\})? > 0\s+and on \([^)]*\)\s+"
+            r"time\(\) - process_start_time_seconds(?:\{[^}]*\})? < \d+",
+            expr,
+        )
+        assert len(counters) == len(wrapped) + 2 * len(young) + len(young_process), (
             f"raw counter in {rule.get('alert')}: {expr}"
         )
 
@@ -398,7 +405,8 @@ def test_unit_tests_keep_their_outcome_with_every_series_seen_by_two_replicas(
         doubled = []
         for series in test["input_series"]:
             doubled.append(series)
-            if series["series"].startswith("aliyun_cloudassistant_"):
+            # The exporter's own series and its process's (a replica is a whole process).
+            if series["series"].startswith(("aliyun_cloudassistant_", "process_")):
                 instance = re.search(r'instance="([^"]*)"', series["series"])
                 pod = re.search(r'pod="([^"]*)"', series["series"])
                 labels = (

@@ -254,12 +254,19 @@ local COUNT = '{{ printf "%.0f" $value }}';
           alert(
             'ExporterStateReset',
             // The counter only moves at start, so a fresh series (a new pod, a first start)
-            // carries its whole value in its first sample, which increase() cannot see.
-            'increase(%s%s[%s]) > 0\nor\n(\n  %s%s > 0\n  unless\n  %s%s offset %s\n)' % [
-              m.exporter_state_files_moved_aside_total, q.sel(c), c.stateResetWindow,
-              m.exporter_state_files_moved_aside_total, q.sel(c),
-              m.exporter_state_files_moved_aside_total, q.sel(c), c.stateResetWindow,
-            ],
+            // carries its whole value in its first sample, which increase() cannot see: above 0,
+            // it fires while the process is younger than the window. The process's own start time
+            // decides, not the age of the series in this Prometheus, so both servers of an HA pair
+            // agree (a new one with an empty TSDB included) and a restart that moves a file aside
+            // again under the same labels (1 then 1) is seen. The age of the series decides only
+            // when the process metrics are off (--web.disable-exporter-metrics).
+            'increase(%(x)s[%(w)s]) > 0\nor\n(\n  %(x)s > 0\n  and on (%(on)s)\n  time() - %(start)s < %(ws)d\n)\nor\n(\n  %(x)s > 0\n  unless\n  %(x)s offset %(w)s\n  unless on (%(on)s)\n  %(start)s\n)' % {
+              x: m.exporter_state_files_moved_aside_total + q.sel(c),
+              w: c.stateResetWindow,
+              ws: q.seconds(c.stateResetWindow),
+              on: std.join(', ', c.keepLabels + ['instance']),
+              start: 'process_start_time_seconds' + q.sel(c),
+            },
             c.stateResetFor,
             'info',
             'The Cloud Assistant exporter {{ $labels.instance }} found its state unusable and started afresh.',
