@@ -135,6 +135,25 @@ def test_every_alert_is_unit_tested_firing_and_silent(alert: dict[str, Any]) -> 
 
 
 @pytest.mark.parametrize("alert", ALERTS, ids=_alertname)
+def test_every_alert_has_its_summary_and_description_rendered_by_a_unit_test(
+    alert: dict[str, Any],
+) -> None:
+    """promtool renders the templates of an expected alert and compares the text: a template
+    error, or a label the alert does not carry (`<no value>`), fails there."""
+    name = alert["alert"]
+    pinned = [
+        expected["exp_annotations"]
+        for evaluation in _unit_test_evaluations()
+        if evaluation["alertname"] == name
+        for expected in evaluation["exp_alerts"]
+        if "exp_annotations" in expected
+    ]
+    assert any({"summary", "description"} <= set(notes) for notes in pinned), name
+    for notes in pinned:
+        assert not any("<no value>" in str(text) for text in notes.values()), (name, notes)
+
+
+@pytest.mark.parametrize("alert", ALERTS, ids=_alertname)
 def test_alert_follows_the_conventions(alert: dict[str, Any]) -> None:
     name = alert["alert"]
     assert re.fullmatch(r"CloudAssistant(?:[A-Z][a-z0-9]*)+", name)
