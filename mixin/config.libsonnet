@@ -12,6 +12,10 @@ local metrics = import 'lib/metrics.libsonnet';
     absentSelector: self.exporterSelector,
     absentFor: '15m',
     exporterDownFor: '5m',
+    // Fewer distinct shards (--shard ordinals) report than --total-shards says for this long: a
+    // shard is gone from service discovery (a Pending or deleted pod) while the others run, which
+    // neither the absence alert (some `up` is left) nor the down alert (no `up == 0`) can see.
+    shardMissingFor: '10m',
 
     // Labels that tell exporter replicas of one HA pair apart. Run-based rules take the max over
     // them before summing anything, so two replicas never double a count.
@@ -84,6 +88,10 @@ local metrics = import 'lib/metrics.libsonnet';
     keepFiringFor: '15m',
     stuckRunningSeconds: 10800,
     stuckRunningFor: '15m',
+    // How long a gauge a `for:` alert reads may miss its samples (a failed scrape, a pod being
+    // rescheduled under a new instance) before the alert ends; a removed target's alert ends
+    // after it too.
+    scrapeGapTolerance: '5m',
     // Pending and Stopping have no age metric: a status that never empties for this long is stuck.
     stuckTransitionWindow: '1h',
     stuckTransitionFor: '15m',

@@ -45,10 +45,13 @@ PER_PROCESS = {
 NOT_PER_TARGET = {
     "CloudAssistantExporterAbsent",
     "CloudAssistantExporterDown",
+    "CloudAssistantExporterShardMissing",
     "CloudAssistantFleetInvocationsFailing",
     *PER_PROCESS,
 }
-REPLICA_2 = {"instance": "replica-2:9107", "pod": "replica-2"}
+# The second replica of each exporter process: its instance and pod are the first one's with
+# this prefix, so the replicas of several processes (the shards of one job) stay apart.
+REPLICA_2 = "replica-2-"
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -129,6 +132,25 @@ def test_every_alert_is_unit_tested_firing_and_silent(alert: dict[str, Any]) -> 
     evaluations = [e for e in _unit_test_evaluations() if e["alertname"] == name]
     assert any(e["exp_alerts"] for e in evaluations), f"no unit test where {name} fires"
     assert any(not e["exp_alerts"] for e in evaluations), f"no unit test where {name} is silent"
+
+
+@pytest.mark.parametrize("alert", ALERTS, ids=_alertname)
+def test_every_alert_has_its_summary_and_description_rendered_by_a_unit_test(
+    alert: dict[str, Any],
+) -> None:
+    """promtool renders the templates of an expected alert and compares the text: a template
+    error, or a label the alert does not carry (`<no value>`), fails there."""
+    name = alert["alert"]
+    pinned = [
+        expected["exp_annotations"]
+        for evaluation in _unit_test_evaluations()
+        if evaluation["alertname"] == name
+        for expected in evaluation["exp_alerts"]
+        if "exp_annotations" in expected
+    ]
+    assert any({"summary", "description"} <= set(notes) for notes in pinned), name
+    for notes in pinned:
+        assert not any("<no value>" in str(text) for text in notes.values()), (name, notes)
 
 
 @pytest.mark.parametrize("alert", ALERTS, ids=_alertname)
@@ -218,16 +240,71 @@ def test_counters_are_only_read_through_restart_safe_functions() -> None:
         wrapped = re.findall(
             r"\b(?:increase|rate|changes|resets)\(\s*aliyun_cloudassistant_\w+_total\b", expr
         )
-        # The one raw read allowed: a series younger than the window (a new pod's first sample)
-        # whose value is above 0. A restart under the same labels is removed by `unless ...
-        # offset`, and a new series starting at 0 by `> 0`, so a restart alone cannot fire it.
+        # The raw reads allowed: a value above 0 of a series younger than the window (a new
+        # pod's first sample) or of a process younger than the window (its start time). A
+        # restart under the same labels is removed by `unless ... offset`, a process that
+        # started long ago by its start time, and a new series starting at 0 by `> 0`, so a
+        # restart alone cannot fire them.
         young = re.findall(
             r"\b(aliyun_cloudassistant_\w+_total)(\{[^}]*\})? > 0\s+unless\s+\1\2 offset \w+",
             expr,
         )
-        assert len(counters) == len(wrapped) + 2 * len(young), (
+        young_process = re.findall(
+            r"\baliyun_cloudassistant_\w+_total(?:\{[^}]*\})? > 0\s+and on \([^)]*\)\s+"
+            r"time\(\) - process_start_time_seconds(?:\{[^}]*\})? < \d+",
+            expr,
+        )
+        assert len(counters) == len(wrapped) + 2 * len(young) + len(young_process), (
             f"raw counter in {rule.get('alert')}: {expr}"
         )
+
+
+# --- an HA Prometheus pair ---------------------------------------------------------------------
+
+HA_MARKER = "<!-- ha-prometheus: tests/test_rules.py checks this with promtool check config -->"
+
+
+def _ha_prometheus_config() -> str:
+    text = CONFIG_DOC.read_text(encoding="utf-8")
+    assert HA_MARKER in text, f"{CONFIG_DOC.name} lacks the HA Prometheus example"
+    block = re.search(r"```yaml\n(.*?)```", text[text.index(HA_MARKER) :], re.S)
+    assert block is not None
+    return block.group(1)
+
+
+def _relabelled(labels: dict[str, str], configs: list[dict[str, Any]]) -> dict[str, str]:
+    """`labeldrop`/`labelkeep` of alert_relabel_configs, the actions the example uses."""
+    for config in configs:
+        pattern = re.compile(config["regex"])
+        keep = config["action"] == "labelkeep"
+        assert config["action"] in ("labeldrop", "labelkeep"), config
+        labels = {k: v for k, v in labels.items() if bool(pattern.fullmatch(k)) == keep}
+    return labels
+
+
+def test_an_ha_prometheus_pair_sends_alertmanager_identical_alerts() -> None:
+    """Alertmanager deduplicates identical label sets only, and each server adds its
+    external_labels to the alerts it sends: the documented pair must drop its replica label
+    from alerts and keep the others (cluster groups and inhibits)."""
+    config = yaml.safe_load(_ha_prometheus_config())
+    external = config["global"]["external_labels"]
+    relabel = config["alerting"].get("alert_relabel_configs", [])
+    alert = {"alertname": "CloudAssistantExporterDown", "job": "aliyun-cloudassistant-exporter"}
+    first = _relabelled({**alert, **external}, relabel)
+    second = _relabelled({**alert, **external, "replica": "b"}, relabel)
+    assert external["replica"] != "b"
+    assert first == second, "the two servers' alerts differ: Alertmanager notifies twice"
+    assert first["cluster"] == external["cluster"]
+    assert config["rule_files"] == [RULES_FILE.name]
+
+
+@needs_promtool
+def test_the_ha_prometheus_example_is_a_valid_config(tmp_path: Path) -> None:
+    (tmp_path / RULES_FILE.name).write_text(RULES_FILE.read_text(encoding="utf-8"))
+    prometheus_yml = tmp_path / "prometheus.yml"
+    prometheus_yml.write_text(_ha_prometheus_config(), encoding="utf-8")
+    result = _promtool("check", "config", str(prometheus_yml))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- the example Alertmanager configuration ------------------------------------------------------
@@ -277,6 +354,37 @@ def test_example_inhibit_rules_name_real_alerts_and_kept_labels() -> None:
     assert critical
 
 
+def _inhibited_by(rule: dict[str, Any], names: list[str]) -> tuple[set[str], set[str]]:
+    """The alerts of the mixin an inhibit rule's source and target alertname matchers select."""
+    sources = {
+        n for p in _alertname_matchers(rule["source_matchers"]) for n in names if p.fullmatch(n)
+    }
+    targets = set(names)
+    for pattern in _alertname_matchers(rule["target_matchers"]):
+        targets &= {n for n in names if pattern.fullmatch(n)}
+    for matcher in rule["target_matchers"]:
+        negative = re.fullmatch(r'alertname!(~|=)"(.*)"', matcher)
+        if negative:
+            excluded = (
+                negative.group(2) if negative.group(1) == "~" else re.escape(negative.group(2))
+            )
+            targets -= {n for n in names if re.fullmatch(excluded, n)}
+    return sources, targets
+
+
+def test_one_down_replica_or_shard_never_mutes_the_alerts_of_the_others() -> None:
+    """CloudAssistantExporterDown is about one scrape target (it keeps `instance`); per-target
+    alerts carry no `instance`, so an inhibit rule cannot tell the down shard's targets from
+    those the other shards, or the other replica of an HA pair, still monitor. A down exporter
+    may only mute alerts about a job or a process."""
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text(encoding="utf-8"))
+    names = [a["alert"] for a in ALERTS]
+    for rule in config["inhibit_rules"]:
+        sources, targets = _inhibited_by(rule, names)
+        if "CloudAssistantExporterDown" in sources:
+            assert targets <= NOT_PER_TARGET, (rule, sorted(targets - NOT_PER_TARGET))
+
+
 def test_every_refresh_failure_reason_has_exactly_one_alert() -> None:
     """The reasons come from the error classes; a new reason must reach an alert (and a
     runbook), and the four refresh-failure alerts stay disjoint."""
@@ -295,9 +403,9 @@ def _on_replica_2(alert: dict[str, Any]) -> dict[str, Any]:
     """The same expected alert, raised by the second replica's own process."""
     labels = dict(alert["exp_labels"])
     instance = labels["instance"]
-    labels.update(REPLICA_2)
+    labels.update(instance=REPLICA_2 + instance, pod=REPLICA_2 + labels.get("pod", ""))
     annotations = {
-        key: value.replace(instance, REPLICA_2["instance"])
+        key: value.replace(instance, REPLICA_2 + instance)
         for key, value in alert.get("exp_annotations", {}).items()
     }
     return {"exp_labels": labels, "exp_annotations": annotations}
@@ -316,10 +424,16 @@ def test_unit_tests_keep_their_outcome_with_every_series_seen_by_two_replicas(
         doubled = []
         for series in test["input_series"]:
             doubled.append(series)
-            if series["series"].startswith("aliyun_cloudassistant_"):
-                labels = 'instance="replica-2:9107", pod="replica-2", '
-                twin = re.sub(r'instance="[^"]*",\s*', "", series["series"])
-                twin = re.sub(r'pod="[^"]*",\s*', "", twin).replace("{", "{" + labels, 1)
+            # The exporter's own series and its process's (a replica is a whole process).
+            if series["series"].startswith(("aliyun_cloudassistant_", "process_")):
+                instance = re.search(r'instance="([^"]*)"', series["series"])
+                pod = re.search(r'pod="([^"]*)"', series["series"])
+                labels = (
+                    f'instance="{REPLICA_2}{instance.group(1) if instance else ""}", '
+                    f'pod="{REPLICA_2}{pod.group(1) if pod else ""}", '
+                )
+                twin = re.sub(r'\b(?:instance|pod)="[^"]*",?\s*', "", series["series"])
+                twin = re.sub(r",\s*}", "}", twin).replace("{", "{" + labels, 1)
                 doubled.append({**series, "series": twin})
         test["input_series"] = doubled
         for evaluation in test.get("alert_rule_test", []):

@@ -44,14 +44,13 @@ local COUNT = '{{ printf "%.0f" $value }}';
 
   // The last refresh failed on every replica and refreshes failed for one of these reasons.
   local refreshFailureExpr(reasons) =
-    'max without (%s) (\n  increase(%s%s[%s])\n) > 0\nand ignoring (reason)\nmax without (%s) (%s%s) == 0' % [
+    'max without (%s) (\n  increase(%s%s[%s])\n) > 0\nand ignoring (reason)\nmax without (%s) (%s) == 0' % [
       q.replicas(c),
       m.refresh_failures_total,
       q.sel(c, 'reason=~"%s"' % reasons),
       c.refreshFailureWindow,
       q.replicas(c),
-      m.up,
-      q.sel(c),
+      q.last(c, m.up + q.sel(c)),
     ],
   local refreshFailure =
     'Job {{ $labels.job }} cannot refresh ' + TARGET + ': ' + COUNT
@@ -96,6 +95,23 @@ local COUNT = '{{ printf "%.0f" $value }}';
             perTarget=false,
           ),
           alert(
+            'ExporterShardMissing',
+            // Distinct ordinals, so two replicas of one shard (an HA pair of shards) count once.
+            'max by (%(keep)s) (%(total)s%(sel)s)\n-\ncount by (%(keep)s) (\n  count_values by (%(keep)s) ("shard", %(ordinal)s%(sel)s)\n)\n> 0' % {
+              keep: std.join(', ', c.keepLabels),
+              total: m.exporter_total_shards,
+              ordinal: m.exporter_shard_ordinal,
+              sel: q.sel(c),
+            },
+            c.shardMissingFor,
+            'warning',
+            'A shard of the Cloud Assistant exporter job {{ $labels.job }} exports nothing.',
+            'Job {{ $labels.job }} is missing {{ $value }} of its --total-shards shards: they have reported no metrics for '
+            + c.shardMissingFor + '; the accounts and regions those shards own are not monitored, and no alert about them can fire. A shard pod that is Pending, deleted or gone from service discovery does this; a shard that is scraped but failing raises CloudAssistantExporterDown instead.',
+            dashboard='cloudassistant-exporter',
+            perTarget=false,
+          ),
+          alert(
             'TargetCredentialsFailing',
             refreshFailureExpr('auth|permission|credentials'),
             c.credentialsFailingFor,
@@ -133,9 +149,9 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'TargetStale',
-            'time() - max without (%s) (%s%s) > %d\nunless\nmax without (%s) (%s%s) == 0' % [
-              q.replicas(c), m.last_refresh_success_timestamp_seconds, q.sel(c), c.refreshStaleSeconds,
-              q.replicas(c), m.up, q.sel(c),
+            'time() - max without (%s) (%s) > %d\nunless\nmax without (%s) (%s) == 0' % [
+              q.replicas(c), q.last(c, m.last_refresh_success_timestamp_seconds + q.sel(c)), c.refreshStaleSeconds,
+              q.replicas(c), q.last(c, m.up + q.sel(c)),
             ],
             c.refreshStaleFor,
             'warning',
@@ -170,7 +186,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'ResultsTruncated',
-            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.results_truncated, q.sel(c)],
+            'max without (%s) (%s) > 0' % [q.replicas(c), q.last(c, m.results_truncated + q.sel(c))],
             c.resultsTruncatedFor,
             'warning',
             'Cloud Assistant results of ' + TARGET + ' are truncated by the page cap.',
@@ -205,7 +221,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'LabelValuesFolded',
-            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.label_values_folded, q.sel(c)],
+            'max without (%s) (%s) > 0' % [q.replicas(c), q.last(c, m.label_values_folded + q.sel(c))],
             c.labelValuesFoldedFor,
             'info',
             'Unknown or oversized API values of ' + TARGET + ' are counted as "' + m.other + '".',
@@ -215,7 +231,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'CommandIdsFolded',
-            'max without (%s) (%s%s) > 0' % [q.replicas(c), m.command_ids_folded, q.sel(c)],
+            'max without (%s) (%s) > 0' % [q.replicas(c), q.last(c, m.command_ids_folded + q.sel(c))],
             c.commandIdsFoldedFor,
             'info',
             'Per-command counters of ' + TARGET + ' hit their cap.',
@@ -226,7 +242,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           // replica reports its own reload and its own state directory.
           alert(
             'ExporterConfigReloadFailed',
-            '%s%s == 0' % [m.exporter_config_last_reload_successful, q.sel(c)],
+            '%s == 0' % [q.last(c, m.exporter_config_last_reload_successful + q.sel(c))],
             c.configReloadFailedFor,
             'warning',
             'The Cloud Assistant exporter {{ $labels.instance }} refused its new configuration.',
@@ -238,12 +254,19 @@ local COUNT = '{{ printf "%.0f" $value }}';
           alert(
             'ExporterStateReset',
             // The counter only moves at start, so a fresh series (a new pod, a first start)
-            // carries its whole value in its first sample, which increase() cannot see.
-            'increase(%s%s[%s]) > 0\nor\n(\n  %s%s > 0\n  unless\n  %s%s offset %s\n)' % [
-              m.exporter_state_files_moved_aside_total, q.sel(c), c.stateResetWindow,
-              m.exporter_state_files_moved_aside_total, q.sel(c),
-              m.exporter_state_files_moved_aside_total, q.sel(c), c.stateResetWindow,
-            ],
+            // carries its whole value in its first sample, which increase() cannot see: above 0,
+            // it fires while the process is younger than the window. The process's own start time
+            // decides, not the age of the series in this Prometheus, so both servers of an HA pair
+            // agree (a new one with an empty TSDB included) and a restart that moves a file aside
+            // again under the same labels (1 then 1) is seen. The age of the series decides only
+            // when the process metrics are off (--web.disable-exporter-metrics).
+            'increase(%(x)s[%(w)s]) > 0\nor\n(\n  %(x)s > 0\n  and on (%(on)s)\n  time() - %(start)s < %(ws)d\n)\nor\n(\n  %(x)s > 0\n  unless\n  %(x)s offset %(w)s\n  unless on (%(on)s)\n  %(start)s\n)' % {
+              x: m.exporter_state_files_moved_aside_total + q.sel(c),
+              w: c.stateResetWindow,
+              ws: q.seconds(c.stateResetWindow),
+              on: std.join(', ', c.keepLabels + ['instance']),
+              start: 'process_start_time_seconds' + q.sel(c),
+            },
             c.stateResetFor,
             'info',
             'The Cloud Assistant exporter {{ $labels.instance }} found its state unusable and started afresh.',
@@ -255,7 +278,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           alert(
             'HostClockSkewed',
             // Each replica runs on its own host clock: per instance, the worst target.
-            'max without (account, region_id) (\n  abs(%s%s)\n) > %d' % [m.api_clock_offset_seconds, q.sel(c), c.clockOffsetSeconds],
+            'max without (account, region_id) (\n  abs(%s)\n) > %d' % [q.last(c, m.api_clock_offset_seconds + q.sel(c)), c.clockOffsetSeconds],
             c.clockSkewFor,
             'warning',
             'The clock of the Cloud Assistant exporter {{ $labels.instance }} is far from the ECS API\'s.',
@@ -266,7 +289,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'FirstWalkIncomplete',
-            'max without (%s) (%s%s) == 0' % [q.replicas(c), m.first_walk_complete, q.sel(c)],
+            'max without (%s) (%s) == 0' % [q.replicas(c), q.last(c, m.first_walk_complete + q.sel(c))],
             c.firstWalkIncompleteFor,
             'warning',
             'The exporter has not finished reading ' + TARGET + ' for the first time.',
@@ -346,7 +369,7 @@ local COUNT = '{{ printf "%.0f" $value }}';
                          keepFiring=false),
           alert(
             'InvocationStuckRunning',
-            'max without (%s) (%s%s) > %d' % [q.replicas(c), m.invocation_running_oldest_age_seconds, q.sel(c), c.stuckRunningSeconds],
+            'max without (%s) (%s) > %d' % [q.replicas(c), q.last(c, m.invocation_running_oldest_age_seconds + q.sel(c)), c.stuckRunningSeconds],
             c.stuckRunningFor,
             'warning',
             'A Cloud Assistant run has been Running for too long in ' + TARGET + '.',
@@ -355,10 +378,19 @@ local COUNT = '{{ printf "%.0f" $value }}';
           ),
           alert(
             'InvocationStuckInTransition',
-            // `offset` keeps a fresh start (a few minutes of samples) from counting as the window.
-            'max without (%s) (\n  min_over_time(%s[%s]) > 0\n  and\n  %s offset %s\n)' % [
-              q.replicas(c), transitional, c.stuckTransitionWindow, transitional, c.stuckTransitionWindow,
-            ],
+            // The max over replicas comes first, inside the subquery: a pod rescheduled under a
+            // new instance and pod continues the same series, and a series that went stale (a
+            // removed target, the old pod) is no longer read, so it leaves no ghost for the
+            // window. The `offset` term keeps a fresh start (a few minutes of samples) from
+            // counting as the window; the last term ends the alert once the target is gone. Both
+            // bridge gaps up to scrapeGapTolerance (a failed scrape, the pod being replaced).
+            'min_over_time(\n  max without (%(r)s) (%(t)s)[%(w)s:]\n) > 0\nand\nmax without (%(r)s) (%(before)s)\nand\nmax without (%(r)s) (%(now)s)' % {
+              r: q.replicas(c),
+              t: transitional,
+              w: c.stuckTransitionWindow,
+              before: q.last(c, transitional, offset=c.stuckTransitionWindow),
+              now: q.last(c, transitional),
+            },
             c.stuckTransitionFor,
             'warning',
             'Cloud Assistant runs stay {{ $labels.invocation_status }} in ' + TARGET + '.',
