@@ -7,7 +7,7 @@ import logging
 import httpx
 import pytest
 
-from exporter.ecs.client import EcsClient, RequestEvent
+from exporter.ecs.client import MAX_EMPTY_PAGES_IN_A_ROW, EcsClient, RequestEvent
 from exporter.ecs.credentials import StaticProvider
 from exporter.ecs.errors import InvalidRequestError, MalformedResponseError
 from exporter.ecs.models import InvocationQuery
@@ -21,7 +21,7 @@ from tests.support.fakes import (
     page_answer,
     sequence,
 )
-from tests.support.http_fakes import error_answer
+from tests.support.http_fakes import Answer, RecordedRequest, error_answer
 
 
 @pytest.mark.parametrize("total", [0, 1, 50, 51, 149])
@@ -72,17 +72,92 @@ def test_absent_next_token_ends_paging() -> None:
     assert len(pages) == 1
 
 
-def test_empty_page_with_a_token_is_refused() -> None:
+def test_empty_pages_with_a_token_are_followed_to_the_results_after_them() -> None:
+    # A service that filters a page after cutting it answers a page without a record but with
+    # a working NextToken: the results after it are the user's too.
     http, checks = mock_http(
-        sequence(page_answer([api_record(1)], "t1"), page_answer([], "t2"), page_answer([], ""))
+        sequence(
+            page_answer([api_record(1)], "t1"),
+            page_answer([], "t2"),
+            page_answer([], "t3"),
+            page_answer([api_record(2)], ""),
+        )
     )
     with open_client(http) as client:
-        pages = client.iter_pages(InvocationQuery())
-        first = next(pages)
-        with pytest.raises(MalformedResponseError, match="empty page still carries a NextToken"):
-            next(pages)
-    assert len(first.results) == 1
+        pages = list(client.iter_pages(InvocationQuery()))
+    assert [len(p.results) for p in pages] == [1, 0, 0, 1]
+    assert [p.params.get("NextToken") for p in checks.seen] == [None, "t1", "t2", "t3"]
+
+
+def test_an_empty_first_page_with_a_token_is_followed() -> None:
+    http, checks = mock_http(
+        sequence(page_answer([], "t1"), page_answer([api_record(1), api_record(2)], ""))
+    )
+    with open_client(http) as client:
+        results = all_results(client, InvocationQuery())
+    assert [r.instance_id for r in results] == ["i-00000001", "i-00000002"]
     assert len(checks.seen) == 2
+
+
+def endless_empty_pages(request: RecordedRequest) -> Answer:
+    """Every answer empty, each with a new NextToken: a loop no token repeat shows."""
+    return page_answer([], f"t{int(request.params.get('NextToken', 't0')[1:]) + 1}")
+
+
+def test_endless_empty_pages_with_new_tokens_end_the_walk_with_a_clear_error() -> None:
+    http, checks = mock_http(endless_empty_pages)
+    with open_client(http) as client:
+        pages = client.iter_pages(InvocationQuery())
+        followed = [next(pages) for _ in range(MAX_EMPTY_PAGES_IN_A_ROW)]
+        with pytest.raises(MalformedResponseError, match="pages in a row came back empty") as err:
+            next(pages)
+    assert all(not p.results and p.next_token for p in followed)
+    assert f"{MAX_EMPTY_PAGES_IN_A_ROW + 1} pages in a row" in err.value.message
+    assert err.value.http_status == 200
+    assert len(checks.seen) == MAX_EMPTY_PAGES_IN_A_ROW + 1  # not one call more
+
+
+def test_only_empty_pages_in_a_row_count_towards_the_bound() -> None:
+    answers = []
+    for block in range(3):  # the bound's worth of empty pages, then a result, three times
+        for n in range(MAX_EMPTY_PAGES_IN_A_ROW):
+            answers.append(page_answer([], f"e{block}-{n}"))
+        answers.append(page_answer([api_record(block)], f"r{block}"))
+    answers.append(page_answer([api_record(9)], ""))
+    http, checks = mock_http(sequence(*answers))
+    with open_client(http) as client:
+        results = all_results(client, InvocationQuery())
+    assert [r.instance_id for r in results] == [f"i-0000000{n}" for n in (0, 1, 2, 9)]
+    assert len(checks.seen) == len(answers)
+
+
+def test_an_empty_page_that_repeats_a_token_is_a_loop() -> None:
+    http, checks = mock_http(
+        sequence(
+            page_answer([api_record(1)], "t1"),
+            page_answer([], "t2"),
+            page_answer([], "t1"),
+            page_answer([api_record(2)], ""),
+        )
+    )
+    with open_client(http) as client, pytest.raises(MalformedResponseError, match="loop"):
+        list(client.iter_pages(InvocationQuery()))
+    assert len(checks.seen) == 3
+
+
+def test_a_resumed_walk_answered_with_its_own_token_is_a_loop_at_once() -> None:
+    http, checks = mock_http(sequence(page_answer([], "kept"), page_answer([], "other")))
+    with open_client(http) as client, pytest.raises(MalformedResponseError, match="loop"):
+        list(client.iter_pages(InvocationQuery(), next_token="kept"))
+    assert [p.params.get("NextToken") for p in checks.seen] == ["kept"]
+
+
+def test_max_pages_counts_empty_pages() -> None:
+    http, checks = mock_http(endless_empty_pages)
+    with open_client(http) as client:
+        pages = list(client.iter_pages(InvocationQuery(), max_pages=3))
+    assert len(pages) == 3
+    assert len(checks.seen) == 3
 
 
 def test_repeated_token_is_refused() -> None:

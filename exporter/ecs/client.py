@@ -55,6 +55,16 @@ from exporter.ecs.untrusted import TextCleaner
 log = logging.getLogger(__name__)
 
 ACTION = "DescribeInvocationResults"
+MAX_EMPTY_PAGES_IN_A_ROW = 20
+"""The most pages in a row a walk follows that came back without a record but with a new
+``NextToken``; one more fails the walk (:class:`MalformedResponseError`).
+
+Such a page can be legitimate (a service that filters a page after cutting it, records that left
+retention under a walk's snapshot) or the start of a loop that hands out a new token every time:
+the undocumented API may do either. Twenty pages at the usual 50 results are a thousand entries,
+a tenth of what the API keeps, passing without one match; beyond that a loop is far likelier,
+and it has then cost 21 calls of the region's quota (a few calls a second, shared) rather than a
+whole page cap's worth at every refresh. A token that comes back is a loop at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +193,16 @@ class EcsClient:
         """Yield every page of results for ``query`` (from ``next_token``'s page when given).
 
         The first request carries ``MaxResults`` only; the next ones the ``NextToken`` of the
-        previous answer, until it is empty or absent. An empty page that still has a token, or a
-        token seen before, raises :class:`MalformedResponseError`. A rejected ``NextToken``
-        (``InvalidParameter.NextToken`` or any 4xx whose code names it) restarts once from the
-        first page (that page has ``restarted`` set), so the caller may see results twice (they
-        are keyed, so counting by key is safe); a second rejection raises. ``max_pages`` stops
-        early, counting from the first page read after a restart. The query is validated
-        here, before anything is sent (:class:`InvalidRequestError`).
+        previous answer, until it is empty or absent. A page without records that still has a
+        token is yielded and followed (the next pages may have some), but more than
+        :data:`MAX_EMPTY_PAGES_IN_A_ROW` of them in a row, or a token seen before in this walk
+        (the one resumed from included), raise :class:`MalformedResponseError`. A rejected
+        ``NextToken`` (``InvalidParameter.NextToken`` or any 4xx whose code names it) restarts
+        once from the first page (that page has ``restarted`` set), so the caller may see
+        results twice (they are keyed, so counting by key is safe); a second rejection raises.
+        ``max_pages`` stops early (empty pages count), counting from the first page read after
+        a restart. The query is validated here, before anything is sent
+        (:class:`InvalidRequestError`).
         """
         query.validate()
         if type(max_results) is not int or not 1 <= max_results <= MAX_RESULTS_LIMIT:
@@ -211,8 +224,9 @@ class EcsClient:
 
     def _walk(self, first: dict[str, str], max_pages: int | None, token: str) -> Iterator[Page]:
         restarted = just_restarted = False
-        seen: set[str] = set()
+        seen: set[str] = {token} if token else set()
         count = 0
+        empty = 0  # pages in a row without a record (each with a new token)
         while True:
             params = {**first, "NextToken": token} if token else first
             try:
@@ -237,7 +251,7 @@ class EcsClient:
                 restarted = just_restarted = True
                 seen.clear()
                 token = ""
-                count = 0  # the walk starts over: ``max_pages`` counts from the first page
+                count = empty = 0  # the walk starts over: ``max_pages`` counts from the first page
                 continue
             if just_restarted:
                 page = replace(page, restarted=True)
@@ -245,16 +259,20 @@ class EcsClient:
             count += 1
             next_token = page.next_token
             if next_token:
-                if not page.results and not page.invalid:
-                    raise MalformedResponseError(
-                        "an empty page still carries a NextToken (paging would not end)",
-                        request_id=page.request_id,
-                        http_status=200,
-                    )
                 if next_token in seen:
                     raise MalformedResponseError(
                         f"the NextToken of page {count} was already returned before "
                         "(paging would loop)",
+                        request_id=page.request_id,
+                        http_status=200,
+                    )
+                # An empty page may be the service's filtering: the pages after it are read, but
+                # only so many in a row (a service that hands out new tokens forever).
+                empty = 0 if page.results or page.invalid else empty + 1
+                if empty > MAX_EMPTY_PAGES_IN_A_ROW:
+                    raise MalformedResponseError(
+                        f"{empty} pages in a row came back empty, each with a new NextToken "
+                        "(paging would not end)",
                         request_id=page.request_id,
                         http_status=200,
                     )
