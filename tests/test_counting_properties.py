@@ -94,6 +94,7 @@ class Scenario:
     time_resolution: float = 1.0  # with order "unstable": equal keys among more results
     throttle: float = 0.0  # this share of calls throttled (sustained, no Retry-After)
     token_ttl: float = 600.0  # NextTokens expire this long after they were issued
+    empty_pages: float = 0.0  # this share of answers empty, with a new NextToken to that page
 
 
 @dataclass
@@ -277,6 +278,8 @@ def quirk_faults(plan: FaultPlan, scenario: Scenario) -> None:
         plan.always("invalid_next_token", 0.5, page=scenario.refused_token_page)
     if scenario.throttle:
         plan.always("throttling_user", scenario.throttle, retry_after_ms=None)
+    if scenario.empty_pages:
+        plan.always("empty_page", scenario.empty_pages)
 
 
 def expected_labels(expectation: Expectation, include_history: bool) -> Counter[Label]:
@@ -540,6 +543,9 @@ QUIRKS: dict[str, dict[str, object]] = {
     "throttled": {"throttle": 0.4},
     # Tokens that do not outlive their walk: a walk resumed at the next refresh starts over.
     "short_lived_tokens": {"token_ttl": 0.5},
+    # Pages without a record that still carry a NextToken (the next ones have the records),
+    # on any page, the first one included: what a service that filters after paging answers.
+    "empty_pages": {"empty_pages": 0.3},
 }
 
 
@@ -563,7 +569,7 @@ def quirk_scenario(seed: int, quirks: list[str], *, faults: bool) -> Scenario:
     return scenario
 
 
-def check_quirk_scenario(scenario: Scenario, executor: ThreadPoolExecutor) -> None:
+def check_quirk_scenario(scenario: Scenario, executor: ThreadPoolExecutor) -> TargetSnapshot:
     snap, expectation, truth = run_scenario(scenario, executor)
     assert snap.up
     assert snap.baseline_done
@@ -581,6 +587,7 @@ def check_quirk_scenario(scenario: Scenario, executor: ThreadPoolExecutor) -> No
         assert_counts_match(snap, expectation, scenario.include_history)
     if scenario.sweep_interval:
         assert_view_matches(snap, truth)
+    return snap
 
 
 @pytest.mark.parametrize("seed", [700, 701])
@@ -588,7 +595,10 @@ def check_quirk_scenario(scenario: Scenario, executor: ThreadPoolExecutor) -> No
 def test_each_api_quirk_alone_loses_and_doubles_nothing(
     quirk: str, seed: int, executor: ThreadPoolExecutor
 ) -> None:
-    check_quirk_scenario(quirk_scenario(seed, [quirk], faults=False), executor)
+    snap = check_quirk_scenario(quirk_scenario(seed, [quirk], faults=False), executor)
+    if quirk == "empty_pages":
+        # Followed, not refused: no refresh failed on them (the target stayed up).
+        assert dict(snap.refresh_failures).get("malformed", 0) == 0
 
 
 @pytest.mark.parametrize("seed", range(710, 716))
@@ -606,6 +616,16 @@ def test_api_quirks_mixed_with_faults_lose_and_double_nothing(
         ],
         rng.randint(2, 4),
     )
+    check_quirk_scenario(quirk_scenario(seed, quirks, faults=True), executor)
+
+
+@pytest.mark.parametrize("seed", [730, 731, 732])
+def test_empty_pages_mixed_with_other_quirks_and_faults_lose_and_double_nothing(
+    seed: int, executor: ThreadPoolExecutor
+) -> None:
+    rng = random.Random(f"empty/{seed}")
+    others = ["refused_token", "unstable_order", "throttled", "short_lived_tokens"]
+    quirks = ["empty_pages", *rng.sample(others, rng.randint(1, 3))]
     check_quirk_scenario(quirk_scenario(seed, quirks, faults=True), executor)
 
 

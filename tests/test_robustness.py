@@ -195,6 +195,8 @@ FAULT_REASONS: dict[str, str | None] = {
     "huge_records": None,
     "long_error_code": "invalid_request",
     "echo_token": "auth",  # its Code starts with InvalidSecurityToken.
+    # Every answer empty with a new NextToken: the walk gives up after so many in a row.
+    "empty_page": "malformed",
 }
 
 

@@ -7,7 +7,8 @@ whichever way it behaves, so the simulator can show each one from its control in
 * a refused ``NextToken`` at a chosen page, once or every time;
 * an unstable order among results with equal (coarse) keys, optionally with coarse times;
 * an API clock offset from the host's (result times and the ``Date`` header);
-* sustained throttling, with and without ``x-acs-retry-after``.
+* sustained throttling, with and without ``x-acs-retry-after``;
+* pages without a record that still carry a ``NextToken`` to the records.
 """
 
 from __future__ import annotations
@@ -132,6 +133,28 @@ def test_a_token_rule_without_a_page_refuses_the_first_token_never_a_first_page(
     first = _page(client, server, 10)
     assert first.status_code == 200
     assert error(_page(client, server, 10, _token(first))) == (400, "InvalidParameter.NextToken")
+
+
+def test_an_empty_page_carries_a_new_token_to_the_records_it_held_back(
+    client: httpx.Client, world: World, server: SimulatorServer
+) -> None:
+    server.faults.next("empty_page", page=2)
+    first = _page(client, server, 10)
+    empty = _page(client, server, 10, _token(first))
+    assert empty.status_code == 200
+    assert results(empty) == []
+    assert _token(empty) not in ("", _token(first))
+    second = _page(client, server, 10, _token(empty))
+    assert _keys(results(first) + results(second)) == _keys(world.records())[:20]
+    server.faults.always("empty_page", page=1)  # every first page, every time: a walk never ends
+    tokens: set[str] = set()
+    token = ""
+    for _ in range(5):
+        answer = _page(client, server, 10, token)
+        assert results(answer) == []
+        token = _token(answer)
+        tokens.add(token)
+    assert len(tokens) == 5
 
 
 def test_any_fault_can_target_a_page_and_a_retried_token_then_goes_on(

@@ -48,6 +48,9 @@ which only apply to requests that carry a ``NextToken``; :data:`ALL_FAULT_KINDS`
 ``long_error_code``   400 whose Code is 300 characters long
 ``echo_token``        400 that echoes the request's ``x-acs-security-token`` in its Code,
                       RequestId, HostId and Message (as a careless proxy might)
+``empty_page``        200 without a record but with a new ``NextToken`` to the same page (as a
+                      service that filters a page after cutting it might answer): the records
+                      come with the next call (``PageNumber`` paging answers normally)
 ====================  ==========================================================================
 
 The last five are *hostile answers*: whatever the API sends is untrusted, and these are what a
@@ -79,6 +82,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "huge_records",
     "long_error_code",
     "echo_token",
+    "empty_page",
 )
 TOKEN_FAULT_KINDS: tuple[str, ...] = ("invalid_next_token",)
 ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + TOKEN_FAULT_KINDS

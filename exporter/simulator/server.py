@@ -588,7 +588,9 @@ class SimulatorServer(LoopbackServer):
                 page_number = offset // max_results + 1
             refs, total = self._pager.page(world, walk, offset, max_results, now)
             next_token = ""
-            if not legacy and offset + max_results < total:
+            if not legacy and fault is not None and fault.kind == "empty_page":
+                refs, next_token = [], self._pager.issue(walk, offset, now, walk_page)
+            elif not legacy and offset + max_results < total:
                 next_token = self._pager.issue(walk, offset + max_results, now, walk_page + 1)
             times = self._times
             if fault is not None and fault.kind in ("wrong_types", *HOSTILE_RECORD_FAULTS):
