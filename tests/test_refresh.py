@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.app import Application
-from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
+from exporter.ecs.client import MAX_EMPTY_PAGES_IN_A_ROW, EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider
 from exporter.ecs.errors import (
     AuthenticationError,
@@ -35,7 +35,19 @@ from exporter.settings import ExporterSettings
 from exporter.simulator.faults import FaultPlan
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.world import GroundTruth, ManualClock, World, WorldSpec
-from tests.support.fakes import DAY, T0, FakeApi, FakeClock, backlog, make_refresher, result
+from tests.support.fakes import (
+    DAY,
+    T0,
+    FakeApi,
+    FakeClock,
+    PagedResults,
+    api_record,
+    backlog,
+    make_client,
+    make_refresher,
+    mock_http,
+    result,
+)
 
 replace = InvocationResult.replace  # a copy of a record with changes
 
@@ -184,6 +196,102 @@ def test_new_results_after_the_baseline_are_counted_exactly_once(
         snap = refresher.refresh_now()
     assert finished(snap) == Counter({("Success", ""): 2})
     assert dict(snap.counters.durations)["Success"].count == 2
+
+
+@pytest.mark.parametrize("empty", [{0: 1}, {0: 3, 50: 2}], ids=["first", "several"])
+def test_empty_pages_with_a_token_do_not_end_the_fast_path(
+    executor: ThreadPoolExecutor, empty: dict[int, int]
+) -> None:
+    # A service that filters after paging answers pages without a record that still carry a
+    # NextToken, at every walk: they say nothing of what follows (no sweep to catch up here).
+    clock = FakeClock()
+    api = FakeApi(backlog(120))
+    api.empty_pages = empty
+    refresher = make_refresher(api, executor, clock, sweep_interval=0.0)
+    snap = refresher.refresh_now()
+    assert snap.up
+    assert snap.baseline_done
+    for n in range(60):  # new results, on to the second page
+        api.set(result(f"t-new{n:03d}", status="Failed", error_code="X", start=T0 + 100 + n))
+    for _ in range(3):
+        clock.now += 30
+        snap = refresher.refresh_now()
+        assert snap.up
+        assert finished(snap) == Counter({("Failed", "X"): 60})
+    # Steady: the empty pages before the first one with results, and that one.
+    assert snap.refresh_pages == empty[0] + 1
+
+
+def test_endless_empty_pages_fail_the_refresh_clearly_and_it_recovers(
+    executor: ThreadPoolExecutor,
+) -> None:
+    clock = FakeClock()
+    api = FakeApi(backlog(120))
+    refresher = make_refresher(api, executor, clock, sweep_interval=0.0)
+    refresher.refresh_now()
+    api.empty_pages = {0: 10_000}  # a new token every time, never a record
+    api.set(result("t-new", status="Failed", error_code="X", start=T0 + 5))
+    clock.now += 30
+    calls = len(api.calls)
+    snap = refresher.refresh_now()
+    assert not snap.up
+    assert failures(snap) == {"malformed": 1}
+    assert "in a row came back empty" in snap.last_failure_detail
+    assert len(api.calls) - calls == MAX_EMPTY_PAGES_IN_A_ROW + 1  # bounded, not the page cap
+    api.empty_pages = {}
+    clock.now += 30
+    snap = refresher.refresh_now()
+    assert snap.up
+    assert finished(snap) == Counter({("Failed", "X"): 1})
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+@pytest.mark.parametrize("empty_at", [{20}, {0}, {0, 10, 20, 50}])
+def test_pages_emptied_at_every_walk_stall_neither_the_first_walk_nor_counting(
+    executor: ThreadPoolExecutor, empty_at: set[int]
+) -> None:
+    # The real client over HTTP: every walk meets an empty page with a working NextToken at
+    # these offsets. The first walk used to fail there, and resume there, for good.
+    records = [
+        api_record(n, StartTime=_iso(T0 - 1000 - n), FinishedTime=_iso(T0 - 990 - n))
+        for n in range(60)
+    ]
+    script = PagedResults(records, empty_at=empty_at)
+    http, _ = mock_http(script)
+    clock = FakeClock()
+    with http:
+        refresher = TargetRefresher(
+            "prod",
+            "cn-hangzhou",
+            make_client(http),
+            InvocationQuery(),
+            RefreshOptions(max_results=10, sweep_interval=0.0),
+            executor,
+            clock=clock,
+        )
+        snap = refresher.refresh_now()
+        assert snap.up
+        assert snap.baseline_done
+        assert snap.baseline_results == 60
+        for n in range(3):
+            new = api_record(
+                1000 + n,
+                InvokeId=f"t-new{n}",
+                InvocationStatus="Failed",
+                ErrorCode="ExitCodeNonzero",
+                ExitCode=1,
+                StartTime=_iso(T0 + 10 * n),
+                FinishedTime=_iso(T0 + 10 * n + 5),
+            )
+            script.records.insert(0, new)
+            clock.now += 30
+            snap = refresher.refresh_now()
+            assert snap.up
+        assert finished(snap) == Counter({("Failed", "ExitCodeNonzero"): 3})
+        assert failures(snap) == {}
 
 
 def test_results_not_newest_first_are_caught_by_the_sweep_and_logged_once(
@@ -1226,6 +1334,12 @@ def test_new_results_pushing_the_pages_on_are_not_an_order_that_moves() -> None:
     moved.page(keys("e", "d", "c"))
     moved.page(keys("b", "d", "a"))  # "d" again, out of place: another may have been missed
     assert moved.moved
+    # An empty page (with a NextToken) between two pages says nothing of the order.
+    pushed_past_empty = OrderWatch()
+    pushed_past_empty.page(keys("e", "d", "c"))
+    pushed_past_empty.page([])
+    pushed_past_empty.page(keys("d", "c", "b", "a"))
+    assert not pushed_past_empty.moved
 
 
 def test_a_run_stuck_in_flight_at_the_bottom_of_the_backlog_costs_no_extra_pages(

@@ -5,6 +5,7 @@
    refresh (see :meth:`ReadPlan._baseline`); its progress is :attr:`ReadPlan.baseline`.
 2. *Fast path*: pages from the first one, stopping after a page that brings nothing new or
    changed, or whose last record is known and unchanged (newest-first, nothing new follows).
+   A page without a record that still carries a NextToken is read past (it says nothing).
    What this walk itself found new is still news when read again (a walk restarted from the
    first page after a refused ``NextToken``, pages pushed on by new results).
    The API's order is undocumented; when a new record follows an unchanged known one, the
@@ -441,6 +442,10 @@ class ReadPlan:
         )
         extended = 0
         for page in self._walk(self._query):
+            if not page.results and not page.invalid:
+                # An empty page that still has a NextToken says nothing of what follows: the
+                # service may filter after paging (the client bounds how many come in a row).
+                continue
             news = False
             last_change = Change.UNCHANGED
             last_key: ResultKey | None = None

@@ -62,7 +62,9 @@ class OrderWatch:
         self._previous: list[ResultKey] = []
 
     def page(self, keys: list[ResultKey]) -> None:
-        """Take the keys of the next page, in order."""
+        """Take the keys of the next page, in order (an empty page says nothing of it)."""
+        if not keys:
+            return
         if self._seen.isdisjoint(keys):  # the usual case (a page of results not seen yet)
             self._seen.update(keys)
             self._previous = keys

@@ -25,9 +25,9 @@ import httpcore
 import httpx
 
 from exporter.ecs import signing
-from exporter.ecs.client import EcsClient, RequestEvent, RetryPolicy
+from exporter.ecs.client import MAX_EMPTY_PAGES_IN_A_ROW, EcsClient, RequestEvent, RetryPolicy
 from exporter.ecs.credentials import StaticProvider
-from exporter.ecs.errors import ThrottledError
+from exporter.ecs.errors import MalformedResponseError, ThrottledError
 from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvalidRecord,
@@ -105,11 +105,15 @@ class PagedResults:
     records: list[dict[str, Any]]
     tokens_rejected: int = 0  # answer InvalidParameter.NextToken to this many token requests
     served_tokens: list[str] = field(default_factory=list)
+    # Offsets where every walk first gets a page without a record, with a NextToken (``+``)
+    # on to that offset's records (a service that filters after paging).
+    empty_at: set[int] = field(default_factory=set)
 
     def __call__(self, request: RecordedRequest) -> Answer:
         params = request.params
         size = int(params.get("MaxResults", "10"))
         token = params.get("NextToken", "")
+        held_back = token.endswith("+")
         if token:
             self.served_tokens.append(token)
             if self.tokens_rejected > 0:
@@ -119,9 +123,11 @@ class PagedResults:
                     "InvalidParameter.NextToken",
                     "The specified parameter NextToken is not valid.",
                 )
-            offset = int(token.removeprefix("tok-"))
+            offset = int(token.removeprefix("tok-").removesuffix("+"))
         else:
             offset = 0
+        if offset in self.empty_at and not held_back:
+            return page_answer([], f"tok-{offset}+", total=len(self.records))
         chunk = self.records[offset : offset + size]
         end = offset + len(chunk)
         next_token = f"tok-{end}" if end < len(self.records) else ""
@@ -360,7 +366,8 @@ class FakeApi:
     is the newest, as the service appears to answer), ``page_size`` per page, with offset
     tokens. Every page is one call, recorded in ``calls``; ``errors`` maps a call number
     (1-based) to the error that call raises; the pages of the call numbers in ``garbled`` have
-    every record unusable (in ``Page.invalid``); while ``gate`` is set, calls wait for it."""
+    every record unusable (in ``Page.invalid``); while ``gate`` is set, calls wait for it.
+    ``empty_pages`` adds pages without a record that carry a NextToken (see there)."""
 
     def __init__(self, records: list[InvocationResult] | None = None, page_size: int = 50) -> None:
         self.records: list[InvocationResult] = list(records or [])
@@ -380,6 +387,10 @@ class FakeApi:
         self.token_max_age: int | None = None
         self.unstable: random.Random | None = None
         self.throttle: tuple[random.Random, float] | None = None
+        # Pages without a record that still carry a NextToken (a service that filters after
+        # paging): offset -> how many such pages every walk gets there, in a row, each with a
+        # new token to the same place, before that offset's records.
+        self.empty_pages: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def iter_pages(
@@ -395,6 +406,7 @@ class FakeApi:
         offset = int(offset_text or 0)
         issued = int(issued_text or 0)
         pages = 0
+        emptied: dict[int, int] = {}  # this walk's empty pages so far, by offset
         while True:
             with self._lock:
                 self.calls.append(query)
@@ -413,6 +425,18 @@ class FakeApi:
             if restarted:
                 offset, pages = 0, 0
             rows = self._select(query)
+            if emptied.get(offset, 0) < self.empty_pages.get(offset, 0):
+                emptied[offset] = emptied.get(offset, 0) + 1
+                if emptied[offset] > MAX_EMPTY_PAGES_IN_A_ROW:  # as the client refuses them
+                    raise MalformedResponseError("pages in a row came back empty", http_status=200)
+                issued = number
+                yield Page(
+                    [], f"{offset}@{number}", len(rows), f"REQ-{number}", restarted=restarted
+                )
+                pages += 1
+                if max_pages is not None and pages >= max_pages:
+                    return
+                continue
             chunk = rows[offset : offset + size]
             offset += size
             token = f"{offset}@{number}" if offset < len(rows) else ""
