@@ -1142,6 +1142,42 @@ def test_an_unstable_order_among_equal_start_times_never_counts_a_run_twice(
     assert snap.view.tracked_runs == 300  # nothing the API still has was forgotten
 
 
+@pytest.mark.parametrize("instances", [1, 3])
+def test_a_target_of_running_invocations_counts_every_run_of_them(
+    instances: int, executor: ThreadPoolExecutor
+) -> None:
+    # InvokeRecordStatus is the whole invocation's: once its last instance ends, none of its
+    # results match the target's filter any more. The last instance's run was never counted
+    # (and an invocation of one instance never counted at all).
+    clock = FakeClock()
+    api = FakeApi()
+    refresher = make_refresher(
+        api, executor, clock, query=InvocationQuery(invoke_record_status="Running")
+    )
+    assert refresher.refresh_now().baseline_done
+    ids = [f"i-{n}" for n in range(instances)]
+    api.records = [result("t-run", i, "Running", start=clock.now + 5) for i in ids]
+    clock.now += 30
+    refresher.refresh_now()
+    for i in ids[:-1]:  # all but the last end while the invocation still runs
+        api.set(
+            result(
+                "t-run", i, start=clock.now - 25, finished=clock.now + 5, record_status="Running"
+            )
+        )
+    clock.now += 30
+    assert sum(finished(refresher.refresh_now()).values()) == instances - 1
+    # The last one ends: the invocation is Finished, and the target's walks no longer return it.
+    api.records = [
+        result("t-run", i, start=clock.now - 55, finished=clock.now + 5, record_status="Finished")
+        for i in ids
+    ]
+    clock.now += 30
+    refresher.refresh_now()
+    clock.now += 30
+    assert sum(finished(refresher.refresh_now()).values()) == instances
+
+
 def test_an_api_clock_behind_the_hosts_loses_no_run(executor: ThreadPoolExecutor) -> None:
     # The API's timestamps are 300 s behind the exporter host's clock.
     clock = FakeClock(T0 + 300)

@@ -409,7 +409,11 @@ class ReadPlan:
         read completely."""
         complete: list[str] = []
         for invoke_id in self._take_turns(sorted(by_invocation)):
-            lookup = self._walk(replace(self._query, invoke_id=invoke_id))
+            # Without the target's InvokeRecordStatus: it chooses invocations by their status as
+            # a whole, and one followed until its results end may no longer match it (a target
+            # of Running invocations never read the last instance's run of one).
+            query = replace(self._query, invoke_id=invoke_id, invoke_record_status=None)
+            lookup = self._walk(query)
             found: set[ResultKey] = set()
             for page in lookup:
                 for result in page.results:

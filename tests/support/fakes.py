@@ -481,15 +481,17 @@ def make_refresher(
     name: str = "prod",
     *,
     store: TargetStore | None = None,
+    query: InvocationQuery | None = None,
     **options: Any,
 ) -> TargetRefresher:
-    """A refresher of target ``name`` in cn-hangzhou that reads ``api`` with the default query,
-    on ``clock``, with ``options`` as its ``RefreshOptions`` (and ``store`` for its state)."""
+    """A refresher of target ``name`` in cn-hangzhou that reads ``api`` with ``query`` (the
+    default query when None), on ``clock``, with ``options`` as its ``RefreshOptions`` (and
+    ``store`` for its state)."""
     return TargetRefresher(
         name,
         "cn-hangzhou",
         api,
-        InvocationQuery(),
+        query if query is not None else InvocationQuery(),
         RefreshOptions(**options),
         executor,
         clock=clock,
