@@ -53,7 +53,9 @@ def record_backlog(
     delivered = extras is not None and extras.oss_output_status in OSS_TERMINAL
     if not (terminal or delivered):
         return
-    time = result_time(result, now)
+    # Only a history ledger keeps a run's time (a record ledger's claims keep nothing): this
+    # runs for every record of a first walk.
+    time = result_time(result, now) if ledger.counts_history else now
     if terminal:
         if entry.max_repeats > run:
             run = entry.max_repeats
