@@ -54,6 +54,7 @@ from exporter.targets import (
     ClientSpec,
     RunningTarget,
     TargetBuilder,
+    credentials_identity,
     identity_of,
     refresh_options,
     target_info,
@@ -188,6 +189,7 @@ class Application:
         for _, item, spec, client in kept:
             if client is not None:
                 item.source.client = client
+                item.refresher.use_credentials(credentials_identity(spec.target))
             item.target, item.client_spec = spec.target, spec
         running = [
             item for _, item in sorted([(i, item) for i, item, _, _ in kept] + started, key=_first)

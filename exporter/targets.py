@@ -9,6 +9,7 @@ targets that stay.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
@@ -123,7 +124,7 @@ def target_info(target: Target) -> TargetInfoKey:
     return TargetInfoKey(endpoint_kind=kind, credential_source=target.credentials_label)
 
 
-def quota_identity(target: TargetSettings) -> str:
+def quota_identity(target: TargetSettings | Target) -> str:
     """Who the API counts a target's requests against, as far as the config can tell.
 
     Targets with the same identity in the same region share one token bucket (two targets of
@@ -140,6 +141,13 @@ def quota_identity(target: TargetSettings) -> str:
     if isinstance(credentials, EcsRamRoleCredentialsSettings):
         return f"ecs_ram_role:{credentials.role_name or ''}"
     return f"source:{credentials.source}"
+
+
+def credentials_identity(target: TargetSettings | Target) -> str:
+    """Who a target reads its results as, as an opaque string (a digest of
+    :func:`quota_identity`, so no AccessKey id reaches the state files): a target whose identity
+    changes judges the results it reads afresh (see ``TargetRefresher.use_credentials``)."""
+    return hashlib.sha256(quota_identity(target).encode()).hexdigest()[:16]
 
 
 class RedactingProvider:
@@ -368,5 +376,6 @@ class TargetBuilder:
             on_snapshot=self._collector.prerender,  # rendered by the refresh, not by the scrape
             # Its saved tracker and counters, restored (a reload that adds a target it had).
             store=self._state.target(identity, target.label) if self._state is not None else None,
+            credentials=credentials_identity(target),
         )
         return RunningTarget(target, identity, refresher, source, spec, options)

@@ -110,6 +110,8 @@ class SavedState(msgspec.Struct, frozen=True):
     baseline_consistent: bool = False
     tolerance: _Seconds | None = None
     newest_baseline_time: _Time = float("-inf")
+    credentials: str = ""
+    """Who the target read its results as (see :attr:`RunTracker.credentials`); "" unknown."""
 
 
 @dataclass(frozen=True, slots=True)

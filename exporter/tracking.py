@@ -161,6 +161,7 @@ class RunTracker:
         self._index = ViewIndex()  # what a refresh with nothing new asks, without a scan
         self._arrivals = 0
         self.returned = 0  # results back after leaving the view (a walk or a trim missed them)
+        self.credentials = ""  # who the results were read as (opaque; saved with the state)
 
         self._counters = RunCounters(
             command_breakdown or CommandBreakdown(), tracking_cap, max_unknown_values
@@ -595,6 +596,7 @@ class RunTracker:
         state = decode_state(summary)
         restored = decode_rows(rows)
         self._counters.restore(state)
+        self.credentials = state.credentials
         if restored is None:
             return None
         view = self._view = restored.view
@@ -630,6 +632,7 @@ class RunTracker:
             baseline_consistent=self._baseline_consistent,
             tolerance=self._tolerance,
             newest_baseline_time=self._newest_baseline_time,
+            credentials=self.credentials,
             dropped_until=self._dropped_until,
             **self._counters.saved(),
         )

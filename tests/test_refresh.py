@@ -1178,6 +1178,37 @@ def test_a_target_of_running_invocations_counts_every_run_of_them(
     assert sum(finished(refresher.refresh_now()).values()) == instances
 
 
+def test_credentials_of_another_account_count_only_what_ends_after_the_last_read(
+    executor: ThreadPoolExecutor,
+) -> None:
+    # The target keeps its name, region and endpoint, but its AccessKey is now another
+    # account's: that account's results were all judged against the first account's first
+    # walk, and every one that ended after it (or started after all it saw) was counted.
+    clock = FakeClock()
+    api = FakeApi(backlog(5))
+    refresher = make_refresher(api, executor, clock)
+    refresher.use_credentials("account-a")
+    assert refresher.refresh_now().baseline_done
+    clock.now += 300
+    refresher.refresh_now()  # the last read with account A's key, at T0 + 300
+    last_read = clock.now
+    other = [
+        *(result(f"b-old-{n}", start=T0 - 900 - n) for n in range(20)),  # before A's baseline
+        # After it, but before the last read (by more than the 60 s tolerance of a first walk)
+        *(result(f"b-since-{n}", start=T0 + 10 + 30 * n) for n in range(5)),
+    ]
+    api.records = other
+    refresher.use_credentials("account-b")
+    clock.now += 60
+    assert sum(finished(refresher.refresh_now()).values()) == 0
+    # What account B finishes from the last read on is counted, once.
+    api.records[:0] = [result("b-new", start=last_read + 5)]
+    clock.now += 60
+    assert sum(finished(refresher.refresh_now()).values()) == 1
+    clock.now += 60
+    assert sum(finished(refresher.refresh_now()).values()) == 1
+
+
 def test_an_api_clock_behind_the_hosts_loses_no_run(executor: ThreadPoolExecutor) -> None:
     # The API's timestamps are 300 s behind the exporter host's clock.
     clock = FakeClock(T0 + 300)

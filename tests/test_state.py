@@ -522,6 +522,50 @@ def test_the_refresher_serves_restored_counters_before_its_first_refresh(
         store.close()
 
 
+def test_a_restart_with_another_accounts_credentials_counts_none_of_its_backlog(
+    tmp_path: Path,
+) -> None:
+    # Restarted with another AccessKey (maybe another account): what the target reads now is
+    # judged from its last read on, not against the first walk of the results it read before.
+    api = FakeApi([result("a-1", "i-1", "Success", start=T0 - 100)])
+    now = [T0]
+    with ThreadPoolExecutor(1) as executor:
+        store = StateStore(tmp_path)
+        first = _stored_refresher(api, executor, now, store)
+        first.use_credentials("account-a")
+        first.refresh_now()  # baseline
+        now[0] += 300
+        api.records.insert(0, result("a-2", "i-1", "Success", start=now[0] - 20))
+        # The last read as account A (a steady one would save no time): a-2 is counted.
+        before = sum(n for _, n in first.refresh_now().counters.finished)
+        assert before == 1
+        store.close()
+
+        # Account B's results: some ended after A's baseline, all before the last read.
+        api.records = [
+            result(f"b-{n}", "i-2", "Success", start=T0 + 10 * n, finished=T0 + 10 * n + 5)
+            for n in range(20)
+        ]
+        store = StateStore(tmp_path)
+        second = _stored_refresher(api, executor, now, store)
+        second.use_credentials("account-b")
+        assert second.latest().state == "restored"
+        now[0] += 30
+        assert sum(n for _, n in second.refresh_now().counters.finished) == before
+        api.records.insert(0, result("b-new", "i-2", "Failed", start=now[0], finished=now[0] + 5))
+        now[0] += 30
+        assert sum(n for _, n in second.refresh_now().counters.finished) == before + 1
+        store.close()
+
+        # Restarted again as B: nothing is judged afresh, nothing counted twice.
+        store = StateStore(tmp_path)
+        third = _stored_refresher(api, executor, now, store)
+        third.use_credentials("account-b")
+        now[0] += 30
+        assert sum(n for _, n in third.refresh_now().counters.finished) == before + 1
+        store.close()
+
+
 def _config_file(directory: Path) -> Path:
     """A config file with one static-key target, as the CLI tests start the exporter with."""
     config = directory / "config.yml"

@@ -107,6 +107,7 @@ class TargetRefresher:
         api_stats: ApiStatistics | None = None,
         on_snapshot: Callable[[TargetSnapshot], None] | None = None,
         store: TargetStore | None = None,
+        credentials: str = "",
     ) -> None:
         self.name = name
         self.region_id = region_id
@@ -128,6 +129,8 @@ class TargetRefresher:
             tracking_cap=options.tracking_cap,
             command_breakdown=options.command_breakdown,
         )
+        # Who the target reads as (see use_credentials); compared with its state's at a refresh.
+        self._credentials = credentials
         # Persist, then publish: each refresh's changes are saved before its snapshot is served.
         self._store = store
         self._state = "fresh"
@@ -196,10 +199,37 @@ class TargetRefresher:
         self._scheduler.run_now(timeout)
         return self._snapshot
 
+    def use_credentials(self, credentials: str) -> None:
+        """From the next refresh on, the target reads as ``credentials`` (an opaque identity:
+        :func:`exporter.targets.credentials_identity`)."""
+        self._credentials = credentials
+
+    def _check_credentials(self) -> None:
+        """When the target now reads as someone else than its state was read as (a reload or a
+        restart with another AccessKey or role: maybe another account), the results it shows
+        are judged afresh from its last read on (the last its state recorded, after a
+        restart): a run that ended before it is backlog, one that ended after it is counted, so
+        that rotating a key loses nothing. What it counted stays, and the next read of a result
+        it knows changes nothing."""
+        tracker, credentials = self._tracker, self._credentials
+        if tracker.credentials == credentials:
+            return
+        last_read = max((entry.seen_at for entry in tracker.view.values()), default=None)
+        if tracker.credentials and tracker.baseline_done and last_read is not None:
+            self._log.warning(
+                "the target reads with other credentials: results that ended before its last "
+                "read are taken as backlog",
+                extra=self._fields(),
+            )
+            offset = self.api_stats.api_clock.offset() or 0.0
+            tracker.complete_baseline(at=last_read, api_at=last_read + offset)
+        tracker.credentials = credentials
+
     # --- one refresh -------------------------------------------------------------------------
 
     def _run(self) -> None:
         started = time.monotonic()
+        self._check_credentials()
         self._plan.pages.new_refresh()
         baseline_pages = self._plan.baseline.pages
         up = False
