@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ from exporter.state import (
     StateStore,
     target_identity,
 )
+from exporter.trackerstate import EncodedRows
 from exporter.tracking import RunTracker
 from tests.exporter_process import run_cli
 from tests.support.fakes import FakeApi, make_refresher, result
@@ -763,4 +766,48 @@ def test_a_retired_refresher_neither_saves_nor_publishes_what_it_read(tmp_path: 
         # Its last refresh (one in flight at the reload does the same): not an error, not shown.
         assert refresher.refresh_now() is before
         assert restored(store, "target")[0].counter_totals() == before.counters
+    store.close()
+
+
+def test_a_target_added_back_during_a_save_restores_that_save_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reload that adds a target back comes while the removed refresher's save is half
+    written (its summary, not all its rows): the new store restores the save whole, once it is
+    committed, and the old store writes nothing after it."""
+    store = StateStore(tmp_path)
+    old = store.target("target", "prod")
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    for n in range(3):
+        tracker.observe(finished(f"t-{n}", T0 + 10), now=T0 + 10)
+    writing, release = threading.Event(), threading.Event()
+    encode_rows = EncodedRows.__iter__
+
+    def held_rows(rows: EncodedRows) -> Iterator[tuple[bytes, bytes | None]]:
+        for number, row in enumerate(encode_rows(rows)):
+            if number == 1:  # in the transaction, a row written, two to go
+                writing.set()
+                release.wait(10)
+            yield row
+
+    monkeypatch.setattr(EncodedRows, "__iter__", held_rows)
+    saves = ThreadPoolExecutor(2)
+    saved = saves.submit(old.save, tracker.export_changes())
+    assert writing.wait(10)
+    again = RunTracker()
+
+    def add_back() -> str:
+        return store.target("target", "prod").restore_into(again).state
+
+    added_back = saves.submit(add_back)
+    release.set()
+    assert saved.result(10)  # begun before the target was added back: committed
+    assert added_back.result(10) == "restored"
+    saves.shutdown()
+    monkeypatch.undo()
+    assert len(again) == 3
+    assert counted(again) == 3
+    tracker.observe(finished("t-late", T0 + 20), now=T0 + 20)
+    assert not old.save(tracker.export_changes())
     store.close()
