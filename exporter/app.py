@@ -206,8 +206,8 @@ class Application:
         self.running = running
         # One assignment: a scrape sees the old list or the new one, never a mix.
         self.refreshers = [item.refresher for item in running]
-        for item in plan.stop:
-            item.refresher.stop_refreshing()
+        for item in plan.stop:  # a refresh of theirs in flight saves nothing (see retire)
+            item.refresher.retire()
         # The pools no target calls through any more, closed once the refreshes now in flight
         # (a removed target's, an old client's) are done with them.
         close_unused = self.builder.retain_pools(self.targets)

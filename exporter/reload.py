@@ -7,7 +7,9 @@ same error at start-up) and the running one goes on unchanged.
 Which refreshers survive is :func:`plan_reload`'s decision, made on the targets' identities
 (:func:`exporter.state.target_identity`): a target whose identity is unchanged keeps its
 refresher, with its tracker, counters and any refresh in flight; a new identity starts a new
-refresher, and one no longer configured is stopped (its series disappear from the next scrape).
+refresher, and one no longer configured is retired (its series disappear from the next scrape,
+and a refresh of it still in flight saves nothing: the target may be added back meanwhile, with a
+new refresher that restored its state; see ``TargetRefresher.retire``).
 
 :class:`ReloadStatus` is what ``..._config_last_reload_successful`` and
 ``..._config_last_reload_success_timestamp_seconds`` show, as Prometheus exposes them: the start

@@ -14,6 +14,12 @@ Persist, then publish: the refresher saves a refresh's changes in one transactio
 so whatever a scrape saw is on disk, and a crash at any moment restarts from a state that
 Prometheus either saw or did not: a counter never goes down and no run is counted twice.
 
+One writer per target: the newest :class:`TargetStore` handed out for a target owns its state,
+and a store that no longer does (its refresher was removed by a reload, the target perhaps added
+back meanwhile, with a new refresher that restored the state) writes nothing. A removed target's
+refresh still in flight then leaves the state as the new refresher restored it: it neither
+overwrites what the new one counted since nor leaves rows the new one does not know it has.
+
 Bad state is never fatal: a file that is not an SQLite database, is corrupt or truncated (its
 tables not those this version writes included), belongs to another program or has a newer
 schema is moved aside (``state.db.<reason>-<time>``) with a warning, counted in
@@ -144,6 +150,8 @@ class StateStore:
         self.directory = directory
         self._clock = clock
         self._lock = threading.Lock()
+        # Each target's owner: the one store that may write its state (see TargetStore.retire).
+        self._owners: dict[str, TargetStore] = {}
         self.moved_aside: dict[str, int] = dict.fromkeys(MOVED_ASIDE_REASONS, 0)
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -197,16 +205,30 @@ class StateStore:
     # --- targets ---------------------------------------------------------------------------
 
     def target(self, target_id: str, label: str) -> TargetStore:
-        """The state of one target (marked as used now, if the file can be written)."""
-        try:
-            with self._lock, self._db:
-                self._db.execute(
-                    "UPDATE targets SET last_used = ? WHERE target_id = ?",
-                    (self._clock(), target_id),
-                )
-        except sqlite3.Error as exc:  # the refreshes' saves will say it again, per target
-            log.warning("cannot write the state file", extra={"detail": str(exc)})
-        return TargetStore(self, target_id, label)
+        """The state of one target (marked as used now, if the file can be written), owned by
+        the store returned: any store handed out earlier for ``target_id`` writes nothing from
+        now on. A save of one in progress (one transaction) ends first."""
+        store = TargetStore(self, target_id, label)
+        with self._lock:
+            self._owners[target_id] = store
+            try:
+                with self._db:
+                    self._db.execute(
+                        "UPDATE targets SET last_used = ? WHERE target_id = ?",
+                        (self._clock(), target_id),
+                    )
+            except sqlite3.Error as exc:  # the refreshes' saves will say it again, per target
+                log.warning("cannot write the state file", extra={"detail": str(exc)})
+        return store
+
+    def _owns(self, store: TargetStore) -> bool:
+        # Called with self._lock held, or for a hint only.
+        return self._owners.get(store.target_id) is store
+
+    def _retire(self, store: TargetStore) -> None:
+        with self._lock:  # after a save in progress
+            if self._owns(store):
+                del self._owners[store.target_id]
 
     def forget_others(self, keep: set[str], owned_elsewhere: Set[str] = frozenset()) -> int:
         """Drop the state of targets not in ``keep`` that were not used for
@@ -256,14 +278,17 @@ class StateStore:
         summary: bytes = row[0]
         return summary, rows
 
-    def _save(self, target_id: str, label: str, changes: TrackerChanges) -> None:
+    def _save(self, store: TargetStore, changes: TrackerChanges) -> bool:
+        target_id = store.target_id
         with self._lock, self._db:
+            if not self._owns(store):
+                return False
             if changes.summary is not None:
                 self._db.execute(
                     "INSERT INTO targets (target_id, label, summary, last_used) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (target_id) DO UPDATE SET label = excluded.label,"
                     " summary = excluded.summary, last_used = excluded.last_used",
-                    (target_id, label, changes.summary, self._clock()),
+                    (target_id, store.label, changes.summary, self._clock()),
                 )
             deletes: list[tuple[str, bytes]] = []
 
@@ -281,15 +306,18 @@ class StateStore:
             )
             if deletes:
                 self._db.executemany("DELETE FROM entries WHERE target_id = ? AND key = ?", deletes)
+        return True
 
-    def _drop_rows(self, target_id: str) -> None:
+    def _drop_rows(self, store: TargetStore) -> None:
         with self._lock, self._db:
-            self._db.execute("DELETE FROM entries WHERE target_id = ?", (target_id,))
+            if self._owns(store):
+                self._db.execute("DELETE FROM entries WHERE target_id = ?", (store.target_id,))
 
-    def _drop(self, target_id: str) -> None:
+    def _drop(self, store: TargetStore) -> None:
         with self._lock, self._db:
-            self._db.execute("DELETE FROM entries WHERE target_id = ?", (target_id,))
-            self._db.execute("DELETE FROM targets WHERE target_id = ?", (target_id,))
+            if self._owns(store):
+                self._db.execute("DELETE FROM entries WHERE target_id = ?", (store.target_id,))
+                self._db.execute("DELETE FROM targets WHERE target_id = ?", (store.target_id,))
 
     def close(self) -> None:
         """Close the database and release the directory's lock."""
@@ -321,7 +349,8 @@ class StateCollector(Collector):
 
 
 class TargetStore:
-    """One target's state in a :class:`StateStore`."""
+    """One target's state in a :class:`StateStore`: the newest store handed out for a target
+    writes it, an older one nothing (see :attr:`retired`)."""
 
     def __init__(self, store: StateStore, target_id: str, label: str) -> None:
         self._store = store
@@ -349,7 +378,7 @@ class TargetStore:
                 "stored state of a target unreadable: it starts afresh",
                 extra={"target": self.label, "detail": str(exc)},
             )
-            self._store._drop(self.target_id)
+            self._store._drop(self)
             return Restored("fresh")
         if results is None:
             # Kept, they would be unreadable at every start: every start a new baseline.
@@ -358,15 +387,29 @@ class TargetStore:
                 "is taken",
                 extra={"target": self.label},
             )
-            self._store._drop_rows(self.target_id)
+            self._store._drop_rows(self)
             return Restored("restored")
         return Restored("restored", results)
 
-    def save(self, changes: TrackerChanges) -> None:
-        """Write ``changes`` in one transaction (nothing when they are empty); raises
-        ``sqlite3.Error`` or ``OSError`` when they could not be written."""
-        if not changes.empty:
-            self._store._save(self.target_id, self.label, changes)
+    @property
+    def retired(self) -> bool:
+        """True once this store writes nothing: :meth:`retire` was called, or a newer store
+        of the same target was handed out (see :meth:`StateStore.target`)."""
+        return not self._store._owns(self)
+
+    def retire(self) -> None:
+        """Write nothing from now on (the target was removed). Returns once a save in progress,
+        if any, has ended: the stored state is then the one it left, or the one before it."""
+        self._store._retire(self)
+
+    def save(self, changes: TrackerChanges) -> bool:
+        """Write ``changes`` in one transaction (nothing when they are empty); returns False,
+        having written nothing, when this store is retired (the target's state is another
+        store's, or no one's). Raises ``sqlite3.Error`` or ``OSError`` when they could not be
+        written."""
+        if changes.empty:
+            return not self.retired
+        return self._store._save(self, changes)
 
 
 # --- files ---------------------------------------------------------------------------------

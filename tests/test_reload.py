@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
 from exporter.app import Application, build_application
+from exporter.refresh import TargetSnapshot
 from exporter.reload import Reloader, ReloadError, ReloadStatus, plan_reload
 from exporter.settings import ExporterSettings, load_config_file
+from exporter.state import StateStore
 from exporter.targets import SwitchableSource
 from exporter.webconfig import load_web_config
 from exporter.webwatch import CHECK_INTERVAL_SECONDS, WebConfigSource
-from tests.support.fakes import FakeClock
+from tests.support.fakes import T0, FakeApi, FakeClock, make_refresher, result
 from tests.support.tls import basic_auth_header, self_signed, write_bcrypt_web_config
+from tests.test_refresh import wait_until
 
 # --- which targets survive: one pure function -------------------------------------------------
 
@@ -341,3 +346,77 @@ def test_a_reload_that_would_size_the_workers_otherwise_says_they_stay(
         assert app.workers == 4
     finally:
         app.close()
+
+
+# --- a target removed and added back: one writer of its state -----------------------------------
+
+
+def test_a_removed_targets_refresh_in_flight_saves_nothing_over_the_target_added_back(
+    tmp_path: Path,
+) -> None:
+    """Two reloads (a config tool writing the file twice) remove target a and add it back while
+    a slow refresh of the removed refresher is in flight. The new refresher restored a's state
+    and counts on; the old refresh, ending later, must not save over it: after a restart the
+    counters are those served, and every run is counted once."""
+    clock = FakeClock()
+    api = FakeApi([result("t-0", start=T0 - 100)])  # the backlog
+    slow_api = FakeApi()  # what the removed refresher reads: answers held at a gate
+    slow_api.records = api.records
+    both = settings(tmp_path, ("a", "LTAI5tKeyA", "c-1"), ("b", "LTAI5tKeyB", "c-1"))
+    only_b = settings(tmp_path / "b", ("b", "LTAI5tKeyB", "c-1"))
+    app = build_application(
+        both,
+        transport=httpx.MockTransport(lambda request: httpx.Response(503)),
+        exporter_metrics=False,
+        state=StateStore(tmp_path / "state"),
+        clock=clock,
+    )
+    try:
+        old = app.running[0]
+        old.source.client = slow_api
+        old.refresher.refresh_now(10)  # the first walk
+        api.records.insert(0, result("t-1", start=T0, finished=T0 + 5))
+        clock.advance(60)
+        assert sum(finished(old.refresher.refresh_now(10)).values()) == 1  # saved, served
+        api.records.insert(0, result("t-2", start=T0 + 30, finished=T0 + 35))
+        slow_api.records = list(api.records)  # the slow answer shows the list as it is now
+        slow_api.gate = threading.Event()
+        clock.advance(60)
+        calls = len(slow_api.calls)
+        in_flight = old.refresher.start_if_due()
+        assert in_flight is not None
+        wait_until(lambda: len(slow_api.calls) > calls)  # held at the gate
+
+        app.reconfigure(only_b)
+        app.reconfigure(both)
+        new = app.running[0]
+        assert new.refresher is not old.refresher
+        new.source.client = api
+        clock.advance(60)
+        assert new.refresher.refresh_now(10).state == "restored"
+        api.records.insert(0, result("t-3", "i-2", "Failed", start=T0 + 150, finished=T0 + 155))
+        clock.advance(60)
+        served = finished(new.refresher.refresh_now(10))
+        assert served == {("Success", ""): 2, ("Failed", ""): 1}
+
+        slow_api.gate.set()  # the removed refresher's refresh ends, after the new one counted
+        in_flight.result(10)
+    finally:
+        app.close()
+
+    # A restart: the counters resume where they were served, and a refresh counts nothing new.
+    store = StateStore(tmp_path / "state")
+    try:
+        with ThreadPoolExecutor(1) as executor:
+            again = make_refresher(
+                api, executor, clock, "a", store=store.target(new.identity, "a/cn-hangzhou")
+            )
+            assert finished(again.latest()) == served
+            clock.advance(60)
+            assert finished(again.refresh_now(10)) == served
+    finally:
+        store.close()
+
+
+def finished(snapshot: TargetSnapshot) -> Counter[tuple[str, str]]:
+    return Counter({label: n for label, n in snapshot.counters.finished if n})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ from exporter.state import (
     StateStore,
     target_identity,
 )
+from exporter.trackerstate import EncodedRows
 from exporter.tracking import RunTracker
 from tests.exporter_process import run_cli
 from tests.support.fakes import FakeApi, make_refresher, result
@@ -742,4 +745,113 @@ def test_the_largest_integers_an_answer_may_carry_are_saved_and_restored(tmp_pat
     again, state = restored(store, "target")
     assert state == "restored"
     assert again.counter_totals() == totals
+    store.close()
+
+
+def test_only_the_newest_store_of_a_target_writes_its_state(tmp_path: Path) -> None:
+    """A target removed and added back (two reloads) gets a new store: the removed refresher's
+    store, whatever it still has to save, writes nothing over what the new one restored."""
+    store = StateStore(tmp_path)
+    old = store.target("target", "prod")
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    tracker.observe(finished("t-1", T0 + 10), now=T0 + 10)
+    changes = tracker.export_changes()
+    assert old.save(changes)
+    tracker.changes_saved(changes)
+
+    new = store.target("target", "prod")  # the target added back
+    again = RunTracker()
+    new.restore_into(again)
+    tracker.observe(finished("t-2", T0 + 20), now=T0 + 20)  # what only the old one read
+    assert old.retired
+    assert not old.save(tracker.export_changes())
+    assert not old.save(RunTracker().export_changes())  # nothing to write: still refused
+    again.observe(finished("t-3", T0 + 30, "Failed"), now=T0 + 30)
+    assert not new.retired
+    assert new.save(again.export_changes())
+    store.close()
+
+    store = StateStore(tmp_path)
+    after, _ = restored(store, "target")
+    assert dict(after.counter_totals().finished) == dict(again.counter_totals().finished)
+    assert counted(after) == 2  # t-1 and t-3
+    store.close()
+
+
+def test_a_retired_store_writes_nothing_and_leaves_a_newer_one_writing(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    removed = store.target("target", "prod")
+    removed.retire()  # a reload removed the target
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    assert not removed.save(tracker.export_changes())
+    assert restored(store, "target")[1] == "fresh"  # nothing was written
+
+    added = store.target("target", "prod")  # a later reload adds it back
+    removed.retire()  # again: the new owner keeps its right to write
+    assert added.save(tracker.export_changes())
+    assert restored(store, "target")[1] == "restored"
+    store.close()
+
+
+def test_a_retired_refresher_neither_saves_nor_publishes_what_it_read(tmp_path: Path) -> None:
+    api = FakeApi()
+    now = [T0]
+    store = StateStore(tmp_path)
+    with ThreadPoolExecutor(1) as executor:
+        refresher = _stored_refresher(api, executor, now, store)
+        refresher.refresh_now()  # baseline, saved
+        before = refresher.latest()
+        refresher.retire()
+        assert refresher.start_if_due() is None
+        api.records.insert(0, result("t-1", "i-1", "Failed", start=T0, finished=T0 + 5))
+        now[0] += 10
+        # Its last refresh (one in flight at the reload does the same): not an error, not shown.
+        assert refresher.refresh_now() is before
+        assert restored(store, "target")[0].counter_totals() == before.counters
+    store.close()
+
+
+def test_a_target_added_back_during_a_save_restores_that_save_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reload that adds a target back comes while the removed refresher's save is half
+    written (its summary, not all its rows): the new store restores the save whole, once it is
+    committed, and the old store writes nothing after it."""
+    store = StateStore(tmp_path)
+    old = store.target("target", "prod")
+    tracker = RunTracker()
+    tracker.complete_baseline(at=T0)
+    for n in range(3):
+        tracker.observe(finished(f"t-{n}", T0 + 10), now=T0 + 10)
+    writing, release = threading.Event(), threading.Event()
+    encode_rows = EncodedRows.__iter__
+
+    def held_rows(rows: EncodedRows) -> Iterator[tuple[bytes, bytes | None]]:
+        for number, row in enumerate(encode_rows(rows)):
+            if number == 1:  # in the transaction, a row written, two to go
+                writing.set()
+                release.wait(10)
+            yield row
+
+    monkeypatch.setattr(EncodedRows, "__iter__", held_rows)
+    saves = ThreadPoolExecutor(2)
+    saved = saves.submit(old.save, tracker.export_changes())
+    assert writing.wait(10)
+    again = RunTracker()
+
+    def add_back() -> str:
+        return store.target("target", "prod").restore_into(again).state
+
+    added_back = saves.submit(add_back)
+    release.set()
+    assert saved.result(10)  # begun before the target was added back: committed
+    assert added_back.result(10) == "restored"
+    saves.shutdown()
+    monkeypatch.undo()
+    assert len(again) == 3
+    assert counted(again) == 3
+    tracker.observe(finished("t-late", T0 + 20), now=T0 + 20)
+    assert not old.save(tracker.export_changes())
     store.close()

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from exporter.ecs.errors import FAILURE_REASONS, EcsError
 from exporter.ecs.models import InvocationQuery
@@ -178,6 +179,19 @@ class TargetRefresher:
         """Start no new refresh from now on (shutdown); the one in flight, if any, goes on."""
         self._scheduler.stop()
 
+    def retire(self) -> None:
+        """The target was removed (a reload): start no new refresh, and let the one in flight,
+        if any, neither save nor publish what it read.
+
+        The target's stored state may be a new refresher's by then (the same target added
+        back: it restored the state and counts on from it); an old refresh saving over it
+        would lower its counters after a restart and lose what it counted. Returns once a
+        save in progress, if any, has ended.
+        """
+        self._scheduler.stop()
+        if self._store is not None:
+            self._store.retire()
+
     def start_if_due(self) -> Future[None] | None:
         """Start a refresh if none is in flight and the last one is old enough.
 
@@ -282,7 +296,13 @@ class TargetRefresher:
         else:
             self._failed_in_a_row += 1
         self._attempted = True
-        if not self._persist():
+        saved = self._persist()
+        if saved == "retired":
+            # Removed by a reload (see retire): what this refresh read is not this refresher's
+            # to keep or show any more.
+            self._log.info("refresh of a removed target ended: not saved", extra=self._fields())
+            return
+        if saved == "failed":
             # What this refresh counted is not on disk: serving it could show a counter that
             # a restart takes back. The previous values stay; the next refresh saves both.
             self._failures["internal"] += 1
@@ -305,23 +325,25 @@ class TargetRefresher:
                     extra={**self._fields(), "error": type(exc).__name__, "at": raised_at(exc)},
                 )
 
-    def _persist(self) -> bool:
-        """Save what the refresh changed (one transaction); False when it could not be."""
+    def _persist(self) -> Literal["saved", "failed", "retired"]:
+        """Save what the refresh changed (one transaction): "failed" when it could not be,
+        "retired" when the store writes nothing any more (see :meth:`retire`)."""
         if self._store is None:
-            return True
+            return "saved"
         try:
             # Saved at once: the rows are encoded as the store writes them, from the tracker as
             # it is then (see EncodedRows), so nothing may change it in between.
             changes = self._tracker.export_changes()
-            self._store.save(changes)
+            if not self._store.save(changes):
+                return "retired"
         except Exception as exc:  # a full disk must not stop the refreshes: logged, retried
             self._log.error(
                 "saving the state failed",
                 extra={**self._fields(), "error": type(exc).__name__, "detail": str(exc)},
             )
-            return False
+            return "failed"
         self._tracker.changes_saved(changes)
-        return True
+        return "saved"
 
     def _publish_previous(self, duration: float, detail: str) -> None:
         self._snapshot = replace(
