@@ -1209,6 +1209,76 @@ def test_credentials_of_another_account_count_only_what_ends_after_the_last_read
     assert sum(finished(refresher.refresh_now()).values()) == 1
 
 
+def test_a_target_of_running_invocations_counts_the_history_of_a_task_that_stopped(
+    executor: ThreadPoolExecutor,
+) -> None:
+    # Its history was read with the target's filter: once the task is stopped the invocation no
+    # longer matches Running, the history read came back empty, and its last runs were lost.
+    clock = FakeClock()
+
+    def run(n: int, status: str, record_status: str) -> InvocationResult:
+        return result("t-p", status=status, repeats=n, record_status=record_status, start=T0 + n)
+
+    api = FakeApi()
+    refresher = make_refresher(
+        api,
+        executor,
+        clock,
+        include_history=True,
+        query=InvocationQuery(invoke_record_status="Running"),
+    )
+    refresher.refresh_now()
+    api.records = [run(2, "Running", "Running")]
+    api.history = [run(2, "Running", "Running"), run(1, "Success", "Running")]
+    clock.now += 30
+    refresher.refresh_now()
+    api.records = [run(4, "Success", "Finished")]  # stopped after its 4th run
+    api.history = [run(n, "Success", "Finished") for n in (4, 3, 2, 1)]
+    for _ in range(5):
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 4
+    assert len([query for query in api.calls if query.include_history]) <= 3
+
+
+def test_a_target_of_running_invocations_forgets_those_that_ended(
+    executor: ThreadPoolExecutor,
+) -> None:
+    # A look-up without the target's filter returns an invocation that ended: kept in view, it
+    # was one the sweep "missed" at every sweep, looked up again, and the sweep never spaced out.
+    clock = FakeClock()
+    api = FakeApi()
+    refresher = make_refresher(
+        api,
+        executor,
+        clock,
+        query=InvocationQuery(invoke_record_status="Running"),
+        sweep_interval=600.0,
+    )
+    assert refresher.refresh_now().baseline_done
+    long = result("t-long", "i-0", "Running", start=clock.now + 1)
+    shorts = [result(f"t-s{n}", "i-1", "Running", start=clock.now + 2 + n) for n in range(5)]
+    api.records = [*shorts[::-1], long]
+    clock.now += 30
+    refresher.refresh_now()
+    clock.now += 30
+    ended = [
+        result(
+            f"t-s{n}", "i-1", start=clock.now - 50, finished=clock.now - 5, record_status="Finished"
+        )
+        for n in range(5)
+    ]
+    api.records = [*ended[::-1], long]
+    before = len(api.calls)
+    for _ in range(4 * 60 * 2):  # 4 hours of refreshes every 30 s
+        clock.now += 30
+        snap = refresher.refresh_now()
+    assert sum(finished(snap).values()) == 5
+    lookups = [q for q in api.calls[before:] if q.invoke_id and q.invoke_id.startswith("t-s")]
+    assert len(lookups) <= 10
+    assert snap.sweep_interval_seconds > 600
+
+
 def test_an_api_clock_behind_the_hosts_loses_no_run(executor: ThreadPoolExecutor) -> None:
     # The API's timestamps are 300 s behind the exporter host's clock.
     clock = FakeClock(T0 + 300)

@@ -56,6 +56,7 @@ from exporter.refresh.sweeps import OrderWatch, SweepProgress, SweepSchedule
 from exporter.refresh.walks import BaselineProgress, PageLog, Walk
 from exporter.runledger import ResultKey
 from exporter.tracking import Change, RunTracker, run_number
+from exporter.viewentry import needs_follow_up
 
 _MAX_HISTORY_REFUSED = 10_000
 _MAX_SWEEPS = 3  # walks of one sweep when the order moves between pages
@@ -415,10 +416,20 @@ class ReadPlan:
             query = replace(self._query, invoke_id=invoke_id, invoke_record_status=None)
             lookup = self._walk(query)
             found: set[ResultKey] = set()
+            wanted = self._query.invoke_record_status
+            history = self._options.include_history
             for page in lookup:
                 for result in page.results:
                     self._tracker.observe(result, now=now)
-                    found.add(result.key)
+                    # Outside the target's filter and settled (history read too): counted, and
+                    # gone from the target (in view, every sweep would miss it and look it up).
+                    if (
+                        wanted is None
+                        or result.invoke_record_status == wanted
+                        or needs_follow_up(result)
+                        or (history and self._tracker.history_needed(result.key))
+                    ):
+                        found.add(result.key)
             if lookup.saw_everything:
                 self._tracker.evict_keys(k for k in by_invocation[invoke_id] if k not in found)
                 complete.append(invoke_id)
@@ -599,8 +610,13 @@ class ReadPlan:
         needed = {key: set(self._tracker.history_needed(key)) for key in keys}
         seen: dict[ResultKey, set[int]] = {key: set() for key in keys}
         settled: dict[ResultKey, set[int]] = {key: set() for key in keys}
+        # Without InvokeRecordStatus (see _look_up): a stopped task's history looked empty.
         query = replace(
-            self._query, invoke_id=invoke_id, instance_id=instance_id, include_history=True
+            self._query,
+            invoke_id=invoke_id,
+            instance_id=instance_id,
+            include_history=True,
+            invoke_record_status=None,
         )
         walk = self._walk(query)
         complete = True
