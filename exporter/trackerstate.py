@@ -21,9 +21,9 @@ from typing import Annotated
 
 import msgspec
 
-from exporter.ecs.models import MAX_INTEGER
+from exporter.ecs.models import MAX_INTEGER, ResultExtras
 from exporter.runledger import ResultKey, RunLedger, SavedRun
-from exporter.viewentry import ViewEntry
+from exporter.viewentry import ViewEntry, as_live
 
 __all__ = [
     "ChangeLog",
@@ -147,6 +147,7 @@ def decode_rows(rows: Iterable[tuple[bytes, bytes]]) -> RestoredRows | None:
     """The rows of a saved tracker; None when any of them is unreadable (a key or a value not
     msgpack bytes, or not of the shape saved)."""
     restored = RestoredRows({}, {}, [])
+    shared: dict[ResultExtras, ResultExtras] = {}  # the records' extras, shared as when read
     # Tens of thousands of new objects, none of them garbage: collections only slow it down.
     collecting = gc.isenabled()
     gc.disable()
@@ -155,9 +156,9 @@ def decode_rows(rows: Iterable[tuple[bytes, bytes]]) -> RestoredRows | None:
             key = _KEY_DECODER.decode(raw_key)
             entry, ghost, key_runs = _ROW_DECODER.decode(raw_value)
             if entry is not None:
-                restored.view[key] = entry
+                restored.view[key] = as_live(entry, shared)
             if ghost is not None:
-                restored.ghosts[key] = ghost
+                restored.ghosts[key] = as_live(ghost, shared)
             if key_runs:
                 restored.runs.append((key, key_runs))
     except (msgspec.MsgspecError, TypeError):  # TypeError: a value that is not bytes

@@ -91,6 +91,7 @@ from exporter.viewentry import (
     needs_follow_up,
     result_time,
     run_number,
+    with_key_of,
 )
 from exporter.viewindex import ViewIndex
 
@@ -201,8 +202,7 @@ class RunTracker:
         self._baseline_consistent = consistent
         if at is not None:
             self._baseline_time = at if api_at is None else api_at
-        # A record dated further ahead than the API's clock can be is a bad one: it must not
-        # hide every new run behind it.
+        # A record dated further ahead than the API's clock can be must not hide new runs.
         bound = self._baseline_time + MAX_CLOCK_SKEW_SECONDS if at is not None else float("inf")
         latest = (result_time(e.result, float("-inf")) for e in self._view.values())
         self._newest_baseline_time = max((t for t in latest if t <= bound), default=float("-inf"))
@@ -319,7 +319,7 @@ class RunTracker:
             if entry.result == result:
                 entry.seen_at = now
                 return entry, Change.UNCHANGED, False
-            entry.result = result
+            entry.result = with_key_of(result, entry.result)
             return entry, Change.CHANGED, False
         entry = self._ghosts.pop(key, None)
         if entry is not None:

@@ -9,9 +9,15 @@ from enum import Enum
 
 import msgspec
 
-from exporter.ecs.models import NON_TERMINAL_STATUSES, TERMINAL_STATUSES, InvocationResult
+from exporter.ecs.models import (
+    NON_TERMINAL_STATUSES,
+    TERMINAL_STATUSES,
+    InvocationResult,
+    ResultExtras,
+)
 from exporter.runledger import ResultClaim, ResultKey
 
+_NO_RESULT_EXTRAS = ResultExtras()
 TERMINAL = frozenset(TERMINAL_STATUSES)
 """Statuses a run ends in."""
 _NON_TERMINAL = frozenset(NON_TERMINAL_STATUSES)
@@ -101,6 +107,10 @@ class EntryExtras(msgspec.Struct, gc=False):
 
 
 _NO_EXTRAS = EntryExtras()
+_WATCHED_FROM_FIRST = EntryExtras(watched_run=1)
+"""The extras of most results first read after the baseline (a one-time run known to end after
+it): one object all their entries share, never changed (an entry copies it first: see
+``ViewEntry._extras``)."""
 
 
 class ViewEntry(msgspec.Struct, gc=False):
@@ -142,9 +152,12 @@ class ViewEntry(msgspec.Struct, gc=False):
     extras: EntryExtras | None = None
 
     def _extras(self) -> EntryExtras:
+        """The entry's own extras, to change: made, or copied from the shared one, first."""
         extras = self.extras
         if extras is None:
             extras = self.extras = EntryExtras()
+        elif extras is _WATCHED_FROM_FIRST:
+            extras = self.extras = EntryExtras(watched_run=_WATCHED_FROM_FIRST.watched_run)
         return extras
 
     @property
@@ -164,7 +177,11 @@ class ViewEntry(msgspec.Struct, gc=False):
 
     @watched_run.setter
     def watched_run(self, run: float) -> None:
-        self._extras().watched_run = run
+        extras = self.extras
+        if run == 1 and (extras is None or extras is _WATCHED_FROM_FIRST):
+            self.extras = _WATCHED_FROM_FIRST  # most new results: nothing of their own
+        else:
+            self._extras().watched_run = run
 
     @property
     def oss_counted_run(self) -> int:
@@ -224,6 +241,33 @@ class ViewEntry(msgspec.Struct, gc=False):
             # ``last`` <= ``repeats``, smaller).
             last = self.max_repeats
         return last if last > 0 else 0
+
+
+def as_live(entry: ViewEntry, shared: dict[ResultExtras, ResultExtras]) -> ViewEntry:
+    """``entry``, as read back from a saved state, sharing what a live entry shares: the
+    extras most new results have, and its record's extras with the other records restored with
+    the same (``shared``: those seen so far). Extras with nothing in them (a tampered file)
+    become none, as a live entry's would be."""
+    extras = entry.extras
+    if extras is not None:
+        if extras == _NO_EXTRAS:
+            entry.extras = None
+        elif extras == _WATCHED_FROM_FIRST:
+            entry.extras = _WATCHED_FROM_FIRST
+    result = entry.result
+    kept = result.extras
+    if kept is not None:
+        same = None if kept == _NO_RESULT_EXTRAS else shared.setdefault(kept, kept)
+        if same is not kept:
+            entry.result = msgspec.structs.replace(result, extras=same)
+    return entry
+
+
+def with_key_of(result: InvocationResult, previous: InvocationResult) -> InvocationResult:
+    """``result`` (a new read of ``previous``'s result) holding ``previous``'s key tuple, the one
+    the view is keyed by: the copy a record parsed later brings would cost 64 bytes more."""
+    key = previous.key
+    return result if result.key is key else msgspec.structs.replace(result, key=key)
 
 
 @dataclass(order=True, frozen=True, slots=True)

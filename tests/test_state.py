@@ -34,7 +34,7 @@ from exporter.state import (
 from exporter.trackerstate import EncodedRows
 from exporter.tracking import RunTracker
 from tests.exporter_process import run_cli
-from tests.support.fakes import FakeApi, make_refresher, result
+from tests.support.fakes import FakeApi, backlog, make_refresher, result
 
 T0 = 1_700_000_000.0
 
@@ -566,6 +566,58 @@ def test_a_restart_with_another_accounts_credentials_counts_none_of_its_backlog(
         third.use_credentials("account-b")
         now[0] += 30
         assert sum(n for _, n in third.refresh_now().counters.finished) == before + 1
+        store.close()
+
+
+def test_entries_share_what_they_have_in_common_live_and_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # A tracker holds one entry per result for 30 days: the extras most results first read after
+    # the baseline have, and the key tuple of a result read again changed, are not copied for
+    # each of them, before a restart or after.
+    api = FakeApi(backlog(50))
+    now = [T0]
+    with ThreadPoolExecutor(1) as executor:
+        store = StateStore(tmp_path)
+        refresher = _stored_refresher(api, executor, now, store)
+        refresher.refresh_now()  # baseline
+        for n in range(40):
+            now[0] += 30
+            tags = (("team", "ops"),) if n % 4 == 0 else ()
+            if n % 2:  # read running first, then finished
+                api.records.insert(0, result(f"n-{n}", "i-1", "Running", start=now[0] - 5))
+                refresher.refresh_now()
+                now[0] += 30
+                api.set(result(f"n-{n}", "i-1", start=now[0] - 35))
+            else:
+                api.records.insert(0, result(f"n-{n}", "i-1", start=now[0] - 5).replace(tags=tags))
+            refresher.refresh_now()
+        live = refresher._tracker.view
+        new = {key: entry for key, entry in live.items() if key[0].startswith("n-")}
+        assert len(new) == 40
+        assert len({id(entry.extras) for entry in new.values()}) == 1  # all watched from run 1
+        assert all(entry.watched_run == 1 for entry in new.values())
+        assert all(key is entry.result.key for key, entry in new.items())
+        # An entry with more than that has its own copy: the shared one stays as it was.
+        entry = new[("n-1", "i-1", "")]
+        entry.oss_counted_run = 1
+        assert entry.extras is not new[("n-3", "i-1", "")].extras
+        assert new[("n-3", "i-1", "")].oss_counted_run == 0
+        assert entry.watched_run == 1
+        entry.oss_counted_run = 0
+        store.close()
+
+        store = StateStore(tmp_path)
+        again = _stored_refresher(api, executor, now, store)
+        restored = {k: e for k, e in again._tracker.view.items() if k[0].startswith("n-")}
+        # (What a steady refresh read again, its time of reading, is not saved.)
+        assert {k: (e.result, e.extras) for k, e in restored.items()} == {
+            k: (e.result, e.extras) for k, e in new.items()
+        }
+        assert len({id(entry.extras) for entry in restored.values()}) <= 2
+        tagged = [entry.result.extras for entry in restored.values() if entry.result.tags]
+        assert len(tagged) == 10
+        assert len({id(extras) for extras in tagged}) == 1
         store.close()
 
 
