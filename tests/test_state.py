@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -710,13 +711,23 @@ def test_results_that_left_the_view_and_history_runs_survive_a_restart(tmp_path:
     assert counted(again_history) == 1
 
 
-def test_a_refresh_whose_state_cannot_be_saved_is_not_served(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _baselined(
+    tmp_path: Path,
+) -> Iterator[tuple[FakeApi, list[float], StateStore, TargetRefresher]]:
+    """An empty API, a clock, a store in ``tmp_path`` and a refresher of ``prod`` saving to it,
+    whose baseline was taken (and saved)."""
     api = FakeApi()
     now = [T0]
     store = StateStore(tmp_path)
     with ThreadPoolExecutor(1) as executor:
         refresher = _stored_refresher(api, executor, now, store)
-        refresher.refresh_now()  # baseline, saved
+        refresher.refresh_now()
+        yield api, now, store, refresher
+
+
+def test_a_refresh_whose_state_cannot_be_saved_is_not_served(tmp_path: Path) -> None:
+    with _baselined(tmp_path) as (api, now, store, refresher):
         store.close()  # the disk goes away: saves fail from now on
         api.records.insert(0, result("t-1", "i-1", "Failed", start=T0, finished=T0 + 5))
         now[0] += 10
@@ -848,12 +859,7 @@ def test_a_retired_store_writes_nothing_and_leaves_a_newer_one_writing(tmp_path:
 
 
 def test_a_retired_refresher_neither_saves_nor_publishes_what_it_read(tmp_path: Path) -> None:
-    api = FakeApi()
-    now = [T0]
-    store = StateStore(tmp_path)
-    with ThreadPoolExecutor(1) as executor:
-        refresher = _stored_refresher(api, executor, now, store)
-        refresher.refresh_now()  # baseline, saved
+    with _baselined(tmp_path) as (api, now, store, refresher):
         before = refresher.latest()
         refresher.retire()
         assert refresher.start_if_due() is None
