@@ -433,6 +433,16 @@ class Target:
         return f"{source}+assume_role" if self.assume_role is not None else source
 
 
+def _named(labels: list[str]) -> str:
+    """Target labels for a message: the first :data:`SUMMARY_TARGETS`, then how many more."""
+    named = ", ".join(labels[:SUMMARY_TARGETS])
+    return (
+        named
+        if len(labels) <= SUMMARY_TARGETS
+        else f"{named} and {len(labels) - SUMMARY_TARGETS} more"
+    )
+
+
 class ExporterSettings(_Section):
     """Everything the exporter needs, from a config file (or built from the environment)."""
 
@@ -483,9 +493,11 @@ class ExporterSettings(_Section):
 
         A region id close to a known one but not one of them (``cn-hangzou``) is most likely
         misspelt (a new region far from any known one is not flagged); ``source: environment``
-        without ``ALIBABA_CLOUD_ACCESS_KEY_ID`` in ``environ`` cannot authenticate.
+        without ``ALIBABA_CLOUD_ACCESS_KEY_ID`` in ``environ`` cannot authenticate. One line per
+        doubt, naming the targets it is about (the first :data:`SUMMARY_TARGETS`): a file of
+        10,000 accounts in a misspelt region gives one line, not 10,000.
         """
-        found = []
+        doubts: dict[str, list[str]] = {}  # doubt -> the targets it is about, in order
         # Once per region id: a file of 10,000 accounts names a few regions 10,000 times.
         close_to: dict[str, list[str]] = {}
         for target in self.expanded_targets():
@@ -496,24 +508,21 @@ class ExporterSettings(_Section):
                         region, KNOWN_REGIONS, n=1, cutoff=0.8
                     )
                 if close := close_to[region]:
-                    found.append(f"{target.label}: region {region!r}, did you mean {close[0]!r}?")
+                    doubt = f"region {region!r}, did you mean {close[0]!r}?"
+                    doubts.setdefault(doubt, []).append(target.label)
             if target.credentials.source == "environment" and not environ.get(
                 "ALIBABA_CLOUD_ACCESS_KEY_ID"
             ):
-                found.append(
-                    f"{target.label}: credentials source 'environment' but "
-                    "ALIBABA_CLOUD_ACCESS_KEY_ID is not set"
+                doubt = (
+                    "credentials source 'environment' but ALIBABA_CLOUD_ACCESS_KEY_ID is not set"
                 )
-        return found
+                doubts.setdefault(doubt, []).append(target.label)
+        return [f"{_named(labels)}: {doubt}" for doubt, labels in doubts.items()]
 
     def summary(self) -> str:
         """A one-line, secret-free description, for ``--config.check``: the targets, the
         first :data:`SUMMARY_TARGETS` of them by name."""
         targets = self.expanded_targets()
-        described = ", ".join(
-            f"{t.label} ({t.credentials_label})" for t in targets[:SUMMARY_TARGETS]
-        )
-        if len(targets) > SUMMARY_TARGETS:
-            described += f" and {len(targets) - SUMMARY_TARGETS} more"
+        described = _named([f"{t.label} ({t.credentials_label})" for t in targets])
         noun = "target" if len(targets) == 1 else "targets"
         return f"{len(targets)} {noun}: {described}"
