@@ -50,7 +50,11 @@ ACCEPT_BACKOFF_SECONDS: Final = 0.05
 ACCEPT_BACKOFF_MAX_SECONDS: Final = 1.0
 # What one read takes from a connection (its reader buffers twice this at most).
 READ_CHUNK_BYTES: Final = 16384
-# What one write hands the transport of a body (a connection holds at most this much of it).
+# What one write hands the transport of a body. Python 3.11's transports copy what the socket
+# does not take at once: a body written whole made every client that reads slowly (or not at
+# all) hold a copy of it until the write timeout (100 such clients of a 300-target fleet's 8 MB
+# exposition took the exporter from 77 MB to 478 MB). Written a chunk at a time, each after the
+# one before reached the kernel, a connection holds at most one chunk.
 WRITE_CHUNK_BYTES: Final = 65536
 # How long closing a TLS connection waits for the client's close_notify.
 TLS_SHUTDOWN_SECONDS: Final = 2.0
@@ -105,16 +109,20 @@ class Request:
     """``time.monotonic()`` when the head was complete."""
 
 
+Body = tuple[bytes, ...]
+"""A response body: its pieces, in order (the body is their concatenation)."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """What a worker sends back: the response (``data``, then ``body``, whose pieces make the
     rest of it), and whether the connection stays open. A large body (the ``/metrics``
     exposition, 8 MB for 300 targets) is kept out of ``data``, not copied into it, and is sent
-    :data:`WRITE_CHUNK_BYTES` at a time (see :func:`write_chunks`)."""
+    :data:`WRITE_CHUNK_BYTES` at a time."""
 
     data: bytes
     keep_alive: bool
-    body: tuple[bytes, ...] = ()
+    body: Body = ()
 
 
 Handler = Callable[[Request], Answer]
@@ -504,8 +512,8 @@ class ConnectionServer:
             try:
                 async with asyncio.timeout(self.limits.write_timeout):
                     writer.write(answer.data)
-                    for chunk in write_chunks(answer.body):
-                        await writer.drain()
+                    for chunk in chunks(answer.body, WRITE_CHUNK_BYTES):
+                        await writer.drain()  # (the write buffer limit is 0: all sent)
                         writer.write(chunk)
                     await writer.drain()
             except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
@@ -550,33 +558,27 @@ class ConnectionServer:
         log.warning(message, extra=extra)
 
 
-def write_chunks(pieces: Sequence[bytes]) -> Iterator[bytes | memoryview]:
-    """The pieces of a body, cut or joined into chunks of about :data:`WRITE_CHUNK_BYTES`.
-
-    A body is handed to the transport a chunk at a time, each after the one before it reached
-    the kernel (``drain()``; the write buffer limit is 0). Python 3.11's transports copy what
-    the socket does not take at once into a buffer of their own: a client that reads slowly
-    (or not at all) made each connection hold a copy of most of the body until the write
-    timeout: 100 such clients of a 300-target fleet's 8 MB exposition took the exporter from
-    77 MB to 478 MB. Now a connection holds at most one chunk. Small pieces are joined (a
-    fleet's exposition is thousands of them), large ones sent as slices, not copies.
-    """
+def chunks(pieces: Sequence[bytes], size: int) -> Iterator[bytes | memoryview]:
+    """The concatenation of ``pieces`` in chunks of about ``size`` bytes: small pieces joined
+    (a fleet's exposition is thousands of them), large ones cut into slices, not copies."""
     batch: list[bytes] = []
-    size = 0
+    batched = 0
     for piece in pieces:
-        if len(piece) >= WRITE_CHUNK_BYTES:
+        if not piece:
+            continue
+        if len(piece) >= size:
             if batch:
                 yield b"".join(batch)
-                batch, size = [], 0
+                batch, batched = [], 0
             view = memoryview(piece)
-            for start in range(0, len(view), WRITE_CHUNK_BYTES):
-                yield view[start : start + WRITE_CHUNK_BYTES]
+            for start in range(0, len(view), size):
+                yield view[start : start + size]
             continue
         batch.append(piece)
-        size += len(piece)
-        if size >= WRITE_CHUNK_BYTES:
+        batched += len(piece)
+        if batched >= size:
             yield b"".join(batch)
-            batch, size = [], 0
+            batch, batched = [], 0
     if batch:
         yield b"".join(batch)
 

@@ -3,9 +3,10 @@
 
 A rendering is a list of pieces (bytes the collector already holds: each target's text was
 rendered when its refresh ended), never one joined body: for a fleet of 300 targets that body is
-8 MB, held once more while joining and kept until the next scrape. A body is a :data:`Body`, the
-pieces the server sends one after the other. A scrape that takes gzip (Prometheus always does)
-compresses the pieces a batch at a time; a plain one is sent the pieces themselves. A rendering
+8 MB, held once more while joining and kept until the next scrape. A body is a
+:data:`~exporter.connections.Body`, the pieces the server sends one after the other. A scrape
+that takes gzip (Prometheus always does) compresses the pieces a batch at a time; a plain one
+is sent the pieces themselves. A rendering
 first compressed keeps only the compressed body (a plain scrape that shares it later
 decompresses it); one first sent plain keeps its pieces (and the compressed body made from them).
 """
@@ -22,6 +23,8 @@ from typing import Final
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter.connections import Body, chunks
+
 RENDERING_REUSE_SECONDS: Final = 1.0
 """How old a rendering of unchanged data a scrape may be served."""
 GZIP_LEVEL: Final = 1
@@ -30,24 +33,11 @@ is repetitive enough for either)."""
 _BATCH_BYTES: Final = 262_144  # pieces joined this much at a time: zlib is fast on big chunks
 _GZIP_WBITS: Final = 31  # zlib's window bits for a gzip stream (16 + 15)
 
-Body = tuple[bytes, ...]
-"""A response body: its pieces, in order (the body is their concatenation)."""
-
 
 def gzip_pieces(pieces: Sequence[bytes]) -> bytes:
     """The gzip stream of the pieces joined, without joining them all at once."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
-    out: list[bytes] = []
-    batch: list[bytes] = []
-    size = 0
-    for piece in pieces:
-        batch.append(piece)
-        size += len(piece)
-        if size >= _BATCH_BYTES:
-            out.append(compressor.compress(b"".join(batch)))
-            batch.clear()
-            size = 0
-    out.append(compressor.compress(b"".join(batch)))
+    out = [compressor.compress(chunk) for chunk in chunks(pieces, _BATCH_BYTES)]
     out.append(compressor.flush())
     return b"".join(out)
 

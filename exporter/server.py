@@ -49,10 +49,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import gzip_accepted
 
 from exporter import __version__
-from exporter.connections import Answer, ConnectionLimits, ConnectionServer, Request
+from exporter.connections import Answer, Body, ConnectionLimits, ConnectionServer, Request
 from exporter.listeners import ListenError, bind_all
 from exporter.logs import describe_exception
-from exporter.scrapecache import Body, ExpositionCache
+from exporter.scrapecache import ExpositionCache
 from exporter.validation import has_dot_segment, shown_value
 from exporter.webconfig import BASIC_AUTH_CHALLENGE, WebConfig
 from exporter.webwatch import WebConfigSource

@@ -14,7 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.scrapecache import Body, ExpositionCache, gzip_pieces
+from exporter.connections import Body
+from exporter.scrapecache import ExpositionCache, gzip_pieces
 
 
 class CountingCollector:

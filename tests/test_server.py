@@ -28,7 +28,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from exporter import __version__
-from exporter.connections import Answer, ConnectionLimits, ConnectionServer
+from exporter.connections import (
+    WRITE_CHUNK_BYTES,
+    Answer,
+    ConnectionLimits,
+    ConnectionServer,
+    chunks,
+)
 from exporter.server import (
     SCRAPE_TIMEOUT_MARGIN_SECONDS,
     SEPARATE_BODY_BYTES,
@@ -694,6 +700,21 @@ def _tls_exporter(tmp_path: Path) -> tuple[Exporter, Path]:
         json.dumps({"tls_server_config": {"cert_file": str(cert_file), "key_file": str(key_file)}})
     )
     return Exporter(web_config=load_web_config(web_config_file)), cert_file
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[], [0], [10] * 20, [100, 70_000, 5, 131_072, 65_536, 1], [30_000] * 10 + [200_000]],
+)
+def test_a_body_is_sent_in_chunks_that_make_it_whole(sizes: list[int]) -> None:
+    pieces = [bytes([n % 256]) * size for n, size in enumerate(sizes)]
+    sent = list(chunks(pieces, WRITE_CHUNK_BYTES))
+    assert b"".join(sent) == b"".join(pieces)
+    assert all(0 < len(chunk) < 2 * WRITE_CHUNK_BYTES for chunk in sent)
+    # A large piece is sent as slices of it, not copies.
+    slices = [chunk for chunk in sent if isinstance(chunk, memoryview)]
+    assert bool(slices) == any(size >= WRITE_CHUNK_BYTES for size in sizes)
+    assert all(any(chunk.obj is piece for piece in pieces) for chunk in slices)
 
 
 def _rss_bytes() -> int:
