@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Generic, TypeVar, overload
 
 import msgspec
 
 from exporter.ecs.models import (
+    NO_EXTRAS,
     NON_TERMINAL_STATUSES,
     TERMINAL_STATUSES,
     InvocationResult,
@@ -17,7 +19,6 @@ from exporter.ecs.models import (
 )
 from exporter.runledger import ResultClaim, ResultKey
 
-_NO_RESULT_EXTRAS = ResultExtras()
 TERMINAL = frozenset(TERMINAL_STATUSES)
 """Statuses a run ends in."""
 _NON_TERMINAL = frozenset(NON_TERMINAL_STATUSES)
@@ -85,6 +86,9 @@ def needs_follow_up(result: InvocationResult) -> bool:
     )
 
 
+_T = TypeVar("_T")
+
+
 class EntryExtras(msgspec.Struct, gc=False):
     """What a :class:`ViewEntry` remembers of periodic tasks, of runs watched from their start
     and of OSS delivery: most entries (one-time runs that had ended when first read) never need
@@ -96,6 +100,7 @@ class EntryExtras(msgspec.Struct, gc=False):
     """Runs from this one on are known to end after the baseline: the exporter saw them (or
     the record) unfinished after it, or the run started after everything the baseline saw."""
     oss_counted_run: int = 0
+    """The run whose OSS delivery was counted (or seen before the baseline); 0 for none."""
     oss_counted_finish: float | None = None
     """``FinishedTime`` of the run in ``oss_counted_run``."""
     history_misses: int = 0
@@ -111,6 +116,27 @@ _WATCHED_FROM_FIRST = EntryExtras(watched_run=1)
 """The extras of most results first read after the baseline (a one-time run known to end after
 it): one object all their entries share, never changed (an entry copies it first: see
 ``ViewEntry._extras``)."""
+
+
+class _Extra(Generic[_T]):
+    """An attribute of :class:`ViewEntry` kept in its :class:`EntryExtras` under the same name:
+    the default while the entry has none; set, it makes the entry's own extras first."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, entry: None, owner: type) -> _Extra[_T]: ...
+    @overload
+    def __get__(self, entry: ViewEntry, owner: type) -> _T: ...
+    def __get__(self, entry: ViewEntry | None, owner: type) -> _T | _Extra[_T]:
+        if entry is None:
+            return self
+        value: _T = getattr(entry.extras or _NO_EXTRAS, self._name)
+        return value
+
+    def __set__(self, entry: ViewEntry, value: _T) -> None:
+        setattr(entry._extras(), self._name, value)
 
 
 class ViewEntry(msgspec.Struct, gc=False):
@@ -183,41 +209,12 @@ class ViewEntry(msgspec.Struct, gc=False):
         else:
             self._extras().watched_run = run
 
-    @property
-    def oss_counted_run(self) -> int:
-        """The run whose OSS delivery was counted (or seen before the baseline); 0 for none."""
-        return (self.extras or _NO_EXTRAS).oss_counted_run
-
-    @oss_counted_run.setter
-    def oss_counted_run(self, run: int) -> None:
-        self._extras().oss_counted_run = run
-
-    @property
-    def oss_counted_finish(self) -> float | None:
-        """``FinishedTime`` of the run in ``oss_counted_run``."""
-        return (self.extras or _NO_EXTRAS).oss_counted_finish
-
-    @oss_counted_finish.setter
-    def oss_counted_finish(self, finish: float | None) -> None:
-        self._extras().oss_counted_finish = finish
-
-    @property
-    def history_misses(self) -> int:
-        """Complete history reads in a row that did not return the next run."""
-        return (self.extras or _NO_EXTRAS).history_misses
-
-    @history_misses.setter
-    def history_misses(self, misses: int) -> None:
-        self._extras().history_misses = misses
-
-    @property
-    def history_refused(self) -> bool:
-        """The API refused its history: its runs are counted from the record itself."""
-        return (self.extras or _NO_EXTRAS).history_refused
-
-    @history_refused.setter
-    def history_refused(self, refused: bool) -> None:
-        self._extras().history_refused = refused
+    # In ``extras`` as they are (see EntryExtras); ``periodic``, ``watched_run`` and
+    # ``result_claims`` below keep an entry without extras, or with shared ones, when they can.
+    oss_counted_run = _Extra[int]()
+    oss_counted_finish = _Extra[float | None]()
+    history_misses = _Extra[int]()
+    history_refused = _Extra[bool]()
 
     @property
     def result_claims(self) -> list[ResultClaim] | None:
@@ -257,7 +254,7 @@ def as_live(entry: ViewEntry, shared: dict[ResultExtras, ResultExtras]) -> ViewE
     result = entry.result
     kept = result.extras
     if kept is not None:
-        same = None if kept == _NO_RESULT_EXTRAS else shared.setdefault(kept, kept)
+        same = None if kept == NO_EXTRAS else shared.setdefault(kept, kept)
         if same is not kept:
             entry.result = msgspec.structs.replace(result, extras=same)
     return entry

@@ -98,7 +98,8 @@ class ResultExtras(msgspec.Struct, frozen=True, gc=False):
     tags: tuple[tuple[str, str], ...] = ()
 
 
-_NO_EXTRAS = ResultExtras()
+NO_EXTRAS = ResultExtras()
+"""What a record without extras (``extras`` None) shows: every field empty."""
 
 
 class InvocationResult(msgspec.Struct, frozen=True, gc=False):
@@ -199,23 +200,23 @@ class InvocationResult(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def stop_time(self) -> float | None:
-        return (self.extras or _NO_EXTRAS).stop_time
+        return (self.extras or NO_EXTRAS).stop_time
 
     @property
     def dropped(self) -> int:
-        return (self.extras or _NO_EXTRAS).dropped
+        return (self.extras or NO_EXTRAS).dropped
 
     @property
     def oss_output_status(self) -> str:
-        return (self.extras or _NO_EXTRAS).oss_output_status
+        return (self.extras or NO_EXTRAS).oss_output_status
 
     @property
     def oss_output_error_code(self) -> str:
-        return (self.extras or _NO_EXTRAS).oss_output_error_code
+        return (self.extras or NO_EXTRAS).oss_output_error_code
 
     @property
     def tags(self) -> tuple[tuple[str, str], ...]:
-        return (self.extras or _NO_EXTRAS).tags
+        return (self.extras or NO_EXTRAS).tags
 
 
 _FIELDS = tuple(inspect.signature(InvocationResult.of).parameters)
