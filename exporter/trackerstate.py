@@ -155,10 +155,14 @@ def decode_rows(rows: Iterable[tuple[bytes, bytes]]) -> RestoredRows | None:
         for raw_key, raw_value in rows:
             key = _KEY_DECODER.decode(raw_key)
             entry, ghost, key_runs = _ROW_DECODER.decode(raw_value)
+            # Keyed by the record's own key tuple, as a live view is (when it is the row's:
+            # a tampered row keeps the row's), not by a second copy of it.
             if entry is not None:
-                restored.view[key] = as_live(entry, shared)
+                own = entry.result.key
+                restored.view[own if own == key else key] = as_live(entry, shared)
             if ghost is not None:
-                restored.ghosts[key] = as_live(ghost, shared)
+                own = ghost.result.key
+                restored.ghosts[own if own == key else key] = as_live(ghost, shared)
             if key_runs:
                 restored.runs.append((key, key_runs))
     except (msgspec.MsgspecError, TypeError):  # TypeError: a value that is not bytes

@@ -616,6 +616,7 @@ def test_entries_share_what_they_have_in_common_live_and_after_a_restart(
             k: (e.result, e.extras) for k, e in new.items()
         }
         assert len({id(entry.extras) for entry in restored.values()}) <= 2
+        assert all(key is entry.result.key for key, entry in restored.items())
         tagged = [entry.result.extras for entry in restored.values() if entry.result.tags]
         assert len(tagged) == 10
         assert len({id(extras) for extras in tagged}) == 1
