@@ -131,6 +131,18 @@ class ReadPlan:
     def _walk(self, query: InvocationQuery) -> Walk:
         return Walk(self._source, query, self._options, self.pages)
 
+    def _of_invocation(self, invoke_id: str, instance_id: str | None = None) -> InvocationQuery:
+        """The target's query for one invocation, without its InvokeRecordStatus: that filter
+        chooses invocations by their status as a whole, and one the target follows is read
+        until its results end, even once it no longer matches (a Running target never read
+        the last instance's run of one, nor a stopped task's last runs in its history)."""
+        return replace(
+            self._query,
+            invoke_id=invoke_id,
+            instance_id=instance_id or self._query.instance_id,
+            invoke_record_status=None,
+        )
+
     def refresh(self, now: float) -> None:
         """Read what this refresh needs; raises the API's error when a call fails (everything
         read until then is applied, and the first walk goes on where it stopped)."""
@@ -410,19 +422,14 @@ class ReadPlan:
         read completely."""
         complete: list[str] = []
         for invoke_id in self._take_turns(sorted(by_invocation)):
-            # Without the target's InvokeRecordStatus: it chooses invocations by their status as
-            # a whole, and one followed until its results end may no longer match it (a target
-            # of Running invocations never read the last instance's run of one).
-            query = replace(self._query, invoke_id=invoke_id, invoke_record_status=None)
-            lookup = self._walk(query)
+            lookup = self._walk(self._of_invocation(invoke_id))
             found: set[ResultKey] = set()
             wanted = self._query.invoke_record_status
             history = self._options.include_history
             for page in lookup:
                 for result in page.results:
                     self._tracker.observe(result, now=now)
-                    # Outside the target's filter and settled (history read too): counted, and
-                    # gone from the target (in view, every sweep would miss it and look it up).
+                    # Settled outside the filter: out of the view (else each sweep looks it up).
                     if (
                         wanted is None
                         or result.invoke_record_status == wanted
@@ -610,14 +617,7 @@ class ReadPlan:
         needed = {key: set(self._tracker.history_needed(key)) for key in keys}
         seen: dict[ResultKey, set[int]] = {key: set() for key in keys}
         settled: dict[ResultKey, set[int]] = {key: set() for key in keys}
-        # Without InvokeRecordStatus (see _look_up): a stopped task's history looked empty.
-        query = replace(
-            self._query,
-            invoke_id=invoke_id,
-            instance_id=instance_id,
-            include_history=True,
-            invoke_record_status=None,
-        )
+        query = replace(self._of_invocation(invoke_id, instance_id), include_history=True)
         walk = self._walk(query)
         complete = True
         unnamed = False  # records without a usable Repeats: a run may hide among them
