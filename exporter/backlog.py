@@ -18,7 +18,8 @@ from exporter.viewentry import OSS_TERMINAL, TERMINAL, ViewEntry, result_time, r
 def is_periodic(result: InvocationResult) -> bool:
     """True when a record shows a Period/EveryReboot task: ``Scheduled`` (between runs) or
     ``Repeats`` of 2 or more."""
-    return result.invocation_status == "Scheduled" or result.repeats >= 2
+    state = result.state
+    return state.invocation_status == "Scheduled" or state.repeats >= 2
 
 
 def record_backlog(
@@ -49,7 +50,7 @@ def record_backlog(
         entry.floor_time = finished
     if extras is not None and extras.stop_time is not None and extras.stop_time > entry.floor_time:
         entry.floor_time = extras.stop_time
-    terminal = result.invocation_status in TERMINAL
+    terminal = result.state.invocation_status in TERMINAL
     delivered = extras is not None and extras.oss_output_status in OSS_TERMINAL
     if not (terminal or delivered):
         return
@@ -75,7 +76,7 @@ def new_backlog_entry(
 ) -> ViewEntry:
     """The view entry of a record the tracker has never held, read ``now`` before the baseline
     is complete: what ``RunTracker.observe`` makes of it, without its general path."""
-    repeats = result.repeats
+    repeats = result.state.repeats
     entry = ViewEntry(
         result,
         now,

@@ -184,10 +184,11 @@ class RunCounters:
         with_dropped = 0
         fold_status = self.status_folder.fold
         for result in results:
-            status = fold_status(result.invocation_status)
+            state = result.state  # the fields read directly, without the properties
+            status = fold_status(state.invocation_status)
             by_status[status] = by_status.get(status, 0) + 1
-            if result.error_code:
-                code = self.error_folder.fold(result.error_code)
+            if state.error_code:
+                code = self.error_folder.fold(state.error_code)
                 by_error[code] = by_error.get(code, 0) + 1
             extras = result.extras  # most records have none (see InvocationResult)
             if extras is not None:
@@ -196,7 +197,7 @@ class RunCounters:
                     oss[oss_status] = oss.get(oss_status, 0) + 1
                 if extras.dropped > 0:
                     with_dropped += 1
-            if result.invocation_status == "Running":
+            if state.invocation_status == "Running":
                 running += 1
                 start = result.start_time
                 if start is not None and (oldest_start is None or start < oldest_start):

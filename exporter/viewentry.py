@@ -16,6 +16,7 @@ from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvocationResult,
     ResultExtras,
+    shared_state,
 )
 from exporter.runledger import ResultClaim, ResultKey
 
@@ -41,7 +42,8 @@ class Change(Enum):
 
 def run_number(result: InvocationResult) -> int:
     """The run a record shows: ``Repeats``, at least 1 (a one-time task has one run)."""
-    return result.repeats if result.repeats > 1 else 1
+    repeats = result.state.repeats
+    return repeats if repeats > 1 else 1
 
 
 def result_time(result: InvocationResult, default: float) -> float:
@@ -71,17 +73,18 @@ def follows_slowly(entry: ViewEntry) -> bool:
     result = entry.result
     return (
         entry.periodic
-        and result.invocation_status in _PERIODIC_QUIET
+        and result.state.invocation_status in _PERIODIC_QUIET
         and result.oss_output_status != "InProgress"
     )
 
 
 def needs_follow_up(result: InvocationResult) -> bool:
     """Tell whether the service may still change this record without a new invocation."""
-    extras = result.extras  # ``oss_output_status`` without the property: called per record
+    # The state and extras read directly, without the properties: called per record.
+    state, extras = result.state, result.extras
     return (
-        result.invocation_status in _NON_TERMINAL
-        or result.invoke_record_status in _INVOCATION_ACTIVE
+        state.invocation_status in _NON_TERMINAL
+        or state.invoke_record_status in _INVOCATION_ACTIVE
         or (extras is not None and extras.oss_output_status == "InProgress")
     )
 
@@ -228,8 +231,8 @@ class ViewEntry(msgspec.Struct, gc=False):
 
     def last_ended_run(self) -> int:
         """The newest run of a periodic task known to have ended (0 when none)."""
-        result = self.result
-        status, repeats = result.invocation_status, result.repeats
+        state = self.result.state
+        status, repeats = state.invocation_status, state.repeats
         last = repeats if status in TERMINAL or status == "Scheduled" else repeats - 1
         # ``repeats < max_repeats`` first: for nearly every entry it is false, and ``periodic``
         # is a property (called for every record of a first walk).
@@ -242,9 +245,10 @@ class ViewEntry(msgspec.Struct, gc=False):
 
 def as_live(entry: ViewEntry, shared: dict[ResultExtras, ResultExtras]) -> ViewEntry:
     """``entry``, as read back from a saved state, sharing what a live entry shares: the
-    extras most new results have, and its record's extras with the other records restored with
-    the same (``shared``: those seen so far). Extras with nothing in them (a tampered file)
-    become none, as a live entry's would be."""
+    extras most new results have, its record's run state with every record showing the same
+    (:func:`~exporter.ecs.models.shared_state`), and its record's extras with the other records
+    restored with the same (``shared``: those seen so far). Extras with nothing in them (a
+    tampered file) become none, as a live entry's would be."""
     extras = entry.extras
     if extras is not None:
         if extras == _NO_EXTRAS:
@@ -252,11 +256,13 @@ def as_live(entry: ViewEntry, shared: dict[ResultExtras, ResultExtras]) -> ViewE
         elif extras == _WATCHED_FROM_FIRST:
             entry.extras = _WATCHED_FROM_FIRST
     result = entry.result
-    kept = result.extras
+    kept, state = result.extras, result.state
+    same_state = shared_state(state)
+    same = kept
     if kept is not None:
         same = None if kept == NO_EXTRAS else shared.setdefault(kept, kept)
-        if same is not kept:
-            entry.result = msgspec.structs.replace(result, extras=same)
+    if same is not kept or same_state is not state:
+        entry.result = msgspec.structs.replace(result, extras=same, state=same_state)
     return entry
 
 

@@ -327,7 +327,7 @@ def assert_strings_safe(result: InvocationResult) -> None:
 
 
 def vars_of(result: InvocationResult) -> list[object]:
-    return list(msgspec.structs.astuple(result))
+    return [*msgspec.structs.astuple(result), *msgspec.structs.astuple(result.state)]
 
 
 def test_a_huge_message_is_bounded() -> None:

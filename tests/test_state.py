@@ -574,8 +574,8 @@ def test_entries_share_what_they_have_in_common_live_and_after_a_restart(
     tmp_path: Path,
 ) -> None:
     # A tracker holds one entry per result for 30 days: the extras most results first read after
-    # the baseline have, and the key tuple of a result read again changed, are not copied for
-    # each of them, before a restart or after.
+    # the baseline have, their run states, and the key tuple of a result read again changed,
+    # are not copied for each of them, before a restart or after.
     api = FakeApi(backlog(50))
     now = [T0]
     with ThreadPoolExecutor(1) as executor:
@@ -599,6 +599,8 @@ def test_entries_share_what_they_have_in_common_live_and_after_a_restart(
         assert len({id(entry.extras) for entry in new.values()}) == 1  # all watched from run 1
         assert all(entry.watched_run == 1 for entry in new.values())
         assert all(key is entry.result.key for key, entry in new.items())
+        states = {id(entry.result.state) for entry in new.values()}
+        assert len(states) == 1  # all Success, exit code 0, one run
         # An entry with more than that has its own copy: the shared one stays as it was.
         entry = new[("n-1", "i-1", "")]
         entry.oss_counted_run = 1
@@ -617,6 +619,7 @@ def test_entries_share_what_they_have_in_common_live_and_after_a_restart(
         }
         assert len({id(entry.extras) for entry in restored.values()}) <= 2
         assert all(key is entry.result.key for key, entry in restored.items())
+        assert {id(entry.result.state) for entry in restored.values()} == states
         tagged = [entry.result.extras for entry in restored.values() if entry.result.tags]
         assert len(tagged) == 10
         assert len({id(extras) for extras in tagged}) == 1

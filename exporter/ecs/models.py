@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -102,6 +102,37 @@ NO_EXTRAS = ResultExtras()
 """What a record without extras (``extras`` None) shows: every field empty."""
 
 
+class RunState(msgspec.Struct, frozen=True, gc=False):
+    """The fields of an :class:`InvocationResult` that say where its run stands. Records have
+    few distinct ones between them (most: ``Success``, ``Finished``, no error, exit code 0, one
+    run), so each is one object shared by all the records that show it (:func:`shared_state`)."""
+
+    invocation_status: str
+    invoke_record_status: str
+    error_code: str
+    exit_code: int | None
+    repeats: int
+
+
+MAX_SHARED_STATES: Final = 4096
+"""Distinct :class:`RunState` values :func:`shared_state` remembers; when one more comes it
+starts afresh (those already shared stay shared), so exit codes and ``Repeats`` of periodic
+tasks, without bound, cannot grow it."""
+_SHARED_STATES: dict[RunState, RunState] = {}
+
+
+def shared_state(state: RunState) -> RunState:
+    """The object shared by the records of the process that show ``state`` (``state`` itself
+    when it is the first). Safe from any thread: at worst two equal objects are both kept."""
+    found = _SHARED_STATES.get(state)
+    if found is not None:
+        return found
+    if len(_SHARED_STATES) >= MAX_SHARED_STATES:
+        _SHARED_STATES.clear()
+    _SHARED_STATES[state] = state
+    return state
+
+
 class InvocationResult(msgspec.Struct, frozen=True, gc=False):
     """One execution result on one instance (or container), as the exporter keeps it.
 
@@ -112,13 +143,16 @@ class InvocationResult(msgspec.Struct, frozen=True, gc=False):
     records (ids, statuses, codes, times and tags of one invocation) are shared, not copied.
 
     Immutable, compared and hashed by value. Build one with :meth:`of` (every field by name),
-    copy one with changes with :meth:`replace`. Its layout is for memory: a tracker holds one
-    per result (300,000 in a process of 300 targets of 1,000), so
+    copy one with changes with :meth:`replace`; every field is read by its name. Its layout is
+    for memory: a tracker holds one per result (300,000 in a process of 300 targets of 1,000),
+    so, 64 bytes a record instead of 144:
 
     * the ids are one tuple, :attr:`key`, which the tracker's view also uses as its key (a
       tuple built for the view would cost 64 bytes more per result);
+    * statuses, error code, exit code and ``Repeats`` are one :class:`RunState`, shared by
+      every record that shows the same (a few objects in all);
     * the fields most records leave empty (stop time, dropped bytes, OSS delivery, tags) are one
-      :class:`ResultExtras`, ``None`` when all are empty: 96 bytes a record instead of 144.
+      :class:`ResultExtras`, ``None`` when all are empty.
 
     A ``msgspec.Struct`` rather than a frozen dataclass: a refresh builds up to 10,000 of them,
     and a frozen dataclass costs about 20 times as much to build (each field set through
@@ -130,13 +164,9 @@ class InvocationResult(msgspec.Struct, frozen=True, gc=False):
     key: tuple[str, str, str]
     """Identity of the result: ``(invoke_id, instance_id, container_id)``."""
     command_id: str
-    invocation_status: str
-    invoke_record_status: str
-    error_code: str
-    exit_code: int | None
+    state: RunState
     start_time: float | None
     finished_time: float | None
-    repeats: int
     extras: ResultExtras | None = None
 
     @classmethod
@@ -165,16 +195,13 @@ class InvocationResult(msgspec.Struct, frozen=True, gc=False):
             extras = ResultExtras(
                 stop_time, dropped, oss_output_status, oss_output_error_code, tags
             )
+        state = RunState(invocation_status, invoke_record_status, error_code, exit_code, repeats)
         return cls(
             (invoke_id, instance_id, container_id),
             command_id,
-            invocation_status,
-            invoke_record_status,
-            error_code,
-            exit_code,
+            shared_state(state),
             start_time,
             finished_time,
-            repeats,
             extras,
         )
 
@@ -197,6 +224,26 @@ class InvocationResult(msgspec.Struct, frozen=True, gc=False):
     @property
     def container_id(self) -> str:
         return self.key[2]
+
+    @property
+    def invocation_status(self) -> str:
+        return self.state.invocation_status
+
+    @property
+    def invoke_record_status(self) -> str:
+        return self.state.invoke_record_status
+
+    @property
+    def error_code(self) -> str:
+        return self.state.error_code
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.state.exit_code
+
+    @property
+    def repeats(self) -> int:
+        return self.state.repeats
 
     @property
     def stop_time(self) -> float | None:

@@ -20,7 +20,15 @@ from typing import Annotated
 import msgspec
 
 from exporter.ecs.errors import MalformedResponseError
-from exporter.ecs.models import MAX_INTEGER, InvalidRecord, InvocationResult, Page, ResultExtras
+from exporter.ecs.models import (
+    MAX_INTEGER,
+    InvalidRecord,
+    InvocationResult,
+    Page,
+    ResultExtras,
+    RunState,
+    shared_state,
+)
 from exporter.ecs.untrusted import MAX_NAME_CHARS, PLAIN, TextCleaner
 
 # --- the tolerant decoder --------------------------------------------------------------------
@@ -345,6 +353,27 @@ def _exact_tags(raw: bytes, name: Callable[[object], str]) -> tuple[tuple[str, s
     return _tag_set(((t.TagKey, t.TagValue) for t in tags.Tag), name) if tags else ()
 
 
+# What the records of one invocation have alike (see _parse_exact_page): as read, and as kept.
+_SharedKey = tuple[str | None, str | None, str | None, str | None, str | None, str | None,
+                   str | None, int | None, int | None]  # fmt: skip
+_Shared = tuple[str, str, str, str, RunState]
+
+
+def _shared_fields(
+    key: _SharedKey, text: TextCleaner, shared: dict[_SharedKey, _Shared]
+) -> _Shared:
+    """The invocation id, command id, OSS status and OSS error code of ``key`` (as
+    ``_parse_exact_page`` reads them) cleaned, and its :class:`RunState` (a ``Repeats`` absent
+    or below 1 is 0); remembered in ``shared``."""
+    names = text.names(key[:7])
+    invoke_id, command_id, status, record_status, error_code, oss_status, oss_error_code = names
+    exit_code, repeats = key[7], key[8]
+    count = repeats if repeats is not None and repeats > 0 else 0
+    state = shared_state(RunState(status, record_status, error_code, exit_code, count))
+    shared[key] = (invoke_id, command_id, oss_status, oss_error_code, state)
+    return shared[key]
+
+
 def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
     invocation = answer.Invocation
     if invocation is None:
@@ -352,12 +381,12 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
     container = invocation.InvocationResults
     records = (container.InvocationResult if container is not None else None) or []
     name, known = text.name, text.known
-    # Per page, what records of one invocation share: their times, tags and the fields that
-    # are the invocation's (cleaned once, looked up after).
+    # Per page, what records of one invocation share: their times, tags, run states and the
+    # fields that are the invocation's (cleaned once, looked up after).
     memo: dict[str | None, float | None] = {None: None, "": None}
     page_tags: dict[bytes, tuple[tuple[tuple[str, str], ...], ResultExtras | None]] = {}
     page_extras: dict[tuple[object, ...], ResultExtras] = {}
-    shared: dict[tuple[str | None, ...], list[str]] = {}
+    shared: dict[_SharedKey, _Shared] = {}
     results: list[InvocationResult] = []
     invalid: list[InvalidRecord] = []
     append = results.append
@@ -383,13 +412,11 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
             r.ErrorCode,
             r.OssOutputStatus,
             r.OssOutputErrorCode,
+            r.ExitCode,
+            r.Repeats,
         )
-        common = shared.get(key)
-        if common is None:
-            common = shared[key] = text.names(key)
-        invoke_id, command_id, status, record_status, error_code, oss_status, oss_error_code = (
-            common
-        )
+        common = shared[key] if key in shared else _shared_fields(key, text, shared)
+        invoke_id, command_id, oss_status, oss_error_code, state = common
         instance_id = known(instance)
         if instance_id is None:
             instance_id = name(instance)
@@ -423,13 +450,9 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
             InvocationResult(
                 (invoke_id, instance_id, container_id),
                 command_id,
-                status,
-                record_status,
-                error_code,
-                r.ExitCode,
+                state,
                 memo[start] if start in memo else _new_time(start, memo),
                 memo[finished] if finished in memo else _new_time(finished, memo),
-                r.Repeats if r.Repeats is not None and r.Repeats > 0 else 0,
                 extras,
             )
         )
