@@ -62,6 +62,7 @@ from functools import partial
 from types import MappingProxyType
 
 from exporter import viewqueries
+from exporter.arrivals import ArrivalNumbers
 from exporter.backlog import is_periodic, new_backlog_entry, record_backlog
 from exporter.counters import DEFAULT_MAX_UNKNOWN_VALUES, RunCounters, ValueFolder
 from exporter.ecs.models import MAX_CLOCK_SKEW_SECONDS, InvocationResult
@@ -75,13 +76,7 @@ from exporter.summaries import (
     HistogramValue,
     ViewSummary,
 )
-from exporter.trackerstate import (
-    ChangeLog,
-    SavedState,
-    TrackerChanges,
-    decode_rows,
-    decode_state,
-)
+from exporter.trackerstate import ChangeLog, SavedState, TrackerChanges, decode_rows, decode_state
 from exporter.viewentry import (
     OSS_TERMINAL,
     TERMINAL,
@@ -160,7 +155,7 @@ class RunTracker:
         self._dropped_until = float("-inf")
         self._history_due: set[ResultKey] = set()
         self._index = ViewIndex()  # what a refresh with nothing new asks, without a scan
-        self._arrivals = 0
+        self._numbers = ArrivalNumbers()  # the order the view took results in
         self.returned = 0  # results back after leaving the view (a walk or a trim missed them)
         self.credentials = ""  # who the results were read as (opaque; saved with the state)
 
@@ -244,7 +239,13 @@ class RunTracker:
     @property
     def arrivals(self) -> int:
         """How many results the view took in so far (each once)."""
-        return self._arrivals
+        return self._numbers.taken
+
+    @property
+    def last_arrival(self) -> int:
+        """The largest :attr:`ViewEntry.arrival` held: above ``last_arrival - k``, the results
+        among the ``k`` taken in last."""
+        return self._numbers.last
 
     def history_due(self) -> list[ResultKey]:
         """Periodic results whose history holds runs that ended and are not settled yet."""
@@ -330,9 +331,7 @@ class RunTracker:
             return entry, Change.CHANGED, False
         if self._baseline_done and self._forgotten(result_time(result, now), now):
             return None
-        entry = self._view[key] = ViewEntry(result, now)
-        self._arrivals += 1
-        entry.arrival = self._arrivals
+        entry = self._view[key] = ViewEntry(result, now, arrival=self._numbers.next())
         missed = self._baseline_done and self._first_seen_as_backlog(entry, run)
         return entry, Change.NEW, missed
 
@@ -417,20 +416,21 @@ class RunTracker:
         """:meth:`observe` each record of a page of the first walk (before the baseline), the
         quick way for one the tracker has never held (:func:`~exporter.backlog.new_backlog_entry`:
         nearly all of a first walk); returns their keys, in order."""
-        view, ghosts, ledger = self._view, self._ghosts, self._ledger
-        see, mark = self._counters.commands.see, self._changes.mark
-        keys = []
+        view, ghosts, ledger, numbers = self._view, self._ghosts, self._ledger, self._numbers
+        commands, taken_in = self._counters.commands, self._index.taken_in
+        keys, fresh = [], []
         for result in page:
             key = result.key
             keys.append(key)
             if self._baseline_done or key in view or key in ghosts:
                 self.observe(result, now=now)
                 continue
-            self._arrivals += 1
-            entry = view[key] = new_backlog_entry(result, key, now, self._arrivals, ledger)
-            mark(key)
-            self._index.taken_in(key, entry)
-            see(result.command_id)
+            entry = view[key] = new_backlog_entry(result, key, now, numbers.next(), ledger)
+            fresh.append(key)
+            taken_in(key, entry)
+            if commands.enabled:
+                commands.see(result.command_id)
+        self._changes.mark_all(fresh)
         return keys
 
     def _note_result_claim(
@@ -553,6 +553,8 @@ class RunTracker:
             dropped += self._drop_oldest(excess)
         if dropped:
             self._index.removed()
+        if self._numbers.compact((*self._view.values(), *self._ghosts.values())):
+            self._changes.mark_all((*self._view, *self._ghosts))  # saved with their new numbers
         return dropped
 
     def _drop_oldest(self, excess: int, *, ghosts_only: bool = False) -> int:
@@ -602,9 +604,7 @@ class RunTracker:
         view = self._view = restored.view
         self._ghosts = restored.ghosts
         self._index.rebuild(view, self._ghosts)
-        self._arrivals = max(
-            (e.arrival for e in (*view.values(), *self._ghosts.values())), default=0
-        )
+        self._numbers.restored((*view.values(), *self._ghosts.values()))
         for key, key_runs in restored.runs:
             self._ledger.restore_runs(key, key_runs)
         self._changes.restored(summary)

@@ -81,13 +81,14 @@ def taken_in_since(view: View, when: float, seen: set[ResultKey]) -> int:
 
 
 def in_flight_near_top(
-    view: View, in_flight: Collection[ResultKey], arrivals: int, now: float, reach: int
+    view: View, in_flight: Collection[ResultKey], last_arrival: int, now: float, reach: int
 ) -> set[ResultKey]:
     """Results of ``in_flight`` (as for :func:`follow_up`) not read at ``now``, among the
-    ``reach`` the view took in last (``arrivals``: how many it took in so far; periodic tasks'
-    records between or during runs left out). Records the baseline read are never among them:
-    the first walk took the oldest in last (as do saved states without ``arrival``, all 0)."""
-    newest = arrivals - reach
+    ``reach`` the view took in last (``last_arrival``: the largest ``arrival`` it holds; periodic
+    tasks' records between or during runs left out). Records the baseline read are never among
+    them: the first walk took the oldest in last (as do saved states without ``arrival``, all 0).
+    """
+    newest = last_arrival - reach
     return {
         key
         for key in in_flight

@@ -57,6 +57,7 @@ BASE = ("exporter", "exporter.files", "exporter.validation", "exporter.logs")
 TRACKING = (
     "exporter.runledger",
     "exporter.viewentry",
+    "exporter.arrivals",
     "exporter.backlog",
     "exporter.viewqueries",
     "exporter.viewindex",

@@ -458,7 +458,7 @@ class ReadPlan:
         unread = viewqueries.in_flight_near_top(
             self._tracker.view,
             self._tracker.follow_up_keys(),
-            self._tracker.arrivals,
+            self._tracker.last_arrival,
             now,
             _REACH_PAGES * self._options.max_results,
         )

@@ -1,0 +1,92 @@
+"""The numbers a tracker gives the results its view takes in, in the order it takes them in.
+
+A target numbers its results 1, 2, 3... as its view takes them in: with ``first_seen``, that
+is the order the walks read them in (see :mod:`exporter.viewqueries`). Each number is an int
+object, 32 bytes (CPython keeps ready-made only those up to 256), held by one result's
+:class:`~exporter.viewentry.ViewEntry`: 24 bytes a result in a process of 300 targets of 1,000.
+Yet every target counts from 1, so:
+
+* the process keeps one object per number below :data:`MAX_SHARED` (:func:`number`), which
+  the entries of every target share;
+* a target renumbers its results 1, 2, 3... in the same order (:meth:`ArrivalNumbers.compact`)
+  when its numbers have run well ahead of how many results it holds (results leave as new ones
+  come in), so that over a deployment's life they stay among those shared.
+
+Pure logic, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from operator import attrgetter
+from typing import Final
+
+from exporter.viewentry import ViewEntry
+
+__all__ = ["MAX_SHARED", "ArrivalNumbers", "number"]
+
+MAX_SHARED: Final = 1 << 16
+"""Numbers below this are one object in the process (2.6 MB at most, made as numbers are used)."""
+SPARSE_SLACK: Final = 1024
+"""A target renumbers its results when its last number is beyond twice their count plus this:
+rarely (after at least as many new results as it holds), never while its view only grows."""
+
+# Grown by copying (to twice its size, up to MAX_SHARED) and rebinding, never in place: a
+# thread reading it meanwhile sees the old table or the new one, never one half made, and
+# table[n] is n in both. (Two threads growing it at once each make one: the numbers given from
+# the table that lost are still right, only not shared.)
+_table: list[int] = list(range(257))
+_BY_ARRIVAL = attrgetter("arrival")
+
+
+def number(n: int) -> int:
+    """``n`` (a number >= 0), as the object every target shares when it is below
+    :data:`MAX_SHARED`. Safe from any thread without a lock (see ``_table``)."""
+    table = _table
+    if n < len(table):
+        return table[n]
+    if n >= MAX_SHARED:
+        return n
+    return _grown_to(n)[n]
+
+
+def _grown_to(n: int) -> list[int]:
+    global _table  # rebound, never changed in place: see above
+    table = _table
+    if n >= len(table):
+        size = min(MAX_SHARED, max(n + 1, 2 * len(table)))
+        table = _table = [*table, *range(len(table), size)]
+    return table
+
+
+class ArrivalNumbers:
+    """The numbers of one tracker's results: :attr:`taken` (how many it took in, for the
+    refresh plan: never goes down) and :attr:`last` (the number given last, the largest held:
+    results with a number above ``last - k`` are among the ``k`` taken in last)."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.last = 0
+
+    def next(self) -> int:
+        """The number of a result taken in now."""
+        self.taken += 1
+        self.last += 1
+        return number(self.last)
+
+    def restored(self, entries: Iterable[ViewEntry]) -> None:
+        """``entries`` (every result the tracker holds) were read back from a saved state."""
+        self.taken = self.last = max((entry.arrival for entry in entries), default=0)
+
+    def compact(self, entries: Collection[ViewEntry]) -> bool:
+        """Renumber ``entries`` (every result the tracker holds) 1, 2, 3... in the order of
+        their numbers when :attr:`last` runs far ahead of how many they are; True when it did
+        (every entry then has to be saved again). Entries without a number (0: restored from
+        a state saved before numbers were kept) keep none."""
+        if self.last <= 2 * len(entries) + SPARSE_SLACK:
+            return False
+        numbered = sorted((entry for entry in entries if entry.arrival > 0), key=_BY_ARRIVAL)
+        for n, entry in enumerate(numbered, 1):
+            entry.arrival = number(n)
+        self.last = len(numbered)
+        return True
