@@ -16,7 +16,7 @@ from exporter.ecs.models import (
     TERMINAL_STATUSES,
     InvocationResult,
     ResultExtras,
-    shared_state,
+    run_state,
 )
 from exporter.runledger import ResultClaim, ResultKey
 
@@ -175,7 +175,8 @@ class ViewEntry(msgspec.Struct, gc=False):
     """When the record was last read (by the exporter's clock)."""
     arrival: int = 0
     """Its place among the results the view took in (larger: taken in later); with
-    ``first_seen``, the API's newest-first order as the walks read it."""
+    ``first_seen``, the API's newest-first order as the walks read it. Numbered by
+    :class:`~exporter.arrivals.ArrivalNumbers` (one object per number, shared by every target)."""
     baseline_state: bool = False
     """The baseline read this record: its state then says what is backlog, no clock does."""
     extras: EntryExtras | None = None
@@ -246,7 +247,7 @@ class ViewEntry(msgspec.Struct, gc=False):
 def as_live(entry: ViewEntry, shared: dict[ResultExtras, ResultExtras]) -> ViewEntry:
     """``entry``, as read back from a saved state, sharing what a live entry shares: the
     extras most new results have, its record's run state with every record showing the same
-    (:func:`~exporter.ecs.models.shared_state`), and its record's extras with the other records
+    (:func:`~exporter.ecs.models.run_state`), and its record's extras with the other records
     restored with the same (``shared``: those seen so far). Extras with nothing in them (a
     tampered file) become none, as a live entry's would be."""
     extras = entry.extras
@@ -257,7 +258,7 @@ def as_live(entry: ViewEntry, shared: dict[ResultExtras, ResultExtras]) -> ViewE
             entry.extras = _WATCHED_FROM_FIRST
     result = entry.result
     kept, state = result.extras, result.state
-    same_state = shared_state(state)
+    same_state = run_state(*msgspec.structs.astuple(state))
     same = kept
     if kept is not None:
         same = None if kept == NO_EXTRAS else shared.setdefault(kept, kept)

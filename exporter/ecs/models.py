@@ -105,7 +105,7 @@ NO_EXTRAS = ResultExtras()
 class RunState(msgspec.Struct, frozen=True, gc=False):
     """The fields of an :class:`InvocationResult` that say where its run stands. Records have
     few distinct ones between them (most: ``Success``, ``Finished``, no error, exit code 0, one
-    run), so each is one object shared by all the records that show it (:func:`shared_state`)."""
+    run), so each is one object shared by all the records that show it (:func:`run_state`)."""
 
     invocation_status: str
     invoke_record_status: str
@@ -115,22 +115,29 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
 
 
 MAX_SHARED_STATES: Final = 4096
-"""Distinct :class:`RunState` values :func:`shared_state` remembers; when one more comes it
-starts afresh (those already shared stay shared), so exit codes and ``Repeats`` of periodic
-tasks, without bound, cannot grow it."""
-_SHARED_STATES: dict[RunState, RunState] = {}
+"""Distinct :class:`RunState` values :func:`run_state` remembers; when one more comes it starts
+afresh (those already shared stay shared), so exit codes and ``Repeats`` of periodic tasks,
+without bound, cannot grow it."""
+_SHARED_STATES: dict[tuple[str, str, str, int | None, int], RunState] = {}
 
 
-def shared_state(state: RunState) -> RunState:
-    """The object shared by the records of the process that show ``state`` (``state`` itself
-    when it is the first). Safe from any thread: at worst two equal objects are both kept."""
-    found = _SHARED_STATES.get(state)
-    if found is not None:
-        return found
-    if len(_SHARED_STATES) >= MAX_SHARED_STATES:
-        _SHARED_STATES.clear()
-    _SHARED_STATES[state] = state
-    return state
+def run_state(
+    invocation_status: str,
+    invoke_record_status: str,
+    error_code: str,
+    exit_code: int | None,
+    repeats: int,
+) -> RunState:
+    """The :class:`RunState` of these values: one object shared by every record of the process
+    that shows them. Safe from any thread: at worst two equal objects are both kept."""
+    # Looked up by a tuple (cheaper to hash than a RunState); made only when new.
+    values = (invocation_status, invoke_record_status, error_code, exit_code, repeats)
+    found = _SHARED_STATES.get(values)
+    if found is None:
+        if len(_SHARED_STATES) >= MAX_SHARED_STATES:
+            _SHARED_STATES.clear()
+        found = _SHARED_STATES[values] = RunState(*values)
+    return found
 
 
 class InvocationResult(msgspec.Struct, frozen=True, gc=False):
@@ -195,11 +202,11 @@ class InvocationResult(msgspec.Struct, frozen=True, gc=False):
             extras = ResultExtras(
                 stop_time, dropped, oss_output_status, oss_output_error_code, tags
             )
-        state = RunState(invocation_status, invoke_record_status, error_code, exit_code, repeats)
+        state = run_state(invocation_status, invoke_record_status, error_code, exit_code, repeats)
         return cls(
             (invoke_id, instance_id, container_id),
             command_id,
-            shared_state(state),
+            state,
             start_time,
             finished_time,
             extras,

@@ -27,7 +27,7 @@ from exporter.ecs.models import (
     Page,
     ResultExtras,
     RunState,
-    shared_state,
+    run_state,
 )
 from exporter.ecs.untrusted import MAX_NAME_CHARS, PLAIN, TextCleaner
 
@@ -369,7 +369,7 @@ def _shared_fields(
     invoke_id, command_id, status, record_status, error_code, oss_status, oss_error_code = names
     exit_code, repeats = key[7], key[8]
     count = repeats if repeats is not None and repeats > 0 else 0
-    state = shared_state(RunState(status, record_status, error_code, exit_code, count))
+    state = run_state(status, record_status, error_code, exit_code, count)
     shared[key] = (invoke_id, command_id, oss_status, oss_error_code, state)
     return shared[key]
 
@@ -415,7 +415,7 @@ def _parse_exact_page(answer: _Answer, text: TextCleaner) -> Page:
             r.ExitCode,
             r.Repeats,
         )
-        common = shared[key] if key in shared else _shared_fields(key, text, shared)
+        common = shared.get(key) or _shared_fields(key, text, shared)
         invoke_id, command_id, oss_status, oss_error_code, state = common
         instance_id = known(instance)
         if instance_id is None:
