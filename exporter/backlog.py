@@ -72,18 +72,13 @@ def record_backlog(
 
 
 def new_backlog_entry(
-    result: InvocationResult, key: ResultKey, now: float, arrival: int, ledger: RunLedger
+    result: InvocationResult, key: ResultKey, now: float, ledger: RunLedger
 ) -> ViewEntry:
     """The view entry of a record the tracker has never held, read ``now`` before the baseline
-    is complete: what ``RunTracker.observe`` makes of it, without its general path."""
+    is complete: what ``RunTracker.observe`` makes of it, without its general path (and
+    without its ``arrival``: the tracker numbers a page's new entries at once)."""
     repeats = result.state.repeats
-    entry = ViewEntry(
-        result,
-        now,
-        max_repeats=repeats if repeats > 0 else 0,
-        seen_at=now,
-        arrival=arrival,
-    )
+    entry = ViewEntry(result, now, max_repeats=repeats if repeats > 0 else 0, seen_at=now)
     if is_periodic(result):
         entry.periodic = True
     record_backlog(entry, result, key, run_number(result), now, ledger)

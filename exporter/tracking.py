@@ -243,8 +243,7 @@ class RunTracker:
 
     @property
     def last_arrival(self) -> int:
-        """The largest :attr:`ViewEntry.arrival` held: above ``last_arrival - k``, the results
-        among the ``k`` taken in last."""
+        """The largest ``arrival`` held (see :attr:`ArrivalNumbers.last`)."""
         return self._numbers.last
 
     def history_due(self) -> list[ResultKey]:
@@ -416,21 +415,22 @@ class RunTracker:
         """:meth:`observe` each record of a page of the first walk (before the baseline), the
         quick way for one the tracker has never held (:func:`~exporter.backlog.new_backlog_entry`:
         nearly all of a first walk); returns their keys, in order."""
-        view, ghosts, ledger, numbers = self._view, self._ghosts, self._ledger, self._numbers
+        view, ghosts, ledger = self._view, self._ghosts, self._ledger
         commands, taken_in = self._counters.commands, self._index.taken_in
-        keys, fresh = [], []
+        keys, entries = [], []
         for result in page:
             key = result.key
             keys.append(key)
             if self._baseline_done or key in view or key in ghosts:
-                self.observe(result, now=now)
+                self.observe(result, now=now)  # takes in nothing new unless baseline_done
                 continue
-            entry = view[key] = new_backlog_entry(result, key, now, numbers.next(), ledger)
-            fresh.append(key)
+            entry = view[key] = new_backlog_entry(result, key, now, ledger)
+            entries.append(entry)
             taken_in(key, entry)
             if commands.enabled:
                 commands.see(result.command_id)
-        self._changes.mark_all(fresh)
+        self._numbers.number(entries)
+        self._changes.mark_all([entry.result.key for entry in entries])
         return keys
 
     def _note_result_claim(

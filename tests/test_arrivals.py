@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from exporter import viewqueries
+import pytest
+
+from exporter import arrivals, viewqueries
 from exporter.arrivals import MAX_SHARED, SPARSE_SLACK, ArrivalNumbers, number
 from exporter.tracking import RunTracker
 from exporter.viewentry import ViewEntry
@@ -87,3 +89,15 @@ def test_a_long_lived_target_keeps_its_numbers_small_and_its_order_across_a_rest
     again = sorted(restored.view, key=lambda key: viewqueries.read_order(restored.view, key) or ())
     assert again == order
     assert restored.last_arrival == tracker.last_arrival
+
+
+def test_numbers_past_the_shared_ones_are_right_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(arrivals, "MAX_SHARED", 300)
+    monkeypatch.setattr(arrivals, "_table", list(range(257)))
+    tracker = RunTracker()
+    for p in range(0, 1000, 50):  # a page at a time, across the bound
+        tracker.observe_backlog([result(f"t-{n:04d}") for n in range(p, p + 50)], now=T0)
+    assert [entry.arrival for entry in tracker.view.values()] == list(range(1, 1001))
+    assert len(arrivals._table) == 300
+    assert tracker.view[("t-0280", "i-1", "")].arrival is arrivals._table[281]
+    assert tracker.arrivals == tracker.last_arrival == 1000
