@@ -64,11 +64,14 @@ def oldest_settled(view: View, size: int) -> list[ResultKey]:
     return [key for _, _, key in heapq.nsmallest(excess, aged)]
 
 
-def read_order(view: View, key: ResultKey) -> tuple[float, int] | None:
+def read_order(view: View, key: ResultKey | None) -> tuple[float, int] | None:
     """Where ``key`` stands in the order the walks took results in; None for results the
-    baseline read (a first walk resumed over several refreshes took them in out of that order)
-    and those not in the view."""
-    entry = view.get(key)
+    baseline read (a first walk resumed over several refreshes took them in out of that order),
+    those not in the view, and no key.
+
+    Only orders read at the same time compare: a target renumbers its results now and then
+    (see :mod:`exporter.arrivals`), keeping their order but not their numbers."""
+    entry = None if key is None else view.get(key)
     if entry is None or entry.baseline_state:
         return None
     return (entry.first_seen, -entry.arrival)

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from exporter import arrivals
 from exporter.ecs.models import InvocationResult
 from exporter.refresh import TargetRefresher, TargetSnapshot
 from exporter.refresh.sweeps import SweepSchedule
@@ -181,6 +182,37 @@ def test_new_results_arriving_during_a_paced_sweep_do_not_bring_it_back(
             newest += 1
             api.set(result(f"t-new{minute:03d}-{n}", start=newest))
         longest = max(longest, run_for(refresher, clock, 60).sweep_interval_seconds)
+    assert longest == 16 * 600.0
+
+
+def test_a_target_renumbering_its_results_between_two_slices_does_not_bring_the_sweep_back(
+    executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target renumbers the order of its results (exporter.arrivals) when results leave
+    while new ones come; here at every refresh, as results leave by the size cap. The order a
+    paced sweep checks is the same before and after: it is not a broken order."""
+    monkeypatch.setattr(arrivals, "SPARSE_SLACK", -(10**9))  # renumber at every refresh
+    clock = FakeClock()
+    api = FakeApi(backlog(120), page_size=10)
+    refresher = make_refresher(
+        api,
+        executor,
+        clock,
+        sweep_interval=600.0,
+        sweep_backoff=16,
+        max_results=10,
+        sweep_pages_per_refresh=4,
+        tracking_cap=200,
+    )
+    refresher.refresh_now()
+    newest = T0
+    longest = 0.0
+    for minute in range(6 * 60):
+        for n in range(3):  # results of one minute share their first reading: only their
+            newest += 1  # numbers order them, and a slice often ends among them
+            api.set(result(f"t-new{minute:03d}-{n}", start=newest))
+        longest = max(longest, run_for(refresher, clock, 60).sweep_interval_seconds)
+    assert refresher._tracker.last_arrival < refresher._tracker.arrivals  # it did renumber
     assert longest == 16 * 600.0
 
 

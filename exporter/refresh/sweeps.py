@@ -104,4 +104,7 @@ class SweepProgress:
     """It read a result the other steps had not."""
     inverted: bool = False
     """It returned a result taken in earlier before one taken in later: not newest-first."""
-    last_order: tuple[float, int] | None = None
+    last_read: ResultKey | None = None
+    """The result it read last that has a place in the order the walks took results in. Its
+    place is looked up when the next one is compared with it, not kept: between two slices of
+    a paced sweep the target may renumber its results (see :mod:`exporter.arrivals`)."""
