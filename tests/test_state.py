@@ -291,6 +291,28 @@ def test_unreadable_entries_keep_the_counters_and_take_a_new_baseline(tmp_path: 
     assert counted(again) == 1
 
 
+def test_rows_saved_by_the_build_before_the_shared_run_states_take_a_new_baseline(
+    tmp_path: Path,
+) -> None:
+    # That build (unreleased) saved a record's statuses, codes and Repeats as fields of their
+    # own: such a row is unreadable now; the counters go on and nothing is counted twice.
+    _saved_with_one_run(tmp_path)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        (value,) = db.execute("SELECT value FROM entries").fetchone()
+        entry, ghost, runs = msgspec.msgpack.decode(value)
+        record = entry["result"]
+        record.update(record.pop("state"))  # the former, flat shape
+        db.execute("UPDATE entries SET value = ?", (msgspec.msgpack.encode([entry, ghost, runs]),))
+    again, state = restored(StateStore(tmp_path), "target")
+    assert state == "restored"
+    assert counted(again) == 1
+    assert not again.baseline_done
+    again.observe(finished("t-1", T0 + 1), now=T0 + 10)
+    again.complete_baseline(at=T0 + 10)
+    again.observe(finished("t-1", T0 + 1), now=T0 + 20)
+    assert counted(again) == 1
+
+
 def test_unreadable_entries_are_dropped_so_the_next_start_restores_the_new_baseline(
     tmp_path: Path,
 ) -> None:
