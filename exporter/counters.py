@@ -7,7 +7,9 @@ up. :class:`ValueFolder` keeps each label's values bounded. Pure logic, no I/O.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import TypedDict
 
 from exporter.ecs.models import (
@@ -31,9 +33,12 @@ from exporter.summaries import (
     ViewCounts,
 )
 from exporter.trackerstate import SavedState
+from exporter.viewentry import ViewEntry
 
 DEFAULT_MAX_UNKNOWN_VALUES = MAX_UNKNOWN_VALUES
 _MAX_FOLDED_COUNTED = 10_000
+
+_RESULT, _STATE, _EXTRAS = attrgetter("result"), attrgetter("state"), attrgetter("extras")
 
 
 class ValueFolder:
@@ -173,35 +178,45 @@ class RunCounters:
             command_ids_folded=self.commands.folded,
         )
 
-    def view_counts(self, results: Iterable[InvocationResult]) -> ViewCounts:
-        """What the gauges count in ``results`` (the records in view), their labels folded like
-        the counters' (O(number of records))."""
+    def view_counts(self, entries: Iterable[ViewEntry]) -> ViewCounts:
+        """What the gauges count in the records of ``entries`` (the view's), their labels folded
+        like the counters' (O(number of records)).
+
+        Records share their run states (see :class:`~exporter.ecs.models.InvocationResult`):
+        each distinct one is folded once, with the number of records that show it, counted at
+        C speed; only records with extras, and records of running runs, are looked at one by
+        one. Values are folded in the order they first appear, as record by record."""
+        records = list(map(_RESULT, entries))
         by_status = dict.fromkeys(INVOCATION_STATUSES, 0)
         by_error = dict.fromkeys(ERROR_CODES, 0)
         oss = dict.fromkeys(OSS_OUTPUT_STATUSES, 0)
         running = 0
-        oldest_start: float | None = None
         with_dropped = 0
-        fold_status = self.status_folder.fold
-        for result in results:
-            state = result.state  # the fields read directly, without the properties
+        fold_status, fold_error = self.status_folder.fold, self.error_folder.fold
+        for state, count in Counter(map(_STATE, records)).items():
             status = fold_status(state.invocation_status)
-            by_status[status] = by_status.get(status, 0) + 1
+            by_status[status] = by_status.get(status, 0) + count
             if state.error_code:
-                code = self.error_folder.fold(state.error_code)
-                by_error[code] = by_error.get(code, 0) + 1
-            extras = result.extras  # most records have none (see InvocationResult)
-            if extras is not None:
-                if extras.oss_output_status:
-                    oss_status = self.oss_status_folder.fold(extras.oss_output_status)
-                    oss[oss_status] = oss.get(oss_status, 0) + 1
-                if extras.dropped > 0:
-                    with_dropped += 1
+                code = fold_error(state.error_code)
+                by_error[code] = by_error.get(code, 0) + count
             if state.invocation_status == "Running":
-                running += 1
-                start = result.start_time
-                if start is not None and (oldest_start is None or start < oldest_start):
-                    oldest_start = start
+                running += count
+        for extras in filter(None, map(_EXTRAS, records)):  # most records have none
+            if extras.oss_output_status:
+                oss_status = self.oss_status_folder.fold(extras.oss_output_status)
+                oss[oss_status] = oss.get(oss_status, 0) + 1
+            if extras.dropped > 0:
+                with_dropped += 1
+        oldest_start = None
+        if running:
+            oldest_start = min(
+                (
+                    r.start_time
+                    for r in records
+                    if r.state.invocation_status == "Running" and r.start_time is not None
+                ),
+                default=None,
+            )
         return ViewCounts(
             by_status=tuple(by_status.items()),
             by_error_code=tuple(by_error.items()),

@@ -641,8 +641,7 @@ class RunTracker:
 
     def view_summary(self, now: float) -> ViewSummary:
         """The gauges as of ``now`` (O(size of the view) once after each change of the view)."""
-        results = (entry.result for entry in self._view.values())
-        counts = self._index.counts(lambda: self._counters.view_counts(results))
+        counts = self._index.counts(lambda: self._counters.view_counts(self._view.values()))
         return counts.summary(now, tracked_runs=len(self))
 
     def counter_totals(self) -> CounterTotals:

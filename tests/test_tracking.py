@@ -662,8 +662,7 @@ def test_the_first_walk_page_by_page_leaves_what_record_by_record_observing_leav
 def _scanned_summary(tracker: RunTracker, now: float) -> ViewSummary:
     """The gauges computed from the whole view, as if nothing had been kept from before."""
     counters = RunCounters(CommandBreakdown(), tracking_cap=1_000_000)
-    results = [entry.result for entry in tracker.view.values()]
-    return counters.view_counts(results).summary(now, tracked_runs=len(tracker))
+    return counters.view_counts(tracker.view.values()).summary(now, tracked_runs=len(tracker))
 
 
 @pytest.mark.parametrize("seed", range(6))
