@@ -33,8 +33,9 @@ rarely (after at least as many new results as it holds), never while its view on
 
 # Grown by copying (to twice its size, up to MAX_SHARED) and rebinding, never in place: a
 # thread reading it meanwhile sees the old table or the new one, never one half made, and
-# table[n] is n in both. (Two threads growing it at once each make one: the numbers given from
-# the table that lost are still right, only not shared.)
+# table[n] is n in both. Every reader takes the table once into a local, and a grower uses the
+# one it made: two threads growing it at once may even leave the smaller one bound, and the
+# numbers given from either are still right (only less shared).
 _table: list[int] = list(range(257))
 _BY_ARRIVAL = attrgetter("arrival")
 
@@ -47,15 +48,19 @@ def number(n: int) -> int:
         return table[n]
     if n >= MAX_SHARED:
         return n
-    return _grown_to(n)[n]
+    return _covering(n)[n]
 
 
-def _grown_to(n: int) -> list[int]:
+def _covering(n: int) -> list[int]:
+    """A table that holds ``n`` (< MAX_SHARED): the bound one, or a larger one made (and bound
+    unless another thread bound a larger one meanwhile)."""
     global _table  # rebound, never changed in place: see above
     table = _table
     if n >= len(table):
         size = min(MAX_SHARED, max(n + 1, 2 * len(table)))
-        table = _table = [*table, *range(len(table), size)]
+        table = [*table, *range(len(table), size)]
+        if len(table) > len(_table):
+            _table = table
     return table
 
 
@@ -82,24 +87,32 @@ class ArrivalNumbers:
         self.last = last
         numbers: Iterable[int]
         if last < MAX_SHARED:
-            numbers = (_table if last < len(_table) else _grown_to(last))[first : last + 1]
+            table = _table  # once: see _table
+            numbers = (table if last < len(table) else _covering(last))[first : last + 1]
         else:
             numbers = map(number, range(first, last + 1))
         for entry, n in zip(entries, numbers, strict=True):
             entry.arrival = n
 
     def restored(self, entries: Iterable[ViewEntry]) -> None:
-        """``entries`` (every result the tracker holds) were read back from a saved state."""
-        self.taken = self.last = max((entry.arrival for entry in entries), default=0)
+        """``entries`` (every result the tracker holds) were read back from a saved state: their
+        numbers become the shared objects, as live ones are."""
+        last = 0
+        for entry in entries:
+            entry.arrival = n = number(entry.arrival)
+            if n > last:
+                last = n
+        self.taken = self.last = last
 
-    def compact(self, entries: Collection[ViewEntry]) -> bool:
-        """Renumber ``entries`` (every result the tracker holds) 1, 2, 3... in the order of
-        their numbers when :attr:`last` runs far ahead of how many they are; True when it did
-        (every entry then has to be saved again). Entries without a number (0: restored from
-        a state saved before numbers were kept) keep none."""
-        if self.last <= 2 * len(entries) + SPARSE_SLACK:
+    def compact(self, *held: Collection[ViewEntry]) -> bool:
+        """Renumber the entries of ``held`` (every result the tracker holds) 1, 2, 3... in the
+        order of their numbers when :attr:`last` runs far ahead of how many they are; True when
+        it did (every entry then has to be saved again). Entries without a number (0: restored
+        from a state saved before numbers were kept) keep none."""
+        if self.last <= 2 * sum(map(len, held)) + SPARSE_SLACK:
             return False
-        numbered = sorted((entry for entry in entries if entry.arrival > 0), key=_BY_ARRIVAL)
+        everyone = (entry for entries in held for entry in entries)
+        numbered = sorted((entry for entry in everyone if entry.arrival > 0), key=_BY_ARRIVAL)
         for n, entry in enumerate(numbered, 1):
             entry.arrival = number(n)
         self.last = len(numbered)

@@ -553,7 +553,7 @@ class RunTracker:
             dropped += self._drop_oldest(excess)
         if dropped:
             self._index.removed()
-        if self._numbers.compact((*self._view.values(), *self._ghosts.values())):
+        if self._numbers.compact(self._view.values(), self._ghosts.values()):
             self._changes.mark_all((*self._view, *self._ghosts))  # saved with their new numbers
         return dropped
 

@@ -101,3 +101,19 @@ def test_numbers_past_the_shared_ones_are_right_too(monkeypatch: pytest.MonkeyPa
     assert len(arrivals._table) == 300
     assert tracker.view[("t-0280", "i-1", "")].arrival is arrivals._table[281]
     assert tracker.arrivals == tracker.last_arrival == 1000
+
+
+def test_restored_numbers_are_the_shared_objects_too() -> None:
+    # A target that rarely renumbers (few of its results leave) keeps the numbers it restored
+    # for weeks: they are shared like those given live.
+    tracker = RunTracker()
+    tracker.observe_backlog([result(f"t-{n:04d}") for n in range(1000)], now=T0)
+    tracker.complete_baseline(at=T0)
+    changes = tracker.export_changes()
+    assert changes.summary is not None
+    restored = RunTracker()
+    restored.restore(changes.summary, [(k, v) for k, v in changes.rows if v is not None])
+    numbers = [entry.arrival for entry in restored.view.values()]
+    assert sorted(numbers) == list(range(1, 1001))
+    assert all(n is number(n) for n in numbers)
+    assert restored.last_arrival == restored.arrivals == 1000
