@@ -364,9 +364,7 @@ class ReadPlan:
                     sweep.oldest_start = start
                 order = None if again else viewqueries.read_order(self._tracker.view, result.key)
                 if order is not None:
-                    last = viewqueries.read_order(self._tracker.view, sweep.last_read)
-                    sweep.inverted = sweep.inverted or (last is not None and order > last)
-                    sweep.last_read = result.key
+                    sweep.read_in_order(result.key, order, self._tracker.view)
                 if change is Change.UNCHANGED:
                     saw_unchanged = True
                 elif change is Change.NEW:
@@ -393,7 +391,7 @@ class ReadPlan:
         sweep.pages = 0
         sweep.resumed = False
         sweep.order = OrderWatch()
-        sweep.last_read = None
+        sweep.last_read = sweep.last_order = None
         if paced and not self._tokens_expire:
             self._tokens_expire = True
             self._log.warning(

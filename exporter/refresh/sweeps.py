@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from exporter.refresh.scheduling import due
 from exporter.runledger import ResultKey
+from exporter.viewqueries import View, read_order
 
 DEFAULT_SWEEP_BACKOFF = 32
 """How many times the configured sweep interval the interval grows to while sweeps find
@@ -105,6 +106,15 @@ class SweepProgress:
     inverted: bool = False
     """It returned a result taken in earlier before one taken in later: not newest-first."""
     last_read: ResultKey | None = None
-    """The result it read last that has a place in the order the walks took results in. Its
-    place is looked up when the next one is compared with it, not kept: between two slices of
-    a paced sweep the target may renumber its results (see :mod:`exporter.arrivals`)."""
+    """The result it read last that has a place in the order the walks took results in."""
+    last_order: tuple[float, int] | None = None
+    """That place when it was read."""
+
+    def read_in_order(self, key: ResultKey, order: tuple[float, int], view: View) -> None:
+        """The sweep read ``key``, at ``order`` in ``view``: notes whether it came before the
+        last one read (:attr:`inverted`). The last one's place is looked up again: between
+        two slices of a paced sweep the target may renumber its results (the same order, other
+        numbers: see :mod:`exporter.arrivals`); as it was read only if it has left the view."""
+        last = read_order(view, self.last_read) or self.last_order
+        self.inverted = self.inverted or (last is not None and order > last)
+        self.last_read, self.last_order = key, order
