@@ -184,8 +184,9 @@ class RunCounters:
 
         Records share their run states (see :class:`~exporter.ecs.models.InvocationResult`):
         each distinct one is folded once, with the number of records that show it, counted at
-        C speed; only records with extras, and records of running runs, are looked at one by
-        one. Values are folded in the order they first appear, as record by record."""
+        C speed; records with extras are looked at one by one, and every record again when
+        some runs are running (for the oldest start). Values are folded in the order they first
+        appear, as record by record."""
         records = list(map(_RESULT, entries))
         by_status = dict.fromkeys(INVOCATION_STATUSES, 0)
         by_error = dict.fromkeys(ERROR_CODES, 0)

@@ -164,8 +164,9 @@ class InvocationResult(msgspec.Struct, frozen=True, gc=False):
     A ``msgspec.Struct`` rather than a frozen dataclass: a refresh builds up to 10,000 of them,
     and a frozen dataclass costs about 20 times as much to build (each field set through
     ``object.__setattr__``). Not tracked by the garbage collector (``gc=False``: it holds only
-    strings, numbers and tuples of them, so it can never be part of a cycle), which makes it
-    smaller and collections shorter.
+    strings, numbers, tuples of them and its :class:`RunState` and :class:`ResultExtras`, which
+    hold nothing else, so it can never be part of a cycle), which makes it smaller and
+    collections shorter.
     """
 
     key: tuple[str, str, str]
