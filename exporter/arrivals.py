@@ -41,12 +41,13 @@ _BY_ARRIVAL = attrgetter("arrival")
 
 
 def number(n: int) -> int:
-    """``n`` (a number >= 0), as the object every target shares when it is below
-    :data:`MAX_SHARED`. Safe from any thread without a lock (see ``_table``)."""
+    """``n``, as the object every target shares when it is from 0 to below :data:`MAX_SHARED`
+    (any other, as from a tampered saved state, as it is). Safe from any thread without a lock
+    (see ``_table``)."""
     table = _table
-    if n < len(table):
+    if 0 <= n < len(table):
         return table[n]
-    if n >= MAX_SHARED:
+    if n < 0 or n >= MAX_SHARED:
         return n
     return _covering(n)[n]
 

@@ -17,6 +17,7 @@ def test_a_number_is_one_object_in_the_process_below_the_bound() -> None:
         assert number(n) is number(int(str(n)))  # a number made elsewhere: the same object
     assert number(MAX_SHARED) == MAX_SHARED
     assert number(MAX_SHARED + 7) == MAX_SHARED + 7
+    assert number(-5) == -5  # (a tampered saved state) not taken for a place in the table
 
 
 def test_targets_share_the_numbers_of_the_results_they_take_in() -> None:
